@@ -1,0 +1,86 @@
+//! `App`: the state that handlers and workers share.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use secrecy::ExposeSecret;
+
+use crate::build::docker::DockerClient;
+use crate::build::queue::BuildQueue;
+use crate::config::Config;
+use crate::db::{self, Db};
+use crate::http::auth;
+use crate::registry::client::RegistryClient;
+
+#[derive(Clone)]
+pub struct App {
+    pub db: Db,
+    pub config: Arc<Config>,
+    pub docker: DockerClient,
+    pub registry: RegistryClient,
+    pub builds: Arc<BuildQueue>,
+    /// SHA-256 of `KILN_ADMIN_TOKEN`, when set.
+    pub admin_token_hash: Option<String>,
+}
+
+impl App {
+    /// Opens the database (migrating it), prepares the data dir and the clients. Fails fast with one clear
+    /// line when the database cannot be opened; Docker and the registry are only checked when used.
+    pub async fn open(config: Config) -> anyhow::Result<App> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+        std::fs::create_dir_all(config.mirrors_dir())
+            .with_context(|| format!("cannot create {}", config.mirrors_dir().display()))?;
+        let db = db::connect(&config.database_url).await?;
+        let registry = RegistryClient::new(
+            &config.registry_url,
+            config.registry_username.clone(),
+            config.registry_password.clone(),
+        )?;
+        let admin_token_hash = config
+            .admin_token
+            .as_ref()
+            .map(|t| auth::hash_token(t.expose_secret()));
+        Ok(App {
+            db,
+            docker: DockerClient::from_env(),
+            registry,
+            builds: Arc::new(BuildQueue::default()),
+            admin_token_hash,
+            config: Arc::new(config),
+        })
+    }
+
+    /// With no `KILN_ADMIN_TOKEN` and no admin token stored yet, makes one and returns it (to print once).
+    pub async fn bootstrap_admin_token(&self) -> anyhow::Result<Option<String>> {
+        if self.admin_token_hash.is_some() {
+            return Ok(None);
+        }
+        let (admins,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM tokens WHERE role = 'admin' AND namespace IS NULL",
+        )
+        .fetch_one(&self.db)
+        .await?;
+        if admins > 0 {
+            return Ok(None);
+        }
+        let token = auth::generate_token();
+        db::tokens::insert(
+            &self.db,
+            &db::tokens::NewToken {
+                name: "admin (generated at first start)",
+                namespace: None,
+                role: "admin",
+                token_hash: &auth::hash_token(&token),
+                expires_at: None,
+            },
+        )
+        .await?;
+        Ok(Some(token))
+    }
+
+    /// `{registry}/{namespace}/{repo}`.
+    pub fn image_name(&self, namespace: &str, repo: &str) -> String {
+        format!("{}/{namespace}/{repo}", self.config.registry)
+    }
+}

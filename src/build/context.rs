@@ -1,0 +1,831 @@
+//! The Docker build context as a tar, read straight from the git tree at a commit (nothing is
+//! checked out to disk).
+//!
+//! What goes in, as the docker CLI decides it: the tree under the context directory, minus what
+//! the context's `.dockerignore` excludes, except the Dockerfile and the `.dockerignore`
+//! themselves, which are always sent (the daemon reads them, then drops them before `COPY`
+//! when they are listed in `.dockerignore`).
+//!
+//! The tar is the same bytes for the same tree: entries in git's tree order, regular files
+//! 0644 (0755 when git has them executable), directories 0755, symlinks as symlinks, uid/gid 0
+//! with no user names, and every mtime the commit's time (as `git archive` does). Submodules
+//! (gitlinks) are left out: their commits are not in the mirror.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use git2::{ObjectType, Oid, Repository, Tree};
+use tar::{EntryType, Header};
+
+use super::dockerignore::DockerIgnore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    #[error("Dockerfile not found at {0}")]
+    DockerfileNotFound(String),
+    #[error("build context directory {0} not found")]
+    ContextNotFound(String),
+    #[error("invalid path {0}")]
+    InvalidPath(String),
+    #[error(transparent)]
+    Git(#[from] git2::Error),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+#[derive(Debug)]
+pub struct BuildContext {
+    /// The tar archive to send as the build's body.
+    pub tar: Vec<u8>,
+    /// what to pass to Docker's `dockerfile` option (path inside the tar)
+    pub dockerfile: String,
+    /// Entries that are not directories (files and symlinks), the Dockerfile included.
+    pub files: usize,
+    /// Bytes of file contents (not of the tar, whose length is `tar.len()`).
+    pub bytes: u64,
+}
+
+/// Where a Dockerfile that lies outside the context directory goes in the tar.
+const OUTSIDE_DOCKERFILE: &str = ".kiln/Dockerfile";
+const DOCKERIGNORE: &str = ".dockerignore";
+
+const MODE_TREE: i32 = 0o040000;
+const MODE_BLOB: i32 = 0o100644;
+const MODE_BLOB_GROUP_WRITABLE: i32 = 0o100664;
+const MODE_EXECUTABLE: i32 = 0o100755;
+const MODE_SYMLINK: i32 = 0o120000;
+const MODE_GITLINK: i32 = 0o160000;
+
+/// `context_dir` and `dockerfile` are paths relative to the repository root ("" or "." =
+/// root; already normalised, no "..", no leading "/").
+///
+/// The tar holds the tree under `context_dir` (paths relative to it), minus what the
+/// context's `.dockerignore` excludes, except the Dockerfile and .dockerignore themselves,
+/// which are always sent (as the docker CLI does). If the Dockerfile lies outside the context
+/// dir, it is added to the tar as `.kiln/Dockerfile` and that path is returned; as the docker
+/// CLI does with its own name for it, that path is then added to the context's `.dockerignore`
+/// (one is made, listing itself too, if there is none), so the daemon drops it before `COPY`.
+pub fn build_context(
+    repo: &Repository,
+    commit: Oid,
+    context_dir: &str,
+    dockerfile: &str,
+) -> Result<BuildContext, ContextError> {
+    let context_dir = normalise(context_dir)?;
+    let dockerfile_path = normalise(dockerfile)?;
+    if dockerfile_path.is_empty() {
+        return Err(ContextError::DockerfileNotFound(dockerfile.to_string()));
+    }
+
+    let commit = repo.find_commit(commit)?;
+    let mtime = u64::try_from(commit.time().seconds()).unwrap_or(0);
+    let root = commit.tree()?;
+
+    // The Dockerfile: a regular file, not a directory, symlink or submodule.
+    let dockerfile_blob = match root.get_path(std::path::Path::new(&dockerfile_path)) {
+        Ok(entry)
+            if entry.kind() == Some(ObjectType::Blob)
+                && matches!(
+                    entry.filemode(),
+                    MODE_BLOB | MODE_BLOB_GROUP_WRITABLE | MODE_EXECUTABLE
+                ) =>
+        {
+            repo.find_blob(entry.id())?
+        }
+        Ok(_) => return Err(ContextError::DockerfileNotFound(dockerfile_path)),
+        Err(error) if error.code() == git2::ErrorCode::NotFound => {
+            return Err(ContextError::DockerfileNotFound(dockerfile_path));
+        }
+        Err(error) => return Err(error.into()),
+    };
+
+    let context_tree = if context_dir.is_empty() {
+        root.clone()
+    } else {
+        match root.get_path(std::path::Path::new(&context_dir)) {
+            Ok(entry) if entry.kind() == Some(ObjectType::Tree) => repo.find_tree(entry.id())?,
+            Ok(_) => return Err(ContextError::ContextNotFound(context_dir)),
+            Err(error) if error.code() == git2::ErrorCode::NotFound => {
+                return Err(ContextError::ContextNotFound(context_dir));
+            }
+            Err(error) => return Err(error.into()),
+        }
+    };
+
+    // The Dockerfile's path inside the context, when it lies there.
+    let inside = if context_dir.is_empty() {
+        Some(dockerfile_path.clone())
+    } else {
+        dockerfile_path
+            .strip_prefix(&format!("{context_dir}/"))
+            .map(str::to_string)
+    };
+
+    let ignore = match context_tree.get_name(DOCKERIGNORE) {
+        Some(entry)
+            if entry.kind() == Some(ObjectType::Blob) && entry.filemode() != MODE_SYMLINK =>
+        {
+            let blob = repo.find_blob(entry.id())?;
+            let ignore = DockerIgnore::parse(&String::from_utf8_lossy(blob.content()));
+            for pattern in ignore.invalid_patterns() {
+                tracing::warn!(%pattern, "the .dockerignore has an invalid pattern; it is ignored");
+            }
+            ignore
+        }
+        _ => DockerIgnore::default(),
+    };
+
+    let mut writer = ContextWriter {
+        repo,
+        ignore,
+        always_sent: inside.clone().unwrap_or_default(),
+        extra_ignore_line: inside.is_none().then_some(OUTSIDE_DOCKERFILE),
+        builder: tar::Builder::new(Vec::new()),
+        mtime,
+        open_dirs: Vec::new(),
+        written_dirs: HashSet::new(),
+        wrote_dockerignore: false,
+        files: 0,
+        bytes: 0,
+    };
+    writer.walk(&context_tree, b"")?;
+
+    let dockerfile = match inside {
+        Some(path) => path,
+        None => {
+            if !writer.wrote_dockerignore {
+                let contents = format!("{OUTSIDE_DOCKERFILE}\n{DOCKERIGNORE}\n");
+                writer.write_file(DOCKERIGNORE.as_bytes(), 0o644, contents.as_bytes())?;
+            }
+            if !writer.written_dirs.contains(".kiln".as_bytes()) {
+                writer.write_dir(b".kiln")?;
+            }
+            writer.write_file(
+                OUTSIDE_DOCKERFILE.as_bytes(),
+                0o644,
+                dockerfile_blob.content(),
+            )?;
+            OUTSIDE_DOCKERFILE.to_string()
+        }
+    };
+
+    let ContextWriter {
+        builder,
+        files,
+        bytes,
+        ..
+    } = writer;
+    Ok(BuildContext {
+        tar: builder.into_inner()?,
+        dockerfile,
+        files,
+        bytes,
+    })
+}
+
+/// "" for the root; the path with "." parts and repeated or trailing slashes dropped;
+/// InvalidPath for an absolute path or one that climbs out with "..".
+fn normalise(path: &str) -> Result<String, ContextError> {
+    if path.starts_with('/') || path.contains('\0') {
+        return Err(ContextError::InvalidPath(path.to_string()));
+    }
+    let mut parts = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => return Err(ContextError::InvalidPath(path.to_string())),
+            _ => parts.push(part),
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+struct ContextWriter<'r> {
+    repo: &'r Repository,
+    ignore: DockerIgnore,
+    /// The Dockerfile's path in the context ("" when it lies outside): sent even if excluded.
+    always_sent: String,
+    /// A line to add to the context's `.dockerignore` (the outside Dockerfile's path).
+    extra_ignore_line: Option<&'static str>,
+    builder: tar::Builder<Vec<u8>>,
+    mtime: u64,
+    /// The directories being walked, outermost first, and whether each is in the tar yet: an
+    /// excluded directory goes in only when something below it is kept.
+    open_dirs: Vec<(Vec<u8>, bool)>,
+    written_dirs: HashSet<Vec<u8>>,
+    wrote_dockerignore: bool,
+    files: usize,
+    bytes: u64,
+}
+
+impl ContextWriter<'_> {
+    fn walk(&mut self, tree: &Tree<'_>, prefix: &[u8]) -> Result<(), ContextError> {
+        for entry in tree.iter() {
+            let mut path = prefix.to_vec();
+            path.extend_from_slice(entry.name_bytes());
+            let rel = String::from_utf8_lossy(&path).into_owned();
+            let excluded = self.ignore.is_excluded(&rel);
+            match entry.filemode() {
+                MODE_TREE => {
+                    // Without exceptions nothing below an excluded directory can be kept but
+                    // the Dockerfile.
+                    let holds_dockerfile = self.always_sent.starts_with(&format!("{rel}/"));
+                    if excluded && !self.ignore.has_exceptions() && !holds_dockerfile {
+                        continue;
+                    }
+                    if !excluded {
+                        self.write_open_dirs()?;
+                        self.write_dir(&path)?;
+                    }
+                    self.open_dirs.push((path.clone(), !excluded));
+                    let subtree = self.repo.find_tree(entry.id())?;
+                    path.push(b'/');
+                    self.walk(&subtree, &path)?;
+                    self.open_dirs.pop();
+                }
+                MODE_BLOB | MODE_BLOB_GROUP_WRITABLE | MODE_EXECUTABLE | MODE_SYMLINK => {
+                    if self.extra_ignore_line.is_some()
+                        && (rel == OUTSIDE_DOCKERFILE || rel == ".kiln")
+                    {
+                        // Replaced by the Dockerfile from outside the context.
+                        continue;
+                    }
+                    let is_dockerignore = rel == DOCKERIGNORE;
+                    if excluded && !is_dockerignore && rel != self.always_sent {
+                        continue;
+                    }
+                    self.write_open_dirs()?;
+                    let blob = self.repo.find_blob(entry.id())?;
+                    if entry.filemode() == MODE_SYMLINK {
+                        self.write_symlink(&path, blob.content())?;
+                    } else if is_dockerignore && let Some(line) = self.extra_ignore_line {
+                        let mut contents = blob.content().to_vec();
+                        contents.extend_from_slice(format!("\n{line}\n").as_bytes());
+                        self.write_file(&path, 0o644, &contents)?;
+                        self.wrote_dockerignore = true;
+                    } else {
+                        let mode = if entry.filemode() == MODE_EXECUTABLE {
+                            0o755
+                        } else {
+                            0o644
+                        };
+                        self.write_file(&path, mode, blob.content())?;
+                        self.wrote_dockerignore |= is_dockerignore;
+                    }
+                }
+                MODE_GITLINK => {}
+                other => {
+                    tracing::debug!(path = %rel, mode = other, "leaving out a tree entry of an unknown mode");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the excluded directories being walked that are not in the tar yet: something
+    /// below them is about to go in.
+    fn write_open_dirs(&mut self) -> Result<(), ContextError> {
+        for index in 0..self.open_dirs.len() {
+            if !self.open_dirs[index].1 {
+                let dir = self.open_dirs[index].0.clone();
+                self.write_dir(&dir)?;
+                self.open_dirs[index].1 = true;
+            }
+        }
+        Ok(())
+    }
+
+    fn header(&self, kind: EntryType, mode: u32, size: u64) -> Header {
+        let mut header = Header::new_gnu();
+        header.set_entry_type(kind);
+        header.set_mode(mode);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(self.mtime);
+        header.set_size(size);
+        header
+    }
+
+    fn write_dir(&mut self, path: &[u8]) -> Result<(), ContextError> {
+        let mut header = self.header(EntryType::Directory, 0o755, 0);
+        let mut name = path.to_vec();
+        name.push(b'/');
+        self.builder
+            .append_data(&mut header, tar_path(&name), std::io::empty())?;
+        self.written_dirs.insert(path.to_vec());
+        Ok(())
+    }
+
+    fn write_file(&mut self, path: &[u8], mode: u32, contents: &[u8]) -> Result<(), ContextError> {
+        let mut header = self.header(EntryType::Regular, mode, contents.len() as u64);
+        self.builder
+            .append_data(&mut header, tar_path(path), contents)?;
+        self.files += 1;
+        self.bytes += contents.len() as u64;
+        Ok(())
+    }
+
+    fn write_symlink(&mut self, path: &[u8], target: &[u8]) -> Result<(), ContextError> {
+        let mut header = self.header(EntryType::Symlink, 0o777, 0);
+        self.builder
+            .append_link(&mut header, tar_path(path), tar_path(target))?;
+        self.files += 1;
+        Ok(())
+    }
+}
+
+/// A path from git's bytes: kept as they are on Unix (git names need not be UTF-8).
+#[cfg(unix)]
+fn tar_path(bytes: &[u8]) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    PathBuf::from(std::ffi::OsStr::from_bytes(bytes))
+}
+
+#[cfg(not(unix))]
+fn tar_path(bytes: &[u8]) -> PathBuf {
+    PathBuf::from(String::from_utf8_lossy(bytes).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use git2::build::TreeUpdateBuilder;
+    use git2::{FileMode, Signature, Time};
+    use std::io::Read;
+
+    const COMMIT_TIME: i64 = 1_700_000_000;
+
+    enum Item<'a> {
+        File(&'a str),
+        Exec(&'a str),
+        Link(&'a str),
+        Submodule,
+    }
+    use Item::*;
+
+    struct Repo {
+        _dir: tempfile::TempDir,
+        repo: Repository,
+    }
+
+    /// A bare repository with one commit holding `files`.
+    fn repo_with(files: &[(&str, Item<'_>)]) -> (Repo, Oid) {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let empty = repo.treebuilder(None).unwrap().write().unwrap();
+        let mut update = TreeUpdateBuilder::new();
+        for (path, item) in files {
+            let (oid, mode) = match item {
+                File(content) => (repo.blob(content.as_bytes()).unwrap(), FileMode::Blob),
+                Exec(content) => (
+                    repo.blob(content.as_bytes()).unwrap(),
+                    FileMode::BlobExecutable,
+                ),
+                Link(target) => (repo.blob(target.as_bytes()).unwrap(), FileMode::Link),
+                Submodule => (
+                    Oid::from_str("0123456789abcdef0123456789abcdef01234567").unwrap(),
+                    FileMode::Commit,
+                ),
+            };
+            update.upsert(*path, oid, mode);
+        }
+        let tree = {
+            let empty = repo.find_tree(empty).unwrap();
+            update.create_updated(&repo, &empty).unwrap()
+        };
+        let oid = {
+            let tree = repo.find_tree(tree).unwrap();
+            let signature =
+                Signature::new("Kiln Test", "test@kiln.invalid", &Time::new(COMMIT_TIME, 0))
+                    .unwrap();
+            repo.commit(
+                Some("refs/heads/main"),
+                &signature,
+                &signature,
+                "c",
+                &tree,
+                &[],
+            )
+            .unwrap()
+        };
+        (Repo { _dir: dir, repo }, oid)
+    }
+
+    #[derive(Debug, PartialEq)]
+    struct Entry {
+        path: String,
+        kind: char,
+        mode: u32,
+        contents: String,
+    }
+
+    fn entries(context: &BuildContext) -> Vec<Entry> {
+        let mut archive = tar::Archive::new(context.tar.as_slice());
+        let mut out = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let header = entry.header();
+            assert_eq!(header.uid().unwrap(), 0);
+            assert_eq!(header.gid().unwrap(), 0);
+            assert_eq!(header.mtime().unwrap(), COMMIT_TIME as u64);
+            let kind = match header.entry_type() {
+                EntryType::Regular => 'f',
+                EntryType::Directory => 'd',
+                EntryType::Symlink => 'l',
+                other => panic!("unexpected entry type {other:?}"),
+            };
+            let mode = header.mode().unwrap();
+            let path = entry.path().unwrap().to_string_lossy().into_owned();
+            let contents = if kind == 'l' {
+                entry
+                    .link_name()
+                    .unwrap()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned()
+            } else {
+                let mut text = String::new();
+                entry.read_to_string(&mut text).unwrap();
+                text
+            };
+            out.push(Entry {
+                path,
+                kind,
+                mode,
+                contents,
+            });
+        }
+        out
+    }
+
+    fn paths(context: &BuildContext) -> Vec<String> {
+        entries(context).into_iter().map(|e| e.path).collect()
+    }
+
+    fn file(path: &str, mode: u32, contents: &str) -> Entry {
+        Entry {
+            path: path.to_string(),
+            kind: 'f',
+            mode,
+            contents: contents.to_string(),
+        }
+    }
+
+    fn dir(path: &str) -> Entry {
+        Entry {
+            path: path.to_string(),
+            kind: 'd',
+            mode: 0o755,
+            contents: String::new(),
+        }
+    }
+
+    #[test]
+    fn files_dirs_modes_and_symlinks() {
+        let (r, commit) = repo_with(&[
+            ("Dockerfile", File("FROM scratch\nCOPY . /app\n")),
+            ("README.md", File("hello\n")),
+            ("bin/run.sh", Exec("#!/bin/sh\necho run\n")),
+            ("src/app/main.rs", File("fn main() {}\n")),
+            ("latest", Link("src/app/main.rs")),
+            ("vendor/lib", Submodule),
+        ]);
+        let context = build_context(&r.repo, commit, "", "Dockerfile").unwrap();
+        assert_eq!(context.dockerfile, "Dockerfile");
+        assert_eq!(
+            entries(&context),
+            vec![
+                file("Dockerfile", 0o644, "FROM scratch\nCOPY . /app\n"),
+                file("README.md", 0o644, "hello\n"),
+                dir("bin/"),
+                file("bin/run.sh", 0o755, "#!/bin/sh\necho run\n"),
+                Entry {
+                    path: "latest".into(),
+                    kind: 'l',
+                    mode: 0o777,
+                    contents: "src/app/main.rs".into(),
+                },
+                dir("src/"),
+                dir("src/app/"),
+                file("src/app/main.rs", 0o644, "fn main() {}\n"),
+                dir("vendor/"),
+            ]
+        );
+        assert_eq!(context.files, 5);
+        assert_eq!(context.bytes, (25 + 6 + 19 + 13) as u64);
+        // "." is the root too.
+        let again = build_context(&r.repo, commit, ".", "./Dockerfile").unwrap();
+        assert_eq!(again.tar, context.tar);
+    }
+
+    #[test]
+    fn long_paths_use_gnu_long_names() {
+        let long_dir = "d".repeat(90);
+        let long_path = format!("{long_dir}/{}/file-with-a-long-name.txt", "e".repeat(80));
+        let long_target = format!("../{}", "t".repeat(150));
+        let (r, commit) = repo_with(&[
+            ("Dockerfile", File("FROM scratch\n")),
+            (&long_path, File("deep\n")),
+            ("link", Link(&long_target)),
+        ]);
+        let context = build_context(&r.repo, commit, "", "Dockerfile").unwrap();
+        let all = entries(&context);
+        let deep = all.iter().find(|e| e.path == long_path).unwrap();
+        assert_eq!(deep.contents, "deep\n");
+        let link = all.iter().find(|e| e.path == "link").unwrap();
+        assert_eq!(link.contents, long_target);
+    }
+
+    #[test]
+    fn a_sub_folder_context() {
+        let (r, commit) = repo_with(&[
+            ("README.md", File("root readme\n")),
+            ("services/api/Dockerfile", File("FROM scratch\n")),
+            ("services/api/src/lib.rs", File("// api\n")),
+            ("services/web/index.html", File("<p>web</p>\n")),
+        ]);
+        let context =
+            build_context(&r.repo, commit, "services/api", "services/api/Dockerfile").unwrap();
+        assert_eq!(context.dockerfile, "Dockerfile");
+        assert_eq!(paths(&context), ["Dockerfile", "src/", "src/lib.rs"]);
+        // Trailing slashes and "./" are tolerated.
+        let same = build_context(
+            &r.repo,
+            commit,
+            "./services/api/",
+            "services/api/Dockerfile",
+        )
+        .unwrap();
+        assert_eq!(same.tar, context.tar);
+    }
+
+    #[test]
+    fn a_dockerfile_in_a_sub_folder_of_the_context() {
+        let (r, commit) = repo_with(&[
+            (
+                "docker/Dockerfile.prod",
+                File("FROM scratch\nCOPY app /app\n"),
+            ),
+            ("docker/Dockerfile.dev", File("FROM scratch\n")),
+            ("app", File("binary\n")),
+        ]);
+        let context = build_context(&r.repo, commit, "", "docker/Dockerfile.prod").unwrap();
+        assert_eq!(context.dockerfile, "docker/Dockerfile.prod");
+        assert_eq!(
+            paths(&context),
+            [
+                "app",
+                "docker/",
+                "docker/Dockerfile.dev",
+                "docker/Dockerfile.prod"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_dockerfile_outside_the_context() {
+        let (r, commit) = repo_with(&[
+            ("docker/api.Dockerfile", File("FROM scratch\nCOPY . /app\n")),
+            ("api/main.go", File("package main\n")),
+            ("api/.dockerignore", File("*.md")),
+            ("api/NOTES.md", File("notes\n")),
+        ]);
+        let context = build_context(&r.repo, commit, "api", "docker/api.Dockerfile").unwrap();
+        assert_eq!(context.dockerfile, ".kiln/Dockerfile");
+        assert_eq!(
+            entries(&context),
+            vec![
+                // listed in the context's .dockerignore, so the daemon drops it after reading
+                file(".dockerignore", 0o644, "*.md\n.kiln/Dockerfile\n"),
+                file("main.go", 0o644, "package main\n"),
+                dir(".kiln/"),
+                file(".kiln/Dockerfile", 0o644, "FROM scratch\nCOPY . /app\n"),
+            ]
+        );
+        assert_eq!(context.files, 3);
+
+        // Without a .dockerignore one is made, listing itself too.
+        let (r, commit) = repo_with(&[
+            ("Dockerfile", File("FROM scratch\n")),
+            ("app/main.go", File("package main\n")),
+            ("app/.kiln/Dockerfile", File("shadowed\n")),
+        ]);
+        let context = build_context(&r.repo, commit, "app", "Dockerfile").unwrap();
+        assert_eq!(
+            entries(&context),
+            vec![
+                dir(".kiln/"),
+                file("main.go", 0o644, "package main\n"),
+                file(".dockerignore", 0o644, ".kiln/Dockerfile\n.dockerignore\n"),
+                file(".kiln/Dockerfile", 0o644, "FROM scratch\n"),
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_or_unusable_dockerfiles() {
+        let (r, commit) = repo_with(&[
+            ("src/main.rs", File("fn main() {}\n")),
+            ("Dockerfile.link", Link("src/main.rs")),
+            ("docker/Dockerfile/inner", File("x")),
+            ("module", Submodule),
+        ]);
+        for dockerfile in [
+            "Dockerfile",
+            "src/Dockerfile",
+            "Dockerfile.link",
+            "docker/Dockerfile",
+            "src",
+            "module",
+            "",
+        ] {
+            let error = build_context(&r.repo, commit, "", dockerfile).unwrap_err();
+            assert!(
+                matches!(error, ContextError::DockerfileNotFound(_)),
+                "{dockerfile:?}: {error:?}"
+            );
+        }
+        assert_eq!(
+            build_context(&r.repo, commit, "", "docker/Dockerfile.prod")
+                .unwrap_err()
+                .to_string(),
+            "Dockerfile not found at docker/Dockerfile.prod"
+        );
+    }
+
+    #[test]
+    fn missing_context_directories_and_invalid_paths() {
+        let (r, commit) = repo_with(&[
+            ("Dockerfile", File("FROM scratch\n")),
+            ("file.txt", File("x")),
+        ]);
+        for context_dir in ["nope", "file.txt", "Dockerfile/x"] {
+            let error = build_context(&r.repo, commit, context_dir, "Dockerfile").unwrap_err();
+            assert!(
+                matches!(&error, ContextError::ContextNotFound(d) if d == context_dir),
+                "{context_dir:?}: {error:?}"
+            );
+        }
+        assert_eq!(
+            build_context(&r.repo, commit, "nope", "Dockerfile")
+                .unwrap_err()
+                .to_string(),
+            "build context directory nope not found"
+        );
+        for (context_dir, dockerfile) in [
+            ("../up", "Dockerfile"),
+            ("/abs", "Dockerfile"),
+            ("", "../Dockerfile"),
+            ("", "/Dockerfile"),
+            ("a/../..", "Dockerfile"),
+        ] {
+            let error = build_context(&r.repo, commit, context_dir, dockerfile).unwrap_err();
+            assert!(
+                matches!(error, ContextError::InvalidPath(_)),
+                "{context_dir:?} {dockerfile:?}: {error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn dockerignore_excludes_files_and_dirs_with_exceptions() {
+        let (r, commit) = repo_with(&[
+            ("Dockerfile", File("FROM scratch\n")),
+            (
+                ".dockerignore",
+                File("# build output\ntarget\n*.md\n!README.md\ndocs\n!docs/api/**\n**/*.tmp\n"),
+            ),
+            ("README.md", File("keep\n")),
+            ("CHANGELOG.md", File("drop\n")),
+            ("target/debug/kiln", Exec("binary")),
+            ("docs/guide/intro.txt", File("drop")),
+            ("docs/api/v1/index.html", File("keep")),
+            ("src/main.rs", File("keep")),
+            ("src/cache.tmp", File("drop")),
+            ("src/notes.md", File("kept: *.md only matches in the root")),
+        ]);
+        let context = build_context(&r.repo, commit, "", "Dockerfile").unwrap();
+        assert_eq!(
+            paths(&context),
+            [
+                ".dockerignore",
+                "Dockerfile",
+                "README.md",
+                // docs is excluded, but something below it is kept: the directories come along
+                "docs/",
+                "docs/api/",
+                "docs/api/v1/",
+                "docs/api/v1/index.html",
+                "src/",
+                "src/main.rs",
+                "src/notes.md",
+            ]
+        );
+        // .dockerignore goes in unchanged.
+        let all = entries(&context);
+        assert!(all[0].contents.starts_with("# build output\ntarget\n"));
+    }
+
+    #[test]
+    fn excluded_directories_without_exceptions_are_skipped_whole() {
+        let (r, commit) = repo_with(&[
+            ("Dockerfile", File("FROM scratch\n")),
+            (".dockerignore", File("node_modules\n.git*\n")),
+            ("node_modules/a/index.js", File("x")),
+            ("node_modules/b/index.js", File("x")),
+            (".gitignore", File("x")),
+            (".github/workflows/ci.yml", File("x")),
+            ("index.js", File("x")),
+        ]);
+        let context = build_context(&r.repo, commit, "", "Dockerfile").unwrap();
+        assert_eq!(paths(&context), [".dockerignore", "Dockerfile", "index.js"]);
+    }
+
+    #[test]
+    fn the_dockerfile_and_dockerignore_are_sent_even_when_excluded() {
+        let (r, commit) = repo_with(&[
+            ("Dockerfile", File("FROM scratch\n")),
+            (".dockerignore", File("Dockerfile\n.dockerignore\n*\n")),
+            ("app.py", File("print()\n")),
+        ]);
+        let context = build_context(&r.repo, commit, "", "Dockerfile").unwrap();
+        assert_eq!(paths(&context), [".dockerignore", "Dockerfile"]);
+
+        // A Dockerfile under an excluded directory, no exceptions in the file.
+        let (r, commit) = repo_with(&[
+            ("docker/Dockerfile.prod", File("FROM scratch\n")),
+            ("docker/other", File("x")),
+            (".dockerignore", File("docker\n")),
+            ("app.py", File("print()\n")),
+        ]);
+        let context = build_context(&r.repo, commit, "", "docker/Dockerfile.prod").unwrap();
+        assert_eq!(
+            paths(&context),
+            [
+                ".dockerignore",
+                "app.py",
+                "docker/",
+                "docker/Dockerfile.prod"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_dockerignore_of_the_context_dir_is_the_one_used() {
+        let (r, commit) = repo_with(&[
+            (".dockerignore", File("*\n")),
+            ("svc/Dockerfile", File("FROM scratch\n")),
+            ("svc/.dockerignore", File("secret.txt\n")),
+            ("svc/secret.txt", File("x")),
+            ("svc/code.txt", File("x")),
+            ("svc/sub/.dockerignore", File("code.txt\n")),
+            ("svc/sub/code.txt", File("x")),
+        ]);
+        let context = build_context(&r.repo, commit, "svc", "svc/Dockerfile").unwrap();
+        assert_eq!(
+            paths(&context),
+            [
+                ".dockerignore",
+                "Dockerfile",
+                "code.txt",
+                "sub/",
+                "sub/.dockerignore",
+                "sub/code.txt"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_same_commit_gives_the_same_bytes() {
+        let files = [
+            ("Dockerfile", File("FROM scratch\n")),
+            (".dockerignore", File("*.log\n")),
+            ("a/b/c.txt", File("c")),
+            ("run", Exec("#!/bin/sh\n")),
+            ("x.log", File("log")),
+            ("link", Link("a/b/c.txt")),
+        ];
+        let (r, commit) = repo_with(&files);
+        let first = build_context(&r.repo, commit, "", "Dockerfile").unwrap();
+        let second = build_context(&r.repo, commit, "", "Dockerfile").unwrap();
+        assert_eq!(first.tar, second.tar);
+        assert_eq!((first.files, first.bytes), (second.files, second.bytes));
+        // Another repository with the same tree and commit time gives the same bytes too.
+        let (other, other_commit) = repo_with(&files);
+        let third = build_context(&other.repo, other_commit, "", "Dockerfile").unwrap();
+        assert_eq!(first.tar, third.tar);
+        assert_eq!(first.tar.len() % 512, 0);
+    }
+
+    #[test]
+    fn normalising_paths() {
+        assert_eq!(normalise("").unwrap(), "");
+        assert_eq!(normalise(".").unwrap(), "");
+        assert_eq!(normalise("./a//b/").unwrap(), "a/b");
+        assert!(matches!(
+            normalise("a/../b"),
+            Err(ContextError::InvalidPath(_))
+        ));
+        assert!(matches!(normalise("/a"), Err(ContextError::InvalidPath(_))));
+    }
+}

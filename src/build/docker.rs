@@ -1,0 +1,188 @@
+//! bollard: build an image from a tar context, push it, read the digest. The daemon's API version is
+//! negotiated on first use (Docker 20.10 speaks 1.41).
+
+use std::sync::Arc;
+
+use bollard::Docker;
+use bollard::auth::DockerCredentials;
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, BuilderVersion, PushImageOptionsBuilder,
+};
+use futures_util::StreamExt;
+use tokio::sync::OnceCell;
+
+use super::log::BuildLog;
+
+#[derive(Clone, Default)]
+pub struct DockerClient {
+    inner: Arc<OnceCell<Docker>>,
+}
+
+impl DockerClient {
+    /// Uses `DOCKER_HOST` or the local socket; nothing is contacted until first use.
+    pub fn from_env() -> Self {
+        DockerClient::default()
+    }
+
+    pub async fn client(&self) -> anyhow::Result<Docker> {
+        let docker = self
+            .inner
+            .get_or_try_init(|| async {
+                let docker = Docker::connect_with_defaults()?;
+                docker.negotiate_version().await
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot reach the Docker daemon: {}", one_line(&e)))?;
+        Ok(docker.clone())
+    }
+
+    /// The daemon's version and API version, for /healthz.
+    pub async fn ping(&self) -> anyhow::Result<String> {
+        let docker = self.client().await?;
+        let v = docker
+            .version()
+            .await
+            .map_err(|e| anyhow::anyhow!("Docker daemon: {}", one_line(&e)))?;
+        Ok(format!(
+            "Docker {} (API {})",
+            v.version.unwrap_or_default(),
+            v.api_version.unwrap_or_default()
+        ))
+    }
+}
+
+/// One line from a bollard error, without its wrapper text.
+pub fn one_line(e: &bollard::errors::Error) -> String {
+    use bollard::errors::Error as E;
+    let text = match e {
+        E::DockerStreamError { error } => error.clone(),
+        E::DockerResponseServerError {
+            status_code,
+            message,
+        } => format!("{message} (HTTP {status_code})"),
+        other => other.to_string(),
+    };
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Builds the context with the classic builder, streaming every output line into the build log.
+/// Returns the image id; any error in the stream is the build's failure reason.
+pub async fn build_image(
+    docker: &Docker,
+    context_tar: Vec<u8>,
+    dockerfile: &str,
+    image_ref: &str,
+    log: &mut BuildLog,
+) -> Result<String, String> {
+    let options = BuildImageOptionsBuilder::default()
+        .dockerfile(dockerfile)
+        .t(image_ref)
+        .rm(true)
+        .forcerm(true)
+        .version(BuilderVersion::BuilderV1)
+        .build();
+    let mut stream =
+        docker.build_image(options, None, Some(bollard::body_full(context_tar.into())));
+    let mut image_id = None;
+    let mut pending = String::new();
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(info) => {
+                if let Some(text) = info.stream {
+                    pending.push_str(&text);
+                    if let Some(cut) = pending.rfind('\n') {
+                        let complete: String = pending.drain(..=cut).collect();
+                        log.lines(complete.lines()).await;
+                    }
+                }
+                if let Some(detail) = info.error_detail {
+                    let msg = detail.message.unwrap_or_else(|| "build failed".into());
+                    log.flush_partial(&mut pending).await;
+                    return Err(msg);
+                }
+                if let Some(id) = info.aux.and_then(|a| a.id) {
+                    image_id = Some(id);
+                }
+            }
+            Err(e) => {
+                log.flush_partial(&mut pending).await;
+                return Err(one_line(&e));
+            }
+        }
+    }
+    log.flush_partial(&mut pending).await;
+    image_id.ok_or_else(|| "the Docker daemon ended the build without an image".to_string())
+}
+
+/// Pushes `image:tag`, logging the daemon's status lines (not per-layer progress); returns the digest.
+pub async fn push_image(
+    docker: &Docker,
+    image: &str,
+    tag: &str,
+    credentials: DockerCredentials,
+    log: &mut BuildLog,
+) -> Result<String, String> {
+    let options = PushImageOptionsBuilder::default().tag(tag).build();
+    let mut stream = docker.push_image(image, Some(options), Some(credentials));
+    let mut digest = None;
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(info) => {
+                if let Some(detail) = info.error_detail {
+                    return Err(detail.message.unwrap_or_else(|| "push failed".into()));
+                }
+                if let Some(status) = info.status
+                    && info.progress_detail.is_none()
+                {
+                    if let Some(d) = digest_from_status(&status) {
+                        digest = Some(d);
+                    }
+                    log.line(&status).await;
+                }
+            }
+            Err(e) => return Err(one_line(&e)),
+        }
+    }
+    digest.ok_or_else(|| "the Docker daemon did not report the pushed digest".to_string())
+}
+
+/// `"main: digest: sha256:… size: 528"` → `sha256:…`.
+pub fn digest_from_status(status: &str) -> Option<String> {
+    let rest = status.split("digest: ").nth(1)?;
+    let digest = rest.split_whitespace().next()?;
+    let (algo, hex) = digest.split_once(':')?;
+    (algo == "sha256" && hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| digest.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_is_read_from_the_push_status_line() {
+        let d = "sha256:".to_string() + &"ab".repeat(32);
+        assert_eq!(
+            digest_from_status(&format!("main: digest: {d} size: 528")),
+            Some(d.clone())
+        );
+        assert_eq!(
+            digest_from_status(&format!("v1.2-abc1234: digest: {d} size: 1")),
+            Some(d)
+        );
+        for bad in [
+            "",
+            "Pushed",
+            "main: digest: ",
+            "main: digest: sha256:short size: 1",
+            "main: digest: md5:00 size: 1",
+            "The push refers to repository [localhost:5000/a/b]",
+        ] {
+            assert_eq!(digest_from_status(bad), None, "{bad}");
+        }
+    }
+}

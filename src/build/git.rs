@@ -1,0 +1,863 @@
+//! The per-source bare mirror: fetch a forge's branches and tags into it, then find commits,
+//! branch heads and tags there. Everything here blocks: callers run it in `spawn_blocking`.
+
+use std::cmp::Ordering;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use git2::{AutotagOption, ErrorCode, FetchOptions, FetchPrune, ObjectType, Oid, Repository};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("cannot fetch {url}: {message}")]
+    Fetch { url: String, message: String },
+    #[error("commit {0} not found in the repository")]
+    CommitNotFound(String),
+    #[error("branch '{0}' not found")]
+    BranchNotFound(String),
+    #[error("no tag matches '{0}'")]
+    NoMatchingTag(String),
+    #[error(transparent)]
+    Git(#[from] git2::Error),
+}
+
+/// What the mirror takes from the source: every branch and every tag, as they are there
+/// (forced, so a force-push or a moved tag is followed).
+const REFSPECS: [&str; 2] = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"];
+
+/// Directory of the bare mirror for a clone URL under `mirrors_root`:
+/// `{root}/{first 16 hex of sha256(url)}.git`.
+pub fn mirror_path(mirrors_root: &Path, clone_url: &str) -> PathBuf {
+    let digest = hex::encode(Sha256::digest(clone_url.as_bytes()));
+    mirrors_root.join(format!("{}.git", &digest[..16]))
+}
+
+/// Open or create (init bare) the mirror, then fetch `+refs/heads/*:refs/heads/*` and
+/// `+refs/tags/*:refs/tags/*` with prune from `clone_url`. Works with https://, file:// and
+/// plain local paths (a full fetch: shallow fetch is not supported by the local transport).
+///
+/// A mirror that can't be opened (left half-made by a crash) is removed and made again; a new
+/// mirror is made in a temporary directory beside it and renamed into place, so it is never
+/// seen half-made. A fetch that fails on a lock file left by a crashed fetch removes the
+/// stale locks and tries once more (the caller holds the per-mirror lock, so no other fetch
+/// owns them). The URL is used as an anonymous remote: it is never written to the mirror's
+/// config. Errors carry one line, with any `user:password@` taken out of the URL.
+pub fn fetch_mirror(mirror: &Path, clone_url: &str) -> Result<Repository, GitError> {
+    let repo = open_or_init(mirror)?;
+    let fetched = match fetch_into(&repo, clone_url) {
+        Err(error) if is_lock_error(&error) => {
+            tracing::warn!(mirror = %mirror.display(), "removing stale lock files left in the mirror");
+            remove_stale_locks(mirror);
+            fetch_into(&repo, clone_url)
+        }
+        other => other,
+    };
+    fetched.map_err(|error| fetch_error(clone_url, &error))?;
+    Ok(repo)
+}
+
+/// A lock file is in the way. libgit2 says so with `ErrorCode::Locked` in some places, and
+/// with a generic OS error whose message says it in others (updating a ref during a fetch).
+fn is_lock_error(error: &git2::Error) -> bool {
+    error.code() == ErrorCode::Locked || error.message().starts_with("failed to lock file")
+}
+
+fn fetch_into(repo: &Repository, clone_url: &str) -> Result<(), git2::Error> {
+    let mut remote = repo.remote_anonymous(clone_url)?;
+    let mut options = FetchOptions::new();
+    options
+        .prune(FetchPrune::On)
+        .download_tags(AutotagOption::None);
+    remote.fetch(&REFSPECS, Some(&mut options), None)
+}
+
+fn open_or_init(mirror: &Path) -> Result<Repository, GitError> {
+    if mirror.exists() {
+        match Repository::open_bare(mirror) {
+            Ok(repo) => return Ok(repo),
+            Err(error) => {
+                tracing::warn!(
+                    mirror = %mirror.display(),
+                    error = %error.message(),
+                    "the mirror can't be opened; making it again"
+                );
+                fs::remove_dir_all(mirror).map_err(|e| {
+                    io_error(
+                        format!("cannot remove broken mirror {}", mirror.display()),
+                        e,
+                    )
+                })?;
+            }
+        }
+    }
+    let parent = mirror.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(parent)
+        .map_err(|e| io_error(format!("cannot create {}", parent.display()), e))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".new-mirror-")
+        .tempdir_in(parent)
+        .map_err(|e| {
+            io_error(
+                format!("cannot create a directory in {}", parent.display()),
+                e,
+            )
+        })?;
+    Repository::init_bare(staging.path())?;
+    let staged = staging.keep();
+    if let Err(error) = fs::rename(&staged, mirror) {
+        // Someone else made it meanwhile: use theirs.
+        let _ = fs::remove_dir_all(&staged);
+        if !mirror.exists() {
+            return Err(io_error(
+                format!("cannot create mirror {}", mirror.display()),
+                error,
+            ));
+        }
+    }
+    Ok(Repository::open_bare(mirror)?)
+}
+
+fn io_error(context: String, error: std::io::Error) -> GitError {
+    GitError::Git(git2::Error::from_str(&format!("{context}: {error}")))
+}
+
+/// Removes the `*.lock` files a crashed fetch can leave: under `refs/`, and `packed-refs.lock`,
+/// `config.lock`, `HEAD.lock`, `shallow.lock` at the top.
+fn remove_stale_locks(mirror: &Path) {
+    fn walk(dir: &Path) {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            match entry.file_type() {
+                Ok(kind) if kind.is_dir() => walk(&path),
+                Ok(_) if path.extension().is_some_and(|ext| ext == "lock") => {
+                    let _ = fs::remove_file(&path);
+                }
+                _ => {}
+            }
+        }
+    }
+    walk(&mirror.join("refs"));
+    for name in [
+        "packed-refs.lock",
+        "config.lock",
+        "HEAD.lock",
+        "shallow.lock",
+    ] {
+        let _ = fs::remove_file(mirror.join(name));
+    }
+}
+
+/// The fetch error for a log line or an API answer: the URL without credentials, the message
+/// on one line, and neither the user:password nor the password anywhere in it.
+fn fetch_error(clone_url: &str, error: &git2::Error) -> GitError {
+    let (url, secrets) = redact_url(clone_url);
+    let mut message = error.message().to_string();
+    if !secrets.is_empty() {
+        message = message.replace(clone_url, &url);
+        for secret in &secrets {
+            message = message.replace(secret.as_str(), "***");
+        }
+    }
+    let mut message = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    if message.is_empty() {
+        message = format!("{:?} error", error.class());
+    }
+    GitError::Fetch { url, message }
+}
+
+/// The URL without its `userinfo@`, and the strings that must not be shown (the userinfo, the
+/// password, and its percent-decoded form).
+fn redact_url(url: &str) -> (String, Vec<String>) {
+    let Some(scheme_end) = url.find("://") else {
+        return (url.to_string(), Vec::new());
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return (url.to_string(), Vec::new());
+    };
+    let userinfo = &authority[..at];
+    let redacted = format!(
+        "{}://{}{}",
+        &url[..scheme_end],
+        &authority[at + 1..],
+        &rest[authority_end..]
+    );
+    let mut secrets = vec![format!("{userinfo}@"), userinfo.to_string()];
+    // The password, or a lone user name (a token is often passed as the user name).
+    let secret = userinfo
+        .split_once(':')
+        .map_or(userinfo, |(_, password)| password);
+    if !secret.is_empty() {
+        secrets.push(secret.to_string());
+        let decoded = percent_decode(secret);
+        if decoded != secret && !decoded.is_empty() {
+            secrets.push(decoded);
+        }
+    }
+    secrets.retain(|s| !s.is_empty());
+    (redacted, secrets)
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(byte) = text
+                .get(i + 1..i + 3)
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+        {
+            out.push(byte);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The commit at an exact 40-hex sha (or an unambiguous prefix ≥ 7), CommitNotFound otherwise
+/// (also for a sha that is a tree/blob/tag, or malformed input).
+pub fn find_commit(repo: &Repository, sha: &str) -> Result<Oid, GitError> {
+    let not_found = || GitError::CommitNotFound(sha.to_string());
+    if !(7..=40).contains(&sha.len()) || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(not_found());
+    }
+    let found = if sha.len() == 40 {
+        Oid::from_str(sha).and_then(|oid| repo.find_commit(oid))
+    } else {
+        repo.find_commit_by_prefix(sha)
+    };
+    match found {
+        Ok(commit) => Ok(commit.id()),
+        Err(error)
+            if matches!(
+                error.code(),
+                ErrorCode::NotFound | ErrorCode::Ambiguous | ErrorCode::InvalidSpec
+            ) =>
+        {
+            Err(not_found())
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Head commit of a branch in the mirror (`branch` is the short name: `main`, `release/1.x`).
+pub fn branch_head(repo: &Repository, branch: &str) -> Result<Oid, GitError> {
+    let not_found = || GitError::BranchNotFound(branch.to_string());
+    let name = format!("refs/heads/{branch}");
+    if branch.is_empty() || !git2::Reference::is_valid_name(&name) {
+        return Err(not_found());
+    }
+    let reference = match repo.find_reference(&name) {
+        Ok(reference) => reference,
+        Err(error) if error.code() == ErrorCode::NotFound => return Err(not_found()),
+        Err(error) => return Err(error.into()),
+    };
+    Ok(reference.peel_to_commit()?.id())
+}
+
+/// Newest tag whose name satisfies `matches` (a closure: kiln passes its rule pattern).
+/// Newest = latest commit time of the peeled commit (annotated and lightweight tags both);
+/// ties are broken by name, the greater in natural order winning (`v1.10` over `v1.9`).
+/// Tags that don't point at a commit (at a tree or a blob) are passed over. Returns
+/// (tag name, commit oid).
+///
+/// This function doesn't know the pattern behind `matches`: when nothing matches,
+/// `NoMatchingTag` carries an empty string, for the caller to replace with the pattern
+/// (`Err(GitError::NoMatchingTag(_)) => GitError::NoMatchingTag(rule.pattern.clone())`).
+pub fn newest_tag(
+    repo: &Repository,
+    matches: impl Fn(&str) -> bool,
+) -> Result<(String, Oid), GitError> {
+    let mut newest: Option<(i64, String, Oid)> = None;
+    for reference in repo.references_glob("refs/tags/*")? {
+        let reference = reference?;
+        let Some(name) = reference
+            .name()
+            .ok()
+            .and_then(|full| full.strip_prefix("refs/tags/"))
+        else {
+            continue;
+        };
+        if !matches(name) {
+            continue;
+        }
+        let Ok(commit) = reference.peel_to_commit() else {
+            continue;
+        };
+        let time = commit.time().seconds();
+        let is_newer = newest.as_ref().is_none_or(|(best_time, best_name, _)| {
+            time.cmp(best_time)
+                .then_with(|| natural_cmp(name, best_name))
+                .is_gt()
+        });
+        if is_newer {
+            newest = Some((time, name.to_string(), commit.id()));
+        }
+    }
+    newest
+        .map(|(_, name, oid)| (name, oid))
+        .ok_or_else(|| GitError::NoMatchingTag(String::new()))
+}
+
+/// Compares names with runs of digits taken as numbers: `v1.9` < `v1.10` < `v2`. Equal by
+/// that measure (`v01`, `v1`), plain string order decides, so the order is total.
+fn natural_cmp(a: &str, b: &str) -> Ordering {
+    fn runs(text: &str) -> Vec<&str> {
+        let mut runs = Vec::new();
+        let mut start = 0;
+        let bytes = text.as_bytes();
+        for i in 1..=bytes.len() {
+            if i == bytes.len() || bytes[i].is_ascii_digit() != bytes[i - 1].is_ascii_digit() {
+                runs.push(&text[start..i]);
+                start = i;
+            }
+        }
+        runs
+    }
+    let (runs_a, runs_b) = (runs(a), runs(b));
+    for (x, y) in runs_a.iter().zip(&runs_b) {
+        let both_numbers = x.as_bytes()[0].is_ascii_digit() && y.as_bytes()[0].is_ascii_digit();
+        let order = if both_numbers {
+            let (x, y) = (x.trim_start_matches('0'), y.trim_start_matches('0'));
+            x.len().cmp(&y.len()).then_with(|| x.cmp(y))
+        } else {
+            x.cmp(y)
+        };
+        if order.is_ne() {
+            return order;
+        }
+    }
+    runs_a.len().cmp(&runs_b.len()).then_with(|| a.cmp(b))
+}
+
+/// Summary line and full message of a commit, for logs and skip markers: the whole message
+/// (its first line is the summary), trailing newlines removed.
+pub fn commit_message(repo: &Repository, oid: Oid) -> Result<String, GitError> {
+    let commit = match repo.find_object(oid, Some(ObjectType::Commit)) {
+        Ok(object) => object.peel_to_commit()?,
+        Err(error) if error.code() == ErrorCode::NotFound => {
+            return Err(GitError::CommitNotFound(oid.to_string()));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    Ok(String::from_utf8_lossy(commit.message_bytes())
+        .trim_end()
+        .to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use git2::build::TreeUpdateBuilder;
+    use git2::{FileMode, Signature, Time};
+    use std::process::Command;
+
+    /// A bare "forge" repository whose commits are made with git2 at chosen times.
+    struct Forge {
+        dir: tempfile::TempDir,
+        repo: Repository,
+    }
+
+    impl Forge {
+        fn new() -> Forge {
+            let dir = tempfile::tempdir().unwrap();
+            let repo = Repository::init_bare(dir.path().join("forge.git")).unwrap();
+            Forge { dir, repo }
+        }
+
+        fn path(&self) -> PathBuf {
+            self.dir.path().join("forge.git")
+        }
+
+        fn file_url(&self) -> String {
+            format!("file://{}", self.path().display())
+        }
+
+        /// Commits `files` on top of `branch` (created if missing) at `time`, returns the oid.
+        fn commit(&self, branch: &str, files: &[(&str, &str)], message: &str, time: i64) -> Oid {
+            let refname = format!("refs/heads/{branch}");
+            let parent = self
+                .repo
+                .find_reference(&refname)
+                .ok()
+                .map(|r| r.peel_to_commit().unwrap());
+            let base = match &parent {
+                Some(commit) => commit.tree().unwrap(),
+                None => {
+                    let empty = self.repo.treebuilder(None).unwrap().write().unwrap();
+                    self.repo.find_tree(empty).unwrap()
+                }
+            };
+            let mut update = TreeUpdateBuilder::new();
+            for (path, content) in files {
+                let blob = self.repo.blob(content.as_bytes()).unwrap();
+                update.upsert(*path, blob, FileMode::Blob);
+            }
+            let tree = update.create_updated(&self.repo, &base).unwrap();
+            let tree = self.repo.find_tree(tree).unwrap();
+            let signature =
+                Signature::new("Kiln Test", "test@kiln.invalid", &Time::new(time, 0)).unwrap();
+            let parents: Vec<_> = parent.iter().collect();
+            self.repo
+                .commit(
+                    Some(&refname),
+                    &signature,
+                    &signature,
+                    message,
+                    &tree,
+                    &parents,
+                )
+                .unwrap()
+        }
+
+        fn lightweight_tag(&self, name: &str, oid: Oid) {
+            let object = self.repo.find_object(oid, None).unwrap();
+            self.repo.tag_lightweight(name, &object, false).unwrap();
+        }
+
+        fn annotated_tag(&self, name: &str, oid: Oid) {
+            let object = self.repo.find_object(oid, None).unwrap();
+            let tagger = Signature::new(
+                "Kiln Test",
+                "test@kiln.invalid",
+                &Time::new(9_999_999_999, 0),
+            )
+            .unwrap();
+            self.repo
+                .tag(name, &object, &tagger, &format!("release {name}"), false)
+                .unwrap();
+        }
+    }
+
+    fn mirrors() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
+    }
+
+    #[test]
+    fn mirror_path_is_a_hash_of_the_url() {
+        let root = Path::new("/var/lib/kiln/mirrors");
+        let path = mirror_path(root, "https://example.com/org/app.git");
+        let expected = &hex::encode(Sha256::digest(b"https://example.com/org/app.git"))[..16];
+        assert_eq!(path, root.join(format!("{expected}.git")));
+        assert_eq!(path.file_name().unwrap().len(), 16 + 4);
+        assert_ne!(path, mirror_path(root, "https://example.com/org/other.git"));
+        assert_eq!(path, mirror_path(root, "https://example.com/org/app.git"));
+    }
+
+    #[test]
+    fn fetches_from_a_local_path_then_incrementally() {
+        let forge = Forge::new();
+        let first = forge.commit("main", &[("README.md", "hello\n")], "first", 1_700_000_000);
+        let root = mirrors();
+        let mirror = mirror_path(root.path(), &forge.path().display().to_string());
+
+        let repo = fetch_mirror(&mirror, forge.path().to_str().unwrap()).unwrap();
+        assert!(repo.is_bare());
+        assert_eq!(repo.path(), mirror.join("").as_path());
+        assert_eq!(branch_head(&repo, "main").unwrap(), first);
+        // The URL is not stored in the mirror: the remote was anonymous.
+        assert!(repo.remotes().unwrap().is_empty());
+
+        let second = forge.commit(
+            "main",
+            &[("src/main.rs", "fn main() {}\n")],
+            "second",
+            1_700_000_100,
+        );
+        let feature = forge.commit("feature/x", &[("x", "x")], "feature", 1_700_000_200);
+        drop(repo);
+        let repo = fetch_mirror(&mirror, forge.path().to_str().unwrap()).unwrap();
+        assert_eq!(branch_head(&repo, "main").unwrap(), second);
+        assert_eq!(branch_head(&repo, "feature/x").unwrap(), feature);
+        assert_eq!(find_commit(&repo, &first.to_string()).unwrap(), first);
+        assert_eq!(commit_message(&repo, second).unwrap(), "second");
+    }
+
+    #[test]
+    fn fetches_from_a_file_url_and_follows_force_pushes() {
+        let forge = Forge::new();
+        let first = forge.commit("main", &[("a", "1")], "first", 1_700_000_000);
+        let root = mirrors();
+        let mirror = mirror_path(root.path(), &forge.file_url());
+        let repo = fetch_mirror(&mirror, &forge.file_url()).unwrap();
+        assert_eq!(branch_head(&repo, "main").unwrap(), first);
+
+        // Rewrite main to an unrelated commit (a force push).
+        forge
+            .repo
+            .find_reference("refs/heads/main")
+            .unwrap()
+            .delete()
+            .unwrap();
+        let rewritten = forge.commit("main", &[("b", "2")], "rewritten", 1_700_000_500);
+        let repo = fetch_mirror(&mirror, &forge.file_url()).unwrap();
+        assert_eq!(branch_head(&repo, "main").unwrap(), rewritten);
+    }
+
+    #[test]
+    fn deleted_branches_and_tags_are_pruned() {
+        let forge = Forge::new();
+        let main = forge.commit("main", &[("a", "1")], "main", 1_700_000_000);
+        forge.commit("doomed", &[("b", "2")], "doomed", 1_700_000_100);
+        forge.lightweight_tag("v0.1", main);
+        let root = mirrors();
+        let mirror = mirror_path(root.path(), &forge.file_url());
+        let repo = fetch_mirror(&mirror, &forge.file_url()).unwrap();
+        assert!(branch_head(&repo, "doomed").is_ok());
+        assert_eq!(newest_tag(&repo, |_| true).unwrap().0, "v0.1");
+
+        forge
+            .repo
+            .find_reference("refs/heads/doomed")
+            .unwrap()
+            .delete()
+            .unwrap();
+        forge.repo.tag_delete("v0.1").unwrap();
+        let repo = fetch_mirror(&mirror, &forge.file_url()).unwrap();
+        assert!(matches!(
+            branch_head(&repo, "doomed"),
+            Err(GitError::BranchNotFound(name)) if name == "doomed"
+        ));
+        assert!(matches!(
+            newest_tag(&repo, |_| true),
+            Err(GitError::NoMatchingTag(_))
+        ));
+        assert_eq!(branch_head(&repo, "main").unwrap(), main);
+    }
+
+    #[test]
+    fn fetches_from_a_repository_made_by_the_git_cli() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        let git = |args: &[&str]| {
+            let output = Command::new("git")
+                .args([
+                    "-c",
+                    "user.name=Kiln Test",
+                    "-c",
+                    "user.email=test@kiln.invalid",
+                ])
+                .args([
+                    "-c",
+                    "init.defaultBranch=main",
+                    "-c",
+                    "commit.gpgsign=false",
+                ])
+                .args(["-c", "tag.gpgsign=false"])
+                .args(args)
+                .current_dir(&work)
+                .env("GIT_COMMITTER_DATE", "1700000000 +0000")
+                .env("GIT_AUTHOR_DATE", "1700000000 +0000")
+                .output()
+                .unwrap();
+            assert!(output.status.success(), "git {args:?}: {output:?}");
+            String::from_utf8(output.stdout).unwrap().trim().to_string()
+        };
+        fs::create_dir_all(&work).unwrap();
+        git(&["init", "-q"]);
+        fs::write(work.join("Dockerfile"), "FROM scratch\n").unwrap();
+        git(&["add", "."]);
+        git(&["commit", "-q", "-m", "Add a Dockerfile\n\nWith a body."]);
+        git(&["tag", "-a", "v1.0.0", "-m", "first release"]);
+        let head = git(&["rev-parse", "HEAD"]);
+
+        let root = mirrors();
+        let url = format!("file://{}", work.display());
+        let repo = fetch_mirror(&mirror_path(root.path(), &url), &url).unwrap();
+        let head = Oid::from_str(&head).unwrap();
+        assert_eq!(branch_head(&repo, "main").unwrap(), head);
+        assert_eq!(
+            newest_tag(&repo, |name| name.starts_with('v')).unwrap(),
+            ("v1.0.0".to_string(), head)
+        );
+        assert_eq!(
+            commit_message(&repo, head).unwrap(),
+            "Add a Dockerfile\n\nWith a body."
+        );
+    }
+
+    #[test]
+    fn find_commit_by_full_and_short_sha() {
+        let forge = Forge::new();
+        let oid = forge.commit("main", &[("a", "1")], "first", 1_700_000_000);
+        let repo = &forge.repo;
+        let sha = oid.to_string();
+        assert_eq!(find_commit(repo, &sha).unwrap(), oid);
+        assert_eq!(find_commit(repo, &sha[..7]).unwrap(), oid);
+        assert_eq!(find_commit(repo, &sha[..12]).unwrap(), oid);
+        assert_eq!(find_commit(repo, &sha.to_uppercase()).unwrap(), oid);
+
+        let unknown = "0123456789abcdef0123456789abcdef01234567";
+        for input in [
+            unknown,
+            "0123456",
+            &sha[..6], // too short
+            "",
+            "not-a-sha",
+            "main",
+            "HEAD",
+            "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz",
+            &format!("{sha}0"), // 41 characters
+        ] {
+            match find_commit(repo, input) {
+                Err(GitError::CommitNotFound(shown)) => assert_eq!(shown, input),
+                other => panic!("find_commit({input:?}) gave {other:?}"),
+            }
+        }
+        let error = find_commit(repo, unknown).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!("commit {unknown} not found in the repository")
+        );
+    }
+
+    #[test]
+    fn find_commit_refuses_trees_blobs_and_tags() {
+        let forge = Forge::new();
+        let oid = forge.commit("main", &[("a", "content of a")], "first", 1_700_000_000);
+        forge.annotated_tag("v1", oid);
+        let repo = &forge.repo;
+        let tree = repo.find_commit(oid).unwrap().tree_id();
+        let blob = repo.blob(b"content of a").unwrap();
+        let tag = repo.refname_to_id("refs/tags/v1").unwrap();
+        for object in [tree, blob, tag] {
+            let sha = object.to_string();
+            assert!(matches!(
+                find_commit(repo, &sha),
+                Err(GitError::CommitNotFound(_))
+            ));
+            assert!(matches!(
+                find_commit(repo, &sha[..10]),
+                Err(GitError::CommitNotFound(_))
+            ));
+        }
+        assert!(matches!(
+            commit_message(repo, blob),
+            Err(GitError::CommitNotFound(_))
+        ));
+    }
+
+    #[test]
+    fn branch_head_finds_branches_by_short_name() {
+        let forge = Forge::new();
+        let main = forge.commit("main", &[("a", "1")], "main", 1_700_000_000);
+        let release = forge.commit("release/1.x", &[("b", "2")], "release", 1_700_000_100);
+        let repo = &forge.repo;
+        assert_eq!(branch_head(repo, "main").unwrap(), main);
+        assert_eq!(branch_head(repo, "release/1.x").unwrap(), release);
+        for missing in ["develop", "", "bad..name", "release"] {
+            assert!(
+                matches!(branch_head(repo, missing), Err(GitError::BranchNotFound(ref b)) if b == missing),
+                "{missing:?}"
+            );
+        }
+        assert_eq!(
+            branch_head(repo, "develop").unwrap_err().to_string(),
+            "branch 'develop' not found"
+        );
+    }
+
+    #[test]
+    fn newest_tag_orders_by_commit_time_then_name() {
+        let forge = Forge::new();
+        let old = forge.commit("main", &[("a", "1")], "old", 1_600_000_000);
+        let middle = forge.commit("main", &[("a", "2")], "middle", 1_650_000_000);
+        let new = forge.commit("main", &[("a", "3")], "new", 1_700_000_000);
+        // The annotated tag is made "later" (tagger time) but points at the oldest commit:
+        // the commit time decides.
+        forge.annotated_tag("v1.0.0", old);
+        forge.lightweight_tag("v1.1.0", middle);
+        forge.lightweight_tag("v1.9.0", new);
+        forge.annotated_tag("v1.10.0", new);
+        forge.lightweight_tag("nightly", new);
+        forge.annotated_tag("v0.9.0", middle);
+        let repo = &forge.repo;
+
+        let version = |name: &str| name.starts_with('v');
+        assert_eq!(
+            newest_tag(repo, version).unwrap(),
+            ("v1.10.0".to_string(), new)
+        );
+        assert_eq!(
+            newest_tag(repo, |name| name.starts_with("v1.0")).unwrap(),
+            ("v1.0.0".to_string(), old)
+        );
+        assert_eq!(
+            newest_tag(repo, |name| name == "v1.1.0" || name == "v0.9.0").unwrap(),
+            ("v1.1.0".to_string(), middle)
+        );
+        assert_eq!(
+            newest_tag(repo, |_| true).unwrap(),
+            ("v1.10.0".to_string(), new)
+        );
+        assert_eq!(
+            newest_tag(repo, |name| !name.starts_with('v')).unwrap(),
+            ("nightly".to_string(), new)
+        );
+        let error = newest_tag(repo, |name| name.starts_with("v2")).unwrap_err();
+        assert!(matches!(error, GitError::NoMatchingTag(_)));
+    }
+
+    #[test]
+    fn newest_tag_passes_over_tags_of_trees_and_blobs() {
+        let forge = Forge::new();
+        let commit = forge.commit("main", &[("a", "1")], "c", 1_700_000_000);
+        let blob = forge.repo.blob(b"not a commit").unwrap();
+        forge.lightweight_tag("v9-blob", blob);
+        forge.lightweight_tag("v1", commit);
+        assert_eq!(
+            newest_tag(&forge.repo, |_| true).unwrap(),
+            ("v1".to_string(), commit)
+        );
+    }
+
+    #[test]
+    fn natural_order_of_names() {
+        let mut names = vec!["v1.10", "v1.9", "v2", "v1.9.1", "v10", "v01", "a", "v1"];
+        names.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(
+            names,
+            ["a", "v01", "v1", "v1.9", "v1.9.1", "v1.10", "v2", "v10"]
+        );
+    }
+
+    #[test]
+    fn commit_message_is_the_whole_message() {
+        let forge = Forge::new();
+        let oid = forge.commit(
+            "main",
+            &[("a", "1")],
+            "Fix the build [skip kiln]\n\nLonger explanation.\n\n",
+            1_700_000_000,
+        );
+        let message = commit_message(&forge.repo, oid).unwrap();
+        assert_eq!(message, "Fix the build [skip kiln]\n\nLonger explanation.");
+        assert_eq!(message.lines().next(), Some("Fix the build [skip kiln]"));
+        let missing = Oid::from_str("0123456789abcdef0123456789abcdef01234567").unwrap();
+        assert!(matches!(
+            commit_message(&forge.repo, missing),
+            Err(GitError::CommitNotFound(sha)) if sha == missing.to_string()
+        ));
+    }
+
+    #[test]
+    fn fetching_a_missing_repository_gives_a_readable_error() {
+        let root = mirrors();
+        let gone = root.path().join("no-such-repo.git");
+        for url in [
+            gone.display().to_string(),
+            format!("file://{}", gone.display()),
+        ] {
+            let error = fetch_mirror(&mirror_path(root.path(), &url), &url)
+                .err()
+                .expect("the fetch fails");
+            let GitError::Fetch {
+                url: shown,
+                message,
+            } = &error
+            else {
+                panic!("expected a fetch error, got {error:?}");
+            };
+            assert_eq!(shown, &url);
+            assert!(!message.is_empty());
+            assert!(!message.contains('\n'));
+            let text = error.to_string();
+            assert!(text.starts_with(&format!("cannot fetch {url}: ")), "{text}");
+            assert!(text.contains("no-such-repo"), "{text}");
+        }
+    }
+
+    #[test]
+    fn credentials_never_show_in_fetch_errors() {
+        let root = mirrors();
+        // Port 1 on the loopback address: nothing listens, the connection is refused.
+        for url in [
+            "https://kiln-bot:s3cr3t-pa55@127.0.0.1:1/org/app.git",
+            "https://ghp_tokenvalue123@127.0.0.1:1/org/app.git",
+            "http://user:p%40ss%2Fword@127.0.0.1:1/org/app.git",
+        ] {
+            let error = fetch_mirror(&mirror_path(root.path(), url), url)
+                .err()
+                .expect("the fetch fails");
+            let text = format!("{error} {error:?}");
+            for secret in [
+                "s3cr3t-pa55",
+                "ghp_tokenvalue123",
+                "p%40ss%2Fword",
+                "p@ss/word",
+                "kiln-bot:",
+            ] {
+                assert!(!text.contains(secret), "{secret} shown in {text}");
+            }
+            let GitError::Fetch { url: shown, .. } = &error else {
+                panic!("expected a fetch error, got {error:?}");
+            };
+            assert!(shown.contains("127.0.0.1:1/org/app.git"), "{shown}");
+            assert!(!shown.contains('@'), "{shown}");
+        }
+    }
+
+    #[test]
+    fn redacting_urls() {
+        let cases = [
+            ("https://u:p@host/x.git", "https://host/x.git"),
+            (
+                "https://token@host:8443/x.git?a=b",
+                "https://host:8443/x.git?a=b",
+            ),
+            ("https://host/x@y.git", "https://host/x@y.git"),
+            ("file:///srv/git/x.git", "file:///srv/git/x.git"),
+            ("/srv/git/x.git", "/srv/git/x.git"),
+            ("git@github.com:org/x.git", "git@github.com:org/x.git"),
+        ];
+        for (url, redacted) in cases {
+            assert_eq!(redact_url(url).0, redacted, "{url}");
+        }
+    }
+
+    #[test]
+    fn a_broken_mirror_is_made_again() {
+        let forge = Forge::new();
+        let head = forge.commit("main", &[("a", "1")], "c", 1_700_000_000);
+        let root = mirrors();
+        let mirror = mirror_path(root.path(), &forge.file_url());
+        // A crash left an empty directory, then one with only a stray file.
+        fs::create_dir_all(&mirror).unwrap();
+        let repo = fetch_mirror(&mirror, &forge.file_url()).unwrap();
+        assert_eq!(branch_head(&repo, "main").unwrap(), head);
+        drop(repo);
+        fs::remove_dir_all(&mirror).unwrap();
+        fs::create_dir_all(&mirror).unwrap();
+        fs::write(mirror.join("HEAD"), "garbage").unwrap();
+        let repo = fetch_mirror(&mirror, &forge.file_url()).unwrap();
+        assert_eq!(branch_head(&repo, "main").unwrap(), head);
+        // No staging directory is left beside the mirror.
+        let leftovers: Vec<_> = fs::read_dir(root.path()).unwrap().flatten().collect();
+        assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+    }
+
+    #[test]
+    fn a_stale_lock_file_does_not_block_fetching() {
+        let forge = Forge::new();
+        forge.commit("main", &[("a", "1")], "c", 1_700_000_000);
+        let root = mirrors();
+        let mirror = mirror_path(root.path(), &forge.file_url());
+        fetch_mirror(&mirror, &forge.file_url()).unwrap();
+        let head = forge.commit("main", &[("a", "2")], "c2", 1_700_000_100);
+        // A crashed fetch left the lock of the ref it was updating.
+        fs::write(mirror.join("refs/heads/main.lock"), "").unwrap();
+        let repo = fetch_mirror(&mirror, &forge.file_url()).unwrap();
+        assert_eq!(branch_head(&repo, "main").unwrap(), head);
+        assert!(!mirror.join("refs/heads/main.lock").exists());
+    }
+}

@@ -1,0 +1,7 @@
+pub mod context;
+pub mod docker;
+pub mod dockerignore;
+pub mod git;
+pub mod log;
+pub mod queue;
+pub mod worker;

@@ -1,0 +1,262 @@
+//! One build from start to end: fetch the commit, resolve the tag, tar the context, build, push, record.
+
+use std::path::PathBuf;
+
+use bollard::auth::DockerCredentials;
+use secrecy::ExposeSecret;
+use tokio_util::sync::CancellationToken;
+
+use super::log::BuildLog;
+use super::{context, docker, git};
+use crate::app::App;
+use crate::db::{self, builds::BuildRow, builds::BuildStatus};
+use crate::domain::rules::{GitRef, PushEvent, RuleSpec, plan_rule};
+use crate::forge::display_url;
+
+enum Failure {
+    Failed(String),
+    Cancelled,
+}
+
+impl From<String> for Failure {
+    fn from(s: String) -> Self {
+        Failure::Failed(s)
+    }
+}
+
+/// What the fetch step found: the exact commit, and the tag it will carry.
+struct Target {
+    git_ref: String,
+    commit: String,
+    tag: String,
+    context: context::BuildContext,
+}
+
+pub async fn run(app: &App, build: BuildRow, cancel: CancellationToken) {
+    let mut log = BuildLog::open(app, &build.id).await;
+    let timeout = app.config.build_timeout;
+    let outcome = tokio::select! {
+        r = execute(app, &build, &mut log) => r,
+        _ = cancel.cancelled() => Err(Failure::Cancelled),
+        _ = tokio::time::sleep(timeout) => Err(Failure::Failed(format!("timed out after {} s", timeout.as_secs()))),
+    };
+    let recorded = match outcome {
+        Ok(digest) => {
+            log.line(&format!(
+                "Pushed {} ({digest})",
+                image_ref(app, &build, None)
+            ))
+            .await;
+            record_success(app, &build.id, &digest).await
+        }
+        Err(Failure::Cancelled) => {
+            log.line("Cancelled.").await;
+            tracing::info!(build_id = %build.id, "build cancelled");
+            Ok(())
+        }
+        Err(Failure::Failed(reason)) => {
+            log.line(&format!("Build failed: {reason}")).await;
+            tracing::info!(build_id = %build.id, %reason, "build failed");
+            db::builds::finish(&app.db, &build.id, BuildStatus::Failed, Some(&reason), None)
+                .await
+                .map(|_| ())
+        }
+    };
+    if let Err(e) = recorded {
+        tracing::error!(build_id = %build.id, error = %e, "cannot record the end of a build");
+    }
+}
+
+async fn record_success(app: &App, build_id: &str, digest: &str) -> Result<(), sqlx::Error> {
+    let Some(b) = db::builds::get(&app.db, build_id).await? else {
+        return Ok(());
+    };
+    if !db::builds::finish(
+        &app.db,
+        build_id,
+        BuildStatus::Succeeded,
+        None,
+        Some(digest),
+    )
+    .await?
+    {
+        return Ok(()); // cancelled at the last moment: the image is pushed, but the build says cancelled
+    }
+    tracing::info!(build_id, digest, "build succeeded");
+    db::versions::upsert(
+        &app.db,
+        &db::versions::NewVersion {
+            repository_id: &b.repository_id,
+            tag: b.tag.as_deref().unwrap_or_default(),
+            digest,
+            source: "build",
+            build_id: Some(build_id),
+            commit_sha: b.commit_sha.as_deref(),
+        },
+    )
+    .await
+}
+
+fn image_ref(app: &App, build: &BuildRow, tag: Option<&str>) -> String {
+    let image = app.image_name(&build.namespace, &build.repository);
+    match tag.or(build.tag.as_deref()) {
+        Some(t) => format!("{image}:{t}"),
+        None => image,
+    }
+}
+
+async fn execute(app: &App, build: &BuildRow, log: &mut BuildLog) -> Result<String, Failure> {
+    let db_err = |e: sqlx::Error| Failure::Failed(format!("database error: {e}"));
+    let source = db::sources::for_repo(&app.db, &build.repository_id)
+        .await
+        .map_err(db_err)?
+        .ok_or_else(|| "the repository has no git source".to_string())?;
+    // Builds planned from a push carry their tag; "build now" resolves commit and tag here, from the rule.
+    let rule = match (&build.tag, &build.rule_id) {
+        (Some(_), _) => None,
+        (None, Some(rule_id)) => {
+            let row = db::rules::get(&app.db, &build.repository_id, rule_id)
+                .await
+                .map_err(db_err)?
+                .ok_or_else(|| format!("rule {rule_id} was deleted before the build started"))?;
+            Some(row.spec())
+        }
+        (None, None) => {
+            return Err(Failure::Failed(
+                "the build has neither a tag nor a rule".into(),
+            ));
+        }
+    };
+
+    log.line(&format!("Fetching {}", display_url(&source.clone_url)))
+        .await;
+    let mirror = git::mirror_path(&app.config.mirrors_dir(), &source.clone_url);
+    let lock = app.builds.mirror_lock(&mirror);
+    let guard = lock.lock().await;
+    let target = {
+        let build = build.clone();
+        let url = source.clone_url.clone();
+        let mirror: PathBuf = mirror.clone();
+        tokio::task::spawn_blocking(move || resolve_target(&mirror, &url, &build, rule.as_ref()))
+            .await
+            .map_err(|e| format!("the fetch task failed: {e}"))??
+    };
+    drop(guard);
+
+    let image = app.image_name(&build.namespace, &build.repository);
+    let full_ref = format!("{image}:{}", target.tag);
+    db::builds::set_target(
+        &app.db,
+        &build.id,
+        &target.git_ref,
+        &target.commit,
+        &target.tag,
+        &full_ref,
+    )
+    .await
+    .map_err(db_err)?;
+    log.line(&format!(
+        "Building {full_ref} from {} at {} with {}",
+        target.git_ref,
+        &target.commit[..7.min(target.commit.len())],
+        target.context.dockerfile
+    ))
+    .await;
+    log.line(&format!(
+        "Build context: {} files, {} bytes",
+        target.context.files, target.context.bytes
+    ))
+    .await;
+
+    let docker = app.docker.client().await.map_err(|e| format!("{e:#}"))?;
+    docker::build_image(
+        &docker,
+        target.context.tar,
+        &target.context.dockerfile,
+        &full_ref,
+        log,
+    )
+    .await?;
+    log.line(&format!("Pushing {full_ref}")).await;
+    let credentials = DockerCredentials {
+        username: app.config.registry_username.clone(),
+        password: app
+            .config
+            .registry_password
+            .as_ref()
+            .map(|p| p.expose_secret().to_string()),
+        serveraddress: Some(app.config.registry.clone()),
+        ..Default::default()
+    };
+    let digest = docker::push_image(&docker, &image, &target.tag, credentials, log)
+        .await
+        .map_err(|e| format!("push refused: {e}"))?;
+    Ok(digest)
+}
+
+/// Blocking: fetch the mirror, find the exact commit, decide the tag, tar the context.
+fn resolve_target(
+    mirror: &std::path::Path,
+    url: &str,
+    build: &BuildRow,
+    rule: Option<&RuleSpec>,
+) -> Result<Target, String> {
+    let repo = git::fetch_mirror(mirror, url).map_err(|e| e.to_string())?;
+    let (git_ref, oid): (String, git2::Oid) = match (&build.commit_sha, build.git_ref.as_str()) {
+        (Some(sha), r) => (
+            r.to_string(),
+            git::find_commit(&repo, sha).map_err(|e| e.to_string())?,
+        ),
+        (None, r) if r.starts_with("refs/heads/") => {
+            let branch = &r["refs/heads/".len()..];
+            (
+                r.to_string(),
+                git::branch_head(&repo, branch).map_err(|e| e.to_string())?,
+            )
+        }
+        (None, r) if r.starts_with("refs/tags/") => {
+            let oid = repo
+                .revparse_single(r)
+                .and_then(|o| o.peel_to_commit())
+                .map_err(|_| format!("tag '{}' not found", &r["refs/tags/".len()..]))?
+                .id();
+            (r.to_string(), oid)
+        }
+        (None, _) => {
+            let rule = rule.ok_or("the build names no ref")?;
+            let pattern =
+                crate::domain::pattern::RefPattern::parse(&rule.name).map_err(|e| e.to_string())?;
+            let (name, oid) = git::newest_tag(&repo, |t| pattern.matches(t).is_some())
+                .map_err(|e| e.to_string())?;
+            (format!("refs/tags/{name}"), oid)
+        }
+    };
+    let commit = oid.to_string();
+    let tag = match (&build.tag, rule) {
+        (Some(tag), _) => tag.clone(),
+        (None, Some(rule)) => {
+            let git_ref_parsed = GitRef::parse(&git_ref)
+                .ok_or_else(|| format!("'{git_ref}' is not a branch or tag"))?;
+            let event = PushEvent {
+                git_ref: git_ref_parsed,
+                commit: commit.clone(),
+                message: None,
+                date: chrono::Utc::now().date_naive(),
+            };
+            plan_rule(rule, &event)
+                .map_err(|reason| {
+                    format!("the rule does not build {git_ref}: {}", reason.message())
+                })?
+                .tag
+        }
+        (None, None) => return Err("the build has neither a tag nor a rule".into()),
+    };
+    let ctx = context::build_context(&repo, oid, &build.context, &build.dockerfile)
+        .map_err(|e| e.to_string())?;
+    Ok(Target {
+        git_ref,
+        commit,
+        tag,
+        context: ctx,
+    })
+}

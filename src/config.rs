@@ -1,0 +1,257 @@
+//! One `Config`: an optional TOML file overridden by `KILN_*` environment variables, validated once at start.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// The TOML file as written by a user; every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    registry: Option<String>,
+    registry_url: Option<String>,
+    registry_username: Option<String>,
+    registry_password: Option<String>,
+    admin_token: Option<String>,
+    registry_events_token: Option<String>,
+    public_url: Option<String>,
+    build_workers: Option<usize>,
+    build_timeout_secs: Option<u64>,
+    hook_body_limit: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    /// host[:port] images are pushed to, as `{registry}/{namespace}/{repo}:{tag}`.
+    pub registry: String,
+    /// Base URL of that registry's HTTP API (default: http for localhost/127.x, https otherwise).
+    pub registry_url: String,
+    pub registry_username: Option<String>,
+    pub registry_password: Option<SecretString>,
+    pub admin_token: Option<SecretString>,
+    pub registry_events_token: Option<SecretString>,
+    pub public_url: String,
+    pub build_workers: usize,
+    pub build_timeout: Duration,
+    pub hook_body_limit: usize,
+}
+
+/// Where configuration values come from: a variable lookup, so tests can pass a map instead of the process env.
+pub trait Vars {
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+pub struct ProcessEnv;
+
+impl Vars for ProcessEnv {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl<S: std::hash::BuildHasher> Vars for std::collections::HashMap<String, String, S> {
+    fn get(&self, name: &str) -> Option<String> {
+        self.get(name).cloned().filter(|v| !v.is_empty())
+    }
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_REGISTRY: &str = "localhost:5000";
+/// GitHub caps webhook payloads at 25 MB; so do we.
+pub const DEFAULT_HOOK_BODY_LIMIT: usize = 25 * 1024 * 1024;
+
+impl Config {
+    /// Reads the optional file, then the environment, and validates the result.
+    pub fn load(file: Option<&Path>, vars: &dyn Vars) -> anyhow::Result<Config> {
+        let file_cfg = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .with_context(|| format!("invalid config file {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        Self::resolve(file_cfg, vars)
+    }
+
+    fn resolve(f: FileConfig, vars: &dyn Vars) -> anyhow::Result<Config> {
+        let pick = |var: &str, file: Option<String>| vars.get(var).or(file);
+
+        let listen_text = pick("KILN_LISTEN", f.listen).unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen: SocketAddr = listen_text.parse().with_context(|| {
+            format!("KILN_LISTEN: '{listen_text}' is not an address like 127.0.0.1:8080")
+        })?;
+
+        let data_dir = vars
+            .get("KILN_DATA_DIR")
+            .map(PathBuf::from)
+            .or(f.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./kiln-data"));
+        let database_url = pick("KILN_DATABASE_URL", f.database_url)
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("kiln.db").display()));
+        if !database_url.starts_with("sqlite:") {
+            bail!("KILN_DATABASE_URL: only sqlite: URLs are supported, got '{database_url}'");
+        }
+
+        let registry = pick("KILN_REGISTRY", f.registry).unwrap_or_else(|| DEFAULT_REGISTRY.into());
+        if registry.is_empty() || registry.contains('/') || registry.contains(char::is_whitespace) {
+            bail!("KILN_REGISTRY: '{registry}' must be host[:port], without scheme or path");
+        }
+        let registry_url = pick("KILN_REGISTRY_URL", f.registry_url)
+            .unwrap_or_else(|| default_registry_url(&registry))
+            .trim_end_matches('/')
+            .to_string();
+        if !(registry_url.starts_with("http://") || registry_url.starts_with("https://")) {
+            bail!("KILN_REGISTRY_URL: '{registry_url}' must start with http:// or https://");
+        }
+
+        let registry_username = pick("KILN_REGISTRY_USERNAME", f.registry_username);
+        let registry_password =
+            pick("KILN_REGISTRY_PASSWORD", f.registry_password).map(SecretString::from);
+        if registry_password.is_some() && registry_username.is_none() {
+            bail!("KILN_REGISTRY_PASSWORD is set but KILN_REGISTRY_USERNAME is not");
+        }
+        let admin_token = pick("KILN_ADMIN_TOKEN", f.admin_token).map(SecretString::from);
+        let registry_events_token =
+            pick("KILN_REGISTRY_EVENTS_TOKEN", f.registry_events_token).map(SecretString::from);
+        let public_url = pick("KILN_PUBLIC_URL", f.public_url)
+            .unwrap_or_else(|| format!("http://{listen}"))
+            .trim_end_matches('/')
+            .to_string();
+
+        let build_workers = match vars.get("KILN_BUILD_WORKERS") {
+            Some(v) => v
+                .parse()
+                .with_context(|| format!("KILN_BUILD_WORKERS: '{v}' is not a number"))?,
+            None => f.build_workers.unwrap_or(2),
+        };
+        if !(1..=64).contains(&build_workers) {
+            bail!("KILN_BUILD_WORKERS: must be between 1 and 64, got {build_workers}");
+        }
+        let build_timeout_secs = match vars.get("KILN_BUILD_TIMEOUT_SECS") {
+            Some(v) => v
+                .parse()
+                .with_context(|| format!("KILN_BUILD_TIMEOUT_SECS: '{v}' is not a number"))?,
+            None => f.build_timeout_secs.unwrap_or(3600),
+        };
+        if build_timeout_secs == 0 {
+            bail!("KILN_BUILD_TIMEOUT_SECS: must be positive");
+        }
+
+        Ok(Config {
+            listen,
+            data_dir,
+            database_url,
+            registry,
+            registry_url,
+            registry_username,
+            registry_password,
+            admin_token,
+            registry_events_token,
+            public_url,
+            build_workers,
+            build_timeout: Duration::from_secs(build_timeout_secs),
+            hook_body_limit: f.hook_body_limit.unwrap_or(DEFAULT_HOOK_BODY_LIMIT),
+        })
+    }
+
+    pub fn mirrors_dir(&self) -> PathBuf {
+        self.data_dir.join("mirrors")
+    }
+}
+
+/// Registries on this machine speak plain HTTP by default (dockerd treats them as insecure too).
+fn default_registry_url(registry: &str) -> String {
+    let host = registry.rsplit_once(':').map_or(registry, |(h, _)| h);
+    let local = host == "localhost" || host.starts_with("127.") || host == "[::1]";
+    format!("{}://{registry}", if local { "http" } else { "https" })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_work_on_a_laptop() {
+        let c = Config::resolve(FileConfig::default(), &env(&[])).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.data_dir, PathBuf::from("./kiln-data"));
+        assert_eq!(c.database_url, "sqlite://./kiln-data/kiln.db");
+        assert_eq!(c.registry, "localhost:5000");
+        assert_eq!(c.registry_url, "http://localhost:5000");
+        assert_eq!(c.public_url, "http://127.0.0.1:8080");
+        assert_eq!(c.build_workers, 2);
+        assert!(c.admin_token.is_none());
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let file: FileConfig = toml::from_str(
+            "listen = \"0.0.0.0:9000\"\nregistry = \"reg.example.com\"\nadmin_token = \"from-file\"\n",
+        )
+        .unwrap();
+        let c = Config::resolve(
+            file,
+            &env(&[
+                ("KILN_LISTEN", "127.0.0.1:9001"),
+                ("KILN_DATA_DIR", "/srv/kiln"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9001");
+        assert_eq!(c.database_url, "sqlite:///srv/kiln/kiln.db");
+        assert_eq!(c.registry_url, "https://reg.example.com");
+        assert_eq!(c.admin_token.unwrap().expose_secret(), "from-file");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        for (var, value, expect) in [
+            ("KILN_LISTEN", "nope", "KILN_LISTEN"),
+            ("KILN_REGISTRY", "http://x/y", "KILN_REGISTRY"),
+            ("KILN_DATABASE_URL", "postgres://x", "KILN_DATABASE_URL"),
+            ("KILN_BUILD_WORKERS", "0", "KILN_BUILD_WORKERS"),
+            ("KILN_BUILD_WORKERS", "many", "KILN_BUILD_WORKERS"),
+            ("KILN_REGISTRY_URL", "ftp://x", "KILN_REGISTRY_URL"),
+            ("KILN_REGISTRY_PASSWORD", "pw", "KILN_REGISTRY_USERNAME"),
+        ] {
+            let err = Config::resolve(FileConfig::default(), &env(&[(var, value)])).unwrap_err();
+            assert!(err.to_string().contains(expect), "{var}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        assert!(toml::from_str::<FileConfig>("lisen = \"x\"").is_err());
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug() {
+        let c = Config::resolve(
+            FileConfig::default(),
+            &env(&[("KILN_ADMIN_TOKEN", "hunter2-secret")]),
+        )
+        .unwrap();
+        assert!(!format!("{c:?}").contains("hunter2-secret"));
+    }
+}

@@ -1,0 +1,140 @@
+use super::{Db, new_id, now};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RuleRow {
+    pub id: String,
+    pub repository_id: String,
+    pub kind: String,
+    pub name: String,
+    pub dockerfile: String,
+    pub context: String,
+    pub version: String,
+    pub overwrite: bool,
+    pub enabled: bool,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl RuleRow {
+    /// The rule as the pure matcher sees it.
+    pub fn spec(&self) -> crate::domain::rules::RuleSpec {
+        crate::domain::rules::RuleSpec {
+            id: self.id.clone(),
+            // Stored kinds were validated on the way in; an unreadable one matches nothing a push can be.
+            kind: self
+                .kind
+                .parse()
+                .unwrap_or(crate::domain::rules::RefKind::Branch),
+            name: self.name.clone(),
+            dockerfile: self.dockerfile.clone(),
+            context: self.context.clone(),
+            version: self.version.clone(),
+            overwrite: self.overwrite,
+            enabled: self.enabled,
+        }
+    }
+}
+
+/// The fields a user sets; `insert` and `update` take the whole set (PATCH merges first).
+#[derive(Debug, Clone)]
+pub struct RuleFields {
+    pub kind: String,
+    pub name: String,
+    pub dockerfile: String,
+    pub context: String,
+    pub version: String,
+    pub overwrite: bool,
+    pub enabled: bool,
+}
+
+impl From<&RuleRow> for RuleFields {
+    fn from(r: &RuleRow) -> Self {
+        RuleFields {
+            kind: r.kind.clone(),
+            name: r.name.clone(),
+            dockerfile: r.dockerfile.clone(),
+            context: r.context.clone(),
+            version: r.version.clone(),
+            overwrite: r.overwrite,
+            enabled: r.enabled,
+        }
+    }
+}
+
+pub async fn insert(db: &Db, repository_id: &str, f: &RuleFields) -> Result<RuleRow, sqlx::Error> {
+    let ts = now();
+    sqlx::query_as(
+        "INSERT INTO rules (id, repository_id, kind, name, dockerfile, context, version, overwrite, enabled, created_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+    )
+    .bind(new_id())
+    .bind(repository_id)
+    .bind(&f.kind)
+    .bind(&f.name)
+    .bind(&f.dockerfile)
+    .bind(&f.context)
+    .bind(&f.version)
+    .bind(f.overwrite)
+    .bind(f.enabled)
+    .bind(&ts)
+    .bind(&ts)
+    .fetch_one(db)
+    .await
+}
+
+pub async fn update(db: &Db, id: &str, f: &RuleFields) -> Result<RuleRow, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE rules SET kind = ?, name = ?, dockerfile = ?, context = ?, version = ?, overwrite = ?, enabled = ?, \
+         updated_at = ? WHERE id = ? RETURNING *",
+    )
+    .bind(&f.kind)
+    .bind(&f.name)
+    .bind(&f.dockerfile)
+    .bind(&f.context)
+    .bind(&f.version)
+    .bind(f.overwrite)
+    .bind(f.enabled)
+    .bind(now())
+    .bind(id)
+    .fetch_one(db)
+    .await
+}
+
+pub async fn list<'e, E: sqlx::SqliteExecutor<'e>>(
+    db: E,
+    repository_id: &str,
+) -> Result<Vec<RuleRow>, sqlx::Error> {
+    sqlx::query_as("SELECT * FROM rules WHERE repository_id = ? ORDER BY created_at, id")
+        .bind(repository_id)
+        .fetch_all(db)
+        .await
+}
+
+pub async fn get(db: &Db, repository_id: &str, id: &str) -> Result<Option<RuleRow>, sqlx::Error> {
+    sqlx::query_as("SELECT * FROM rules WHERE repository_id = ? AND id = ?")
+        .bind(repository_id)
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+pub async fn delete(db: &Db, id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM rules WHERE id = ?")
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Removing a repository's source disables its rules; their builds stay.
+pub async fn disable_all<'e, E: sqlx::SqliteExecutor<'e>>(
+    db: E,
+    repository_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE rules SET enabled = 0, updated_at = ? WHERE repository_id = ?")
+        .bind(now())
+        .bind(repository_id)
+        .execute(db)
+        .await?;
+    Ok(())
+}

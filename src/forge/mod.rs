@@ -1,0 +1,151 @@
+//! The one forge-neutral push event. Each forge's wire format stays private to its file.
+
+pub mod github;
+
+/// What an inbound hook delivery means, once its signature is verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Push(Push),
+    Ping,
+    /// A delivery we understand but do nothing with, and why.
+    Ignore(String),
+}
+
+/// A push to one ref, as every forge describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Push {
+    /// Full ref name: `refs/heads/main`, `refs/tags/v1.0`.
+    pub git_ref: String,
+    pub before: String,
+    /// The commit the ref now points at (all zeros when deleted).
+    pub after: String,
+    pub deleted: bool,
+    /// The head commit's message (for skip markers).
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct MalformedPayload(pub String);
+
+/// Is this a full 40-hex commit id?
+pub fn is_sha(s: &str) -> bool {
+    s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// A clone URL in the form used to match hooks to sources: scheme and host lower-cased, no user info,
+/// no trailing `/` or `.git`. Works for `https://`, `ssh://`, `git://`, `file://`, scp-like
+/// `git@host:owner/repo` and plain paths.
+pub fn normalize_url(url: &str) -> String {
+    let url = url.trim();
+    let (prefix, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            (
+                format!(
+                    "{}://{}/",
+                    scheme.to_ascii_lowercase(),
+                    host.to_ascii_lowercase()
+                ),
+                path.to_string(),
+            )
+        }
+        None => match url.split_once(':') {
+            // scp-like user@host:path (not a Windows drive or a plain path)
+            Some((host, path)) if !host.contains('/') && host.len() > 1 => {
+                (format!("{}:", host.to_ascii_lowercase()), path.to_string())
+            }
+            _ => (String::new(), url.to_string()),
+        },
+    };
+    let mut path = rest.trim_end_matches('/');
+    if let Some(p) = path.strip_suffix(".git") {
+        path = p.trim_end_matches('/');
+    }
+    format!("{prefix}{path}")
+}
+
+/// A URL fit for a log line or a message: any `user:password@` removed.
+pub fn display_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest
+                .split_once('/')
+                .map_or((rest, None), |(a, p)| (a, Some(p)));
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            match path {
+                Some(p) => format!("{scheme}://{host}/{p}"),
+                None => format!("{scheme}://{host}"),
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_normalize_to_one_form() {
+        let cases = [
+            (
+                "https://github.com/Acme/API.git",
+                "https://github.com/Acme/API",
+            ),
+            (
+                "HTTPS://GitHub.COM/Acme/API/",
+                "https://github.com/Acme/API",
+            ),
+            ("https://github.com/acme/api", "https://github.com/acme/api"),
+            (
+                "https://user:pw@github.com/acme/api.git",
+                "https://github.com/acme/api",
+            ),
+            ("git://github.com/acme/api.git", "git://github.com/acme/api"),
+            (
+                "ssh://git@GitHub.com/acme/api.git",
+                "ssh://github.com/acme/api",
+            ),
+            ("git@GitHub.com:acme/api.git", "git@github.com:acme/api"),
+            ("file:///tmp/x/repo.git", "file:///tmp/x/repo"),
+            ("file:///tmp/x/repo.git/", "file:///tmp/x/repo"),
+            ("/srv/git/repo.git", "/srv/git/repo"),
+            ("/srv/git/repo", "/srv/git/repo"),
+            ("  https://github.com/a/b.git  ", "https://github.com/a/b"),
+            ("", ""),
+            ("https://", "https:///"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(normalize_url(input), want, "{input}");
+        }
+        assert_eq!(
+            normalize_url("https://github.com/a/b"),
+            normalize_url("https://github.com/a/b.git")
+        );
+        assert_ne!(
+            normalize_url("https://github.com/a/b"),
+            normalize_url("https://github.com/a/bc")
+        );
+    }
+
+    #[test]
+    fn display_url_drops_credentials() {
+        assert_eq!(
+            display_url("https://tok:secret@host/a/b.git"),
+            "https://host/a/b.git"
+        );
+        assert_eq!(display_url("https://host/a"), "https://host/a");
+        assert_eq!(display_url("https://x@host"), "https://host");
+        assert_eq!(display_url("/local/path"), "/local/path");
+    }
+
+    #[test]
+    fn shas() {
+        assert!(is_sha(&"a".repeat(40)));
+        assert!(!is_sha(&"a".repeat(39)));
+        assert!(!is_sha(&"g".repeat(40)));
+        assert!(!is_sha(""));
+    }
+}

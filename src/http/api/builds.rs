@@ -1,0 +1,384 @@
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::rules::load_rule;
+use super::{PageQuery, load_repo, paged};
+use crate::app::App;
+use crate::db::{self, builds::BuildRow, builds::BuildStatus};
+use crate::domain::pattern::RefPattern;
+use crate::domain::rules::{GitRef, RefKind};
+use crate::http::auth::{Caller, Role};
+use crate::http::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
+
+#[derive(Serialize)]
+pub struct BuildView {
+    pub id: String,
+    pub namespace: String,
+    pub repository: String,
+    pub rule_id: Option<String>,
+    pub trigger: String,
+    #[serde(rename = "ref")]
+    pub git_ref: Option<String>,
+    pub commit: Option<String>,
+    pub tag: Option<String>,
+    pub image: Option<String>,
+    pub status: String,
+    pub error: Option<String>,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub digest: Option<String>,
+}
+
+impl From<BuildRow> for BuildView {
+    fn from(b: BuildRow) -> Self {
+        BuildView {
+            id: b.id,
+            namespace: b.namespace,
+            repository: b.repository,
+            rule_id: b.rule_id,
+            trigger: b.trigger,
+            git_ref: Some(b.git_ref).filter(|r| !r.is_empty()),
+            commit: b.commit_sha,
+            tag: b.tag,
+            image: b.image,
+            status: b.status,
+            error: b.error,
+            created_at: b.created_at,
+            started_at: b.started_at,
+            finished_at: b.finished_at,
+            digest: b.digest,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct BuildNow {
+    #[serde(rename = "ref")]
+    git_ref: Option<String>,
+    commit: Option<String>,
+}
+
+/// Which ref a "build now" builds: the one asked for (it must match the rule), or the rule's own branch
+/// or tag when its name is exact; for a tag pattern, "" (the worker picks the newest matching tag).
+fn ref_to_build(
+    kind: RefKind,
+    pattern: &RefPattern,
+    rule_name: &str,
+    asked: Option<&str>,
+) -> ApiResult<String> {
+    let Some(asked) = asked.map(str::trim).filter(|r| !r.is_empty()) else {
+        return match (pattern, kind) {
+            (RefPattern::Exact(name), _) => Ok(GitRef {
+                kind,
+                name: name.clone(),
+            }
+            .full()),
+            (_, RefKind::Tag) => Ok(String::new()),
+            (_, RefKind::Branch) => Err(ApiError::invalid(
+                "ref",
+                "required",
+                format!("the rule's name '{rule_name}' is a pattern: say which branch to build"),
+            )),
+        };
+    };
+    let git_ref = if asked.starts_with("refs/") {
+        GitRef::parse(asked).ok_or_else(|| {
+            ApiError::invalid(
+                "ref",
+                "invalid_ref",
+                format!("'{asked}' is neither refs/heads/… nor refs/tags/…"),
+            )
+        })?
+    } else {
+        GitRef {
+            kind,
+            name: asked.to_string(),
+        }
+    };
+    if git_ref.kind != kind {
+        return Err(ApiError::invalid(
+            "ref",
+            "wrong_type",
+            format!(
+                "this rule builds {}, not {}",
+                plural(kind),
+                plural(git_ref.kind)
+            ),
+        ));
+    }
+    if pattern.matches(&git_ref.name).is_none() {
+        return Err(ApiError::invalid(
+            "ref",
+            "no_match",
+            format!(
+                "'{}' does not match the rule's name '{rule_name}'",
+                git_ref.name
+            ),
+        ));
+    }
+    Ok(git_ref.full())
+}
+
+fn plural(kind: RefKind) -> &'static str {
+    match kind {
+        RefKind::Branch => "branches",
+        RefKind::Tag => "tags",
+    }
+}
+
+/// "Build now": queues a build of the rule, resolved to an exact commit by the worker.
+pub async fn create_build(
+    State(app): State<App>,
+    caller: Caller,
+    ApiPath((ns, repo, id)): ApiPath<(String, String, String)>,
+    ApiJson(body): ApiJson<BuildNow>,
+) -> ApiResult<(StatusCode, axum::Json<BuildView>)> {
+    let (repo_row, rule) = load_rule(&app, &caller, &ns, &repo, &id, Role::Write).await?;
+    if repo_row.hidden {
+        return Err(ApiError::conflict(
+            "repository_hidden",
+            format!("{ns}/{repo} is hidden: unhide it first to build"),
+        ));
+    }
+    if !repo_row.has_source {
+        return Err(ApiError::conflict(
+            "no_source",
+            format!("{ns}/{repo} has no git source"),
+        ));
+    }
+    if !rule.enabled {
+        return Err(ApiError::conflict(
+            "rule_disabled",
+            "this rule is disabled: enable it first to build",
+        ));
+    }
+    let commit = body
+        .commit
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty());
+    if let Some(c) = commit
+        && !((7..=40).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Err(ApiError::invalid(
+            "commit",
+            "invalid_commit",
+            "commit must be 7 to 40 hex characters",
+        ));
+    }
+    let spec = rule.spec();
+    let pattern = RefPattern::parse(&spec.name)?;
+    let git_ref = ref_to_build(spec.kind, &pattern, &spec.name, body.git_ref.as_deref())?;
+    if git_ref.is_empty() && commit.is_some() {
+        return Err(ApiError::invalid(
+            "ref",
+            "required",
+            "with a commit, say which tag it is",
+        ));
+    }
+    let mut tx = app.db.begin().await?;
+    let build_id = db::builds::insert(
+        &mut tx,
+        &db::builds::NewBuild {
+            repository_id: &repo_row.id,
+            rule_id: Some(&rule.id),
+            event_id: None,
+            trigger: "manual",
+            git_ref: &git_ref,
+            commit_sha: commit,
+            tag: None,
+            image: None,
+            dockerfile: &rule.dockerfile,
+            context: &rule.context,
+            version: &rule.version,
+            overwrite: rule.overwrite,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    app.builds.wake_workers();
+    let build = db::builds::get(&app.db, &build_id)
+        .await?
+        .ok_or_else(|| ApiError::internal("build vanished"))?;
+    Ok((StatusCode::ACCEPTED, axum::Json(build.into())))
+}
+
+pub async fn list_builds(
+    State(app): State<App>,
+    caller: Caller,
+    ApiPath((ns, repo)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Response> {
+    let row = load_repo(&app, &caller, &ns, &repo, Role::Read).await?;
+    let page = q.page()?;
+    let builds = db::builds::list_for_repo(&app.db, &row.id, &page).await?;
+    let last = builds.last().map(|b| b.id.clone());
+    let views: Vec<BuildView> = builds.into_iter().map(Into::into).collect();
+    Ok(paged(views, &page, last))
+}
+
+async fn load_build(app: &App, caller: &Caller, id: &str, role: Role) -> ApiResult<BuildRow> {
+    let build = db::builds::get(&app.db, id)
+        .await?
+        .filter(|b| caller.sees(&b.namespace))
+        .ok_or_else(|| ApiError::not_found(&format!("build {id}")))?;
+    caller.require(role, Some(&build.namespace))?;
+    Ok(build)
+}
+
+pub async fn get_build(
+    State(app): State<App>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<axum::Json<BuildView>> {
+    Ok(axum::Json(
+        load_build(&app, &caller, &id, Role::Read).await?.into(),
+    ))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LogQuery {
+    #[serde(default)]
+    follow: bool,
+}
+
+/// The build log as text; with `?follow=true` the answer streams until the build ends.
+pub async fn get_build_log(
+    State(app): State<App>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<LogQuery>,
+) -> ApiResult<Response> {
+    let build = load_build(&app, &caller, &id, Role::Read).await?;
+    let text_plain = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
+    if !q.follow {
+        let lines = db::builds::log_lines(&app.db, &build.id, -1).await?;
+        let text: String = lines.into_iter().map(|(_, l)| l + "\n").collect();
+        return Ok((text_plain, text).into_response());
+    }
+    let state = Follow {
+        updates: app.builds.log_updates(),
+        app,
+        id: build.id,
+        after: -1,
+        done: false,
+    };
+    let stream = futures_util::stream::unfold(state, |mut st| async move {
+        loop {
+            if st.done {
+                return None;
+            }
+            // Status first: lines written before the build ended are then all visible below.
+            let finished = match db::builds::status(&st.app.db, &st.id).await {
+                Ok(Some(s)) => BuildStatus::is_finished(&s),
+                _ => true,
+            };
+            let lines = db::builds::log_lines(&st.app.db, &st.id, st.after)
+                .await
+                .unwrap_or_default();
+            if let Some((last, _)) = lines.last() {
+                st.after = *last;
+                st.done = finished;
+                let text: String = lines.into_iter().map(|(_, l)| l + "\n").collect();
+                return Some((Ok::<_, Infallible>(Bytes::from(text)), st));
+            }
+            if finished {
+                return None;
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), st.updates.changed()).await;
+        }
+    });
+    Ok((text_plain, Body::from_stream(stream)).into_response())
+}
+
+struct Follow {
+    app: App,
+    id: String,
+    after: i64,
+    done: bool,
+    updates: tokio::sync::watch::Receiver<u64>,
+}
+
+pub async fn cancel_build(
+    State(app): State<App>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<(StatusCode, axum::Json<BuildView>)> {
+    let build = load_build(&app, &caller, &id, Role::Write).await?;
+    match db::builds::cancel(&app.db, &build.id).await?.as_deref() {
+        Some("building") => {
+            app.builds.cancel_running(&build.id);
+        }
+        Some("queued") => {}
+        Some(other) => {
+            return Err(ApiError::conflict(
+                "already_finished",
+                format!("the build already ended: {other}"),
+            ));
+        }
+        None => return Err(ApiError::not_found(&format!("build {id}"))),
+    }
+    let build = db::builds::get(&app.db, &build.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("build"))?;
+    Ok((StatusCode::ACCEPTED, axum::Json(build.into())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_now_refs() {
+        let exact = RefPattern::parse("main").unwrap();
+        assert_eq!(
+            ref_to_build(RefKind::Branch, &exact, "main", None).unwrap(),
+            "refs/heads/main"
+        );
+        assert_eq!(
+            ref_to_build(RefKind::Branch, &exact, "main", Some("main")).unwrap(),
+            "refs/heads/main"
+        );
+        assert_eq!(
+            ref_to_build(RefKind::Branch, &exact, "main", Some("refs/heads/main")).unwrap(),
+            "refs/heads/main"
+        );
+        let e = ref_to_build(RefKind::Branch, &exact, "main", Some("dev")).unwrap_err();
+        assert_eq!((e.field.as_deref(), e.code), (Some("ref"), "no_match"));
+        let e = ref_to_build(RefKind::Branch, &exact, "main", Some("refs/tags/main")).unwrap_err();
+        assert_eq!(e.code, "wrong_type");
+        assert!(
+            e.message.contains("builds branches, not tags"),
+            "{}",
+            e.message
+        );
+        let e =
+            ref_to_build(RefKind::Branch, &exact, "main", Some("refs/pull/1/head")).unwrap_err();
+        assert_eq!(e.code, "invalid_ref");
+
+        let wild = RefPattern::parse("v*").unwrap();
+        assert_eq!(ref_to_build(RefKind::Tag, &wild, "v*", None).unwrap(), "");
+        assert_eq!(
+            ref_to_build(RefKind::Tag, &wild, "v*", Some("v1.2")).unwrap(),
+            "refs/tags/v1.2"
+        );
+        let e = ref_to_build(RefKind::Tag, &wild, "v*", Some("refs/heads/v1")).unwrap_err();
+        assert!(
+            e.message.contains("builds tags, not branches"),
+            "{}",
+            e.message
+        );
+        let branches = RefPattern::parse("release-*").unwrap();
+        let e = ref_to_build(RefKind::Branch, &branches, "release-*", None).unwrap_err();
+        assert_eq!(e.code, "required");
+    }
+}

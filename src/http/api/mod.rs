@@ -1,0 +1,170 @@
+//! The JSON API under `/api/v1`: one file per resource, view structs beside their handlers.
+
+pub mod builds;
+pub mod namespaces;
+pub mod repos;
+pub mod rules;
+pub mod sources;
+pub mod tokens;
+pub mod versions;
+
+use axum::Router;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde::{Deserialize, Serialize};
+
+use super::auth::{Caller, Role};
+use super::error::{ApiError, ApiResult};
+use crate::app::App;
+use crate::db::{self, Page, repos::RepoRow};
+
+pub fn routes() -> Router<App> {
+    Router::new()
+        .route(
+            "/namespaces",
+            post(namespaces::create_namespace).get(namespaces::list_namespaces),
+        )
+        .route(
+            "/namespaces/{ns}/repos",
+            post(repos::create_repo).get(repos::list_repos),
+        )
+        .route(
+            "/namespaces/{ns}/repos/{repo}",
+            get(repos::get_repo)
+                .patch(repos::update_repo)
+                .delete(repos::delete_repo),
+        )
+        .route("/namespaces/{ns}/repos/{repo}/hide", post(repos::hide_repo))
+        .route(
+            "/namespaces/{ns}/repos/{repo}/unhide",
+            post(repos::unhide_repo),
+        )
+        .route(
+            "/namespaces/{ns}/repos/{repo}/source",
+            put(sources::put_source)
+                .get(sources::get_source)
+                .delete(sources::delete_source),
+        )
+        .route(
+            "/namespaces/{ns}/repos/{repo}/rules",
+            post(rules::create_rule).get(rules::list_rules),
+        )
+        .route(
+            "/namespaces/{ns}/repos/{repo}/rules/{id}",
+            get(rules::get_rule)
+                .patch(rules::update_rule)
+                .delete(rules::delete_rule),
+        )
+        .route(
+            "/namespaces/{ns}/repos/{repo}/rules/{id}/builds",
+            post(builds::create_build),
+        )
+        .route(
+            "/namespaces/{ns}/repos/{repo}/builds",
+            get(builds::list_builds),
+        )
+        .route(
+            "/namespaces/{ns}/repos/{repo}/versions",
+            get(versions::list_versions),
+        )
+        .route("/builds/{id}", get(builds::get_build))
+        .route("/builds/{id}/log", get(builds::get_build_log))
+        .route("/builds/{id}/cancel", post(builds::cancel_build))
+        .route(
+            "/tokens",
+            post(tokens::create_token).get(tokens::list_tokens),
+        )
+        .route("/tokens/{id}", axum::routing::delete(tokens::delete_token))
+        .fallback(|| async { ApiError::not_found("API route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this method is not allowed here",
+            )
+        })
+}
+
+/// Loads `{ns}/{repo}` after checking the caller may act on the namespace with `role`.
+pub async fn load_repo(
+    app: &App,
+    caller: &Caller,
+    ns: &str,
+    repo: &str,
+    role: Role,
+) -> ApiResult<RepoRow> {
+    if !caller.sees(ns) {
+        return Err(ApiError::not_found(&format!("repository {ns}/{repo}")));
+    }
+    caller.require(role, Some(ns))?;
+    db::repos::by_name(&app.db, ns, repo)
+        .await?
+        .ok_or_else(|| ApiError::not_found(&format!("repository {ns}/{repo}")))
+}
+
+/// `?limit=&cursor=` of every list.
+#[derive(Debug, Default, Deserialize)]
+pub struct PageQuery {
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+impl PageQuery {
+    pub fn page(&self) -> ApiResult<Page> {
+        let limit = self.limit.unwrap_or(Page::DEFAULT);
+        if !(1..=Page::MAX).contains(&limit) {
+            return Err(ApiError::invalid(
+                "limit",
+                "out_of_range",
+                format!("limit must be 1 to {}", Page::MAX),
+            ));
+        }
+        Ok(Page {
+            limit,
+            cursor: self.cursor.clone(),
+        })
+    }
+}
+
+/// A JSON list, newest first; when the page is full, `X-Next-Cursor` names where the next one starts.
+pub fn paged<T: Serialize>(items: Vec<T>, page: &Page, last_id: Option<String>) -> Response {
+    let full = items.len() as i64 == page.limit;
+    let mut response = axum::Json(items).into_response();
+    if full
+        && let Some(id) = last_id
+        && let Ok(v) = HeaderValue::from_str(&id)
+    {
+        response.headers_mut().insert("x-next-cursor", v);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_are_checked() {
+        assert_eq!(PageQuery::default().page().unwrap().limit, Page::DEFAULT);
+        for bad in [0, -1, Page::MAX + 1] {
+            let e = PageQuery {
+                limit: Some(bad),
+                cursor: None,
+            }
+            .page()
+            .unwrap_err();
+            assert_eq!(e.field.as_deref(), Some("limit"));
+        }
+        assert_eq!(
+            PageQuery {
+                limit: Some(Page::MAX),
+                cursor: None
+            }
+            .page()
+            .unwrap()
+            .limit,
+            Page::MAX
+        );
+    }
+}

@@ -1,0 +1,57 @@
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use crate::app::App;
+use crate::db::{self, namespaces::NamespaceRow};
+use crate::domain::names::validate_namespace_name;
+use crate::http::auth::{Caller, Role};
+use crate::http::error::{ApiError, ApiJson, ApiResult};
+
+#[derive(Serialize)]
+pub struct NamespaceView {
+    pub name: String,
+    pub created_at: String,
+}
+
+impl From<NamespaceRow> for NamespaceView {
+    fn from(r: NamespaceRow) -> Self {
+        NamespaceView {
+            name: r.name,
+            created_at: r.created_at,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateNamespace {
+    name: String,
+}
+
+pub async fn create_namespace(
+    State(app): State<App>,
+    caller: Caller,
+    ApiJson(body): ApiJson<CreateNamespace>,
+) -> ApiResult<(StatusCode, axum::Json<NamespaceView>)> {
+    caller.require(Role::Admin, None)?;
+    validate_namespace_name(&body.name)?;
+    match db::namespaces::insert(&app.db, &body.name).await {
+        Ok(row) => Ok((StatusCode::CREATED, axum::Json(row.into()))),
+        Err(e) if db::is_constraint(&e, "") => Err(ApiError::conflict(
+            "already_exists",
+            format!("namespace '{}' already exists", body.name),
+        )
+        .with_field("name")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn list_namespaces(
+    State(app): State<App>,
+    caller: Caller,
+) -> ApiResult<axum::Json<Vec<NamespaceView>>> {
+    caller.require(Role::Read, caller.namespace.as_deref())?;
+    let rows = db::namespaces::list(&app.db, caller.namespace.as_deref()).await?;
+    Ok(axum::Json(rows.into_iter().map(Into::into).collect()))
+}

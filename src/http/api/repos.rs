@@ -1,0 +1,239 @@
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use super::load_repo;
+use crate::app::App;
+use crate::db::{self, repos::RepoRow};
+use crate::domain::names::{validate_category, validate_repo_name, validate_summary};
+use crate::http::auth::{Caller, Role};
+use crate::http::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
+
+#[derive(Serialize)]
+pub struct RepoView {
+    pub namespace: String,
+    pub name: String,
+    pub summary: String,
+    pub detail: String,
+    pub category: String,
+    pub hidden: bool,
+    /// True when the repository has a git source (a CI repository).
+    pub ci: bool,
+    /// Where its images live: `{registry}/{namespace}/{name}`.
+    pub image: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl RepoView {
+    pub fn new(app: &App, r: RepoRow) -> Self {
+        RepoView {
+            image: app.image_name(&r.namespace, &r.name),
+            namespace: r.namespace,
+            name: r.name,
+            summary: r.summary,
+            detail: r.detail,
+            category: r.category,
+            hidden: r.hidden,
+            ci: r.has_source,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+/// Longest `detail` (Markdown) accepted.
+const MAX_DETAIL: usize = 100_000;
+
+fn validate_detail(detail: &str) -> ApiResult<()> {
+    if detail.chars().count() > MAX_DETAIL {
+        return Err(ApiError::invalid(
+            "detail",
+            "too_long",
+            format!("detail must be at most {MAX_DETAIL} characters"),
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRepo {
+    name: String,
+    #[serde(default)]
+    summary: String,
+    #[serde(default)]
+    detail: String,
+    category: Option<String>,
+}
+
+pub async fn create_repo(
+    State(app): State<App>,
+    caller: Caller,
+    ApiPath(ns): ApiPath<String>,
+    ApiJson(body): ApiJson<CreateRepo>,
+) -> ApiResult<(StatusCode, axum::Json<RepoView>)> {
+    if !caller.sees(&ns) {
+        return Err(ApiError::not_found(&format!("namespace {ns}")));
+    }
+    caller.require(Role::Write, Some(&ns))?;
+    let namespace = db::namespaces::by_name(&app.db, &ns)
+        .await?
+        .ok_or_else(|| ApiError::not_found(&format!("namespace {ns}")))?;
+    validate_repo_name(&body.name)?;
+    validate_summary(&body.summary)?;
+    validate_detail(&body.detail)?;
+    let category = body.category.unwrap_or_else(|| "other".into());
+    validate_category(&category)?;
+    let new = db::repos::NewRepo {
+        namespace_id: &namespace.id,
+        name: &body.name,
+        summary: &body.summary,
+        detail: &body.detail,
+        category: &category,
+    };
+    let id = match db::repos::insert(&app.db, &new).await {
+        Ok(id) => id,
+        Err(e) if db::is_constraint(&e, "") => {
+            return Err(ApiError::conflict(
+                "already_exists",
+                format!("repository '{ns}/{}' already exists", body.name),
+            )
+            .with_field("name"));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let row = db::repos::by_id(&app.db, &id)
+        .await?
+        .ok_or_else(|| ApiError::internal("repository vanished"))?;
+    Ok((StatusCode::CREATED, axum::Json(RepoView::new(&app, row))))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ListReposQuery {
+    #[serde(default)]
+    include_hidden: bool,
+}
+
+pub async fn list_repos(
+    State(app): State<App>,
+    caller: Caller,
+    ApiPath(ns): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ListReposQuery>,
+) -> ApiResult<axum::Json<Vec<RepoView>>> {
+    if !caller.sees(&ns) {
+        return Err(ApiError::not_found(&format!("namespace {ns}")));
+    }
+    caller.require(Role::Read, Some(&ns))?;
+    let namespace = db::namespaces::by_name(&app.db, &ns)
+        .await?
+        .ok_or_else(|| ApiError::not_found(&format!("namespace {ns}")))?;
+    let rows = db::repos::list(&app.db, &namespace.id, q.include_hidden).await?;
+    Ok(axum::Json(
+        rows.into_iter().map(|r| RepoView::new(&app, r)).collect(),
+    ))
+}
+
+pub async fn get_repo(
+    State(app): State<App>,
+    caller: Caller,
+    ApiPath((ns, repo)): ApiPath<(String, String)>,
+) -> ApiResult<axum::Json<RepoView>> {
+    let row = load_repo(&app, &caller, &ns, &repo, Role::Read).await?;
+    Ok(axum::Json(RepoView::new(&app, row)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRepo {
+    name: Option<String>,
+    summary: Option<String>,
+    detail: Option<String>,
+    category: Option<String>,
+}
+
+pub async fn update_repo(
+    State(app): State<App>,
+    caller: Caller,
+    ApiPath((ns, repo)): ApiPath<(String, String)>,
+    ApiJson(body): ApiJson<UpdateRepo>,
+) -> ApiResult<axum::Json<RepoView>> {
+    let row = load_repo(&app, &caller, &ns, &repo, Role::Write).await?;
+    if body.name.as_ref().is_some_and(|n| *n != row.name) {
+        return Err(ApiError::invalid(
+            "name",
+            "immutable",
+            "a repository's name never changes",
+        ));
+    }
+    let summary = body.summary.unwrap_or(row.summary);
+    let detail = body.detail.unwrap_or(row.detail);
+    let category = body.category.unwrap_or(row.category);
+    validate_summary(&summary)?;
+    validate_detail(&detail)?;
+    validate_category(&category)?;
+    db::repos::update_fields(&app.db, &row.id, &summary, &detail, &category).await?;
+    let row = db::repos::by_id(&app.db, &row.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("repository"))?;
+    Ok(axum::Json(RepoView::new(&app, row)))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteRepoQuery {
+    confirm: Option<String>,
+}
+
+pub async fn delete_repo(
+    State(app): State<App>,
+    caller: Caller,
+    ApiPath((ns, repo)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<DeleteRepoQuery>,
+) -> ApiResult<StatusCode> {
+    let row = load_repo(&app, &caller, &ns, &repo, Role::Write).await?;
+    if q.confirm.as_deref() != Some(row.name.as_str()) {
+        return Err(ApiError::invalid(
+            "confirm",
+            "confirmation_required",
+            format!(
+                "deleting removes its rules, builds and history: repeat the name as ?confirm={}",
+                row.name
+            ),
+        ));
+    }
+    db::repos::delete(&app.db, &row.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn set_hidden(
+    app: App,
+    caller: Caller,
+    ns: String,
+    repo: String,
+    hidden: bool,
+) -> ApiResult<axum::Json<RepoView>> {
+    let row = load_repo(&app, &caller, &ns, &repo, Role::Write).await?;
+    db::repos::set_hidden(&app.db, &row.id, hidden).await?;
+    let row = db::repos::by_id(&app.db, &row.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("repository"))?;
+    Ok(axum::Json(RepoView::new(&app, row)))
+}
+
+pub async fn hide_repo(
+    State(app): State<App>,
+    caller: Caller,
+    ApiPath((ns, repo)): ApiPath<(String, String)>,
+) -> ApiResult<axum::Json<RepoView>> {
+    set_hidden(app, caller, ns, repo, true).await
+}
+
+pub async fn unhide_repo(
+    State(app): State<App>,
+    caller: Caller,
+    ApiPath((ns, repo)): ApiPath<(String, String)>,
+) -> ApiResult<axum::Json<RepoView>> {
+    set_hidden(app, caller, ns, repo, false).await
+}

@@ -1,0 +1,190 @@
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use super::load_repo;
+use crate::app::App;
+use crate::db::{self, rules::RuleFields, rules::RuleRow};
+use crate::domain::FieldError;
+use crate::domain::rules::{RefKind, normalize_repo_path, validate_rule};
+use crate::http::auth::{Caller, Role};
+use crate::http::error::{ApiError, ApiJson, ApiPath, ApiResult};
+
+#[derive(Serialize)]
+pub struct RuleView {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: String,
+    pub dockerfile: String,
+    pub context: String,
+    pub version: String,
+    pub overwrite: bool,
+    pub enabled: bool,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<RuleRow> for RuleView {
+    fn from(r: RuleRow) -> Self {
+        RuleView {
+            id: r.id,
+            kind: r.kind,
+            name: r.name,
+            dockerfile: r.dockerfile,
+            context: if r.context.is_empty() {
+                ".".into()
+            } else {
+                r.context
+            },
+            version: r.version,
+            overwrite: r.overwrite,
+            enabled: r.enabled,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRule {
+    #[serde(rename = "type")]
+    kind: String,
+    name: String,
+    dockerfile: Option<String>,
+    context: Option<String>,
+    version: Option<String>,
+    overwrite: Option<bool>,
+    enabled: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRule {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    name: Option<String>,
+    dockerfile: Option<String>,
+    context: Option<String>,
+    version: Option<String>,
+    overwrite: Option<bool>,
+    enabled: Option<bool>,
+}
+
+/// Validates and normalizes a full set of rule fields.
+fn checked(mut f: RuleFields) -> ApiResult<RuleFields> {
+    let kind: RefKind = f.kind.parse().map_err(|e: FieldError| ApiError::from(e))?;
+    f.dockerfile = normalize_repo_path(&f.dockerfile)
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "dockerfile",
+                "invalid_path",
+                "dockerfile must be a file path inside the repository, like docker/Dockerfile",
+            )
+        })?;
+    f.context = normalize_repo_path(&f.context).ok_or_else(|| {
+        ApiError::invalid(
+            "context",
+            "invalid_path",
+            "context must be a directory inside the repository (\".\" for its root)",
+        )
+    })?;
+    validate_rule(kind, &f.name, &f.version, &f.dockerfile, &f.context)?;
+    f.kind = kind.as_str().to_string();
+    Ok(f)
+}
+
+pub async fn create_rule(
+    State(app): State<App>,
+    caller: Caller,
+    ApiPath((ns, repo)): ApiPath<(String, String)>,
+    ApiJson(body): ApiJson<CreateRule>,
+) -> ApiResult<(StatusCode, axum::Json<RuleView>)> {
+    let row = load_repo(&app, &caller, &ns, &repo, Role::Write).await?;
+    if !row.has_source {
+        return Err(ApiError::conflict(
+            "no_source",
+            format!(
+                "{ns}/{repo} has no git source: link one with PUT .../source before adding build rules"
+            ),
+        ));
+    }
+    let fields = checked(RuleFields {
+        kind: body.kind,
+        name: body.name,
+        dockerfile: body.dockerfile.unwrap_or_else(|| "Dockerfile".into()),
+        context: body.context.unwrap_or_default(),
+        version: body.version.unwrap_or_default(),
+        overwrite: body.overwrite.unwrap_or(true),
+        enabled: body.enabled.unwrap_or(true),
+    })?;
+    let rule = db::rules::insert(&app.db, &row.id, &fields).await?;
+    Ok((StatusCode::CREATED, axum::Json(rule.into())))
+}
+
+pub async fn list_rules(
+    State(app): State<App>,
+    caller: Caller,
+    ApiPath((ns, repo)): ApiPath<(String, String)>,
+) -> ApiResult<axum::Json<Vec<RuleView>>> {
+    let row = load_repo(&app, &caller, &ns, &repo, Role::Read).await?;
+    let rules = db::rules::list(&app.db, &row.id).await?;
+    Ok(axum::Json(rules.into_iter().map(Into::into).collect()))
+}
+
+pub async fn load_rule(
+    app: &App,
+    caller: &Caller,
+    ns: &str,
+    repo: &str,
+    id: &str,
+    role: Role,
+) -> ApiResult<(db::repos::RepoRow, RuleRow)> {
+    let row = load_repo(app, caller, ns, repo, role).await?;
+    let rule = db::rules::get(&app.db, &row.id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(&format!("rule {id} of {ns}/{repo}")))?;
+    Ok((row, rule))
+}
+
+pub async fn get_rule(
+    State(app): State<App>,
+    caller: Caller,
+    ApiPath((ns, repo, id)): ApiPath<(String, String, String)>,
+) -> ApiResult<axum::Json<RuleView>> {
+    let (_, rule) = load_rule(&app, &caller, &ns, &repo, &id, Role::Read).await?;
+    Ok(axum::Json(rule.into()))
+}
+
+pub async fn update_rule(
+    State(app): State<App>,
+    caller: Caller,
+    ApiPath((ns, repo, id)): ApiPath<(String, String, String)>,
+    ApiJson(body): ApiJson<UpdateRule>,
+) -> ApiResult<axum::Json<RuleView>> {
+    let (_, rule) = load_rule(&app, &caller, &ns, &repo, &id, Role::Write).await?;
+    let old = RuleFields::from(&rule);
+    let fields = checked(RuleFields {
+        kind: body.kind.unwrap_or(old.kind),
+        name: body.name.unwrap_or(old.name),
+        dockerfile: body.dockerfile.unwrap_or(old.dockerfile),
+        context: body.context.unwrap_or(old.context),
+        version: body.version.unwrap_or(old.version),
+        overwrite: body.overwrite.unwrap_or(old.overwrite),
+        enabled: body.enabled.unwrap_or(old.enabled),
+    })?;
+    let rule = db::rules::update(&app.db, &rule.id, &fields).await?;
+    Ok(axum::Json(rule.into()))
+}
+
+pub async fn delete_rule(
+    State(app): State<App>,
+    caller: Caller,
+    ApiPath((ns, repo, id)): ApiPath<(String, String, String)>,
+) -> ApiResult<StatusCode> {
+    let (_, rule) = load_rule(&app, &caller, &ns, &repo, &id, Role::Write).await?;
+    db::rules::delete(&app.db, &rule.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,134 @@
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use crate::app::App;
+use crate::db::{self, tokens::TokenRow};
+use crate::http::auth::{Caller, Role, generate_token, hash_token};
+use crate::http::error::{ApiError, ApiJson, ApiPath, ApiResult};
+
+#[derive(Serialize)]
+pub struct TokenView {
+    pub id: String,
+    pub name: String,
+    pub namespace: Option<String>,
+    pub role: String,
+    pub expires_at: Option<String>,
+    pub created_at: String,
+    /// Only in the answer to the POST that made it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl From<TokenRow> for TokenView {
+    fn from(t: TokenRow) -> Self {
+        TokenView {
+            id: t.id,
+            name: t.name,
+            namespace: t.namespace,
+            role: t.role,
+            expires_at: t.expires_at,
+            created_at: t.created_at,
+            token: None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    name: String,
+    namespace: Option<String>,
+    role: String,
+    expires_at: Option<String>,
+}
+
+pub async fn create_token(
+    State(app): State<App>,
+    caller: Caller,
+    ApiJson(body): ApiJson<CreateToken>,
+) -> ApiResult<(StatusCode, axum::Json<TokenView>)> {
+    caller.require(Role::Admin, None)?;
+    let name = body.name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(ApiError::invalid(
+            "name",
+            "invalid_length",
+            "name must be 1 to 100 characters",
+        ));
+    }
+    let role = Role::parse(&body.role).ok_or_else(|| {
+        ApiError::invalid(
+            "role",
+            "invalid_value",
+            "role must be one of: read, write, admin",
+        )
+    })?;
+    if let Some(ns) = &body.namespace
+        && db::namespaces::by_name(&app.db, ns).await?.is_none()
+    {
+        return Err(ApiError::invalid(
+            "namespace",
+            "not_found",
+            format!("namespace '{ns}' does not exist"),
+        ));
+    }
+    let expires_at = match &body.expires_at {
+        None => None,
+        Some(text) => {
+            let t = chrono::DateTime::parse_from_rfc3339(text).map_err(|_| {
+                ApiError::invalid(
+                    "expires_at",
+                    "invalid_time",
+                    "expires_at must be an RFC 3339 time, like 2027-01-01T00:00:00Z",
+                )
+            })?;
+            let t = t.with_timezone(&chrono::Utc);
+            if t <= chrono::Utc::now() {
+                return Err(ApiError::invalid(
+                    "expires_at",
+                    "in_the_past",
+                    "expires_at must be in the future",
+                ));
+            }
+            Some(db::format_time(t))
+        }
+    };
+    let token = generate_token();
+    let row = db::tokens::insert(
+        &app.db,
+        &db::tokens::NewToken {
+            name,
+            namespace: body.namespace.as_deref(),
+            role: role.as_str(),
+            token_hash: &hash_token(&token),
+            expires_at: expires_at.as_deref(),
+        },
+    )
+    .await?;
+    let mut view = TokenView::from(row);
+    view.token = Some(token);
+    Ok((StatusCode::CREATED, axum::Json(view)))
+}
+
+pub async fn list_tokens(
+    State(app): State<App>,
+    caller: Caller,
+) -> ApiResult<axum::Json<Vec<TokenView>>> {
+    caller.require(Role::Admin, None)?;
+    let rows = db::tokens::list(&app.db).await?;
+    Ok(axum::Json(rows.into_iter().map(Into::into).collect()))
+}
+
+pub async fn delete_token(
+    State(app): State<App>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    caller.require(Role::Admin, None)?;
+    if db::tokens::delete(&app.db, &id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(&format!("token {id}")))
+    }
+}

@@ -1,0 +1,239 @@
+//! Inbound git hooks: cap the body, route it to candidate sources by repository URL, verify the signature
+//! against each candidate's secret, parse, then store the event and queue its builds in one transaction
+//! before answering.
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::error::{ApiError, ApiResult};
+use crate::app::App;
+use crate::db::{self, sources::SourceRow};
+use crate::domain::rules::{GitRef, PlanContext, PushEvent, plan_builds};
+use crate::forge::{Outcome, github};
+
+/// Reads at most `limit` bytes of body: 413 beyond.
+async fn read_capped(headers: &HeaderMap, body: Body, limit: usize) -> ApiResult<Bytes> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is over {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large())
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+pub async fn receive_github(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
+    match github_hook(&app, &headers, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn github_hook(app: &App, headers: &HeaderMap, body: Body) -> ApiResult<Response> {
+    let body = read_capped(headers, body, app.config.hook_body_limit).await?;
+    let signature = header(headers, github::SIGNATURE_HEADER)
+        .ok_or_else(|| ApiError::unauthorized("missing X-Hub-Signature-256"))?;
+    let urls = github::repository_urls(&body);
+    let candidates = db::sources::candidates(&app.db, "github", &urls).await?;
+    let verified: Vec<SourceRow> = candidates
+        .into_iter()
+        .filter(|s| github::verify_signature(s.webhook_secret.as_bytes(), &body, signature))
+        .collect();
+    if verified.is_empty() {
+        tracing::info!(urls = ?urls, "github hook refused: no source with a matching signature");
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_signature",
+            "the signature matches no repository linked to this payload's repository",
+        ));
+    }
+    // Only now is the payload trusted enough to read.
+    let event = header(headers, github::EVENT_HEADER)
+        .ok_or_else(|| ApiError::bad_request("missing_header", "missing X-GitHub-Event"))?;
+    let delivery = header(headers, github::DELIVERY_HEADER)
+        .ok_or_else(|| ApiError::bad_request("missing_header", "missing X-GitHub-Delivery"))?;
+    if delivery.len() > 200 {
+        return Err(ApiError::bad_request(
+            "bad_header",
+            "X-GitHub-Delivery is too long",
+        ));
+    }
+    let outcome =
+        github::parse(event, &body).map_err(|e| ApiError::bad_request("malformed_payload", e.0))?;
+    accept(app, "github", delivery, event, &outcome, &body, &verified).await
+}
+
+/// Stores the delivery for every verified source (once per delivery id) and queues planned builds.
+async fn accept(
+    app: &App,
+    provider: &str,
+    delivery: &str,
+    event: &str,
+    outcome: &Outcome,
+    body: &[u8],
+    sources: &[SourceRow],
+) -> ApiResult<Response> {
+    let mut build_ids = Vec::new();
+    let mut duplicates = 0;
+    for source in sources {
+        match store_event(app, provider, delivery, event, outcome, body, source).await? {
+            Some(ids) => build_ids.extend(ids),
+            None => duplicates += 1,
+        }
+    }
+    if !build_ids.is_empty() {
+        app.builds.wake_workers();
+    }
+    tracing::info!(
+        provider,
+        delivery,
+        event,
+        builds = build_ids.len(),
+        duplicates,
+        "hook accepted"
+    );
+    let response = if duplicates == sources.len() {
+        (
+            StatusCode::OK,
+            axum::Json(json!({"builds": [], "duplicate": true})),
+        )
+    } else {
+        match outcome {
+            Outcome::Ping => (StatusCode::OK, axum::Json(json!({"ok": true}))),
+            Outcome::Push(p) if p.deleted => (StatusCode::OK, axum::Json(json!({"builds": []}))),
+            _ => (
+                StatusCode::ACCEPTED,
+                axum::Json(json!({"builds": build_ids})),
+            ),
+        }
+    };
+    Ok(response.into_response())
+}
+
+/// One transaction: the event row (None if this delivery was stored already) and its builds.
+async fn store_event(
+    app: &App,
+    provider: &str,
+    delivery: &str,
+    event: &str,
+    outcome: &Outcome,
+    body: &[u8],
+    source: &SourceRow,
+) -> ApiResult<Option<Vec<String>>> {
+    let mut tx = app.db.begin().await?;
+    let repo = db::repos::by_id(&app.db, &source.repository_id)
+        .await?
+        .ok_or_else(|| ApiError::internal("source without repository"))?;
+
+    let (summary, git_ref, commit, plan) = match outcome {
+        Outcome::Ping => ("ping".to_string(), None, None, None),
+        Outcome::Ignore(why) => (why.clone(), None, None, None),
+        Outcome::Push(p) if p.deleted => (
+            "ref deleted: nothing to build".into(),
+            Some(&p.git_ref),
+            None,
+            None,
+        ),
+        Outcome::Push(p) => match GitRef::parse(&p.git_ref) {
+            None => (
+                format!("{} is neither a branch nor a tag", p.git_ref),
+                Some(&p.git_ref),
+                Some(&p.after),
+                None,
+            ),
+            Some(git_ref) => {
+                let rules = db::rules::list(&mut *tx, &repo.id).await?;
+                let specs: Vec<_> = rules.iter().map(|r| r.spec()).collect();
+                let push = PushEvent {
+                    git_ref,
+                    commit: p.after.clone(),
+                    message: p.message.clone(),
+                    date: chrono::Utc::now().date_naive(),
+                };
+                let plan = plan_builds(
+                    &specs,
+                    &push,
+                    &PlanContext {
+                        repository_hidden: repo.hidden,
+                    },
+                );
+                let summary = format!(
+                    "{} build(s) planned from {} rule(s)",
+                    plan.builds.len(),
+                    specs.len()
+                );
+                (summary, Some(&p.git_ref), Some(&p.after), Some(plan))
+            }
+        },
+    };
+    let plan_json = plan
+        .as_ref()
+        .map(|p| serde_json::to_string(&p.outcomes).unwrap_or_else(|_| "[]".into()))
+        .unwrap_or_else(|| "[]".into());
+    let Some(event_id) = db::events::insert_new(
+        &mut tx,
+        &db::events::NewEvent {
+            repository_id: &repo.id,
+            provider,
+            delivery_id: delivery,
+            kind: event,
+            git_ref: git_ref.map(String::as_str),
+            commit_sha: commit.map(String::as_str),
+            outcome: &summary,
+            plan: &plan_json,
+            payload: body,
+        },
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    let mut ids = Vec::new();
+    if let (Some(plan), Some(git_ref), Some(commit)) = (plan, git_ref, commit) {
+        let image = app.image_name(&repo.namespace, &repo.name);
+        for b in plan.builds {
+            let id = db::builds::insert(
+                &mut tx,
+                &db::builds::NewBuild {
+                    repository_id: &repo.id,
+                    rule_id: Some(&b.rule_id),
+                    event_id: Some(&event_id),
+                    trigger: "push",
+                    git_ref,
+                    commit_sha: Some(commit),
+                    tag: Some(&b.tag),
+                    image: Some(&format!("{image}:{}", b.tag)),
+                    dockerfile: &b.dockerfile,
+                    context: &b.context,
+                    version: &b.version,
+                    overwrite: true,
+                },
+            )
+            .await?;
+            ids.push(id);
+        }
+    }
+    tx.commit().await?;
+    Ok(Some(ids))
+}

@@ -1,0 +1,6 @@
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod health;
+pub mod hooks;
+pub mod router;

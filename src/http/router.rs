@@ -1,0 +1,15 @@
+use axum::Router;
+use axum::routing::{get, post};
+use tower_http::trace::TraceLayer;
+
+use super::{api, health, hooks};
+use crate::app::App;
+
+pub fn create_router(app: App) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/hooks/github", post(hooks::receive_github))
+        .nest("/api/v1", api::routes())
+        .layer(TraceLayer::new_for_http())
+        .with_state(app)
+}

@@ -1,0 +1,66 @@
+//! kiln: a self-hosted continuous image-build service. See `design.md` for the data flow.
+
+pub mod app;
+pub mod build;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod forge;
+pub mod http;
+pub mod registry;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+pub use app::App;
+pub use config::Config;
+
+/// A running kiln: its address and the state behind it.
+pub struct Server {
+    pub addr: std::net::SocketAddr,
+    pub app: App,
+    pub admin_token: Option<String>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Server {
+    /// Opens the database, starts the build workers and binds the HTTP listener.
+    pub async fn start(config: Config) -> anyhow::Result<Server> {
+        let listen = config.listen;
+        let app = App::open(config).await?;
+        let admin_token = app.bootstrap_admin_token().await?;
+        build::queue::start_workers(&app).await?;
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let addr = listener.local_addr()?;
+        let router = http::router::create_router(app.clone());
+        let task = tokio::spawn(async move { axum::serve(listener, router).await });
+        Ok(Server {
+            addr,
+            app,
+            admin_token,
+            task: Some(task),
+        })
+    }
+
+    /// Serves until the process is stopped.
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        match self.task.take() {
+            Some(task) => task
+                .await
+                .context("server task failed")?
+                .context("server failed"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Server {
+    /// Stops serving (build workers keep running until the runtime ends).
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}

@@ -1,0 +1,74 @@
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// kiln: continuous image builds. A signed git push in, an image in your registry out.
+#[derive(Parser)]
+#[command(name = "kiln", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service in the foreground (HTTP API, inbound hooks, build workers).
+    ///
+    /// Every setting can come from a TOML file (--config) and is overridden by its KILN_* variable:
+    /// KILN_LISTEN, KILN_DATA_DIR, KILN_DATABASE_URL, KILN_REGISTRY, KILN_REGISTRY_URL,
+    /// KILN_REGISTRY_USERNAME, KILN_REGISTRY_PASSWORD, KILN_ADMIN_TOKEN, KILN_REGISTRY_EVENTS_TOKEN,
+    /// KILN_PUBLIC_URL, KILN_BUILD_WORKERS, KILN_BUILD_TIMEOUT_SECS. DOCKER_HOST picks the Docker daemon.
+    Serve {
+        /// TOML configuration file (see examples/kiln.toml).
+        #[arg(long, short, env = "KILN_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("KILN_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,tower_http=warn,sqlx=warn"));
+    let json = std::env::var("KILN_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Command::Serve { config } => serve(config).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kiln: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = kiln::Config::load(config_path.as_deref(), &kiln::config::ProcessEnv)?;
+    let server = kiln::Server::start(config).await?;
+    if let Some(token) = &server.admin_token {
+        // Printed once, on the terminal only: it is stored hashed and never logged.
+        println!("kiln: generated an admin token (shown only now, keep it):\n\n    {token}\n");
+    }
+    tracing::info!(addr = %server.addr, registry = %server.app.config.registry, "kiln is serving");
+    tokio::select! {
+        r = server.wait() => r,
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!("stopping");
+            Ok(())
+        }
+    }
+}

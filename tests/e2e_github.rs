@@ -1,0 +1,258 @@
+//! From a signed GitHub push to a pushed image: real dockerd, real Distribution registry, real git repos,
+//! the real kiln server.
+
+mod support;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::kiln::Kiln;
+use support::{GitRepo, Registry, github_push_payload};
+
+const ZERO: &str = "0000000000000000000000000000000000000000";
+
+/// A registry, kiln, and a git repo whose `main` holds a FROM-scratch Dockerfile.
+async fn setup(ns: &str, repo: &str) -> (Registry, Kiln, GitRepo, String) {
+    support::ensure_docker();
+    let registry = Registry::start();
+    let kiln = Kiln::start(&registry, &[]).await;
+    let git = GitRepo::new();
+    git.write("Dockerfile", "FROM scratch\nCOPY hello.txt /hello.txt\n");
+    git.write("hello.txt", format!("hello from {ns}/{repo}\n"));
+    git.commit("first");
+    git.push("main");
+    let secret = kiln.ci_repo(ns, repo, &git.clone_url()).await;
+    (registry, kiln, git, secret)
+}
+
+fn push(git: &GitRepo, git_ref: &str, sha: &str) -> Value {
+    github_push_payload(&git.clone_url(), git_ref, ZERO, sha, false)
+}
+
+async fn one_build(kiln: &Kiln, resp: (StatusCode, Value)) -> Value {
+    let (status, body) = resp;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let ids = body["builds"].as_array().unwrap();
+    assert_eq!(ids.len(), 1, "{body}");
+    kiln.wait_build(ids[0].as_str().unwrap()).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn branch_push_builds_and_pushes_the_image() {
+    let (registry, kiln, git, secret) = setup("acme", "api").await;
+    kiln.rule("acme", "api", json!({"type": "branch", "name": "main", "dockerfile": "Dockerfile", "overwrite": true}))
+        .await;
+    let sha = git.head();
+    let build = one_build(&kiln, kiln.github_hook("push", "d-1", &secret, &push(&git, "refs/heads/main", &sha)).await).await;
+    assert_eq!(build["status"], "succeeded", "{build}\n{}", kiln.log(build["id"].as_str().unwrap()).await);
+    assert_eq!(build["tag"], "main");
+    assert_eq!(build["commit"], sha);
+    assert_eq!(build["trigger"], "push");
+    assert_eq!(build["ref"], "refs/heads/main");
+    assert_eq!(build["image"], format!("{}/acme/api:main", registry.addr));
+
+    assert_eq!(registry.tags("acme/api").await, vec!["main".to_string()]);
+    let digest = registry.manifest_digest("acme/api", "main").await.expect("manifest in the registry");
+    assert_eq!(build["digest"], digest);
+
+    let log = kiln.log(build["id"].as_str().unwrap()).await;
+    assert!(log.contains("Step 1/2 : FROM scratch"), "{log}");
+    assert!(log.contains("Step 2/2 : COPY hello.txt /hello.txt"), "{log}");
+    assert!(log.contains(&format!("Pushed {}/acme/api:main ({digest})", registry.addr)), "{log}");
+
+    let (_, versions) = kiln.get("/namespaces/acme/repos/api/versions").await;
+    assert_eq!(versions[0]["tag"], "main");
+    assert_eq!(versions[0]["digest"], digest);
+    assert_eq!(versions[0]["source"], "build");
+    assert_eq!(versions[0]["build_id"], build["id"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn overwrite_off_tags_version_dash_sha7_and_feature_branches_are_sanitized() {
+    let (registry, kiln, git, secret) = setup("acme", "web").await;
+    kiln.rule("acme", "web", json!({"type": "branch", "name": "feature/*", "overwrite": false})).await;
+    git.branch("feature/login");
+    git.write("hello.txt", "login\n");
+    let sha = git.commit("login page");
+    git.push("feature/login");
+    let build =
+        one_build(&kiln, kiln.github_hook("push", "d-2", &secret, &push(&git, "refs/heads/feature/login", &sha)).await)
+            .await;
+    assert_eq!(build["status"], "succeeded", "{build}");
+    let expected = format!("feature-login-{}", &sha[..7]);
+    assert_eq!(build["tag"], expected);
+    assert_eq!(registry.tags("acme/web").await, vec![expected.clone()]);
+    assert_eq!(registry.manifest_digest("acme/web", &expected).await.as_ref(), build["digest"].as_str().map(String::from).as_ref());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tag_push_matching_v_star_builds_and_other_refs_do_not() {
+    let (registry, kiln, git, secret) = setup("acme", "lib").await;
+    kiln.rule("acme", "lib", json!({"type": "tag", "name": "v*"})).await;
+    let sha = git.tag("v1.2.3");
+    git.push_tag("v1.2.3");
+    let build = one_build(&kiln, kiln.github_hook("push", "d-3", &secret, &push(&git, "refs/tags/v1.2.3", &sha)).await).await;
+    assert_eq!(build["status"], "succeeded", "{build}");
+    assert_eq!(build["tag"], "v1.2.3");
+    assert_eq!(registry.tags("acme/lib").await, vec!["v1.2.3".to_string()]);
+
+    // A branch push and a non-matching tag: accepted, nothing built.
+    for (delivery, git_ref) in [("d-4", "refs/heads/main"), ("d-5", "refs/tags/release-1")] {
+        let (s, body) = kiln.github_hook("push", delivery, &secret, &push(&git, git_ref, &sha)).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{body}");
+        assert_eq!(body["builds"], json!([]), "{git_ref}");
+    }
+    assert_eq!(kiln.builds("acme", "lib").await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dockerfile_in_a_sub_folder_with_a_run_step() {
+    let (registry, kiln, git, secret) = setup("acme", "tool").await;
+    let base = support::ensure_base_image();
+    git.write(
+        "docker/Dockerfile.prod",
+        format!("FROM {base}\nCOPY hello.txt /srv/hello.txt\nRUN echo built > /srv/stamp && cat /srv/hello.txt\n"),
+    );
+    let sha = git.commit("prod dockerfile");
+    git.push("main");
+    kiln.rule("acme", "tool", json!({"type": "branch", "name": "main", "dockerfile": "docker/Dockerfile.prod", "version": "prod"}))
+        .await;
+    let build = one_build(&kiln, kiln.github_hook("push", "d-6", &secret, &push(&git, "refs/heads/main", &sha)).await).await;
+    let log = kiln.log(build["id"].as_str().unwrap()).await;
+    assert_eq!(build["status"], "succeeded", "{build}\n{log}");
+    assert_eq!(build["tag"], "prod");
+    assert!(log.contains("hello from acme/tool"), "the RUN step's output is in the log:\n{log}");
+    assert_eq!(registry.tags("acme/tool").await, vec!["prod".to_string()]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_run_step_fails_the_build_and_pushes_nothing() {
+    let (registry, kiln, git, secret) = setup("acme", "broken").await;
+    let base = support::ensure_base_image();
+    git.write("Dockerfile", format!("FROM {base}\nRUN echo about to fail && false\n"));
+    let sha = git.commit("broken");
+    git.push("main");
+    kiln.rule("acme", "broken", json!({"type": "branch", "name": "main"})).await;
+    let build = one_build(&kiln, kiln.github_hook("push", "d-7", &secret, &push(&git, "refs/heads/main", &sha)).await).await;
+    assert_eq!(build["status"], "failed", "{build}");
+    let error = build["error"].as_str().unwrap();
+    assert!(error.contains("returned a non-zero code: 1"), "{error}");
+    assert!(!error.contains('\n'));
+    let log = kiln.log(build["id"].as_str().unwrap()).await;
+    assert!(log.contains("about to fail"), "{log}");
+    assert!(log.contains("Build failed: "), "{log}");
+    assert!(build["digest"].is_null());
+    assert!(registry.tags("acme/broken").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_dockerfile_and_unknown_commit_fail_with_a_reason() {
+    let (registry, kiln, git, secret) = setup("acme", "odd").await;
+    kiln.rule("acme", "odd", json!({"type": "branch", "name": "main", "dockerfile": "nope/Dockerfile"})).await;
+    let sha = git.head();
+    let build = one_build(&kiln, kiln.github_hook("push", "d-8", &secret, &push(&git, "refs/heads/main", &sha)).await).await;
+    assert_eq!(build["status"], "failed");
+    assert_eq!(build["error"], "Dockerfile not found at nope/Dockerfile");
+
+    let ghost = "1234567890abcdef1234567890abcdef12345678";
+    let build = one_build(&kiln, kiln.github_hook("push", "d-9", &secret, &push(&git, "refs/heads/main", ghost)).await).await;
+    assert_eq!(build["status"], "failed");
+    assert!(build["error"].as_str().unwrap().contains(&format!("commit {ghost} not found")), "{build}");
+    assert!(registry.tags("acme/odd").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_signature_is_401_and_creates_nothing() {
+    let (_registry, kiln, git, secret) = setup("acme", "guarded").await;
+    kiln.rule("acme", "guarded", json!({"type": "branch", "name": "main"})).await;
+    let payload = push(&git, "refs/heads/main", &git.head());
+    let body = serde_json::to_vec(&payload).unwrap();
+    for signature in [
+        support::github_signature("wrong secret", &body),
+        "sha256=00".to_string(),
+        String::new(),
+    ] {
+        let (s, resp) = kiln.github_hook_raw("push", "d-10", &signature, body.clone()).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{resp}");
+        assert!(resp["error"]["code"].is_string(), "{resp}");
+    }
+    // Signed for the right repo but the body was altered after signing.
+    let mut tampered = body.clone();
+    let sig = support::github_signature(&secret, &body);
+    tampered.extend_from_slice(b" ");
+    let (s, _) = kiln.github_hook_raw("push", "d-11", &sig, tampered).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(kiln.builds("acme", "guarded").await.is_empty());
+    // The same delivery id, now signed properly, is new: nothing was stored for the refused ones.
+    let (s, resp) = kiln.github_hook("push", "d-10", &secret, &payload).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{resp}");
+    assert_eq!(resp["builds"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn duplicate_delivery_builds_once() {
+    let (_registry, kiln, git, secret) = setup("acme", "dup").await;
+    kiln.rule("acme", "dup", json!({"type": "branch", "name": "main"})).await;
+    let payload = push(&git, "refs/heads/main", &git.head());
+    let first = kiln.github_hook("push", "same-delivery", &secret, &payload).await;
+    assert_eq!(first.0, StatusCode::ACCEPTED);
+    let (s, again) = kiln.github_hook("push", "same-delivery", &secret, &payload).await;
+    assert_eq!(s, StatusCode::OK, "{again}");
+    assert_eq!(again["builds"], json!([]));
+    assert_eq!(again["duplicate"], true);
+    let builds = kiln.builds("acme", "dup").await;
+    assert_eq!(builds.len(), 1);
+    let build = kiln.wait_build(builds[0]["id"].as_str().unwrap()).await;
+    assert_eq!(build["status"], "succeeded", "{build}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn build_now_builds_the_branch_head() {
+    let (registry, kiln, git, _secret) = setup("acme", "manual").await;
+    let rule = kiln.rule("acme", "manual", json!({"type": "branch", "name": "main", "overwrite": false})).await;
+    git.write("hello.txt", "second\n");
+    let head = git.commit("second");
+    git.push("main");
+    let (s, build) = kiln.post(&format!("/namespaces/acme/repos/manual/rules/{rule}/builds"), json!({})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{build}");
+    assert_eq!(build["status"], "queued");
+    assert_eq!(build["trigger"], "manual");
+    let build = kiln.wait_build(build["id"].as_str().unwrap()).await;
+    assert_eq!(build["status"], "succeeded", "{build}");
+    assert_eq!(build["commit"], head);
+    let tag = format!("main-{}", &head[..7]);
+    assert_eq!(build["tag"], tag);
+    assert_eq!(registry.tags("acme/manual").await, vec![tag]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ping_deleted_ref_unknown_event_malformed_and_oversized_bodies() {
+    let (_registry, kiln, git, secret) = setup("acme", "edges").await;
+    kiln.rule("acme", "edges", json!({"type": "branch", "name": "main"})).await;
+
+    let (s, body) = kiln.github_hook("ping", "p-1", &secret, &support::github_ping_payload(&git.clone_url())).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+
+    let deleted = github_push_payload(&git.clone_url(), "refs/heads/main", &git.head(), ZERO, true);
+    let (s, body) = kiln.github_hook("push", "p-2", &secret, &deleted).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["builds"], json!([]));
+
+    let mut issue = support::github_ping_payload(&git.clone_url());
+    issue["action"] = json!("opened");
+    let (s, body) = kiln.github_hook("issues", "p-3", &secret, &issue).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["builds"], json!([]));
+
+    // Signed, routed by the URL-less fallback, but not JSON.
+    let garbage = b"{\"repository\": ".to_vec();
+    let sig = support::github_signature(&secret, &garbage);
+    let (s, body) = kiln.github_hook_raw("push", "p-4", &sig, garbage).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+
+    let huge = vec![b' '; 25 * 1024 * 1024 + 1];
+    let sig = support::github_signature(&secret, &huge);
+    let (s, _) = kiln.github_hook_raw("push", "p-5", &sig, huge).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+
+    assert!(kiln.builds("acme", "edges").await.is_empty());
+}
