@@ -21,6 +21,7 @@ pub struct Server {
     pub app: App,
     pub admin_token: Option<String>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    stop: tokio_util::sync::CancellationToken,
 }
 
 impl Server {
@@ -29,7 +30,8 @@ impl Server {
         let listen = config.listen;
         let app = App::open(config).await?;
         let admin_token = app.bootstrap_admin_token().await?;
-        build::queue::start_workers(&app).await?;
+        let stop = tokio_util::sync::CancellationToken::new();
+        build::queue::start_workers(&app, stop.clone()).await?;
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
@@ -41,6 +43,7 @@ impl Server {
             app,
             admin_token,
             task: Some(task),
+            stop,
         })
     }
 
@@ -57,8 +60,10 @@ impl Server {
 }
 
 impl Drop for Server {
-    /// Stops serving (build workers keep running until the runtime ends).
+    /// Stops serving and stops the build workers (a running build is dropped: the next start marks it
+    /// interrupted).
     fn drop(&mut self) {
+        self.stop.cancel();
         if let Some(task) = &self.task {
             task.abort();
         }

@@ -17,7 +17,11 @@ async fn setup(ns: &str, repo: &str) -> (Registry, Kiln, GitRepo, String) {
     let kiln = Kiln::start(&registry, &[]).await;
     let git = GitRepo::new();
     git.write("Dockerfile", "FROM scratch\nCOPY hello.txt /hello.txt\n");
-    git.write("hello.txt", format!("hello from {ns}/{repo}\n"));
+    // Unique per run, so Docker's build cache never hides a step's output.
+    git.write(
+        "hello.txt",
+        format!("hello from {ns}/{repo} in {}\n", git.clone_url()),
+    );
     git.commit("first");
     git.push("main");
     let secret = kiln.ci_repo(ns, repo, &git.clone_url()).await;
@@ -39,11 +43,25 @@ async fn one_build(kiln: &Kiln, resp: (StatusCode, Value)) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn branch_push_builds_and_pushes_the_image() {
     let (registry, kiln, git, secret) = setup("acme", "api").await;
-    kiln.rule("acme", "api", json!({"type": "branch", "name": "main", "dockerfile": "Dockerfile", "overwrite": true}))
-        .await;
+    kiln.rule(
+        "acme",
+        "api",
+        json!({"type": "branch", "name": "main", "dockerfile": "Dockerfile", "overwrite": true}),
+    )
+    .await;
     let sha = git.head();
-    let build = one_build(&kiln, kiln.github_hook("push", "d-1", &secret, &push(&git, "refs/heads/main", &sha)).await).await;
-    assert_eq!(build["status"], "succeeded", "{build}\n{}", kiln.log(build["id"].as_str().unwrap()).await);
+    let build = one_build(
+        &kiln,
+        kiln.github_hook("push", "d-1", &secret, &push(&git, "refs/heads/main", &sha))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        build["status"],
+        "succeeded",
+        "{build}\n{}",
+        kiln.log(build["id"].as_str().unwrap()).await
+    );
     assert_eq!(build["tag"], "main");
     assert_eq!(build["commit"], sha);
     assert_eq!(build["trigger"], "push");
@@ -51,13 +69,25 @@ async fn branch_push_builds_and_pushes_the_image() {
     assert_eq!(build["image"], format!("{}/acme/api:main", registry.addr));
 
     assert_eq!(registry.tags("acme/api").await, vec!["main".to_string()]);
-    let digest = registry.manifest_digest("acme/api", "main").await.expect("manifest in the registry");
+    let digest = registry
+        .manifest_digest("acme/api", "main")
+        .await
+        .expect("manifest in the registry");
     assert_eq!(build["digest"], digest);
 
     let log = kiln.log(build["id"].as_str().unwrap()).await;
     assert!(log.contains("Step 1/2 : FROM scratch"), "{log}");
-    assert!(log.contains("Step 2/2 : COPY hello.txt /hello.txt"), "{log}");
-    assert!(log.contains(&format!("Pushed {}/acme/api:main ({digest})", registry.addr)), "{log}");
+    assert!(
+        log.contains("Step 2/2 : COPY hello.txt /hello.txt"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "Pushed {}/acme/api:main ({digest})",
+            registry.addr
+        )),
+        "{log}"
+    );
 
     let (_, versions) = kiln.get("/namespaces/acme/repos/api/versions").await;
     assert_eq!(versions[0]["tag"], "main");
@@ -69,35 +99,67 @@ async fn branch_push_builds_and_pushes_the_image() {
 #[tokio::test(flavor = "multi_thread")]
 async fn overwrite_off_tags_version_dash_sha7_and_feature_branches_are_sanitized() {
     let (registry, kiln, git, secret) = setup("acme", "web").await;
-    kiln.rule("acme", "web", json!({"type": "branch", "name": "feature/*", "overwrite": false})).await;
-    git.branch("feature/login");
+    kiln.rule(
+        "acme",
+        "web",
+        json!({"type": "branch", "name": "feature/*", "overwrite": false}),
+    )
+    .await;
+    git.checkout("feature/login");
     git.write("hello.txt", "login\n");
     let sha = git.commit("login page");
     git.push("feature/login");
-    let build =
-        one_build(&kiln, kiln.github_hook("push", "d-2", &secret, &push(&git, "refs/heads/feature/login", &sha)).await)
-            .await;
+    let build = one_build(
+        &kiln,
+        kiln.github_hook(
+            "push",
+            "d-2",
+            &secret,
+            &push(&git, "refs/heads/feature/login", &sha),
+        )
+        .await,
+    )
+    .await;
     assert_eq!(build["status"], "succeeded", "{build}");
     let expected = format!("feature-login-{}", &sha[..7]);
     assert_eq!(build["tag"], expected);
     assert_eq!(registry.tags("acme/web").await, vec![expected.clone()]);
-    assert_eq!(registry.manifest_digest("acme/web", &expected).await.as_ref(), build["digest"].as_str().map(String::from).as_ref());
+    assert_eq!(
+        registry
+            .manifest_digest("acme/web", &expected)
+            .await
+            .as_ref(),
+        build["digest"].as_str().map(String::from).as_ref()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tag_push_matching_v_star_builds_and_other_refs_do_not() {
     let (registry, kiln, git, secret) = setup("acme", "lib").await;
-    kiln.rule("acme", "lib", json!({"type": "tag", "name": "v*"})).await;
+    kiln.rule("acme", "lib", json!({"type": "tag", "name": "v*"}))
+        .await;
     let sha = git.tag("v1.2.3");
     git.push_tag("v1.2.3");
-    let build = one_build(&kiln, kiln.github_hook("push", "d-3", &secret, &push(&git, "refs/tags/v1.2.3", &sha)).await).await;
+    let build = one_build(
+        &kiln,
+        kiln.github_hook(
+            "push",
+            "d-3",
+            &secret,
+            &push(&git, "refs/tags/v1.2.3", &sha),
+        )
+        .await,
+    )
+    .await;
     assert_eq!(build["status"], "succeeded", "{build}");
     assert_eq!(build["tag"], "v1.2.3");
     assert_eq!(registry.tags("acme/lib").await, vec!["v1.2.3".to_string()]);
 
     // A branch push and a non-matching tag: accepted, nothing built.
     for (delivery, git_ref) in [("d-4", "refs/heads/main"), ("d-5", "refs/tags/release-1")] {
-        let (s, body) = kiln.github_hook("push", delivery, &secret, &push(&git, git_ref, &sha)).await;
+        let (s, body) = kiln
+            .github_hook("push", delivery, &secret, &push(&git, git_ref, &sha))
+            .await;
         assert_eq!(s, StatusCode::ACCEPTED, "{body}");
         assert_eq!(body["builds"], json!([]), "{git_ref}");
     }
@@ -116,11 +178,19 @@ async fn dockerfile_in_a_sub_folder_with_a_run_step() {
     git.push("main");
     kiln.rule("acme", "tool", json!({"type": "branch", "name": "main", "dockerfile": "docker/Dockerfile.prod", "version": "prod"}))
         .await;
-    let build = one_build(&kiln, kiln.github_hook("push", "d-6", &secret, &push(&git, "refs/heads/main", &sha)).await).await;
+    let build = one_build(
+        &kiln,
+        kiln.github_hook("push", "d-6", &secret, &push(&git, "refs/heads/main", &sha))
+            .await,
+    )
+    .await;
     let log = kiln.log(build["id"].as_str().unwrap()).await;
     assert_eq!(build["status"], "succeeded", "{build}\n{log}");
     assert_eq!(build["tag"], "prod");
-    assert!(log.contains("hello from acme/tool"), "the RUN step's output is in the log:\n{log}");
+    assert!(
+        log.contains("hello from acme/tool"),
+        "the RUN step's output is in the log:\n{log}"
+    );
     assert_eq!(registry.tags("acme/tool").await, vec!["prod".to_string()]);
 }
 
@@ -128,11 +198,20 @@ async fn dockerfile_in_a_sub_folder_with_a_run_step() {
 async fn failing_run_step_fails_the_build_and_pushes_nothing() {
     let (registry, kiln, git, secret) = setup("acme", "broken").await;
     let base = support::ensure_base_image();
-    git.write("Dockerfile", format!("FROM {base}\nRUN echo about to fail && false\n"));
+    git.write(
+        "Dockerfile",
+        format!("FROM {base}\nRUN echo about to fail && false\n"),
+    );
     let sha = git.commit("broken");
     git.push("main");
-    kiln.rule("acme", "broken", json!({"type": "branch", "name": "main"})).await;
-    let build = one_build(&kiln, kiln.github_hook("push", "d-7", &secret, &push(&git, "refs/heads/main", &sha)).await).await;
+    kiln.rule("acme", "broken", json!({"type": "branch", "name": "main"}))
+        .await;
+    let build = one_build(
+        &kiln,
+        kiln.github_hook("push", "d-7", &secret, &push(&git, "refs/heads/main", &sha))
+            .await,
+    )
+    .await;
     assert_eq!(build["status"], "failed", "{build}");
     let error = build["error"].as_str().unwrap();
     assert!(error.contains("returned a non-zero code: 1"), "{error}");
@@ -147,23 +226,50 @@ async fn failing_run_step_fails_the_build_and_pushes_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn missing_dockerfile_and_unknown_commit_fail_with_a_reason() {
     let (registry, kiln, git, secret) = setup("acme", "odd").await;
-    kiln.rule("acme", "odd", json!({"type": "branch", "name": "main", "dockerfile": "nope/Dockerfile"})).await;
+    kiln.rule(
+        "acme",
+        "odd",
+        json!({"type": "branch", "name": "main", "dockerfile": "nope/Dockerfile"}),
+    )
+    .await;
     let sha = git.head();
-    let build = one_build(&kiln, kiln.github_hook("push", "d-8", &secret, &push(&git, "refs/heads/main", &sha)).await).await;
+    let build = one_build(
+        &kiln,
+        kiln.github_hook("push", "d-8", &secret, &push(&git, "refs/heads/main", &sha))
+            .await,
+    )
+    .await;
     assert_eq!(build["status"], "failed");
     assert_eq!(build["error"], "Dockerfile not found at nope/Dockerfile");
 
     let ghost = "1234567890abcdef1234567890abcdef12345678";
-    let build = one_build(&kiln, kiln.github_hook("push", "d-9", &secret, &push(&git, "refs/heads/main", ghost)).await).await;
+    let build = one_build(
+        &kiln,
+        kiln.github_hook(
+            "push",
+            "d-9",
+            &secret,
+            &push(&git, "refs/heads/main", ghost),
+        )
+        .await,
+    )
+    .await;
     assert_eq!(build["status"], "failed");
-    assert!(build["error"].as_str().unwrap().contains(&format!("commit {ghost} not found")), "{build}");
+    assert!(
+        build["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("commit {ghost} not found")),
+        "{build}"
+    );
     assert!(registry.tags("acme/odd").await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_signature_is_401_and_creates_nothing() {
     let (_registry, kiln, git, secret) = setup("acme", "guarded").await;
-    kiln.rule("acme", "guarded", json!({"type": "branch", "name": "main"})).await;
+    kiln.rule("acme", "guarded", json!({"type": "branch", "name": "main"}))
+        .await;
     let payload = push(&git, "refs/heads/main", &git.head());
     let body = serde_json::to_vec(&payload).unwrap();
     for signature in [
@@ -171,7 +277,9 @@ async fn bad_signature_is_401_and_creates_nothing() {
         "sha256=00".to_string(),
         String::new(),
     ] {
-        let (s, resp) = kiln.github_hook_raw("push", "d-10", &signature, body.clone()).await;
+        let (s, resp) = kiln
+            .github_hook_raw("push", "d-10", &signature, body.clone())
+            .await;
         assert_eq!(s, StatusCode::UNAUTHORIZED, "{resp}");
         assert!(resp["error"]["code"].is_string(), "{resp}");
     }
@@ -191,11 +299,16 @@ async fn bad_signature_is_401_and_creates_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn duplicate_delivery_builds_once() {
     let (_registry, kiln, git, secret) = setup("acme", "dup").await;
-    kiln.rule("acme", "dup", json!({"type": "branch", "name": "main"})).await;
+    kiln.rule("acme", "dup", json!({"type": "branch", "name": "main"}))
+        .await;
     let payload = push(&git, "refs/heads/main", &git.head());
-    let first = kiln.github_hook("push", "same-delivery", &secret, &payload).await;
+    let first = kiln
+        .github_hook("push", "same-delivery", &secret, &payload)
+        .await;
     assert_eq!(first.0, StatusCode::ACCEPTED);
-    let (s, again) = kiln.github_hook("push", "same-delivery", &secret, &payload).await;
+    let (s, again) = kiln
+        .github_hook("push", "same-delivery", &secret, &payload)
+        .await;
     assert_eq!(s, StatusCode::OK, "{again}");
     assert_eq!(again["builds"], json!([]));
     assert_eq!(again["duplicate"], true);
@@ -208,11 +321,22 @@ async fn duplicate_delivery_builds_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn build_now_builds_the_branch_head() {
     let (registry, kiln, git, _secret) = setup("acme", "manual").await;
-    let rule = kiln.rule("acme", "manual", json!({"type": "branch", "name": "main", "overwrite": false})).await;
+    let rule = kiln
+        .rule(
+            "acme",
+            "manual",
+            json!({"type": "branch", "name": "main", "overwrite": false}),
+        )
+        .await;
     git.write("hello.txt", "second\n");
     let head = git.commit("second");
     git.push("main");
-    let (s, build) = kiln.post(&format!("/namespaces/acme/repos/manual/rules/{rule}/builds"), json!({})).await;
+    let (s, build) = kiln
+        .post(
+            &format!("/namespaces/acme/repos/manual/rules/{rule}/builds"),
+            json!({}),
+        )
+        .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{build}");
     assert_eq!(build["status"], "queued");
     assert_eq!(build["trigger"], "manual");
@@ -227,9 +351,17 @@ async fn build_now_builds_the_branch_head() {
 #[tokio::test(flavor = "multi_thread")]
 async fn ping_deleted_ref_unknown_event_malformed_and_oversized_bodies() {
     let (_registry, kiln, git, secret) = setup("acme", "edges").await;
-    kiln.rule("acme", "edges", json!({"type": "branch", "name": "main"})).await;
+    kiln.rule("acme", "edges", json!({"type": "branch", "name": "main"}))
+        .await;
 
-    let (s, body) = kiln.github_hook("ping", "p-1", &secret, &support::github_ping_payload(&git.clone_url())).await;
+    let (s, body) = kiln
+        .github_hook(
+            "ping",
+            "p-1",
+            &secret,
+            &support::github_ping_payload(&git.clone_url()),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{body}");
 
     let deleted = github_push_payload(&git.clone_url(), "refs/heads/main", &git.head(), ZERO, true);
@@ -249,10 +381,65 @@ async fn ping_deleted_ref_unknown_event_malformed_and_oversized_bodies() {
     let (s, body) = kiln.github_hook_raw("push", "p-4", &sig, garbage).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
 
+    // Over 25 MiB, announced by Content-Length or streamed chunked: 413 either way.
     let huge = vec![b' '; 25 * 1024 * 1024 + 1];
     let sig = support::github_signature(&secret, &huge);
-    let (s, _) = kiln.github_hook_raw("push", "p-5", &sig, huge).await;
-    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    for chunked in [false, true] {
+        let status = raw_hook_status(&kiln.url, &sig, &huge, chunked).await;
+        assert_eq!(status, 413, "chunked: {chunked}");
+    }
 
     assert!(kiln.builds("acme", "edges").await.is_empty());
+}
+
+/// Posts a hook over a raw TCP connection, carrying on when the server stops reading the body (as it
+/// does once it has seen too much), and returns the status code it answered.
+async fn raw_hook_status(base: &str, signature: &str, body: &[u8], chunked: bool) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let length = if chunked {
+        "Transfer-Encoding: chunked".to_string()
+    } else {
+        format!("Content-Length: {}", body.len())
+    };
+    let head = format!(
+        "POST /hooks/github HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nX-GitHub-Event: push\r\n\
+         X-GitHub-Delivery: big\r\nX-Hub-Signature-256: {signature}\r\n{length}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    let body = body.to_vec();
+    let writer = tokio::spawn(async move {
+        for chunk in body.chunks(1 << 20) {
+            let ok = if chunked {
+                write
+                    .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                    .await
+                    .is_ok()
+                    && write.write_all(chunk).await.is_ok()
+                    && write.write_all(b"\r\n").await.is_ok()
+            } else {
+                write.write_all(chunk).await.is_ok()
+            };
+            if !ok {
+                return;
+            }
+        }
+        if chunked {
+            let _ = write.write_all(b"0\r\n\r\n").await;
+        }
+    });
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        read.read_to_end(&mut answer),
+    )
+    .await;
+    writer.abort();
+    let text = String::from_utf8_lossy(&answer);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP answer: {text}"))
 }

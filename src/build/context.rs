@@ -33,7 +33,6 @@ pub enum ContextError {
     Io(#[from] std::io::Error),
 }
 
-#[derive(Debug)]
 pub struct BuildContext {
     /// The tar archive to send as the build's body.
     pub tar: Vec<u8>,
@@ -43,6 +42,18 @@ pub struct BuildContext {
     pub files: usize,
     /// Bytes of file contents (not of the tar, whose length is `tar.len()`).
     pub bytes: u64,
+}
+
+impl std::fmt::Debug for BuildContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The tar's length, not its bytes.
+        f.debug_struct("BuildContext")
+            .field("tar", &format_args!("<{} bytes>", self.tar.len()))
+            .field("dockerfile", &self.dockerfile)
+            .field("files", &self.files)
+            .field("bytes", &self.bytes)
+            .finish()
+    }
 }
 
 /// Where a Dockerfile that lies outside the context directory goes in the tar.
@@ -815,6 +826,13 @@ mod tests {
         let third = build_context(&other.repo, other_commit, "", "Dockerfile").unwrap();
         assert_eq!(first.tar, third.tar);
         assert_eq!(first.tar.len() % 512, 0);
+        assert_eq!(
+            format!("{first:?}"),
+            format!(
+                "BuildContext {{ tar: <{} bytes>, dockerfile: \"Dockerfile\", files: 5, bytes: 30 }}",
+                first.tar.len()
+            )
+        );
     }
 
     #[test]

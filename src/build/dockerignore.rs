@@ -65,10 +65,7 @@ impl DockerIgnore {
                     ignore.has_exceptions |= compiled.exception;
                     ignore.patterns.push(compiled);
                 }
-                None => {
-                    tracing::warn!(pattern = %line.trim(), "ignoring an invalid .dockerignore pattern");
-                    ignore.invalid.push(line.trim().to_string());
-                }
+                None => ignore.invalid.push(line.trim().to_string()),
             }
         }
         ignore
@@ -318,7 +315,7 @@ fn class_char(chars: &[char], mut pos: usize) -> Option<(char, usize)> {
 
 /// Go's `path.Clean`: the shortest path equivalent to `path` by lexical processing. Repeated
 /// slashes become one, `.` elements go, `x/..` goes, `..` at the root goes; "" becomes ".".
-pub(crate) fn clean(path: &str) -> String {
+fn clean(path: &str) -> String {
     let rooted = path.starts_with('/');
     let mut parts: Vec<&str> = Vec::new();
     for part in path.split('/') {

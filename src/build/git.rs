@@ -44,6 +44,14 @@ pub fn mirror_path(mirrors_root: &Path, clone_url: &str) -> PathBuf {
 /// owns them). The URL is used as an anonymous remote: it is never written to the mirror's
 /// config. Errors carry one line, with any `user:password@` taken out of the URL.
 pub fn fetch_mirror(mirror: &Path, clone_url: &str) -> Result<Repository, GitError> {
+    // libgit2 takes a local path that doesn't exist for a URL and says "unsupported URL
+    // protocol": say what is wrong instead.
+    if is_local_path(clone_url) && !Path::new(clone_url).exists() {
+        return Err(GitError::Fetch {
+            url: clone_url.to_string(),
+            message: "no such file or directory".to_string(),
+        });
+    }
     let repo = open_or_init(mirror)?;
     let fetched = match fetch_into(&repo, clone_url) {
         Err(error) if is_lock_error(&error) => {
@@ -61,6 +69,19 @@ pub fn fetch_mirror(mirror: &Path, clone_url: &str) -> Result<Repository, GitErr
 /// with a generic OS error whose message says it in others (updating a ref during a fetch).
 fn is_lock_error(error: &git2::Error) -> bool {
     error.code() == ErrorCode::Locked || error.message().starts_with("failed to lock file")
+}
+
+/// A plain path rather than a URL: no `scheme://`, and not git's scp-like `host:path` (a `:`
+/// before any `/`).
+fn is_local_path(clone_url: &str) -> bool {
+    if clone_url.contains("://") {
+        return false;
+    }
+    match (clone_url.find(':'), clone_url.find('/')) {
+        (Some(colon), Some(slash)) => slash < colon,
+        (Some(_), None) => false,
+        (None, _) => true,
+    }
 }
 
 fn fetch_into(repo: &Repository, clone_url: &str) -> Result<(), git2::Error> {
@@ -82,7 +103,12 @@ fn open_or_init(mirror: &Path) -> Result<Repository, GitError> {
                     error = %error.message(),
                     "the mirror can't be opened; making it again"
                 );
-                fs::remove_dir_all(mirror).map_err(|e| {
+                let removed = if mirror.is_dir() {
+                    fs::remove_dir_all(mirror)
+                } else {
+                    fs::remove_file(mirror)
+                };
+                removed.map_err(|e| {
                     io_error(
                         format!("cannot remove broken mirror {}", mirror.display()),
                         e,
@@ -774,6 +800,10 @@ mod tests {
             let text = error.to_string();
             assert!(text.starts_with(&format!("cannot fetch {url}: ")), "{text}");
             assert!(text.contains("no-such-repo"), "{text}");
+            assert!(
+                message.to_lowercase().contains("no such file or directory"),
+                "{text}"
+            );
         }
     }
 
@@ -804,6 +834,22 @@ mod tests {
             };
             assert!(shown.contains("127.0.0.1:1/org/app.git"), "{shown}");
             assert!(!shown.contains('@'), "{shown}");
+            assert!(error.to_string().contains("127.0.0.1"), "{error}");
+        }
+    }
+
+    #[test]
+    fn local_paths_and_urls() {
+        for path in ["/srv/git/app.git", "./app", "app.git", "../x:y/z"] {
+            assert!(is_local_path(path), "{path}");
+        }
+        for url in [
+            "https://host/x.git",
+            "file:///srv/x.git",
+            "git@github.com:org/x.git",
+            "host:x.git",
+        ] {
+            assert!(!is_local_path(url), "{url}");
         }
     }
 

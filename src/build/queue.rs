@@ -91,7 +91,8 @@ impl BuildQueue {
 }
 
 /// Marks builds a crash left `building` as failed, then starts `n` workers.
-pub async fn start_workers(app: &App) -> anyhow::Result<()> {
+/// Workers stop when `stop` is cancelled (between builds, or by ending the running one).
+pub async fn start_workers(app: &App, stop: CancellationToken) -> anyhow::Result<()> {
     let interrupted = db::builds::fail_interrupted(&app.db).await?;
     if interrupted > 0 {
         tracing::warn!(
@@ -101,7 +102,13 @@ pub async fn start_workers(app: &App) -> anyhow::Result<()> {
     }
     for worker in 0..app.config.build_workers {
         let app = app.clone();
-        tokio::spawn(async move { work(app, worker).await });
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = work(app, worker) => {}
+                _ = stop.cancelled() => {}
+            }
+        });
     }
     Ok(())
 }

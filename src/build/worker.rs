@@ -226,8 +226,11 @@ fn resolve_target(
             let rule = rule.ok_or("the build names no ref")?;
             let pattern =
                 crate::domain::pattern::RefPattern::parse(&rule.name).map_err(|e| e.to_string())?;
-            let (name, oid) = git::newest_tag(&repo, |t| pattern.matches(t).is_some())
-                .map_err(|e| e.to_string())?;
+            let (name, oid) =
+                git::newest_tag(&repo, |t| pattern.matches(t).is_some()).map_err(|e| match e {
+                    git::GitError::NoMatchingTag(_) => format!("no tag matches '{}'", rule.name),
+                    other => other.to_string(),
+                })?;
             (format!("refs/tags/{name}"), oid)
         }
     };

@@ -26,10 +26,17 @@ impl Kiln {
     }
 
     /// Same, over an existing data dir (a restart).
-    pub async fn start_in(registry: &Registry, extra: &[(&str, &str)], data_dir: tempfile::TempDir) -> Kiln {
+    pub async fn start_in(
+        registry: &Registry,
+        extra: &[(&str, &str)],
+        data_dir: tempfile::TempDir,
+    ) -> Kiln {
         let mut vars: HashMap<String, String> = HashMap::new();
         vars.insert("KILN_LISTEN".into(), "127.0.0.1:0".into());
-        vars.insert("KILN_DATA_DIR".into(), data_dir.path().display().to_string());
+        vars.insert(
+            "KILN_DATA_DIR".into(),
+            data_dir.path().display().to_string(),
+        );
         vars.insert("KILN_REGISTRY".into(), registry.addr.clone());
         vars.insert("KILN_ADMIN_TOKEN".into(), ADMIN_TOKEN.into());
         for (k, v) in extra {
@@ -38,31 +45,61 @@ impl Kiln {
         let config = kiln::Config::load(None, &vars).expect("test config");
         let server = kiln::Server::start(config).await.expect("kiln starts");
         let url = format!("http://{}", server.addr);
-        Kiln { server, url, http: reqwest::Client::new(), data_dir }
+        Kiln {
+            server,
+            url,
+            http: reqwest::Client::new(),
+            data_dir,
+        }
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> (StatusCode, Value) {
-        let resp = req.bearer_auth(ADMIN_TOKEN).send().await.expect("request to kiln");
+        let resp = req
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("request to kiln");
         let status = resp.status();
         let text = resp.text().await.expect("body");
-        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         (status, body)
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.send(self.http.get(format!("{}/api/v1{path}", self.url))).await
+        self.send(self.http.get(format!("{}/api/v1{path}", self.url)))
+            .await
     }
     pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.send(self.http.post(format!("{}/api/v1{path}", self.url)).json(&body)).await
+        self.send(
+            self.http
+                .post(format!("{}/api/v1{path}", self.url))
+                .json(&body),
+        )
+        .await
     }
     pub async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.send(self.http.put(format!("{}/api/v1{path}", self.url)).json(&body)).await
+        self.send(
+            self.http
+                .put(format!("{}/api/v1{path}", self.url))
+                .json(&body),
+        )
+        .await
     }
     pub async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.send(self.http.patch(format!("{}/api/v1{path}", self.url)).json(&body)).await
+        self.send(
+            self.http
+                .patch(format!("{}/api/v1{path}", self.url))
+                .json(&body),
+        )
+        .await
     }
     pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
-        self.send(self.http.delete(format!("{}/api/v1{path}", self.url))).await
+        self.send(self.http.delete(format!("{}/api/v1{path}", self.url)))
+            .await
     }
 
     pub async fn log(&self, build_id: &str) -> String {
@@ -81,29 +118,60 @@ impl Kiln {
     /// and returns the generated webhook secret.
     pub async fn ci_repo(&self, ns: &str, repo: &str, clone_url: &str) -> String {
         let (s, body) = self.post("/namespaces", json!({"name": ns})).await;
-        assert!(s == StatusCode::CREATED || s == StatusCode::CONFLICT, "namespace: {s} {body}");
-        let (s, body) = self.post(&format!("/namespaces/{ns}/repos"), json!({"name": repo})).await;
+        assert!(
+            s == StatusCode::CREATED || s == StatusCode::CONFLICT,
+            "namespace: {s} {body}"
+        );
+        let (s, body) = self
+            .post(&format!("/namespaces/{ns}/repos"), json!({"name": repo}))
+            .await;
         assert_eq!(s, StatusCode::CREATED, "repo: {body}");
         let (s, body) = self
-            .put(&format!("/namespaces/{ns}/repos/{repo}/source"), json!({"provider": "github", "clone_url": clone_url}))
+            .put(
+                &format!("/namespaces/{ns}/repos/{repo}/source"),
+                json!({"provider": "github", "clone_url": clone_url}),
+            )
             .await;
         assert_eq!(s, StatusCode::OK, "source: {body}");
-        body["webhook_secret"].as_str().expect("a generated secret").to_string()
+        body["webhook_secret"]
+            .as_str()
+            .expect("a generated secret")
+            .to_string()
     }
 
     pub async fn rule(&self, ns: &str, repo: &str, rule: Value) -> String {
-        let (s, body) = self.post(&format!("/namespaces/{ns}/repos/{repo}/rules"), rule).await;
+        let (s, body) = self
+            .post(&format!("/namespaces/{ns}/repos/{repo}/rules"), rule)
+            .await;
         assert_eq!(s, StatusCode::CREATED, "rule: {body}");
         body["id"].as_str().unwrap().to_string()
     }
 
     /// Sends a GitHub webhook delivery signed with `secret`.
-    pub async fn github_hook(&self, event: &str, delivery: &str, secret: &str, payload: &Value) -> (StatusCode, Value) {
+    pub async fn github_hook(
+        &self,
+        event: &str,
+        delivery: &str,
+        secret: &str,
+        payload: &Value,
+    ) -> (StatusCode, Value) {
         let body = serde_json::to_vec(payload).unwrap();
-        self.github_hook_raw(event, delivery, &super::github_signature(secret, &body), body).await
+        self.github_hook_raw(
+            event,
+            delivery,
+            &super::github_signature(secret, &body),
+            body,
+        )
+        .await
     }
 
-    pub async fn github_hook_raw(&self, event: &str, delivery: &str, signature: &str, body: Vec<u8>) -> (StatusCode, Value) {
+    pub async fn github_hook_raw(
+        &self,
+        event: &str,
+        delivery: &str,
+        signature: &str,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
         let resp = self
             .http
             .post(format!("{}/hooks/github", self.url))
@@ -117,22 +185,34 @@ impl Kiln {
             .expect("hook request");
         let status = resp.status();
         let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// Waits until the build ends and returns it.
     pub async fn wait_build(&self, id: &str) -> Value {
         let path = format!("/builds/{id}");
-        wait_until(&format!("build {id} to finish"), Duration::from_secs(180), || async {
-            let (_, b) = self.get(&path).await;
-            matches!(b["status"].as_str(), Some("succeeded" | "failed" | "cancelled"))
-        })
+        wait_until(
+            &format!("build {id} to finish"),
+            Duration::from_secs(180),
+            || async {
+                let (_, b) = self.get(&path).await;
+                matches!(
+                    b["status"].as_str(),
+                    Some("succeeded" | "failed" | "cancelled")
+                )
+            },
+        )
         .await;
         self.get(&path).await.1
     }
 
     pub async fn builds(&self, ns: &str, repo: &str) -> Vec<Value> {
-        let (s, body) = self.get(&format!("/namespaces/{ns}/repos/{repo}/builds")).await;
+        let (s, body) = self
+            .get(&format!("/namespaces/{ns}/repos/{repo}/builds"))
+            .await;
         assert_eq!(s, StatusCode::OK, "{body}");
         body.as_array().unwrap().clone()
     }

@@ -1,0 +1,225 @@
+//! The real `kiln` binary: start-up on embedded defaults, the admin token rule, failing fast, and
+//! what a restart does with builds a crash interrupted.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn kiln_cmd(data_dir: &std::path::Path, port: u16) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    cmd.arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("KILN_LISTEN", format!("127.0.0.1:{port}"))
+        .env("KILN_DATA_DIR", data_dir)
+        .env("KILN_REGISTRY", "127.0.0.1:1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Reads stdout lines until one holding a generated token shows up.
+fn read_token(child: &mut Child) -> String {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200))
+            && let Some(t) = line.split_whitespace().find(|w| w.starts_with("kiln_"))
+        {
+            return t.to_string();
+        }
+    }
+    panic!("kiln printed no admin token within 30 s");
+}
+
+async fn wait_http(url: &str) {
+    let http = reqwest::Client::new();
+    support::wait_until(
+        &format!("{url} to answer"),
+        Duration::from_secs(30),
+        || async { http.get(url).send().await.is_ok() },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn first_start_generates_an_admin_token_once_and_healthz_reports_each_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::free_port();
+    let mut child = kiln_cmd(dir.path(), port).spawn().unwrap();
+    let token = read_token(&mut child);
+    let _running = Running(child);
+    let base = format!("http://127.0.0.1:{port}");
+    wait_http(&format!("{base}/healthz")).await;
+    let http = reqwest::Client::new();
+
+    let health: serde_json::Value = http
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["database"]["status"], "ok", "{health}");
+    // Nothing listens on 127.0.0.1:1: the registry is down, so kiln is degraded but serving.
+    assert_eq!(health["registry"]["status"], "error", "{health}");
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert!(health["docker"]["status"].is_string());
+
+    let r = http
+        .get(format!("{base}/api/v1/namespaces"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unauthorized");
+    let r = http
+        .get(format!("{base}/api/v1/namespaces"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http
+        .get(format!("{base}/api/v1/namespaces"))
+        .bearer_auth("kiln_wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // The token is stored hashed: the database file does not hold it.
+    let db = std::fs::read(dir.path().join("kiln.db")).unwrap();
+    let wal = std::fs::read(dir.path().join("kiln.db-wal")).unwrap_or_default();
+    let needle = token.as_bytes();
+    assert!(!db.windows(needle.len()).any(|w| w == needle));
+    assert!(!wal.windows(needle.len()).any(|w| w == needle));
+    drop(_running);
+
+    // A second start over the same data dir prints no new token, and the first still works.
+    let port2 = support::free_port();
+    let mut child = kiln_cmd(dir.path(), port2).spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _running = Running(child);
+    let base2 = format!("http://127.0.0.1:{port2}");
+    wait_http(&format!("{base2}/healthz")).await;
+    let r = http
+        .get(format!("{base2}/api/v1/namespaces"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    drop(_running);
+    let printed: Vec<String> = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .collect();
+    assert!(!printed.iter().any(|l| l.contains("kiln_")), "{printed:?}");
+}
+
+#[test]
+fn an_unopenable_database_fails_fast_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = kiln_cmd(dir.path(), support::free_port())
+        .env(
+            "KILN_DATABASE_URL",
+            "sqlite:///nonexistent-dir/deeper/kiln.db",
+        )
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("kiln: cannot open database sqlite:///nonexistent-dir/deeper/kiln.db"),
+        "{stderr}"
+    );
+
+    let out = kiln_cmd(dir.path(), support::free_port())
+        .env("KILN_LISTEN", "not-an-address")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("KILN_LISTEN"));
+}
+
+#[test]
+fn help_documents_every_option() {
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for var in [
+        "--config",
+        "KILN_LISTEN",
+        "KILN_DATA_DIR",
+        "KILN_REGISTRY",
+        "KILN_ADMIN_TOKEN",
+        "KILN_REGISTRY_EVENTS_TOKEN",
+        "KILN_PUBLIC_URL",
+        "DOCKER_HOST",
+    ] {
+        assert!(help.contains(var), "{var} missing from:\n{help}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_build_left_building_by_a_crash_is_failed_interrupted_at_the_next_start() {
+    let registry = support::Registry::start();
+    let kiln = support::kiln::Kiln::start(&registry, &[("KILN_BUILD_WORKERS", "1")]).await;
+    kiln.post("/namespaces", json!({"name": "acme"})).await;
+    kiln.post("/namespaces/acme/repos", json!({"name": "api"}))
+        .await;
+    // What a crash mid-build leaves behind: a row marked building.
+    let (repo_id,): (String,) = sqlx::query_as("SELECT id FROM repositories")
+        .fetch_one(&kiln.server.app.db)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO builds (id, repository_id, trigger, git_ref, dockerfile, status, created_at, started_at) \
+         VALUES ('b-crashed', ?, 'push', 'refs/heads/main', 'Dockerfile', 'building', '2026-01-01T00:00:00.000000Z', '2026-01-01T00:00:01.000000Z')",
+    )
+    .bind(&repo_id)
+    .execute(&kiln.server.app.db)
+    .await
+    .unwrap();
+    let data_dir = {
+        let support::kiln::Kiln {
+            server, data_dir, ..
+        } = kiln;
+        server.app.db.close().await;
+        drop(server);
+        data_dir
+    };
+    let kiln = support::kiln::Kiln::start_in(&registry, &[], data_dir).await;
+    let (_, build) = kiln.get("/builds/b-crashed").await;
+    assert_eq!(build["status"], "failed", "{build}");
+    assert!(
+        build["error"].as_str().unwrap().starts_with("interrupted"),
+        "{build}"
+    );
+    assert!(build["finished_at"].is_string());
+}
