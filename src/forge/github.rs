@@ -215,6 +215,43 @@ mod tests {
     }
 
     #[test]
+    fn captured_payloads_parse() {
+        let push = include_bytes!("../../tests/data/github/push.json");
+        match parse("push", push).unwrap() {
+            Outcome::Push(p) => {
+                assert_eq!(p.git_ref, "refs/heads/main");
+                assert!(!p.deleted);
+                assert!(is_sha(&p.after));
+                assert!(p.message.is_some());
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(repository_urls(push).contains(&"https://github.com/acme/widget".to_string()));
+        match parse(
+            "push",
+            include_bytes!("../../tests/data/github/push_tag.json"),
+        )
+        .unwrap()
+        {
+            Outcome::Push(p) => assert!(p.git_ref.starts_with("refs/tags/") && !p.deleted),
+            other => panic!("{other:?}"),
+        }
+        match parse(
+            "push",
+            include_bytes!("../../tests/data/github/push_delete.json"),
+        )
+        .unwrap()
+        {
+            Outcome::Push(p) => assert!(p.deleted),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            parse("ping", include_bytes!("../../tests/data/github/ping.json")).unwrap(),
+            Outcome::Ping
+        );
+    }
+
+    #[test]
     fn routing_reads_every_repository_url() {
         let urls = repository_urls(&push_body("refs/heads/main", &"a".repeat(40), false));
         assert_eq!(

@@ -23,7 +23,7 @@
 //! kiln served from the same runtime keeps going meanwhile. [`docker_build_and_push`], the
 //! registry queries and the webhook sender are async.
 //!
-//! Nothing here knows kiln's own types.
+//! Nothing in this file knows kiln's own types: kiln-specific helpers live in `kiln.rs` beside it.
 #![allow(dead_code)]
 
 pub mod kiln;
@@ -1626,16 +1626,36 @@ fn decode_chunked(mut data: &[u8]) -> Option<Vec<u8>> {
 // Ports, waiting, small things
 // ---------------------------------------------------------------------------------------------
 
-/// A TCP port free on 127.0.0.1 right now, never the same one twice in this process. (Another
-/// process can still take it before it is bound: bind soon.)
+/// A TCP port free on 127.0.0.1 right now, never the same one twice in this process. It is
+/// chosen at random below the kernel's ephemeral range (`ip_local_port_range`), so outgoing
+/// connections, which take their ports from that range, cannot grab it meanwhile; another process
+/// still can in theory: bind it soon.
 pub fn free_port() -> u16 {
     static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
     let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
     let handed_out = handed_out.get_or_insert_with(HashSet::new);
+    let ephemeral_low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let (low, high) = if ephemeral_low > 12_000 {
+        (10_000, ephemeral_low)
+    } else {
+        (0, 0)
+    };
     for _ in 0..1000 {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = listener.local_addr().expect("local addr").port();
-        if handed_out.insert(port) {
+        let port = if high > low {
+            let r = u16::from_str_radix(&random_hex(2), 16).expect("hex");
+            low + r % (high - low)
+        } else {
+            TcpListener::bind("127.0.0.1:0")
+                .expect("bind 127.0.0.1:0")
+                .local_addr()
+                .expect("addr")
+                .port()
+        };
+        if !handed_out.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.insert(port);
             return port;
         }
     }
