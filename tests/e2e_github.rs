@@ -172,8 +172,13 @@ async fn dockerfile_in_a_sub_folder_with_a_run_step() {
     let base = support::ensure_base_image();
     git.write(
         "docker/Dockerfile.prod",
-        format!("FROM {base}\nCOPY hello.txt /srv/hello.txt\nRUN echo built > /srv/stamp && cat /srv/hello.txt\n"),
+        format!(
+            "FROM {base}\nCOPY . /srv/\nRUN test ! -e /srv/secret.env && test ! -e /srv/logs && cat /srv/hello.txt\n"
+        ),
     );
+    git.write(".dockerignore", "secret.env\nlogs/\n");
+    git.write("secret.env", "TOKEN=do-not-ship\n");
+    git.write("logs/today.log", "noise\n");
     let sha = git.commit("prod dockerfile");
     git.push("main");
     kiln.rule("acme", "tool", json!({"type": "branch", "name": "main", "dockerfile": "docker/Dockerfile.prod", "version": "prod"}))
@@ -442,4 +447,160 @@ async fn raw_hook_status(base: &str, signature: &str, body: &[u8], chunked: bool
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no HTTP answer: {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pushes_with_the_configured_credentials_and_fails_clearly_without_them() {
+    support::ensure_docker();
+    let registry = Registry::start_with_htpasswd("kiln", "s3cret-registry-pw");
+    let git = GitRepo::new();
+    git.write("Dockerfile", "FROM scratch\nCOPY hello.txt /hello.txt\n");
+    git.write("hello.txt", format!("auth test {}\n", git.clone_url()));
+    let sha = git.commit("first");
+    git.push("main");
+
+    // Without credentials: the push is refused, the build fails saying so.
+    let anonymous = Kiln::start(&registry, &[]).await;
+    let secret = anonymous.ci_repo("acme", "private", &git.clone_url()).await;
+    anonymous
+        .rule("acme", "private", json!({"type": "branch", "name": "main"}))
+        .await;
+    let build = one_build(
+        &anonymous,
+        anonymous
+            .github_hook("push", "a-1", &secret, &push(&git, "refs/heads/main", &sha))
+            .await,
+    )
+    .await;
+    assert_eq!(build["status"], "failed", "{build}");
+    let error = build["error"].as_str().unwrap();
+    assert!(error.starts_with("push refused: "), "{error}");
+    assert!(registry.tags("acme/private").await.is_empty());
+
+    // With them: pushed, and the password shows up in no build log or API answer.
+    let kiln = Kiln::start(
+        &registry,
+        &[
+            ("KILN_REGISTRY_USERNAME", "kiln"),
+            ("KILN_REGISTRY_PASSWORD", "s3cret-registry-pw"),
+        ],
+    )
+    .await;
+    let secret = kiln.ci_repo("acme", "private", &git.clone_url()).await;
+    kiln.rule("acme", "private", json!({"type": "branch", "name": "main"}))
+        .await;
+    let build = one_build(
+        &kiln,
+        kiln.github_hook("push", "a-2", &secret, &push(&git, "refs/heads/main", &sha))
+            .await,
+    )
+    .await;
+    assert_eq!(build["status"], "succeeded", "{build}");
+    assert_eq!(
+        registry.tags("acme/private").await,
+        vec!["main".to_string()]
+    );
+    let log = kiln.log(build["id"].as_str().unwrap()).await;
+    assert!(
+        !log.contains("s3cret-registry-pw") && !build.to_string().contains("s3cret-registry-pw")
+    );
+
+    let health: Value = reqwest::get(format!("{}/healthz", kiln.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(health["docker"]["status"], "ok");
+    assert!(
+        health["docker"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("API 1.4"),
+        "{health}"
+    );
+    assert_eq!(health["registry"]["status"], "ok");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_log_streams_live_and_a_running_build_can_be_cancelled() {
+    let (registry, kiln, git, secret) = setup("acme", "slow").await;
+    let base = support::ensure_base_image();
+    git.write(
+        "Dockerfile",
+        format!("FROM {base}\nCOPY hello.txt /hello.txt\nRUN echo first-$((40+2)) && sleep 2 && echo second-$((40+3))\n"),
+    );
+    let sha = git.commit("slow build");
+    git.push("main");
+    kiln.rule("acme", "slow", json!({"type": "branch", "name": "main"}))
+        .await;
+
+    // Follow the log while the build runs: the answer grows, and ends when the build ends.
+    let (_, body) = kiln
+        .github_hook("push", "s-1", &secret, &push(&git, "refs/heads/main", &sha))
+        .await;
+    let id = body["builds"][0].as_str().unwrap().to_string();
+    let mut resp = kiln
+        .http
+        .get(format!("{}/api/v1/builds/{id}/log?follow=true", kiln.url))
+        .bearer_auth(support::kiln::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/plain; charset=utf-8");
+    let mut streamed = String::new();
+    let mut saw_first_before_end = false;
+    while let Some(chunk) = resp.chunk().await.unwrap() {
+        streamed.push_str(&String::from_utf8_lossy(&chunk));
+        // The shell computes the markers, so they differ from the step's own echoed command line.
+        if streamed.contains("first-42") && !streamed.contains("second-43") {
+            let (_, b) = kiln.get(&format!("/builds/{id}")).await;
+            saw_first_before_end |= b["status"] == "building";
+        }
+    }
+    assert!(
+        saw_first_before_end,
+        "the log arrived only at the end:\n{streamed}"
+    );
+    assert!(streamed.contains("second-43"), "{streamed}");
+    assert!(
+        streamed.trim_end().ends_with(')'),
+        "ends with the Pushed line:\n{streamed}"
+    );
+    assert_eq!(streamed, kiln.log(&id).await);
+    let first_digest = kiln.wait_build(&id).await["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Cancel a running build: it ends cancelled and pushes nothing.
+    git.write(
+        "Dockerfile",
+        format!("FROM {base}\nRUN echo waiting && sleep 30\n"),
+    );
+    let sha = git.commit("slower");
+    git.push("main");
+    let (_, body) = kiln
+        .github_hook("push", "s-2", &secret, &push(&git, "refs/heads/main", &sha))
+        .await;
+    let id = body["builds"][0].as_str().unwrap().to_string();
+    support::wait_until(
+        "the build to print",
+        std::time::Duration::from_secs(60),
+        || async { kiln.log(&id).await.contains("waiting") },
+    )
+    .await;
+    let (s, b) = kiln.post(&format!("/builds/{id}/cancel"), json!({})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let b = kiln.wait_build(&id).await;
+    assert_eq!(b["status"], "cancelled", "{b}");
+    let (s, again) = kiln.post(&format!("/builds/{id}/cancel"), json!({})).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{again}");
+    assert_eq!(registry.tags("acme/slow").await, vec!["main".to_string()]);
+    assert_eq!(
+        registry.manifest_digest("acme/slow", "main").await.unwrap(),
+        first_digest,
+        "the cancelled build pushed nothing"
+    );
 }

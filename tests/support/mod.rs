@@ -449,13 +449,15 @@ pub struct Registry {
     pub url: String,
     child: Child,
     dir: tempfile::TempDir,
+    /// Basic credentials the registry demands (htpasswd), used by this harness's own queries.
+    basic: Option<(String, String)>,
 }
 
 impl Registry {
     /// Starts a registry and waits (up to 30 s) until `GET /v2/` answers 200. Blocking: about
     /// 0.2 s here.
     pub fn start() -> Registry {
-        Self::spawn(None)
+        Self::spawn(None, None)
     }
 
     /// Like [`Registry::start`], and the registry sends its notifications (the
@@ -464,10 +466,16 @@ impl Registry {
     /// `notifications.endpoints`. It retries in the background (every 250 ms after 3 failures in
     /// a row) while that URL does not answer 2xx, so events sent before kiln listens still arrive.
     pub fn start_with_notifications(url: &str, token: &str) -> Registry {
-        Self::spawn(Some((url, token)))
+        Self::spawn(Some((url, token)), None)
     }
 
-    fn spawn(notifications: Option<(&str, &str)>) -> Registry {
+    /// A registry that demands HTTP basic auth (`auth: htpasswd`) from `user`/`password` for
+    /// everything, pushes included.
+    pub fn start_with_htpasswd(user: &str, password: &str) -> Registry {
+        Self::spawn(None, Some((user, password)))
+    }
+
+    fn spawn(notifications: Option<(&str, &str)>, htpasswd: Option<(&str, &str)>) -> Registry {
         let binary = "docker-registry";
         let dir = tempfile::Builder::new()
             .prefix("kiln-test-registry-")
@@ -478,7 +486,17 @@ impl Registry {
         for _ in 0..5 {
             let port = free_port();
             let addr = format!("127.0.0.1:{port}");
-            let config = registry_config(&dir.path().join("storage"), &addr, notifications);
+            let mut config = registry_config(&dir.path().join("storage"), &addr, notifications);
+            if let Some((user, password)) = htpasswd {
+                let file = dir.path().join("htpasswd");
+                let hash = bcrypt::hash(password, 5).expect("bcrypt");
+                fs::write(&file, format!("{user}:{hash}\n")).expect("write htpasswd");
+                config.push_str(&format!(
+                    "auth:\n  htpasswd:\n    realm: kiln-test\n    path: {}\n",
+                    serde_json::to_string(file.to_str().expect("utf-8 path")).expect("quote")
+                ));
+            }
+            let ready_status = if htpasswd.is_some() { 401 } else { 200 };
             let config_path = dir.path().join("config.yml");
             fs::write(&config_path, config).expect("write the registry config");
             let log_path = dir.path().join("registry.log");
@@ -504,7 +522,7 @@ impl Registry {
                     exited = Some(status);
                     return true;
                 }
-                http_get_status(&addr, "/v2/", Duration::from_secs(2)) == Some(200)
+                http_get_status(&addr, "/v2/", Duration::from_secs(2)) == Some(ready_status)
             });
             last_log = fs::read_to_string(&log_path).unwrap_or_default();
             match (ready, exited) {
@@ -514,6 +532,7 @@ impl Registry {
                         addr,
                         child,
                         dir,
+                        basic: htpasswd.map(|(u, p)| (u.to_string(), p.to_string())),
                     };
                 }
                 (_, Some(_)) if last_log.contains("address already in use") => continue,
@@ -555,10 +574,17 @@ impl Registry {
 
     /// The tags of `repo` (`GET /v2/{repo}/tags/list`), sorted; empty when the registry does not
     /// know the repository (or it has no tag left).
+    fn authed(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.basic {
+            Some((user, password)) => req.basic_auth(user, Some(password)),
+            None => req,
+        }
+    }
+
     pub async fn tags(&self, repo: &str) -> Vec<String> {
         let url = format!("{}/v2/{repo}/tags/list", self.url);
-        let response = http_client()
-            .get(&url)
+        let response = self
+            .authed(http_client().get(&url))
             .send()
             .await
             .unwrap_or_else(|e| panic!("GET {url}: {e}"));
@@ -611,8 +637,8 @@ impl Registry {
     /// accepted. Note that the registry counts this as a manifest `pull` in its notifications.
     pub async fn manifest_digest(&self, repo: &str, tag: &str) -> Option<String> {
         let url = format!("{}/v2/{repo}/manifests/{tag}", self.url);
-        let response = http_client()
-            .head(&url)
+        let response = self
+            .authed(http_client().head(&url))
             .header(
                 "Accept",
                 "application/vnd.docker.distribution.manifest.v2+json, \

@@ -204,10 +204,11 @@ pub async fn create_build(
     )
     .await?;
     tx.commit().await?;
-    app.builds.wake_workers();
+    // Read back before waking a worker: the answer shows the build as accepted, `queued`.
     let build = db::builds::get(&app.db, &build_id)
         .await?
         .ok_or_else(|| ApiError::internal("build vanished"))?;
+    app.builds.wake_workers();
     Ok((StatusCode::ACCEPTED, axum::Json(build.into())))
 }
 
