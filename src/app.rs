@@ -32,6 +32,12 @@ impl App {
         std::fs::create_dir_all(config.mirrors_dir())
             .with_context(|| format!("cannot create {}", config.mirrors_dir().display()))?;
         let db = db::connect(&config.database_url).await?;
+        static GIT_TIMEOUTS: std::sync::Once = std::sync::Once::new();
+        GIT_TIMEOUTS.call_once(|| {
+            if let Err(e) = crate::build::git::set_network_timeouts() {
+                tracing::warn!(error = %e, "cannot set git network timeouts");
+            }
+        });
         let registry = RegistryClient::new(
             &config.registry_url,
             config.registry_username.clone(),

@@ -907,3 +907,14 @@ mod tests {
         assert!(!mirror.join("refs/heads/main.lock").exists());
     }
 }
+
+/// Bounds every network fetch: 30 s to connect, 5 min without data. libgit2's settings are global,
+/// so this runs once at start, before any fetch.
+pub fn set_network_timeouts() -> Result<(), git2::Error> {
+    // SAFETY: called once at start-up, before any thread uses libgit2.
+    unsafe {
+        git2::opts::set_server_connect_timeout_in_milliseconds(30_000)?;
+        git2::opts::set_server_timeout_in_milliseconds(300_000)?;
+    }
+    Ok(())
+}
