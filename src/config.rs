@@ -25,6 +25,7 @@ struct FileConfig {
     build_workers: Option<usize>,
     build_timeout_secs: Option<u64>,
     hook_body_limit: Option<usize>,
+    event_retention_days: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -44,6 +45,8 @@ pub struct Config {
     pub build_workers: usize,
     pub build_timeout: Duration,
     pub hook_body_limit: usize,
+    /// Received hook events (the "why didn't it build?" view) are kept this long.
+    pub event_retention: Duration,
 }
 
 /// Where configuration values come from: a variable lookup, so tests can pass a map instead of the process env.
@@ -149,6 +152,16 @@ impl Config {
             bail!("KILN_BUILD_TIMEOUT_SECS: must be positive");
         }
 
+        let event_retention_days = match vars.get("KILN_EVENT_RETENTION_DAYS") {
+            Some(v) => v.parse().with_context(|| {
+                format!("KILN_EVENT_RETENTION_DAYS: '{v}' is not a number of days")
+            })?,
+            None => f.event_retention_days.unwrap_or(30),
+        };
+        if event_retention_days == 0 {
+            bail!("KILN_EVENT_RETENTION_DAYS: must be at least 1");
+        }
+
         Ok(Config {
             listen,
             data_dir,
@@ -163,6 +176,7 @@ impl Config {
             build_workers,
             build_timeout: Duration::from_secs(build_timeout_secs),
             hook_body_limit: f.hook_body_limit.unwrap_or(DEFAULT_HOOK_BODY_LIMIT),
+            event_retention: Duration::from_secs(event_retention_days * 86_400),
         })
     }
 
@@ -233,6 +247,16 @@ mod tests {
             ("KILN_BUILD_WORKERS", "0", "KILN_BUILD_WORKERS"),
             ("KILN_BUILD_WORKERS", "many", "KILN_BUILD_WORKERS"),
             ("KILN_REGISTRY_URL", "ftp://x", "KILN_REGISTRY_URL"),
+            (
+                "KILN_EVENT_RETENTION_DAYS",
+                "0",
+                "KILN_EVENT_RETENTION_DAYS",
+            ),
+            (
+                "KILN_EVENT_RETENTION_DAYS",
+                "-3",
+                "KILN_EVENT_RETENTION_DAYS",
+            ),
             ("KILN_REGISTRY_PASSWORD", "pw", "KILN_REGISTRY_USERNAME"),
         ] {
             let err = Config::resolve(FileConfig::default(), &env(&[(var, value)])).unwrap_err();

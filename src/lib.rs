@@ -8,6 +8,8 @@ pub mod domain;
 pub mod forge;
 pub mod http;
 pub mod registry;
+pub mod retention;
+pub mod versions;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -32,6 +34,8 @@ impl Server {
         let admin_token = app.bootstrap_admin_token().await?;
         let stop = tokio_util::sync::CancellationToken::new();
         build::queue::start_workers(&app, stop.clone()).await?;
+        registry::sync::spawn_initial_sync(&app);
+        retention::spawn_pruning(&app, stop.clone());
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;

@@ -381,6 +381,17 @@ pub fn commit_message(repo: &Repository, oid: Oid) -> Result<String, GitError> {
         .to_string())
 }
 
+/// Bounds every network fetch: 30 s to connect, 5 min without data. libgit2's settings are global,
+/// so this runs once at start, before any fetch.
+pub fn set_network_timeouts() -> Result<(), git2::Error> {
+    // SAFETY: called once at start-up, before any thread uses libgit2.
+    unsafe {
+        git2::opts::set_server_connect_timeout_in_milliseconds(30_000)?;
+        git2::opts::set_server_timeout_in_milliseconds(300_000)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -906,15 +917,4 @@ mod tests {
         assert_eq!(branch_head(&repo, "main").unwrap(), head);
         assert!(!mirror.join("refs/heads/main.lock").exists());
     }
-}
-
-/// Bounds every network fetch: 30 s to connect, 5 min without data. libgit2's settings are global,
-/// so this runs once at start, before any fetch.
-pub fn set_network_timeouts() -> Result<(), git2::Error> {
-    // SAFETY: called once at start-up, before any thread uses libgit2.
-    unsafe {
-        git2::opts::set_server_connect_timeout_in_milliseconds(30_000)?;
-        git2::opts::set_server_timeout_in_milliseconds(300_000)?;
-    }
-    Ok(())
 }

@@ -71,20 +71,8 @@ async fn record_success(app: &App, build_id: &str, digest: &str) -> Result<(), s
     let Some(b) = db::builds::get(&app.db, build_id).await? else {
         return Ok(());
     };
-    if !db::builds::finish(
-        &app.db,
-        build_id,
-        BuildStatus::Succeeded,
-        None,
-        Some(digest),
-    )
-    .await?
-    {
-        return Ok(()); // cancelled at the last moment: the image is pushed, but the build says cancelled
-    }
-    tracing::info!(build_id, digest, "build succeeded");
-    db::versions::upsert(
-        &app.db,
+    crate::versions::record(
+        app,
         &db::versions::NewVersion {
             repository_id: &b.repository_id,
             tag: b.tag.as_deref().unwrap_or_default(),
@@ -94,7 +82,20 @@ async fn record_success(app: &App, build_id: &str, digest: &str) -> Result<(), s
             commit_sha: b.commit_sha.as_deref(),
         },
     )
-    .await
+    .await?;
+    if db::builds::finish(
+        &app.db,
+        build_id,
+        BuildStatus::Succeeded,
+        None,
+        Some(digest),
+    )
+    .await?
+    {
+        tracing::info!(build_id, digest, "build succeeded");
+    }
+    // else: cancelled at the last moment; the image is pushed and recorded, the build says cancelled.
+    Ok(())
 }
 
 fn image_ref(app: &App, build: &BuildRow, tag: Option<&str>) -> String {

@@ -253,3 +253,37 @@ pub async fn log_lines(db: &Db, id: &str, after: i64) -> Result<Vec<(i64, String
     .fetch_all(db)
     .await
 }
+
+/// Is a build of this repository and tag running now? (It will record the version itself.)
+pub async fn running_with_tag(
+    db: &Db,
+    repository_id: &str,
+    tag: &str,
+) -> Result<bool, sqlx::Error> {
+    let row: Option<(i64,)> = sqlx::query_as(
+        "SELECT 1 FROM builds WHERE repository_id = ? AND tag = ? AND status = 'building' LIMIT 1",
+    )
+    .bind(repository_id)
+    .bind(tag)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.is_some())
+}
+
+/// (event id, build id) pairs of builds created by these events.
+pub async fn for_events(
+    db: &Db,
+    event_ids: &[String],
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    if event_ids.is_empty() {
+        return Ok(vec![]);
+    }
+    let placeholders = vec!["?"; event_ids.len()].join(", ");
+    let sql =
+        format!("SELECT event_id, id FROM builds WHERE event_id IN ({placeholders}) ORDER BY id");
+    let mut q = sqlx::query_as(AssertSqlSafe(sql));
+    for id in event_ids {
+        q = q.bind(id);
+    }
+    q.fetch_all(db).await
+}

@@ -12,6 +12,7 @@ pub struct EventRow {
     pub outcome: String,
     pub plan: String,
     pub received_at: String,
+    pub duplicates: i64,
 }
 
 pub struct NewEvent<'a> {
@@ -58,7 +59,7 @@ pub async fn list(
     page: &super::Page,
 ) -> Result<Vec<EventRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, repository_id, provider, delivery_id, kind, git_ref, commit_sha, outcome, plan, received_at \
+        "SELECT id, repository_id, provider, delivery_id, kind, git_ref, commit_sha, outcome, plan, received_at, duplicates \
          FROM events WHERE repository_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
     )
     .bind(repository_id)
@@ -66,4 +67,31 @@ pub async fn list(
     .bind(page.limit)
     .fetch_all(db)
     .await
+}
+
+/// The same delivery came again: count it on the stored event.
+pub async fn count_duplicate(
+    tx: &mut sqlx::SqliteConnection,
+    provider: &str,
+    delivery_id: &str,
+    repository_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE events SET duplicates = duplicates + 1 WHERE provider = ? AND delivery_id = ? AND repository_id = ?",
+    )
+    .bind(provider)
+    .bind(delivery_id)
+    .bind(repository_id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Retention: events received before `before` go (their builds stay).
+pub async fn prune(db: &super::Db, before: &str) -> Result<u64, sqlx::Error> {
+    let r = sqlx::query("DELETE FROM events WHERE received_at < ?")
+        .bind(before)
+        .execute(db)
+        .await?;
+    Ok(r.rows_affected())
 }

@@ -101,7 +101,11 @@ pub async fn update_fields(
     Ok(())
 }
 
-pub async fn set_hidden(db: &Db, id: &str, hidden: bool) -> Result<(), sqlx::Error> {
+pub async fn set_hidden<'e, E: sqlx::SqliteExecutor<'e>>(
+    db: E,
+    id: &str,
+    hidden: bool,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE repositories SET hidden = ?, updated_at = ? WHERE id = ?")
         .bind(hidden)
         .bind(now())

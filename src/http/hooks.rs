@@ -11,7 +11,7 @@ use serde_json::json;
 use super::error::{ApiError, ApiResult};
 use crate::app::App;
 use crate::db::{self, sources::SourceRow};
-use crate::domain::rules::{GitRef, PlanContext, PushEvent, plan_builds};
+use crate::domain::rules::{GitRef, PlanContext, PushEvent, RuleOutcome, plan_builds};
 use crate::forge::{Outcome, github};
 
 /// Reads at most `limit` bytes of body: 413 beyond.
@@ -189,8 +189,7 @@ async fn store_event(
     };
     let plan_json = plan
         .as_ref()
-        .map(|p| serde_json::to_string(&p.outcomes).unwrap_or_else(|_| "[]".into()))
-        .unwrap_or_else(|| "[]".into());
+        .map_or_else(|| "[]".to_string(), |p| decisions_json(&p.outcomes));
     let Some(event_id) = db::events::insert_new(
         &mut tx,
         &db::events::NewEvent {
@@ -207,6 +206,8 @@ async fn store_event(
     )
     .await?
     else {
+        db::events::count_duplicate(&mut tx, provider, delivery, &repo.id).await?;
+        tx.commit().await?;
         return Ok(None);
     };
     let mut ids = Vec::new();
@@ -236,4 +237,20 @@ async fn store_event(
     }
     tx.commit().await?;
     Ok(Some(ids))
+}
+
+/// What each rule decided, as the "why didn't it build?" view shows it: the outcome plus a sentence.
+pub fn decisions_json(outcomes: &[RuleOutcome]) -> String {
+    let decisions: Vec<serde_json::Value> = outcomes
+        .iter()
+        .map(|o| {
+            let skipped = o.skipped.as_ref().map(|r| {
+                let mut v = serde_json::to_value(r).unwrap_or_else(|_| json!({}));
+                v["message"] = json!(r.message());
+                v
+            });
+            json!({"rule_id": o.rule_id, "matched": o.matched, "tag": o.tag, "skipped": skipped})
+        })
+        .collect();
+    serde_json::Value::Array(decisions).to_string()
 }

@@ -9,6 +9,10 @@ pub fn create_router(app: App) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/hooks/github", post(hooks::receive_github))
+        .route(
+            "/registry/events",
+            post(crate::registry::events::receive_registry_events),
+        )
         .nest("/api/v1", api::routes())
         .layer(TraceLayer::new_for_http())
         .with_state(app)

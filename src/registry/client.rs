@@ -37,7 +37,11 @@ impl RegistryClient {
     }
 
     fn get(&self, path: &str) -> reqwest::RequestBuilder {
-        let req = self.http.get(format!("{}{path}", self.base));
+        self.request(reqwest::Method::GET, path)
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, format!("{}{path}", self.base));
         match &self.username {
             Some(user) => req.basic_auth(
                 user,
@@ -81,5 +85,87 @@ impl RegistryClient {
             .get("docker-content-digest")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string))
+    }
+
+    /// Every repository name in the registry (`/v2/_catalog`, followed page by page).
+    pub async fn catalog(&self) -> anyhow::Result<Vec<String>> {
+        #[derive(serde::Deserialize)]
+        struct Catalog {
+            #[serde(default)]
+            repositories: Option<Vec<String>>,
+        }
+        let mut all = Vec::new();
+        let mut last: Option<String> = None;
+        loop {
+            let mut path = "/v2/_catalog?n=500".to_string();
+            if let Some(l) = &last {
+                path.push_str(&format!("&last={l}"));
+            }
+            let resp = self
+                .get(&path)
+                .send()
+                .await
+                .with_context(|| format!("cannot reach {}", self.base))?;
+            if !resp.status().is_success() {
+                bail!("registry answered HTTP {} for its catalog", resp.status());
+            }
+            let more = resp.headers().contains_key(reqwest::header::LINK);
+            let page: Catalog = resp
+                .json()
+                .await
+                .context("the registry's catalog is not JSON")?;
+            let names = page.repositories.unwrap_or_default();
+            let done = names.is_empty() || !more;
+            last = names.last().cloned();
+            all.extend(names);
+            if done {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// The tags of a registry repository (empty when it has none or does not exist).
+    pub async fn tags(&self, repo: &str) -> anyhow::Result<Vec<String>> {
+        #[derive(serde::Deserialize)]
+        struct Tags {
+            #[serde(default)]
+            tags: Option<Vec<String>>,
+        }
+        let resp = self
+            .get(&format!("/v2/{repo}/tags/list"))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.base))?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(vec![]);
+        }
+        if !resp.status().is_success() {
+            bail!(
+                "registry answered HTTP {} for the tags of {repo}",
+                resp.status()
+            );
+        }
+        let tags: Tags = resp
+            .json()
+            .await
+            .context("the registry's tag list is not JSON")?;
+        Ok(tags.tags.unwrap_or_default())
+    }
+
+    /// Deletes a manifest by digest (every tag pointing at it goes). Err names why the registry refused.
+    pub async fn delete_manifest(&self, repo: &str, digest: &str) -> anyhow::Result<()> {
+        let resp = self
+            .request(
+                reqwest::Method::DELETE,
+                &format!("/v2/{repo}/manifests/{digest}"),
+            )
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.base))?;
+        match resp.status().as_u16() {
+            200..=299 | 404 => Ok(()),
+            405 => bail!("the registry does not allow deletion (storage.delete.enabled is off)"),
+            s => bail!("the registry answered HTTP {s}"),
+        }
     }
 }

@@ -1,1 +1,3 @@
 pub mod client;
+pub mod events;
+pub mod sync;

@@ -1,7 +1,9 @@
 //! The JSON API under `/api/v1`: one file per resource, view structs beside their handlers.
 
 pub mod builds;
+pub mod events;
 pub mod namespaces;
+pub mod registry;
 pub mod repos;
 pub mod rules;
 pub mod sources;
@@ -68,6 +70,27 @@ pub fn routes() -> Router<App> {
             "/namespaces/{ns}/repos/{repo}/versions",
             get(versions::list_versions),
         )
+        .route(
+            "/namespaces/{ns}/repos/{repo}/versions/{tag}",
+            get(versions::get_version),
+        )
+        .route(
+            "/namespaces/{ns}/repos/{repo}/versions/{tag}/hide",
+            post(versions::hide_version),
+        )
+        .route(
+            "/namespaces/{ns}/repos/{repo}/versions/{tag}/unhide",
+            post(versions::unhide_version),
+        )
+        .route(
+            "/namespaces/{ns}/repos/{repo}/events",
+            get(events::list_events),
+        )
+        .route(
+            "/namespaces/{ns}/repos/{repo}/rules/preview",
+            get(rules::preview_rules),
+        )
+        .route("/registry/sync", post(registry::sync_registry))
         .route("/builds/{id}", get(builds::get_build))
         .route("/builds/{id}/log", get(builds::get_build_log))
         .route("/builds/{id}/cancel", post(builds::cancel_build))

@@ -186,25 +186,72 @@ pub struct DeleteRepoQuery {
     confirm: Option<String>,
 }
 
+/// What deleting a repository did in the registry.
+#[derive(Serialize)]
+pub struct DeleteReport {
+    pub deleted: String,
+    /// Tags whose manifests the registry deleted.
+    pub registry_deleted: Vec<String>,
+    /// Tags left in the registry, each with the reason.
+    pub registry_not_deleted: Vec<NotDeleted>,
+}
+
+#[derive(Serialize)]
+pub struct NotDeleted {
+    pub tag: String,
+    pub reason: String,
+}
+
+/// Deletes the repository with its rules, webhooks and history, and its tags from the registry where
+/// the registry allows it; the answer says what could not be deleted there.
 pub async fn delete_repo(
     State(app): State<App>,
     caller: Caller,
     ApiPath((ns, repo)): ApiPath<(String, String)>,
     ApiQuery(q): ApiQuery<DeleteRepoQuery>,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<axum::Json<DeleteReport>> {
     let row = load_repo(&app, &caller, &ns, &repo, Role::Write).await?;
     if q.confirm.as_deref() != Some(row.name.as_str()) {
         return Err(ApiError::invalid(
             "confirm",
             "confirmation_required",
             format!(
-                "deleting removes its rules, builds and history: repeat the name as ?confirm={}",
+                "deleting removes its rules, builds, history and registry tags: repeat the name as ?confirm={}",
                 row.name
             ),
         ));
     }
+    let name = format!("{ns}/{repo}");
+    let mut report = DeleteReport {
+        deleted: name.clone(),
+        registry_deleted: vec![],
+        registry_not_deleted: vec![],
+    };
+    match app.registry.tags(&name).await {
+        Err(e) => report.registry_not_deleted.push(NotDeleted {
+            tag: "*".into(),
+            reason: format!("{e:#}"),
+        }),
+        Ok(tags) => {
+            for tag in tags {
+                let result = match app.registry.manifest_digest(&name, &tag).await {
+                    Ok(Some(digest)) => app.registry.delete_manifest(&name, &digest).await,
+                    Ok(None) => Ok(()), // gone with an earlier tag of the same digest
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(()) => report.registry_deleted.push(tag),
+                    Err(e) => report.registry_not_deleted.push(NotDeleted {
+                        tag,
+                        reason: format!("{e:#}"),
+                    }),
+                }
+            }
+        }
+    }
     db::repos::delete(&app.db, &row.id).await?;
-    Ok(StatusCode::NO_CONTENT)
+    tracing::info!(repo = %name, not_deleted = report.registry_not_deleted.len(), "repository deleted");
+    Ok(axum::Json(report))
 }
 
 async fn set_hidden(
@@ -215,7 +262,13 @@ async fn set_hidden(
     hidden: bool,
 ) -> ApiResult<axum::Json<RepoView>> {
     let row = load_repo(&app, &caller, &ns, &repo, Role::Write).await?;
-    db::repos::set_hidden(&app.db, &row.id, hidden).await?;
+    let mut tx = app.db.begin().await?;
+    db::repos::set_hidden(&mut *tx, &row.id, hidden).await?;
+    if hidden {
+        // Hiding hides every version; unhiding the repository leaves their own flags alone.
+        db::versions::hide_all(&mut *tx, &row.id).await?;
+    }
+    tx.commit().await?;
     let row = db::repos::by_id(&app.db, &row.id)
         .await?
         .ok_or_else(|| ApiError::not_found("repository"))?;

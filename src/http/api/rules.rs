@@ -6,9 +6,11 @@ use super::load_repo;
 use crate::app::App;
 use crate::db::{self, rules::RuleFields, rules::RuleRow};
 use crate::domain::FieldError;
-use crate::domain::rules::{RefKind, normalize_repo_path, validate_rule};
+use crate::domain::rules::{
+    GitRef, PlanContext, PushEvent, RefKind, normalize_repo_path, plan_builds, validate_rule,
+};
 use crate::http::auth::{Caller, Role};
-use crate::http::error::{ApiError, ApiJson, ApiPath, ApiResult};
+use crate::http::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
 
 #[derive(Serialize)]
 pub struct RuleView {
@@ -187,4 +189,90 @@ pub async fn delete_rule(
     let (_, rule) = load_rule(&app, &caller, &ns, &repo, &id, Role::Write).await?;
     db::rules::delete(&app.db, &rule.id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewQuery {
+    #[serde(rename = "ref")]
+    git_ref: String,
+    commit: String,
+}
+
+#[derive(Serialize)]
+pub struct PreviewBuild {
+    pub rule_id: String,
+    pub tag: String,
+    pub image: String,
+    /// A version with this tag exists already: the build would replace it.
+    pub would_overwrite: bool,
+}
+
+#[derive(Serialize)]
+pub struct Preview {
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    pub commit: String,
+    pub builds: Vec<PreviewBuild>,
+    /// Every rule's decision, as the events view shows it.
+    pub rules: serde_json::Value,
+}
+
+/// Which rules a push of `ref` at `commit` would build, and the exact tags, without building.
+pub async fn preview_rules(
+    State(app): State<App>,
+    caller: Caller,
+    ApiPath((ns, repo)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<PreviewQuery>,
+) -> ApiResult<axum::Json<Preview>> {
+    let row = load_repo(&app, &caller, &ns, &repo, Role::Read).await?;
+    let git_ref = GitRef::parse(&q.git_ref).ok_or_else(|| {
+        ApiError::invalid(
+            "ref",
+            "invalid_ref",
+            "ref must be a full ref: refs/heads/NAME or refs/tags/NAME",
+        )
+    })?;
+    let commit = q.commit.trim().to_ascii_lowercase();
+    if !((7..=40).contains(&commit.len()) && commit.bytes().all(|b| b.is_ascii_hexdigit())) {
+        return Err(ApiError::invalid(
+            "commit",
+            "invalid_commit",
+            "commit must be 7 to 40 hex characters",
+        ));
+    }
+    let rules = db::rules::list(&app.db, &row.id).await?;
+    let specs: Vec<_> = rules.iter().map(RuleRow::spec).collect();
+    let event = PushEvent {
+        git_ref,
+        commit: commit.clone(),
+        message: None,
+        date: chrono::Utc::now().date_naive(),
+    };
+    let plan = plan_builds(
+        &specs,
+        &event,
+        &PlanContext {
+            repository_hidden: row.hidden,
+        },
+    );
+    let image = app.image_name(&ns, &repo);
+    let mut builds = Vec::new();
+    for b in plan.builds {
+        let would_overwrite = db::versions::get(&app.db, &row.id, &b.tag).await?.is_some();
+        builds.push(PreviewBuild {
+            image: format!("{image}:{}", b.tag),
+            rule_id: b.rule_id,
+            tag: b.tag,
+            would_overwrite,
+        });
+    }
+    let rules = serde_json::from_str(&crate::http::hooks::decisions_json(&plan.outcomes))
+        .unwrap_or_default();
+    Ok(axum::Json(Preview {
+        git_ref: q.git_ref,
+        commit,
+        builds,
+        rules,
+    }))
 }

@@ -3,9 +3,9 @@ use serde::{Deserialize, Serialize};
 
 use super::load_repo;
 use crate::app::App;
-use crate::db::{self, versions::VersionRow};
+use crate::db::{self, versions::HistoryRow, versions::VersionRow};
 use crate::http::auth::{Caller, Role};
-use crate::http::error::{ApiPath, ApiQuery, ApiResult};
+use crate::http::error::{ApiError, ApiPath, ApiQuery, ApiResult};
 
 #[derive(Serialize)]
 pub struct VersionView {
@@ -17,6 +17,44 @@ pub struct VersionView {
     pub image: String,
     pub pushed_at: String,
     pub hidden: bool,
+    /// Earlier digests of this tag, newest first (only on GET .../versions/{tag}).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<HistoryView>>,
+}
+
+#[derive(Serialize)]
+pub struct HistoryView {
+    pub digest: String,
+    pub source: String,
+    pub build_id: Option<String>,
+    pub pushed_at: String,
+    pub replaced_at: String,
+}
+
+impl From<HistoryRow> for HistoryView {
+    fn from(h: HistoryRow) -> Self {
+        HistoryView {
+            digest: h.digest,
+            source: h.source,
+            build_id: h.build_id,
+            pushed_at: h.pushed_at,
+            replaced_at: h.replaced_at,
+        }
+    }
+}
+
+fn view(image: &str, v: VersionRow) -> VersionView {
+    VersionView {
+        image: format!("{image}:{}", v.tag),
+        tag: v.tag,
+        digest: v.digest,
+        source: v.source,
+        build_id: v.build_id,
+        commit: v.commit_sha,
+        pushed_at: v.pushed_at,
+        hidden: v.hidden,
+        history: None,
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -36,18 +74,56 @@ pub async fn list_versions(
     let image = app.image_name(&ns, &repo);
     let versions = db::versions::list(&app.db, &row.id, q.include_hidden).await?;
     Ok(axum::Json(
-        versions
-            .into_iter()
-            .map(|v: VersionRow| VersionView {
-                image: format!("{image}:{}", v.tag),
-                tag: v.tag,
-                digest: v.digest,
-                source: v.source,
-                build_id: v.build_id,
-                commit: v.commit_sha,
-                pushed_at: v.pushed_at,
-                hidden: v.hidden,
-            })
-            .collect(),
+        versions.into_iter().map(|v| view(&image, v)).collect(),
     ))
+}
+
+/// One version with the digests its tag held before.
+pub async fn get_version(
+    State(app): State<App>,
+    caller: Caller,
+    ApiPath((ns, repo, tag)): ApiPath<(String, String, String)>,
+) -> ApiResult<axum::Json<VersionView>> {
+    let row = load_repo(&app, &caller, &ns, &repo, Role::Read).await?;
+    let version = db::versions::get(&app.db, &row.id, &tag)
+        .await?
+        .ok_or_else(|| ApiError::not_found(&format!("version {ns}/{repo}:{tag}")))?;
+    let history = db::versions::history(&app.db, &row.id, &tag).await?;
+    let mut v = view(&app.image_name(&ns, &repo), version);
+    v.history = Some(history.into_iter().map(Into::into).collect());
+    Ok(axum::Json(v))
+}
+
+async fn set_hidden(
+    app: App,
+    caller: Caller,
+    ns: String,
+    repo: String,
+    tag: String,
+    hidden: bool,
+) -> ApiResult<axum::Json<VersionView>> {
+    let row = load_repo(&app, &caller, &ns, &repo, Role::Write).await?;
+    if !db::versions::set_hidden(&app.db, &row.id, &tag, hidden).await? {
+        return Err(ApiError::not_found(&format!("version {ns}/{repo}:{tag}")));
+    }
+    let version = db::versions::get(&app.db, &row.id, &tag)
+        .await?
+        .ok_or_else(|| ApiError::not_found("version"))?;
+    Ok(axum::Json(view(&app.image_name(&ns, &repo), version)))
+}
+
+pub async fn hide_version(
+    State(app): State<App>,
+    caller: Caller,
+    ApiPath((ns, repo, tag)): ApiPath<(String, String, String)>,
+) -> ApiResult<axum::Json<VersionView>> {
+    set_hidden(app, caller, ns, repo, tag, true).await
+}
+
+pub async fn unhide_version(
+    State(app): State<App>,
+    caller: Caller,
+    ApiPath((ns, repo, tag)): ApiPath<(String, String, String)>,
+) -> ApiResult<axum::Json<VersionView>> {
+    set_hidden(app, caller, ns, repo, tag, false).await
 }

@@ -1,0 +1,66 @@
+//! "Why didn't it build?": every received hook delivery, newest first, with each rule's decision and the
+//! builds it created.
+
+use axum::extract::State;
+use axum::response::Response;
+use serde::Serialize;
+
+use super::{PageQuery, load_repo, paged};
+use crate::app::App;
+use crate::db;
+use crate::http::auth::{Caller, Role};
+use crate::http::error::{ApiPath, ApiQuery, ApiResult};
+
+#[derive(Serialize)]
+pub struct EventView {
+    pub id: String,
+    pub provider: String,
+    pub delivery_id: String,
+    pub event: String,
+    #[serde(rename = "ref")]
+    pub git_ref: Option<String>,
+    pub commit: Option<String>,
+    pub received_at: String,
+    /// One line: what kiln made of it.
+    pub summary: String,
+    /// How many more times the same delivery arrived (and was ignored).
+    pub duplicates: i64,
+    /// For each rule: `{rule_id, matched, tag, skipped: {reason, message, …} | null}`.
+    pub rules: serde_json::Value,
+    pub builds: Vec<String>,
+}
+
+pub async fn list_events(
+    State(app): State<App>,
+    caller: Caller,
+    ApiPath((ns, repo)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Response> {
+    let row = load_repo(&app, &caller, &ns, &repo, Role::Read).await?;
+    let page = q.page()?;
+    let events = db::events::list(&app.db, &row.id, &page).await?;
+    let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
+    let builds = db::builds::for_events(&app.db, &ids).await?;
+    let last = ids.last().cloned();
+    let views: Vec<EventView> = events
+        .into_iter()
+        .map(|e| EventView {
+            builds: builds
+                .iter()
+                .filter(|(ev, _)| *ev == e.id)
+                .map(|(_, b)| b.clone())
+                .collect(),
+            rules: serde_json::from_str(&e.plan).unwrap_or_else(|_| serde_json::json!([])),
+            id: e.id,
+            provider: e.provider,
+            delivery_id: e.delivery_id,
+            event: e.kind,
+            git_ref: e.git_ref,
+            commit: e.commit_sha,
+            received_at: e.received_at,
+            summary: e.outcome,
+            duplicates: e.duplicates,
+        })
+        .collect();
+    Ok(paged(views, &page, last))
+}

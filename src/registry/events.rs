@@ -1,0 +1,314 @@
+//! `POST /registry/events`: the CNCF Distribution notification envelope. A manifest push with a tag
+//! becomes an image version (source `push`, unless a build of that tag is running: the build records it).
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::app::App;
+use crate::db::{self, repos::RepoRow, versions::NewVersion, versions::Recorded};
+use crate::domain::names::validate_repo_name;
+use crate::http::error::{ApiError, ApiResult};
+
+pub const ENVELOPE_MEDIA_TYPE: &str = "application/vnd.docker.distribution.events.v1+json";
+
+/// Media types of manifests (pushes of blobs and pulls are ignored).
+const MANIFEST_TYPES: &[&str] = &[
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v1+prettyjws",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+];
+
+/// Largest envelope accepted (the registry sends small batches).
+const MAX_ENVELOPE: usize = 5 * 1024 * 1024;
+
+#[derive(Deserialize)]
+struct Envelope {
+    events: Vec<WireEvent>,
+}
+
+#[derive(Deserialize)]
+struct WireEvent {
+    id: String,
+    action: String,
+    target: Option<WireTarget>,
+}
+
+#[derive(Deserialize)]
+struct WireTarget {
+    #[serde(rename = "mediaType")]
+    media_type: Option<String>,
+    digest: Option<String>,
+    repository: Option<String>,
+    tag: Option<String>,
+}
+
+/// A tagged manifest push, as the registry reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestPush {
+    pub event_id: String,
+    pub namespace: String,
+    pub repository: String,
+    pub tag: String,
+    pub digest: String,
+}
+
+/// The tagged manifest pushes of an envelope into `namespace/repository` names kiln can hold.
+pub fn manifest_pushes(body: &[u8]) -> Result<Vec<ManifestPush>, String> {
+    let envelope: Envelope =
+        serde_json::from_slice(body).map_err(|e| format!("not a notification envelope: {e}"))?;
+    Ok(envelope
+        .events
+        .into_iter()
+        .filter(|e| e.action == "push")
+        .filter_map(|e| {
+            let t = e.target?;
+            if !MANIFEST_TYPES.contains(&t.media_type.as_deref()?) {
+                return None;
+            }
+            let (namespace, repository) = t
+                .repository?
+                .split_once('/')
+                .map(|(n, r)| (n.to_string(), r.to_string()))?;
+            if repository.contains('/') {
+                return None;
+            }
+            let tag = t.tag.filter(|t| !t.is_empty())?;
+            Some(ManifestPush {
+                event_id: e.id,
+                namespace,
+                repository,
+                tag,
+                digest: t.digest?,
+            })
+        })
+        .collect())
+}
+
+fn authorized(app: &App, headers: &HeaderMap) -> ApiResult<()> {
+    let Some(token) = &app.config.registry_events_token else {
+        return Err(ApiError::unauthorized(
+            "registry events are refused: KILN_REGISTRY_EVENTS_TOKEN is not set on this kiln",
+        ));
+    };
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    // Compare digests, so the time taken says nothing about the token.
+    if Sha256::digest(given.as_bytes()) != Sha256::digest(token.expose_secret().as_bytes()) {
+        return Err(ApiError::unauthorized(
+            "wrong or missing Authorization: Bearer token",
+        ));
+    }
+    Ok(())
+}
+
+pub async fn receive_registry_events(
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match handle(&app, &headers, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn handle(app: &App, headers: &HeaderMap, body: Body) -> ApiResult<Response> {
+    authorized(app, headers)?;
+    let body = axum::body::to_bytes(body, MAX_ENVELOPE)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the body is over {MAX_ENVELOPE} bytes"),
+            )
+        })?;
+    let pushes =
+        manifest_pushes(&body).map_err(|e| ApiError::bad_request("malformed_payload", e))?;
+    let mut recorded = 0;
+    for push in &pushes {
+        if db::versions::registry_event_seen(&app.db, &push.event_id).await? {
+            continue;
+        }
+        if apply_push(app, push).await? {
+            recorded += 1;
+        }
+        db::versions::mark_registry_event(&app.db, &push.event_id).await?;
+    }
+    Ok((
+        StatusCode::OK,
+        axum::Json(json!({"manifest_pushes": pushes.len(), "new_versions": recorded})),
+    )
+        .into_response())
+}
+
+/// Records one pushed tag; true when it was a new version.
+async fn apply_push(app: &App, push: &ManifestPush) -> ApiResult<bool> {
+    let Some(repo) = ensure_repo(app, &push.namespace, &push.repository).await? else {
+        tracing::info!(repo = %format!("{}/{}", push.namespace, push.repository), "registry push outside kiln's namespaces");
+        return Ok(false);
+    };
+    if db::builds::running_with_tag(&app.db, &repo.id, &push.tag).await? {
+        return Ok(false); // kiln's own push: the build records the version when it ends
+    }
+    let recorded = crate::versions::record(
+        app,
+        &NewVersion {
+            repository_id: &repo.id,
+            tag: &push.tag,
+            digest: &push.digest,
+            source: "push",
+            build_id: None,
+            commit_sha: None,
+        },
+    )
+    .await?;
+    let new = recorded != Recorded::Unchanged;
+    if new && repo.hidden {
+        db::repos::set_hidden(&app.db, &repo.id, false).await?;
+        tracing::info!(repo = %format!("{}/{}", push.namespace, push.repository), "docker push unhid the repository");
+    }
+    Ok(new)
+}
+
+/// The kiln repository for a registry name: created as a plain repository on first push when its
+/// namespace exists in kiln (as registries do); None for names outside kiln's namespaces or rules.
+pub async fn ensure_repo(
+    app: &App,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<RepoRow>, sqlx::Error> {
+    if let Some(repo) = db::repos::by_name(&app.db, namespace, name).await? {
+        return Ok(Some(repo));
+    }
+    let Some(ns) = db::namespaces::by_name(&app.db, namespace).await? else {
+        return Ok(None);
+    };
+    if validate_repo_name(name).is_err() {
+        return Ok(None);
+    }
+    let new = db::repos::NewRepo {
+        namespace_id: &ns.id,
+        name,
+        summary: "",
+        detail: "",
+        category: "other",
+    };
+    match db::repos::insert(&app.db, &new).await {
+        Ok(_) => {}
+        Err(e) if db::is_constraint(&e, "") => {} // created meanwhile by another event
+        Err(e) => return Err(e),
+    }
+    db::repos::by_name(&app.db, namespace, name).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_captured_envelope_gives_one_tagged_manifest_push() {
+        let body = include_bytes!("../../tests/data/registry/manifest-push.json");
+        let pushes = manifest_pushes(body).unwrap();
+        assert_eq!(
+            pushes,
+            vec![ManifestPush {
+                event_id: "58930423-7ca6-4cea-b6be-9848e0e1b2be".into(),
+                namespace: "acme".into(),
+                repository: "api".into(),
+                tag: "v1.2.3".into(),
+                digest: "sha256:637e57259834f2318aa09fe30f13806947935a05483d21268ec91e57e06d232d"
+                    .into(),
+            }]
+        );
+    }
+
+    fn event(
+        action: &str,
+        media_type: &str,
+        repository: &str,
+        tag: Option<&str>,
+    ) -> serde_json::Value {
+        json!({"id": "e1", "action": action, "timestamp": "2026-11-23T11:42:09Z",
+               "target": {"mediaType": media_type, "digest": "sha256:abc", "repository": repository, "tag": tag}})
+    }
+
+    #[test]
+    fn only_tagged_manifest_pushes_count() {
+        let manifest = "application/vnd.docker.distribution.manifest.v2+json";
+        let cases = [
+            (event("push", manifest, "acme/api", Some("v1")), 1),
+            (
+                event(
+                    "push",
+                    "application/vnd.oci.image.manifest.v1+json",
+                    "acme/api",
+                    Some("v1"),
+                ),
+                1,
+            ),
+            (
+                event(
+                    "push",
+                    "application/vnd.oci.image.index.v1+json",
+                    "acme/api",
+                    Some("v1"),
+                ),
+                1,
+            ),
+            (event("pull", manifest, "acme/api", Some("v1")), 0),
+            (event("delete", manifest, "acme/api", Some("v1")), 0),
+            (
+                event("push", "application/octet-stream", "acme/api", None),
+                0,
+            ),
+            (
+                event(
+                    "push",
+                    "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                    "acme/api",
+                    None,
+                ),
+                0,
+            ),
+            (event("push", manifest, "acme/api", None), 0),
+            (event("push", manifest, "acme/api", Some("")), 0),
+            (event("push", manifest, "library", Some("v1")), 0),
+            (event("push", manifest, "a/b/c", Some("v1")), 0),
+            (json!({"id": "e2", "action": "push"}), 0),
+        ];
+        for (e, n) in cases {
+            let body = serde_json::to_vec(&json!({"events": [e.clone()]})).unwrap();
+            assert_eq!(manifest_pushes(&body).unwrap().len(), n, "{e}");
+        }
+    }
+
+    #[test]
+    fn malformed_envelopes_are_refused() {
+        for bad in [
+            &b"nope"[..],
+            b"{}",
+            b"{\"events\": 5}",
+            b"[]",
+            b"{\"events\": [{\"action\": \"push\"}]}",
+        ] {
+            assert!(
+                manifest_pushes(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(manifest_pushes(b"{\"events\": []}").unwrap(), vec![]);
+    }
+}

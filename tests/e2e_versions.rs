@@ -1,0 +1,538 @@
+//! Image repositories as users manage them: versions from builds and from plain `docker push` (through
+//! the registry's real notifications), history of overwritten tags, every hiding rule, registry sync,
+//! deletion, the "why didn't it build?" events and the rules preview. Real dockerd, registry and git.
+
+mod support;
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::kiln::Kiln;
+use support::{GitRepo, Registry, docker_build_and_push, github_push_payload, wait_until};
+
+const EVENTS_TOKEN: &str = "registry-events-token-for-tests";
+const ZERO: &str = "0000000000000000000000000000000000000000";
+
+/// A registry that notifies kiln (kiln's port is chosen first), and kiln.
+async fn notified_pair() -> (Registry, Kiln) {
+    support::ensure_docker();
+    let port = support::free_port();
+    let registry = Registry::start_with_notifications(
+        &format!("http://127.0.0.1:{port}/registry/events"),
+        EVENTS_TOKEN,
+    );
+    let listen = format!("127.0.0.1:{port}");
+    let kiln = Kiln::start(
+        &registry,
+        &[
+            ("KILN_LISTEN", &listen),
+            ("KILN_REGISTRY_EVENTS_TOKEN", EVENTS_TOKEN),
+        ],
+    )
+    .await;
+    (registry, kiln)
+}
+
+async fn versions(kiln: &Kiln, ns: &str, repo: &str, include_hidden: bool) -> Vec<Value> {
+    let (s, body) = kiln
+        .get(&format!(
+            "/namespaces/{ns}/repos/{repo}/versions?include_hidden={include_hidden}"
+        ))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    body.as_array().unwrap().clone()
+}
+
+async fn wait_version(kiln: &Kiln, ns: &str, repo: &str, tag: &str, digest: &str) -> Value {
+    let path = format!("/namespaces/{ns}/repos/{repo}/versions/{tag}");
+    wait_until(
+        &format!("{ns}/{repo}:{tag} = {digest} in versions"),
+        Duration::from_secs(30),
+        || async { kiln.get(&path).await.1["digest"] == digest },
+    )
+    .await;
+    kiln.get(&path).await.1
+}
+
+fn scratch(content: &str) -> (String, Vec<(&'static str, String)>) {
+    (
+        "FROM scratch\nCOPY f.txt /f.txt\n".to_string(),
+        vec![("f.txt", content.to_string())],
+    )
+}
+
+async fn push_by_hand(registry: &Registry, repo: &str, tag: &str, content: &str) -> String {
+    let (dockerfile, files) = scratch(content);
+    let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    docker_build_and_push(&registry.image(repo, tag), &dockerfile, &files).await
+}
+
+fn names(list: &Value) -> Vec<String> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn docker_push_creates_versions_and_an_overwritten_tag_keeps_its_history() {
+    let (registry, kiln) = notified_pair().await;
+    kiln.post("/namespaces", json!({"name": "acme"})).await;
+    kiln.post("/namespaces/acme/repos", json!({"name": "plain"}))
+        .await;
+    let unique = format!("{:?}", std::time::SystemTime::now());
+
+    let d1 = push_by_hand(&registry, "acme/plain", "1.0", &format!("one {unique}")).await;
+    let v = wait_version(&kiln, "acme", "plain", "1.0", &d1).await;
+    assert_eq!(v["source"], "push");
+    assert!(v["build_id"].is_null());
+    assert_eq!(v["image"], format!("{}/acme/plain:1.0", registry.addr));
+    assert_eq!(v["history"], json!([]));
+
+    let d2 = push_by_hand(&registry, "acme/plain", "1.0", &format!("two {unique}")).await;
+    assert_ne!(d1, d2);
+    let v = wait_version(&kiln, "acme", "plain", "1.0", &d2).await;
+    assert_eq!(v["history"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["history"][0]["digest"], d1);
+    assert_eq!(
+        versions(&kiln, "acme", "plain", false).await.len(),
+        1,
+        "one row per tag"
+    );
+
+    // A namespace kiln knows, a repository it doesn't: created as a plain repository on first push.
+    let d3 = push_by_hand(
+        &registry,
+        "acme/newcomer",
+        "latest",
+        &format!("three {unique}"),
+    )
+    .await;
+    wait_version(&kiln, "acme", "newcomer", "latest", &d3).await;
+    let (_, repo) = kiln.get("/namespaces/acme/repos/newcomer").await;
+    assert_eq!(repo["ci"], false);
+
+    // Without the token, or with a wrong one, the endpoint refuses.
+    let http = reqwest::Client::new();
+    let body = std::fs::read("tests/data/registry/manifest-push.json").unwrap();
+    for auth in [None, Some("Bearer nope")] {
+        let mut req = http
+            .post(format!("{}/registry/events", kiln.url))
+            .body(body.clone());
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        assert_eq!(req.send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    }
+    let r = http
+        .post(format!("{}/registry/events", kiln.url))
+        .bearer_auth(EVENTS_TOKEN)
+        .body("not an envelope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_build_records_a_build_version_and_the_registry_echo_does_not_change_it() {
+    let (_registry, kiln) = notified_pair().await;
+    let git = GitRepo::new();
+    git.write("Dockerfile", "FROM scratch\nCOPY a.txt /a.txt\n");
+    git.write("a.txt", git.clone_url());
+    let sha = git.commit("a");
+    git.push("main");
+    let secret = kiln.ci_repo("acme", "built", &git.clone_url()).await;
+    kiln.rule("acme", "built", json!({"type": "branch", "name": "main"}))
+        .await;
+    let payload = github_push_payload(&git.clone_url(), "refs/heads/main", ZERO, &sha, false);
+    let (_, body) = kiln.github_hook("push", "v-1", &secret, &payload).await;
+    let build = kiln.wait_build(body["builds"][0].as_str().unwrap()).await;
+    assert_eq!(build["status"], "succeeded", "{build}");
+    // Let the registry's notification of kiln's own push arrive, then check nothing changed.
+    let digest = build["digest"].as_str().unwrap();
+    wait_until(
+        "the registry's notification of kiln's own push",
+        Duration::from_secs(30),
+        || async {
+            let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM registry_events")
+                .fetch_one(&kiln.server.app.db)
+                .await
+                .unwrap();
+            n > 0
+        },
+    )
+    .await;
+    let r = kiln.post("/registry/sync", json!({})).await;
+    assert_eq!(r.0, StatusCode::OK, "{}", r.1);
+    let v = wait_version(&kiln, "acme", "built", "main", digest).await;
+    assert_eq!(v["source"], "build");
+    assert_eq!(v["build_id"], build["id"]);
+    assert_eq!(v["commit"], sha);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hiding_follows_every_rule() {
+    let (registry, kiln) = notified_pair().await;
+    let git = GitRepo::new();
+    git.write("Dockerfile", "FROM scratch\nCOPY a.txt /a.txt\n");
+    git.write("a.txt", git.clone_url());
+    let sha = git.commit("a");
+    git.push("main");
+    let secret = kiln.ci_repo("acme", "shy", &git.clone_url()).await;
+    let rule = kiln
+        .rule("acme", "shy", json!({"type": "branch", "name": "main"}))
+        .await;
+    kiln.post("/namespaces/acme/repos", json!({"name": "open"}))
+        .await;
+    let unique = format!("{:?}", std::time::SystemTime::now());
+    let d_old = push_by_hand(&registry, "acme/shy", "old", &format!("old {unique}")).await;
+    wait_version(&kiln, "acme", "shy", "old", &d_old).await;
+
+    // Hide: out of the list unless asked for; all its versions hidden.
+    let (s, r) = kiln
+        .post("/namespaces/acme/repos/shy/hide", json!({}))
+        .await;
+    assert_eq!((s, r["hidden"].clone()), (StatusCode::OK, json!(true)));
+    assert_eq!(
+        names(&kiln.get("/namespaces/acme/repos").await.1),
+        vec!["open"]
+    );
+    assert_eq!(
+        names(
+            &kiln
+                .get("/namespaces/acme/repos?include_hidden=true")
+                .await
+                .1
+        ),
+        vec!["open", "shy"]
+    );
+    assert!(versions(&kiln, "acme", "shy", false).await.is_empty());
+    assert_eq!(
+        versions(&kiln, "acme", "shy", true).await[0]["hidden"],
+        true
+    );
+
+    // Its rules are inactive: a push creates no build (and the event says why); build now is 409.
+    let payload = github_push_payload(&git.clone_url(), "refs/heads/main", ZERO, &sha, false);
+    let (s, body) = kiln.github_hook("push", "h-1", &secret, &payload).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    assert_eq!(body["builds"], json!([]));
+    let (_, events) = kiln.get("/namespaces/acme/repos/shy/events").await;
+    assert_eq!(
+        events[0]["rules"][0]["skipped"]["reason"], "repository_hidden",
+        "{events}"
+    );
+    let (s, err) = kiln
+        .post(
+            &format!("/namespaces/acme/repos/shy/rules/{rule}/builds"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!(err["error"]["code"], "repository_hidden");
+    assert!(err["error"]["message"].as_str().unwrap().contains("unhide"));
+
+    // docker pull keeps working while hidden.
+    let pulled = support::docker_async(&["pull", &registry.image("acme/shy", "old")]).await;
+    assert!(pulled.contains(&d_old), "{pulled}");
+
+    // Unhiding the repository does not unhide its versions; a single version can be unhidden.
+    kiln.post("/namespaces/acme/repos/shy/unhide", json!({}))
+        .await;
+    assert!(versions(&kiln, "acme", "shy", false).await.is_empty());
+    let (s, v) = kiln
+        .post("/namespaces/acme/repos/shy/versions/old/unhide", json!({}))
+        .await;
+    assert_eq!((s, v["hidden"].clone()), (StatusCode::OK, json!(false)));
+    assert_eq!(versions(&kiln, "acme", "shy", false).await.len(), 1);
+    let (s, _) = kiln
+        .post("/namespaces/acme/repos/shy/versions/old/hide", json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(versions(&kiln, "acme", "shy", false).await.is_empty());
+    let (s, _) = kiln
+        .post("/namespaces/acme/repos/shy/versions/nope/hide", json!({}))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // A docker push to a hidden repository unhides it, and the new version is visible.
+    kiln.post("/namespaces/acme/repos/shy/hide", json!({}))
+        .await;
+    let d_new = push_by_hand(&registry, "acme/shy", "new", &format!("new {unique}")).await;
+    wait_version(&kiln, "acme", "shy", "new", &d_new).await;
+    let (_, repo) = kiln.get("/namespaces/acme/repos/shy").await;
+    assert_eq!(repo["hidden"], false);
+    let visible: Vec<_> = versions(&kiln, "acme", "shy", false)
+        .await
+        .iter()
+        .map(|v| v["tag"].clone())
+        .collect();
+    assert_eq!(
+        visible,
+        vec![json!("new")],
+        "the old version stays hidden, the new one shows"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registry_sync_finds_what_was_pushed_while_kiln_was_away_and_deletion_cleans_the_registry()
+{
+    support::ensure_docker();
+    let registry = Registry::start(); // no notifications: only a sync can learn of these pushes
+    let unique = format!("{:?}", std::time::SystemTime::now());
+    let d1 = push_by_hand(&registry, "acme/early", "v1", &format!("v1 {unique}")).await;
+    let d2 = push_by_hand(&registry, "acme/early", "v2", &format!("v2 {unique}")).await;
+    push_by_hand(&registry, "elsewhere/thing", "x", &format!("x {unique}")).await;
+
+    let kiln = Kiln::start(&registry, &[]).await;
+    kiln.post("/namespaces", json!({"name": "acme"})).await;
+    let (s, report) = kiln.post("/registry/sync", json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{report}");
+    assert_eq!(report["repositories"], 1, "{report}");
+    assert_eq!(report["versions_added"], 2, "{report}");
+    assert_eq!(report["skipped"], json!(["elsewhere/thing"]));
+    let tags: Vec<_> = versions(&kiln, "acme", "early", false)
+        .await
+        .iter()
+        .map(|v| (v["tag"].clone(), v["digest"].clone()))
+        .collect();
+    assert!(
+        tags.contains(&(json!("v1"), json!(d1.clone())))
+            && tags.contains(&(json!("v2"), json!(d2.clone()))),
+        "{tags:?}"
+    );
+
+    // Again: nothing new. A tag deleted in the registry goes from the versions.
+    registry.delete_manifest("acme/early", &d2).await;
+    let (_, report) = kiln.post("/registry/sync", json!({})).await;
+    assert_eq!(
+        (
+            report["versions_added"].clone(),
+            report["versions_removed"].clone()
+        ),
+        (json!(0), json!(1)),
+        "{report}"
+    );
+
+    // Deleting the repository asks for confirmation, then removes its tags from the registry.
+    let (s, _) = kiln.delete("/namespaces/acme/repos/early").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (s, report) = kiln
+        .delete("/namespaces/acme/repos/early?confirm=early")
+        .await;
+    assert_eq!(s, StatusCode::OK, "{report}");
+    assert_eq!(report["registry_deleted"], json!(["v1"]));
+    assert_eq!(report["registry_not_deleted"], json!([]));
+    assert!(registry.tags("acme/early").await.is_empty());
+    assert_eq!(
+        kiln.get("/namespaces/acme/repos/early").await.0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_say_why_each_rule_did_or_did_not_build_and_preview_shows_tags() {
+    support::ensure_docker();
+    let registry = Registry::start();
+    let kiln = Kiln::start(&registry, &[]).await;
+    let git = GitRepo::new();
+    git.write("Dockerfile", "FROM scratch\nCOPY a.txt /a.txt\n");
+    git.write("a.txt", git.clone_url());
+    git.commit("a");
+    git.push("main");
+    let secret = kiln.ci_repo("acme", "why", &git.clone_url()).await;
+    let semver = kiln
+        .rule(
+            "acme",
+            "why",
+            json!({"type": "tag", "name": "/^v(\\d+)\\.(\\d+)\\.(\\d+)$/", "version": "{1}.{2}"}),
+        )
+        .await;
+    let hub = kiln
+        .rule(
+            "acme",
+            "why",
+            json!({"type": "tag", "name": "v*", "version": "{sourceref}"}),
+        )
+        .await;
+    let branch = kiln
+        .rule("acme", "why", json!({"type": "branch", "name": "main"}))
+        .await;
+    let off = kiln
+        .rule(
+            "acme",
+            "why",
+            json!({"type": "tag", "name": "v*", "version": "x", "enabled": false}),
+        )
+        .await;
+    let dup = kiln
+        .rule(
+            "acme",
+            "why",
+            json!({"type": "tag", "name": "v1.*", "version": "{tag}"}),
+        )
+        .await;
+
+    let sha = git.tag("v1.2.3");
+    git.push_tag("v1.2.3");
+
+    // Preview first: exact tags, nothing built, nothing overwritten yet.
+    let (s, preview) = kiln
+        .get(&format!(
+            "/namespaces/acme/repos/why/rules/preview?ref=refs/tags/v1.2.3&commit={sha}"
+        ))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{preview}");
+    let tags: Vec<_> = preview["builds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["tag"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        tags.contains(&"1.2".to_string()) && tags.contains(&"v1.2.3".to_string()),
+        "{preview}"
+    );
+    assert!(
+        preview["builds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["would_overwrite"] == false)
+    );
+    assert!(kiln.builds("acme", "why").await.is_empty());
+
+    let payload = github_push_payload(&git.clone_url(), "refs/tags/v1.2.3", ZERO, &sha, false);
+    let (s, body) = kiln.github_hook("push", "w-1", &secret, &payload).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{body}");
+    let ids: Vec<String> = body["builds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        ids.len(),
+        tags.len(),
+        "preview and push agree: {body} vs {preview}"
+    );
+    for id in &ids {
+        assert_eq!(kiln.wait_build(id).await["status"], "succeeded");
+    }
+    let (s, again) = kiln.github_hook("push", "w-1", &secret, &payload).await;
+    assert_eq!(s, StatusCode::OK, "{again}");
+
+    let (_, events) = kiln.get("/namespaces/acme/repos/why/events").await;
+    let event = &events[0];
+    assert_eq!(event["delivery_id"], "w-1");
+    assert_eq!(event["duplicates"], 1);
+    assert_eq!(event["builds"].as_array().unwrap().len(), ids.len());
+    let decision = |rule: &str| {
+        event["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["rule_id"] == rule)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(decision(&semver)["tag"], "1.2");
+    assert_eq!(decision(&hub)["tag"], "v1.2.3");
+    assert_eq!(decision(&branch)["skipped"]["reason"], "wrong_type");
+    assert_eq!(decision(&off)["skipped"]["reason"], "rule_disabled");
+    assert_eq!(
+        decision(&dup)["skipped"]["reason"],
+        "same_tag_as",
+        "two rules, one tag: one build"
+    );
+    assert!(
+        decision(&branch)["skipped"]["message"]
+            .as_str()
+            .unwrap()
+            .len()
+            > 10
+    );
+
+    // Now the tags exist: the preview says a push would overwrite them.
+    let (_, preview) = kiln
+        .get(&format!(
+            "/namespaces/acme/repos/why/rules/preview?ref=refs/tags/v1.2.3&commit={sha}"
+        ))
+        .await;
+    assert!(
+        preview["builds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["would_overwrite"] == true),
+        "{preview}"
+    );
+    let (s, err) = kiln
+        .get("/namespaces/acme/repos/why/rules/preview?ref=main&commit=abc")
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(err["error"]["field"], "ref");
+
+    // A skip marker in the head commit message: nothing builds, and the event says so.
+    let mut skip = github_push_payload(
+        &git.clone_url(),
+        "refs/heads/main",
+        ZERO,
+        &git.head(),
+        false,
+    );
+    skip["head_commit"]["message"] = json!("docs only [skip ci]");
+    let (_, body) = kiln.github_hook("push", "w-2", &secret, &skip).await;
+    assert_eq!(body["builds"], json!([]));
+    let (_, events) = kiln.get("/namespaces/acme/repos/why/events").await;
+    let d = events[0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["rule_id"] == branch)
+        .unwrap()
+        .clone();
+    assert_eq!(d["skipped"]["reason"], "skip_marker", "{d}");
+    drop(registry);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn removing_the_source_makes_a_plain_repository_and_keeps_disabled_rules_and_history() {
+    let registry = Registry::start();
+    let kiln = Kiln::start(&registry, &[]).await;
+    let git = GitRepo::new();
+    git.write("Dockerfile", "FROM scratch\n");
+    git.commit("a");
+    git.push("main");
+    kiln.ci_repo("acme", "was-ci", &git.clone_url()).await;
+    let rule = kiln
+        .rule("acme", "was-ci", json!({"type": "branch", "name": "main"}))
+        .await;
+    assert_eq!(
+        kiln.get("/namespaces/acme/repos/was-ci").await.1["ci"],
+        true
+    );
+    let (s, _) = kiln.delete("/namespaces/acme/repos/was-ci/source").await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(
+        kiln.get("/namespaces/acme/repos/was-ci").await.1["ci"],
+        false
+    );
+    let (_, rules) = kiln.get("/namespaces/acme/repos/was-ci/rules").await;
+    assert_eq!(rules[0]["id"], rule);
+    assert_eq!(rules[0]["enabled"], false);
+    assert_eq!(
+        kiln.get("/namespaces/acme/repos/was-ci/source").await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (s, err) = kiln
+        .post(
+            &format!("/namespaces/acme/repos/was-ci/rules/{rule}/builds"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{err}");
+}
