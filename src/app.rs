@@ -10,6 +10,7 @@ use crate::build::queue::BuildQueue;
 use crate::config::Config;
 use crate::db::{self, Db};
 use crate::http::auth;
+use crate::notify::deliver::Notifier;
 use crate::registry::client::RegistryClient;
 
 #[derive(Clone)]
@@ -19,6 +20,7 @@ pub struct App {
     pub docker: DockerClient,
     pub registry: RegistryClient,
     pub builds: Arc<BuildQueue>,
+    pub notifier: Arc<Notifier>,
     /// SHA-256 of `KILN_ADMIN_TOKEN`, when set.
     pub admin_token_hash: Option<String>,
 }
@@ -52,6 +54,7 @@ impl App {
             docker: DockerClient::from_env(),
             registry,
             builds: Arc::new(BuildQueue::default()),
+            notifier: Arc::new(Notifier::new(&config)?),
             admin_token_hash,
             config: Arc::new(config),
         })

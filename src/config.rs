@@ -26,6 +26,11 @@ struct FileConfig {
     build_timeout_secs: Option<u64>,
     hook_body_limit: Option<usize>,
     event_retention_days: Option<u64>,
+    delivery_timeout_secs: Option<u64>,
+    delivery_attempts: Option<u32>,
+    delivery_backoff_ms: Option<u64>,
+    delivery_retention_days: Option<u64>,
+    webhook_allow: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -47,6 +52,15 @@ pub struct Config {
     pub hook_body_limit: usize,
     /// Received hook events (the "why didn't it build?" view) are kept this long.
     pub event_retention: Duration,
+    /// One attempt to deliver a notification may take this long.
+    pub delivery_timeout: Duration,
+    /// Attempts per notification before it is marked failed.
+    pub delivery_attempts: u32,
+    /// First retry delay; each next one is 3 times longer (with ±20 % jitter).
+    pub delivery_backoff: Duration,
+    pub delivery_retention: Duration,
+    /// Internal hosts/networks webhooks may reach (`KILN_WEBHOOK_ALLOW`).
+    pub webhook_allow: crate::notify::guard::AllowList,
 }
 
 /// Where configuration values come from: a variable lookup, so tests can pass a map instead of the process env.
@@ -162,6 +176,29 @@ impl Config {
             bail!("KILN_EVENT_RETENTION_DAYS: must be at least 1");
         }
 
+        let number = |var: &str, file: Option<u64>, default: u64| -> anyhow::Result<u64> {
+            match vars.get(var) {
+                Some(v) => v.parse().with_context(|| format!("{var}: '{v}' is not a whole number")),
+                None => Ok(file.unwrap_or(default)),
+            }
+        };
+        let delivery_timeout_secs = number("KILN_DELIVERY_TIMEOUT_SECS", f.delivery_timeout_secs, 10)?;
+        let delivery_attempts = number("KILN_DELIVERY_ATTEMPTS", f.delivery_attempts.map(u64::from), 6)?;
+        let delivery_backoff_ms = number("KILN_DELIVERY_BACKOFF_MS", f.delivery_backoff_ms, 30_000)?;
+        let delivery_retention_days = number("KILN_DELIVERY_RETENTION_DAYS", f.delivery_retention_days, 30)?;
+        if !(1..=600).contains(&delivery_timeout_secs) {
+            bail!("KILN_DELIVERY_TIMEOUT_SECS: must be 1 to 600");
+        }
+        if !(1..=50).contains(&delivery_attempts) {
+            bail!("KILN_DELIVERY_ATTEMPTS: must be 1 to 50");
+        }
+        if delivery_retention_days == 0 {
+            bail!("KILN_DELIVERY_RETENTION_DAYS: must be at least 1");
+        }
+        let allow_text = pick("KILN_WEBHOOK_ALLOW", f.webhook_allow).unwrap_or_default();
+        let webhook_allow = crate::notify::guard::AllowList::parse(&allow_text)
+            .map_err(|e| anyhow::anyhow!("KILN_WEBHOOK_ALLOW: {e}"))?;
+
         Ok(Config {
             listen,
             data_dir,
@@ -177,6 +214,11 @@ impl Config {
             build_timeout: Duration::from_secs(build_timeout_secs),
             hook_body_limit: f.hook_body_limit.unwrap_or(DEFAULT_HOOK_BODY_LIMIT),
             event_retention: Duration::from_secs(event_retention_days * 86_400),
+            delivery_timeout: Duration::from_secs(delivery_timeout_secs),
+            delivery_attempts: delivery_attempts as u32,
+            delivery_backoff: Duration::from_millis(delivery_backoff_ms),
+            delivery_retention: Duration::from_secs(delivery_retention_days * 86_400),
+            webhook_allow,
         })
     }
 

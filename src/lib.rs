@@ -7,6 +7,7 @@ pub mod db;
 pub mod domain;
 pub mod forge;
 pub mod http;
+pub mod notify;
 pub mod registry;
 pub mod retention;
 pub mod versions;
@@ -36,6 +37,7 @@ impl Server {
         build::queue::start_workers(&app, stop.clone()).await?;
         registry::sync::spawn_initial_sync(&app);
         retention::spawn_pruning(&app, stop.clone());
+        notify::deliver::start(&app, stop.clone());
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;

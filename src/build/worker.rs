@@ -12,6 +12,7 @@ use crate::app::App;
 use crate::db::{self, builds::BuildRow, builds::BuildStatus};
 use crate::domain::rules::{GitRef, PushEvent, RuleSpec, plan_rule};
 use crate::forge::display_url;
+use crate::notify::outbox;
 
 enum Failure {
     Failed(String),
@@ -34,6 +35,9 @@ struct Target {
 
 pub async fn run(app: &App, build: BuildRow, cancel: CancellationToken) {
     let mut log = BuildLog::open(app, &build.id).await;
+    if let Err(e) = announce(app, &build.id, "build.started").await {
+        tracing::error!(build_id = %build.id, error = %e, "cannot queue build.started");
+    }
     let timeout = app.config.build_timeout;
     let outcome = tokio::select! {
         r = execute(app, &build, &mut log) => r,
@@ -57,9 +61,7 @@ pub async fn run(app: &App, build: BuildRow, cancel: CancellationToken) {
         Err(Failure::Failed(reason)) => {
             log.line(&format!("Build failed: {reason}")).await;
             tracing::info!(build_id = %build.id, %reason, "build failed");
-            db::builds::finish(&app.db, &build.id, BuildStatus::Failed, Some(&reason), None)
-                .await
-                .map(|_| ())
+            end_build(app, &build.id, BuildStatus::Failed, Some(&reason), None).await.map(|_| ())
         }
     };
     if let Err(e) = recorded {
@@ -83,19 +85,50 @@ async fn record_success(app: &App, build_id: &str, digest: &str) -> Result<(), s
         },
     )
     .await?;
-    if db::builds::finish(
-        &app.db,
-        build_id,
-        BuildStatus::Succeeded,
-        None,
-        Some(digest),
-    )
-    .await?
-    {
+    if end_build(app, build_id, BuildStatus::Succeeded, None, Some(digest)).await? {
         tracing::info!(build_id, digest, "build succeeded");
     }
     // else: cancelled at the last moment; the image is pushed and recorded, the build says cancelled.
     Ok(())
+}
+
+/// Queues a build event for the repository's subscribers.
+async fn announce(app: &App, build_id: &str, event: &'static str) -> Result<(), sqlx::Error> {
+    let mut tx = app.db.begin().await?;
+    let queued = match db::builds::get(&mut *tx, build_id).await? {
+        Some(b) => outbox::enqueue(&mut tx, &app.config.public_url, &b.repository_id, &outbox::build_event(event, &b)).await?.len(),
+        None => 0,
+    };
+    tx.commit().await?;
+    if queued > 0 {
+        app.notifier.wake();
+    }
+    Ok(())
+}
+
+/// Ends a running build and queues `build.succeeded` / `build.failed`, in one transaction. False when
+/// the build was no longer running (cancelled meanwhile).
+async fn end_build(
+    app: &App,
+    build_id: &str,
+    status: BuildStatus,
+    error: Option<&str>,
+    digest: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = app.db.begin().await?;
+    if !db::builds::finish(&mut *tx, build_id, status, error, digest).await? {
+        return Ok(false);
+    }
+    let event = if status == BuildStatus::Succeeded { "build.succeeded" } else { "build.failed" };
+    let mut queued = 0;
+    if let Some(b) = db::builds::get(&mut *tx, build_id).await? {
+        queued = outbox::enqueue(&mut tx, &app.config.public_url, &b.repository_id, &outbox::build_event(event, &b)).await?.len();
+    }
+    tx.commit().await?;
+    if queued > 0 {
+        app.notifier.wake();
+    }
+    Ok(true)
 }
 
 fn image_ref(app: &App, build: &BuildRow, tag: Option<&str>) -> String {

@@ -103,7 +103,7 @@ pub async fn insert(
     Ok(id)
 }
 
-pub async fn get(db: &Db, id: &str) -> Result<Option<BuildRow>, sqlx::Error> {
+pub async fn get<'e, E: sqlx::SqliteExecutor<'e>>(db: E, id: &str) -> Result<Option<BuildRow>, sqlx::Error> {
     sqlx::query_as(AssertSqlSafe(format!("{SELECT} WHERE b.id = ?")))
         .bind(id)
         .fetch_optional(db)
@@ -162,8 +162,8 @@ pub async fn set_target(
 }
 
 /// Ends a running build. Returns false when it was no longer `building` (cancelled meanwhile).
-pub async fn finish(
-    db: &Db,
+pub async fn finish<'e, E: sqlx::SqliteExecutor<'e>>(
+    db: E,
     id: &str,
     status: BuildStatus,
     error: Option<&str>,

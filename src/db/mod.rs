@@ -1,6 +1,7 @@
 //! The only place SQL lives. Free functions over an executor, `*Row` structs, newtype ids, TEXT enums.
 
 pub mod builds;
+pub mod deliveries;
 pub mod events;
 pub mod namespaces;
 pub mod repos;
@@ -8,6 +9,7 @@ pub mod rules;
 pub mod sources;
 pub mod tokens;
 pub mod versions;
+pub mod webhooks;
 
 use std::str::FromStr;
 use std::time::Duration;

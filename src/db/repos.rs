@@ -52,7 +52,7 @@ pub async fn insert(db: &Db, new: &NewRepo<'_>) -> Result<String, sqlx::Error> {
     Ok(id)
 }
 
-pub async fn by_id(db: &Db, id: &str) -> Result<Option<RepoRow>, sqlx::Error> {
+pub async fn by_id<'e, E: sqlx::SqliteExecutor<'e>>(db: E, id: &str) -> Result<Option<RepoRow>, sqlx::Error> {
     sqlx::query_as(AssertSqlSafe(format!("{SELECT} WHERE r.id = ?")))
         .bind(id)
         .fetch_optional(db)

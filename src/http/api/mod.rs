@@ -9,6 +9,7 @@ pub mod rules;
 pub mod sources;
 pub mod tokens;
 pub mod versions;
+pub mod webhooks;
 
 use axum::Router;
 use axum::http::{HeaderValue, StatusCode};
@@ -91,6 +92,18 @@ pub fn routes() -> Router<App> {
             get(rules::preview_rules),
         )
         .route("/registry/sync", post(registry::sync_registry))
+        .route(
+            "/namespaces/{ns}/repos/{repo}/webhooks",
+            post(webhooks::create_webhook).get(webhooks::list_webhooks),
+        )
+        .route(
+            "/namespaces/{ns}/repos/{repo}/webhooks/{id}",
+            get(webhooks::get_webhook).patch(webhooks::update_webhook).delete(webhooks::delete_webhook),
+        )
+        .route("/namespaces/{ns}/repos/{repo}/webhooks/{id}/test", post(webhooks::test_webhook))
+        .route("/namespaces/{ns}/repos/{repo}/webhooks/{id}/deliveries", get(webhooks::list_deliveries))
+        .route("/deliveries/{id}", get(webhooks::get_delivery))
+        .route("/deliveries/{id}/redeliver", post(webhooks::redeliver))
         .route("/builds/{id}", get(builds::get_build))
         .route("/builds/{id}/log", get(builds::get_build_log))
         .route("/builds/{id}/cancel", post(builds::cancel_build))

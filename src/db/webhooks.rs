@@ -1,0 +1,97 @@
+use super::{Db, new_id, now};
+
+#[derive(Clone, sqlx::FromRow)]
+pub struct WebhookRow {
+    pub id: String,
+    pub repository_id: String,
+    pub name: String,
+    pub url: String,
+    /// Never returned by the API after creation, never logged.
+    pub secret: String,
+    /// JSON array of event names.
+    pub events: String,
+    pub tag_filter: Option<String>,
+    pub payload_format: String,
+    pub active: bool,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl std::fmt::Debug for WebhookRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookRow").field("id", &self.id).field("name", &self.name).field("url", &self.url).finish()
+    }
+}
+
+impl WebhookRow {
+    pub fn event_list(&self) -> Vec<String> {
+        serde_json::from_str(&self.events).unwrap_or_default()
+    }
+}
+
+pub const NAME_UNIQUE: &str = "webhooks.repository_id, webhooks.name";
+
+pub struct WebhookFields {
+    pub name: String,
+    pub url: String,
+    pub events: Vec<String>,
+    pub tag_filter: Option<String>,
+    pub payload_format: String,
+    pub active: bool,
+}
+
+pub async fn insert(db: &Db, repository_id: &str, f: &WebhookFields, secret: &str) -> Result<WebhookRow, sqlx::Error> {
+    let ts = now();
+    sqlx::query_as(
+        "INSERT INTO webhooks (id, repository_id, name, url, secret, events, tag_filter, payload_format, active, \
+         created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+    )
+    .bind(new_id())
+    .bind(repository_id)
+    .bind(&f.name)
+    .bind(&f.url)
+    .bind(secret)
+    .bind(serde_json::to_string(&f.events).unwrap_or_else(|_| "[]".into()))
+    .bind(&f.tag_filter)
+    .bind(&f.payload_format)
+    .bind(f.active)
+    .bind(&ts)
+    .bind(&ts)
+    .fetch_one(db)
+    .await
+}
+
+/// Updates the fields, and the secret when `secret` is Some.
+pub async fn update(db: &Db, id: &str, f: &WebhookFields, secret: Option<&str>) -> Result<WebhookRow, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE webhooks SET name = ?, url = ?, events = ?, tag_filter = ?, payload_format = ?, active = ?, \
+         secret = COALESCE(?, secret), updated_at = ? WHERE id = ? RETURNING *",
+    )
+    .bind(&f.name)
+    .bind(&f.url)
+    .bind(serde_json::to_string(&f.events).unwrap_or_else(|_| "[]".into()))
+    .bind(&f.tag_filter)
+    .bind(&f.payload_format)
+    .bind(f.active)
+    .bind(secret)
+    .bind(now())
+    .bind(id)
+    .fetch_one(db)
+    .await
+}
+
+pub async fn list<'e, E: sqlx::SqliteExecutor<'e>>(db: E, repository_id: &str) -> Result<Vec<WebhookRow>, sqlx::Error> {
+    sqlx::query_as("SELECT * FROM webhooks WHERE repository_id = ? ORDER BY created_at, id")
+        .bind(repository_id)
+        .fetch_all(db)
+        .await
+}
+
+pub async fn get(db: &Db, id: &str) -> Result<Option<WebhookRow>, sqlx::Error> {
+    sqlx::query_as("SELECT * FROM webhooks WHERE id = ?").bind(id).fetch_optional(db).await
+}
+
+pub async fn delete(db: &Db, id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM webhooks WHERE id = ?").bind(id).execute(db).await?;
+    Ok(())
+}
