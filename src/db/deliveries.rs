@@ -69,7 +69,11 @@ pub async fn enqueue(
 }
 
 /// Claims up to `limit` due deliveries for this process until `lease_until`.
-pub async fn claim_due(db: &Db, limit: i64, lease_until: &str) -> Result<Vec<DeliveryRow>, sqlx::Error> {
+pub async fn claim_due(
+    db: &Db,
+    limit: i64,
+    lease_until: &str,
+) -> Result<Vec<DeliveryRow>, sqlx::Error> {
     let ts = now();
     sqlx::query_as(
         "UPDATE deliveries SET claimed_until = ? WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' \
@@ -169,16 +173,25 @@ pub async fn record_attempt(
 }
 
 pub async fn get(db: &Db, id: &str) -> Result<Option<DeliveryRow>, sqlx::Error> {
-    sqlx::query_as("SELECT * FROM deliveries WHERE id = ?").bind(id).fetch_optional(db).await
+    sqlx::query_as("SELECT * FROM deliveries WHERE id = ?")
+        .bind(id)
+        .fetch_optional(db)
+        .await
 }
 
-pub async fn list_for_webhook(db: &Db, webhook_id: &str, page: &Page) -> Result<Vec<DeliveryRow>, sqlx::Error> {
-    sqlx::query_as("SELECT * FROM deliveries WHERE webhook_id = ? AND id < ? ORDER BY id DESC LIMIT ?")
-        .bind(webhook_id)
-        .bind(page.before())
-        .bind(page.limit)
-        .fetch_all(db)
-        .await
+pub async fn list_for_webhook(
+    db: &Db,
+    webhook_id: &str,
+    page: &Page,
+) -> Result<Vec<DeliveryRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT * FROM deliveries WHERE webhook_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+    )
+    .bind(webhook_id)
+    .bind(page.before())
+    .bind(page.limit)
+    .fetch_all(db)
+    .await
 }
 
 pub async fn attempts(db: &Db, delivery_id: &str) -> Result<Vec<AttemptRow>, sqlx::Error> {

@@ -19,7 +19,7 @@ pub async fn insert(db: &Db, name: &str) -> Result<NamespaceRow, sqlx::Error> {
 }
 
 pub async fn list(db: &Db, visible: Option<&str>) -> Result<Vec<NamespaceRow>, sqlx::Error> {
-    sqlx::query_as("SELECT * FROM namespaces WHERE (?1 IS NULL OR name = ?1) ORDER BY name")
+    sqlx::query_as("SELECT * FROM namespaces WHERE (?1 IS NULL OR name = ?1) ORDER BY id DESC")
         .bind(visible)
         .fetch_all(db)
         .await

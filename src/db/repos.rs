@@ -52,7 +52,10 @@ pub async fn insert(db: &Db, new: &NewRepo<'_>) -> Result<String, sqlx::Error> {
     Ok(id)
 }
 
-pub async fn by_id<'e, E: sqlx::SqliteExecutor<'e>>(db: E, id: &str) -> Result<Option<RepoRow>, sqlx::Error> {
+pub async fn by_id<'e, E: sqlx::SqliteExecutor<'e>>(
+    db: E,
+    id: &str,
+) -> Result<Option<RepoRow>, sqlx::Error> {
     sqlx::query_as(AssertSqlSafe(format!("{SELECT} WHERE r.id = ?")))
         .bind(id)
         .fetch_optional(db)
@@ -75,7 +78,7 @@ pub async fn list(
     include_hidden: bool,
 ) -> Result<Vec<RepoRow>, sqlx::Error> {
     sqlx::query_as(AssertSqlSafe(format!(
-        "{SELECT} WHERE r.namespace_id = ? AND (? OR r.hidden = 0) ORDER BY r.name"
+        "{SELECT} WHERE r.namespace_id = ? AND (? OR r.hidden = 0) ORDER BY r.id DESC"
     )))
     .bind(namespace_id)
     .bind(include_hidden)

@@ -127,7 +127,7 @@ pub async fn list(
     include_hidden: bool,
 ) -> Result<Vec<VersionRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT * FROM versions WHERE repository_id = ? AND (? OR hidden = 0) ORDER BY pushed_at DESC, tag",
+        "SELECT * FROM versions WHERE repository_id = ? AND (? OR hidden = 0) ORDER BY pushed_at DESC, tag DESC",
     )
     .bind(repository_id)
     .bind(include_hidden)

@@ -19,7 +19,11 @@ pub struct WebhookRow {
 
 impl std::fmt::Debug for WebhookRow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebhookRow").field("id", &self.id).field("name", &self.name).field("url", &self.url).finish()
+        f.debug_struct("WebhookRow")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .finish()
     }
 }
 
@@ -40,7 +44,12 @@ pub struct WebhookFields {
     pub active: bool,
 }
 
-pub async fn insert(db: &Db, repository_id: &str, f: &WebhookFields, secret: &str) -> Result<WebhookRow, sqlx::Error> {
+pub async fn insert(
+    db: &Db,
+    repository_id: &str,
+    f: &WebhookFields,
+    secret: &str,
+) -> Result<WebhookRow, sqlx::Error> {
     let ts = now();
     sqlx::query_as(
         "INSERT INTO webhooks (id, repository_id, name, url, secret, events, tag_filter, payload_format, active, \
@@ -62,7 +71,12 @@ pub async fn insert(db: &Db, repository_id: &str, f: &WebhookFields, secret: &st
 }
 
 /// Updates the fields, and the secret when `secret` is Some.
-pub async fn update(db: &Db, id: &str, f: &WebhookFields, secret: Option<&str>) -> Result<WebhookRow, sqlx::Error> {
+pub async fn update(
+    db: &Db,
+    id: &str,
+    f: &WebhookFields,
+    secret: Option<&str>,
+) -> Result<WebhookRow, sqlx::Error> {
     sqlx::query_as(
         "UPDATE webhooks SET name = ?, url = ?, events = ?, tag_filter = ?, payload_format = ?, active = ?, \
          secret = COALESCE(?, secret), updated_at = ? WHERE id = ? RETURNING *",
@@ -80,7 +94,10 @@ pub async fn update(db: &Db, id: &str, f: &WebhookFields, secret: Option<&str>) 
     .await
 }
 
-pub async fn list<'e, E: sqlx::SqliteExecutor<'e>>(db: E, repository_id: &str) -> Result<Vec<WebhookRow>, sqlx::Error> {
+pub async fn list<'e, E: sqlx::SqliteExecutor<'e>>(
+    db: E,
+    repository_id: &str,
+) -> Result<Vec<WebhookRow>, sqlx::Error> {
     sqlx::query_as("SELECT * FROM webhooks WHERE repository_id = ? ORDER BY created_at, id")
         .bind(repository_id)
         .fetch_all(db)
@@ -88,10 +105,16 @@ pub async fn list<'e, E: sqlx::SqliteExecutor<'e>>(db: E, repository_id: &str) -
 }
 
 pub async fn get(db: &Db, id: &str) -> Result<Option<WebhookRow>, sqlx::Error> {
-    sqlx::query_as("SELECT * FROM webhooks WHERE id = ?").bind(id).fetch_optional(db).await
+    sqlx::query_as("SELECT * FROM webhooks WHERE id = ?")
+        .bind(id)
+        .fetch_optional(db)
+        .await
 }
 
 pub async fn delete(db: &Db, id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM webhooks WHERE id = ?").bind(id).execute(db).await?;
+    sqlx::query("DELETE FROM webhooks WHERE id = ?")
+        .bind(id)
+        .execute(db)
+        .await?;
     Ok(())
 }

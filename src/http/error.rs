@@ -129,43 +129,51 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// One JSON object, strictly: anything that is not well-formed JSON (trailing data included) is 400;
+/// well-formed JSON that is not an object, or a field of the wrong kind, is 422 naming the field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|err| {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
+    })?;
+    if !value.is_object() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            "the body must be a JSON object",
+        ));
+    }
+    serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
-        let inner = err.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            return ApiError::bad_request(
-                "malformed_json",
-                format!("the body is not valid JSON: {inner}"),
-            );
-        }
-        let message = inner.to_string();
-        let message = message
-            .split(" at line ")
-            .next()
-            .unwrap_or(&message)
-            .to_string();
-        // serde names a missing or unknown field only in its message; the path points at its parent.
-        let named = ["missing field `", "unknown field `"]
-            .iter()
-            .find_map(|p| {
-                message
-                    .split_once(p)
-                    .and_then(|(_, rest)| rest.split('`').next())
-            })
-            .map(str::to_string);
-        let field = match (named, path.as_str()) {
-            (Some(f), "." | "") => Some(f),
-            (Some(f), p) if p == f || p.ends_with(&format!(".{f}")) => Some(p.to_string()),
-            (Some(f), parent) => Some(format!("{parent}.{f}")),
-            (None, "." | "") => None,
-            (None, p) => Some(p.to_string()),
-        };
-        let mut e = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message);
-        e.field = field;
-        e
+        field_error(&path, &err.into_inner().to_string(), "invalid_field")
     })
+}
+
+/// A serde data error as a 422 naming the field: serde names a missing or unknown field only in its
+/// message, and the path then points at its parent.
+fn field_error(path: &str, message: &str, code: &'static str) -> ApiError {
+    let message = message
+        .split(" at line ")
+        .next()
+        .unwrap_or(message)
+        .to_string();
+    let named = ["missing field `", "unknown field `"]
+        .iter()
+        .find_map(|p| {
+            message
+                .split_once(p)
+                .and_then(|(_, rest)| rest.split('`').next())
+        })
+        .map(str::to_string);
+    let field = match (named, path) {
+        (Some(f), "." | "" | "?") => Some(f),
+        (Some(f), p) if p == f || p.ends_with(&format!(".{f}")) => Some(p.to_string()),
+        (Some(f), parent) => Some(format!("{parent}.{f}")),
+        (None, "." | "" | "?") => None,
+        (None, p) => Some(p.to_string()),
+    };
+    let mut e = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message);
+    e.field = field;
+    e
 }
 
 /// Query string parameters, with errors as `ApiError`s.
@@ -174,18 +182,18 @@ pub struct ApiQuery<T>(pub T);
 impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        axum::extract::Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|q| ApiQuery(q.0))
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid_query",
-                    e.body_text(),
-                )
-            })
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parse_query(parts.uri.query().unwrap_or_default()).map(ApiQuery)
     }
+}
+
+/// Query parameters; an error names the parameter.
+pub fn parse_query<T: DeserializeOwned>(query: &str) -> ApiResult<T> {
+    let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+    serde_path_to_error::deserialize(de).map_err(|err| {
+        let path = err.path().to_string();
+        field_error(&path, &err.into_inner().to_string(), "invalid_query")
+    })
 }
 
 /// Path parameters, with errors as `ApiError`s.
@@ -223,6 +231,15 @@ mod tests {
     fn json_errors_name_the_field() {
         let cases: &[(&str, StatusCode, Option<&str>)] = &[
             ("{", StatusCode::BAD_REQUEST, None),
+            (r#"{"name": "x"} trailing"#, StatusCode::BAD_REQUEST, None),
+            (
+                r#"{"name": "x"}{"name": "y"}"#,
+                StatusCode::BAD_REQUEST,
+                None,
+            ),
+            (r#"{"name": 6"#, StatusCode::BAD_REQUEST, None),
+            (r#"["x"]"#, StatusCode::UNPROCESSABLE_ENTITY, None),
+            (r#""name""#, StatusCode::UNPROCESSABLE_ENTITY, None),
             ("not json", StatusCode::BAD_REQUEST, None),
             ("{}", StatusCode::UNPROCESSABLE_ENTITY, Some("name")),
             (
@@ -254,5 +271,31 @@ mod tests {
             assert!(!err.message.is_empty());
         }
         assert_eq!(parse_json::<Body>(br#"{"name": "ok"}"#).unwrap().name, "ok");
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Query {
+        limit: Option<i64>,
+        #[serde(default)]
+        include_hidden: bool,
+    }
+
+    #[test]
+    fn query_errors_name_the_parameter() {
+        for (q, field) in [
+            ("limit=abc", Some("limit")),
+            ("include_hidden=maybe", Some("include_hidden")),
+            ("lmit=3", Some("lmit")),
+        ] {
+            let e = parse_query::<Query>(q).unwrap_err();
+            assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY, "{q}");
+            assert_eq!(e.field.as_deref(), field, "{q}: {e:?}");
+        }
+        let ok: Query = parse_query("limit=5&include_hidden=true").unwrap();
+        assert_eq!((ok.limit, ok.include_hidden), (Some(5), true));
+        let empty: Query = parse_query("").unwrap();
+        assert_eq!((empty.limit, empty.include_hidden), (None, false));
     }
 }

@@ -98,10 +98,18 @@ pub fn routes() -> Router<App> {
         )
         .route(
             "/namespaces/{ns}/repos/{repo}/webhooks/{id}",
-            get(webhooks::get_webhook).patch(webhooks::update_webhook).delete(webhooks::delete_webhook),
+            get(webhooks::get_webhook)
+                .patch(webhooks::update_webhook)
+                .delete(webhooks::delete_webhook),
         )
-        .route("/namespaces/{ns}/repos/{repo}/webhooks/{id}/test", post(webhooks::test_webhook))
-        .route("/namespaces/{ns}/repos/{repo}/webhooks/{id}/deliveries", get(webhooks::list_deliveries))
+        .route(
+            "/namespaces/{ns}/repos/{repo}/webhooks/{id}/test",
+            post(webhooks::test_webhook),
+        )
+        .route(
+            "/namespaces/{ns}/repos/{repo}/webhooks/{id}/deliveries",
+            get(webhooks::list_deliveries),
+        )
         .route("/deliveries/{id}", get(webhooks::get_delivery))
         .route("/deliveries/{id}/redeliver", post(webhooks::redeliver))
         .route("/builds/{id}", get(builds::get_build))
@@ -174,6 +182,28 @@ pub fn paged<T: Serialize>(items: Vec<T>, page: &Page, last_id: Option<String>) 
         response.headers_mut().insert("x-next-cursor", v);
     }
     response
+}
+
+/// Pages a list small enough to hold, sorted newest first by `key` (unique, in the same order): the
+/// items after the cursor, at most `limit` of them, each turned into its view.
+pub fn paginate<T, V: Serialize>(
+    items: Vec<T>,
+    q: &PageQuery,
+    key: impl Fn(&T) -> String,
+    view: impl Fn(T) -> V,
+) -> ApiResult<Response> {
+    let page = q.page()?;
+    let kept: Vec<T> = items
+        .into_iter()
+        .filter(|item| {
+            page.cursor
+                .as_deref()
+                .is_none_or(|c| key(item).as_str() < c)
+        })
+        .take(page.limit as usize)
+        .collect();
+    let last = kept.last().map(&key);
+    Ok(paged(kept.into_iter().map(view).collect(), &page, last))
 }
 
 #[cfg(test)]

@@ -1,12 +1,14 @@
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
+use super::{PageQuery, paginate};
 use crate::app::App;
 use crate::db::{self, namespaces::NamespaceRow};
 use crate::domain::names::validate_namespace_name;
 use crate::http::auth::{Caller, Role};
-use crate::http::error::{ApiError, ApiJson, ApiResult};
+use crate::http::error::{ApiError, ApiJson, ApiQuery, ApiResult};
 
 #[derive(Serialize)]
 pub struct NamespaceView {
@@ -47,11 +49,13 @@ pub async fn create_namespace(
     }
 }
 
+/// Newest first, paged by `?limit=&cursor=`.
 pub async fn list_namespaces(
     State(app): State<App>,
     caller: Caller,
-) -> ApiResult<axum::Json<Vec<NamespaceView>>> {
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Response> {
     caller.require(Role::Read, caller.namespace.as_deref())?;
     let rows = db::namespaces::list(&app.db, caller.namespace.as_deref()).await?;
-    Ok(axum::Json(rows.into_iter().map(Into::into).collect()))
+    paginate(rows, &q, |r| r.id.clone(), NamespaceView::from)
 }

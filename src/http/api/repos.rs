@@ -1,8 +1,9 @@
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
-use super::load_repo;
+use super::{PageQuery, load_repo, paginate};
 use crate::app::App;
 use crate::db::{self, repos::RepoRow};
 use crate::domain::names::{validate_category, validate_repo_name, validate_summary};
@@ -114,6 +115,8 @@ pub async fn create_repo(
 pub struct ListReposQuery {
     #[serde(default)]
     include_hidden: bool,
+    limit: Option<i64>,
+    cursor: Option<String>,
 }
 
 pub async fn list_repos(
@@ -121,7 +124,7 @@ pub async fn list_repos(
     caller: Caller,
     ApiPath(ns): ApiPath<String>,
     ApiQuery(q): ApiQuery<ListReposQuery>,
-) -> ApiResult<axum::Json<Vec<RepoView>>> {
+) -> ApiResult<Response> {
     if !caller.sees(&ns) {
         return Err(ApiError::not_found(&format!("namespace {ns}")));
     }
@@ -130,9 +133,11 @@ pub async fn list_repos(
         .await?
         .ok_or_else(|| ApiError::not_found(&format!("namespace {ns}")))?;
     let rows = db::repos::list(&app.db, &namespace.id, q.include_hidden).await?;
-    Ok(axum::Json(
-        rows.into_iter().map(|r| RepoView::new(&app, r)).collect(),
-    ))
+    let page = PageQuery {
+        limit: q.limit,
+        cursor: q.cursor,
+    };
+    paginate(rows, &page, |r| r.id.clone(), |r| RepoView::new(&app, r))
 }
 
 pub async fn get_repo(

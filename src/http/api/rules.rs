@@ -1,8 +1,9 @@
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
-use super::load_repo;
+use super::{PageQuery, load_repo, paginate};
 use crate::app::App;
 use crate::db::{self, rules::RuleFields, rules::RuleRow};
 use crate::domain::FieldError;
@@ -126,14 +127,18 @@ pub async fn create_rule(
     Ok((StatusCode::CREATED, axum::Json(rule.into())))
 }
 
+/// Newest first, like every list (rules are matched oldest first: the first of two rules that would
+/// give the same tag builds it).
 pub async fn list_rules(
     State(app): State<App>,
     caller: Caller,
     ApiPath((ns, repo)): ApiPath<(String, String)>,
-) -> ApiResult<axum::Json<Vec<RuleView>>> {
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Response> {
     let row = load_repo(&app, &caller, &ns, &repo, Role::Read).await?;
-    let rules = db::rules::list(&app.db, &row.id).await?;
-    Ok(axum::Json(rules.into_iter().map(Into::into).collect()))
+    let mut rules = db::rules::list(&app.db, &row.id).await?;
+    rules.reverse();
+    paginate(rules, &q, |r| r.id.clone(), RuleView::from)
 }
 
 pub async fn load_rule(

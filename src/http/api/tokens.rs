@@ -1,11 +1,13 @@
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
+use super::{PageQuery, paginate};
 use crate::app::App;
 use crate::db::{self, tokens::TokenRow};
 use crate::http::auth::{Caller, Role, generate_token, hash_token};
-use crate::http::error::{ApiError, ApiJson, ApiPath, ApiResult};
+use crate::http::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
 
 #[derive(Serialize)]
 pub struct TokenView {
@@ -114,10 +116,11 @@ pub async fn create_token(
 pub async fn list_tokens(
     State(app): State<App>,
     caller: Caller,
-) -> ApiResult<axum::Json<Vec<TokenView>>> {
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Response> {
     caller.require(Role::Admin, None)?;
     let rows = db::tokens::list(&app.db).await?;
-    Ok(axum::Json(rows.into_iter().map(Into::into).collect()))
+    paginate(rows, &q, |t| t.id.clone(), TokenView::from)
 }
 
 pub async fn delete_token(

@@ -1,7 +1,8 @@
 use axum::extract::State;
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
-use super::load_repo;
+use super::{PageQuery, load_repo, paginate};
 use crate::app::App;
 use crate::db::{self, versions::HistoryRow, versions::VersionRow};
 use crate::http::auth::{Caller, Role};
@@ -62,6 +63,8 @@ fn view(image: &str, v: VersionRow) -> VersionView {
 pub struct VersionsQuery {
     #[serde(default)]
     include_hidden: bool,
+    limit: Option<i64>,
+    cursor: Option<String>,
 }
 
 pub async fn list_versions(
@@ -69,13 +72,21 @@ pub async fn list_versions(
     caller: Caller,
     ApiPath((ns, repo)): ApiPath<(String, String)>,
     ApiQuery(q): ApiQuery<VersionsQuery>,
-) -> ApiResult<axum::Json<Vec<VersionView>>> {
+) -> ApiResult<Response> {
     let row = load_repo(&app, &caller, &ns, &repo, Role::Read).await?;
     let image = app.image_name(&ns, &repo);
     let versions = db::versions::list(&app.db, &row.id, q.include_hidden).await?;
-    Ok(axum::Json(
-        versions.into_iter().map(|v| view(&image, v)).collect(),
-    ))
+    // Newest first; the cursor is `pushed_at tag`, unique and in the same order.
+    let page = PageQuery {
+        limit: q.limit,
+        cursor: q.cursor,
+    };
+    paginate(
+        versions,
+        &page,
+        |v| format!("{} {}", v.pushed_at, v.tag),
+        |v| view(&image, v),
+    )
 }
 
 /// One version with the digests its tag held before.

@@ -7,9 +7,12 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
-use super::{PageQuery, load_repo, paged};
+use super::{PageQuery, load_repo, paged, paginate};
 use crate::app::App;
-use crate::db::{self, deliveries::AttemptRow, deliveries::DeliveryRow, webhooks::WebhookFields, webhooks::WebhookRow};
+use crate::db::{
+    self, deliveries::AttemptRow, deliveries::DeliveryRow, webhooks::WebhookFields,
+    webhooks::WebhookRow,
+};
 use crate::domain::pattern::RefPattern;
 use crate::http::auth::{Caller, Role};
 use crate::http::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
@@ -76,18 +79,34 @@ pub struct UpdateWebhook {
 fn checked(mut f: WebhookFields) -> ApiResult<WebhookFields> {
     f.name = f.name.trim().to_string();
     if f.name.is_empty() || f.name.chars().count() > 100 {
-        return Err(ApiError::invalid("name", "invalid_length", "name must be 1 to 100 characters"));
+        return Err(ApiError::invalid(
+            "name",
+            "invalid_length",
+            "name must be 1 to 100 characters",
+        ));
     }
     let url = reqwest::Url::parse(&f.url)
         .map_err(|e| ApiError::invalid("url", "invalid_url", format!("url is not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(ApiError::invalid("url", "invalid_url", "url must be an http:// or https:// URL with a host"));
+        return Err(ApiError::invalid(
+            "url",
+            "invalid_url",
+            "url must be an http:// or https:// URL with a host",
+        ));
     }
     if f.url.len() > 2048 {
-        return Err(ApiError::invalid("url", "invalid_url", "url must be at most 2048 characters"));
+        return Err(ApiError::invalid(
+            "url",
+            "invalid_url",
+            "url must be at most 2048 characters",
+        ));
     }
     if f.events.is_empty() {
-        return Err(ApiError::invalid("events", "required", "events must name at least one event"));
+        return Err(ApiError::invalid(
+            "events",
+            "required",
+            "events must name at least one event",
+        ));
     }
     for e in &f.events {
         if !payload::EVENTS.contains(&e.as_str()) {
@@ -101,13 +120,17 @@ fn checked(mut f: WebhookFields) -> ApiResult<WebhookFields> {
     f.events.sort();
     f.events.dedup();
     if let Some(filter) = &f.tag_filter {
-        RefPattern::parse(filter).map_err(|e| ApiError::invalid("tag_filter", e.code, e.message))?;
+        RefPattern::parse(filter)
+            .map_err(|e| ApiError::invalid("tag_filter", e.code, e.message))?;
     }
     if !payload::FORMATS.contains(&f.payload_format.as_str()) {
         return Err(ApiError::invalid(
             "payload_format",
             "invalid_value",
-            format!("payload_format must be one of: {}", payload::FORMATS.join(", ")),
+            format!(
+                "payload_format must be one of: {}",
+                payload::FORMATS.join(", ")
+            ),
         ));
     }
     Ok(f)
@@ -115,7 +138,11 @@ fn checked(mut f: WebhookFields) -> ApiResult<WebhookFields> {
 
 fn conflict_on_name(e: sqlx::Error, name: &str) -> ApiError {
     if db::is_constraint(&e, "") {
-        ApiError::conflict("already_exists", format!("a webhook named '{name}' exists already")).with_field("name")
+        ApiError::conflict(
+            "already_exists",
+            format!("a webhook named '{name}' exists already"),
+        )
+        .with_field("name")
     } else {
         e.into()
     }
@@ -155,13 +182,22 @@ pub async fn list_webhooks(
     State(app): State<App>,
     caller: Caller,
     ApiPath((ns, repo)): ApiPath<(String, String)>,
-) -> ApiResult<axum::Json<Vec<WebhookView>>> {
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Response> {
     let row = load_repo(&app, &caller, &ns, &repo, Role::Read).await?;
-    let hooks = db::webhooks::list(&app.db, &row.id).await?;
-    Ok(axum::Json(hooks.into_iter().map(Into::into).collect()))
+    let mut hooks = db::webhooks::list(&app.db, &row.id).await?;
+    hooks.reverse();
+    paginate(hooks, &q, |h| h.id.clone(), WebhookView::from)
 }
 
-async fn load_webhook(app: &App, caller: &Caller, ns: &str, repo: &str, id: &str, role: Role) -> ApiResult<WebhookRow> {
+async fn load_webhook(
+    app: &App,
+    caller: &Caller,
+    ns: &str,
+    repo: &str,
+    id: &str,
+    role: Role,
+) -> ApiResult<WebhookRow> {
     let row = load_repo(app, caller, ns, repo, role).await?;
     db::webhooks::get(&app.db, id)
         .await?
@@ -174,7 +210,11 @@ pub async fn get_webhook(
     caller: Caller,
     ApiPath((ns, repo, id)): ApiPath<(String, String, String)>,
 ) -> ApiResult<axum::Json<WebhookView>> {
-    Ok(axum::Json(load_webhook(&app, &caller, &ns, &repo, &id, Role::Read).await?.into()))
+    Ok(axum::Json(
+        load_webhook(&app, &caller, &ns, &repo, &id, Role::Read)
+            .await?
+            .into(),
+    ))
 }
 
 pub async fn update_webhook(
@@ -225,13 +265,21 @@ pub async fn test_webhook(
 ) -> ApiResult<(StatusCode, axum::Json<DeliveryDetail>)> {
     let hook = load_webhook(&app, &caller, &ns, &repo, &id, Role::Write).await?;
     let mut tx = app.db.begin().await?;
-    let delivery_id =
-        outbox::enqueue_one(&mut tx, &app.config.public_url, &hook, &outbox::test_message(&ns, &repo)).await?;
+    let delivery_id = outbox::enqueue_one(
+        &mut tx,
+        &app.config.public_url,
+        &hook,
+        &outbox::test_message(&ns, &repo),
+    )
+    .await?;
     tx.commit().await?;
     app.notifier.wake();
-    let deadline = tokio::time::Instant::now() + app.config.delivery_timeout + Duration::from_secs(2);
+    let deadline =
+        tokio::time::Instant::now() + app.config.delivery_timeout + Duration::from_secs(2);
     loop {
-        let d = db::deliveries::get(&app.db, &delivery_id).await?.ok_or_else(|| ApiError::not_found("delivery"))?;
+        let d = db::deliveries::get(&app.db, &delivery_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("delivery"))?;
         if d.attempts > 0 {
             return Ok((StatusCode::OK, axum::Json(detail(&app, d).await?)));
         }
@@ -343,7 +391,11 @@ pub struct DeliveryDetail {
 }
 
 async fn detail(app: &App, d: DeliveryRow) -> ApiResult<DeliveryDetail> {
-    let mut attempts: Vec<AttemptView> = db::deliveries::attempts(&app.db, &d.id).await?.into_iter().map(Into::into).collect();
+    let mut attempts: Vec<AttemptView> = db::deliveries::attempts(&app.db, &d.id)
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
     let (request, response) = match attempts.pop() {
         Some(last) => {
             let pair = (Some(last.request), last.response);
@@ -352,9 +404,18 @@ async fn detail(app: &App, d: DeliveryRow) -> ApiResult<DeliveryDetail> {
         None => (None, None),
     };
     // The last attempt is shown at the top level; `attempt_log` keeps all of them, last included.
-    let all = db::deliveries::attempts(&app.db, &d.id).await?.into_iter().map(Into::into).collect();
+    let all = db::deliveries::attempts(&app.db, &d.id)
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
     attempts.clear();
-    Ok(DeliveryDetail { summary: d.into(), request, response, attempt_log: all })
+    Ok(DeliveryDetail {
+        summary: d.into(),
+        request,
+        response,
+        attempt_log: all,
+    })
 }
 
 pub async fn list_deliveries(
@@ -372,11 +433,22 @@ pub async fn list_deliveries(
 }
 
 /// A delivery, if the caller may see its repository.
-async fn load_delivery(app: &App, caller: &Caller, id: &str, role: Role) -> ApiResult<(DeliveryRow, WebhookRow)> {
+async fn load_delivery(
+    app: &App,
+    caller: &Caller,
+    id: &str,
+    role: Role,
+) -> ApiResult<(DeliveryRow, WebhookRow)> {
     let not_found = || ApiError::not_found(&format!("delivery {id}"));
-    let d = db::deliveries::get(&app.db, id).await?.ok_or_else(not_found)?;
-    let hook = db::webhooks::get(&app.db, &d.webhook_id).await?.ok_or_else(not_found)?;
-    let repo = db::repos::by_id(&app.db, &hook.repository_id).await?.ok_or_else(not_found)?;
+    let d = db::deliveries::get(&app.db, id)
+        .await?
+        .ok_or_else(not_found)?;
+    let hook = db::webhooks::get(&app.db, &d.webhook_id)
+        .await?
+        .ok_or_else(not_found)?;
+    let repo = db::repos::by_id(&app.db, &hook.repository_id)
+        .await?
+        .ok_or_else(not_found)?;
     if !caller.sees(&repo.namespace) {
         return Err(not_found());
     }
@@ -401,10 +473,20 @@ pub async fn redeliver(
 ) -> ApiResult<(StatusCode, axum::Json<DeliverySummary>)> {
     let (d, hook) = load_delivery(&app, &caller, &id, Role::Write).await?;
     let mut tx = app.db.begin().await?;
-    let new_id =
-        db::deliveries::enqueue(&mut tx, &hook.id, &d.message_id, &d.event, &d.content_type, &d.body, Some(&d.id)).await?;
+    let new_id = db::deliveries::enqueue(
+        &mut tx,
+        &hook.id,
+        &d.message_id,
+        &d.event,
+        &d.content_type,
+        &d.body,
+        Some(&d.id),
+    )
+    .await?;
     tx.commit().await?;
-    let row = db::deliveries::get(&app.db, &new_id).await?.ok_or_else(|| ApiError::not_found("delivery"))?;
+    let row = db::deliveries::get(&app.db, &new_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("delivery"))?;
     app.notifier.wake();
     Ok((StatusCode::ACCEPTED, axum::Json(row.into())))
 }
