@@ -3,6 +3,10 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 /// kiln: continuous image builds. A signed git push in, an image in your registry out.
+///
+/// `kiln serve` runs the service. Every other command is a client of a running kiln: it talks to
+/// KILN_URL (default http://127.0.0.1:8080) with the API token in KILN_TOKEN, prints tables for
+/// people and, with --json, the API's JSON for scripts, and exits 0 only on success.
 #[derive(Parser)]
 #[command(name = "kiln", version, about, long_about = None)]
 struct Cli {
@@ -23,6 +27,8 @@ enum Command {
         #[arg(long, short, env = "KILN_CONFIG")]
         config: Option<PathBuf>,
     },
+    #[command(flatten)]
+    Client(kiln::cli::ClientCommand),
 }
 
 fn init_tracing() {
@@ -43,9 +49,12 @@ fn init_tracing() {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_tracing();
     let result = match cli.command {
-        Command::Serve { config } => serve(config).await,
+        Command::Serve { config } => {
+            init_tracing();
+            serve(config).await
+        }
+        Command::Client(command) => return kiln::cli::run(command).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,0 +1,540 @@
+//! `kiln apply FILE…`: rules as code. The pure parts are [`schema`] (files → desired state, every
+//! error with its place), [`plan`] (desired × server state → ordered changes) and [`render`]
+//! (the diff); this file reads the files, fetches the server's state and runs the changes.
+
+pub mod plan;
+pub mod render;
+pub mod schema;
+
+use std::collections::HashMap;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::ApplyArgs;
+use super::client::{CliError, CliResult, Client};
+use super::output::{self, note, out, outln};
+use plan::{
+    Change, Options, Plan, ServerNamespace, ServerRepo, ServerRule, ServerSource, ServerState,
+};
+use schema::{Desired, RulesFile};
+
+/// The webhook secrets the API accepts: 16 to 256 characters, no control characters.
+const SECRET_CHARS: std::ops::RangeInclusive<usize> = 16..=256;
+
+pub async fn run(client: &Client, args: &ApplyArgs) -> CliResult<()> {
+    let mut files = Vec::new();
+    let mut unreadable = Vec::new();
+    for path in &args.files {
+        match std::fs::read_to_string(path) {
+            Ok(text) => files.push(RulesFile {
+                path: path.display().to_string(),
+                text,
+            }),
+            Err(e) => unreadable.push(format!("{}: cannot read: {e}", path.display())),
+        }
+    }
+    let desired = match (unreadable.is_empty(), schema::load(&files)) {
+        (true, Ok(d)) => d,
+        (_, result) => {
+            let mut errors = unreadable;
+            errors.extend(
+                result
+                    .err()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(ToString::to_string),
+            );
+            for e in &errors {
+                note(e);
+            }
+            note(&format!(
+                "kiln: {} in the rules files: nothing was applied",
+                plural(errors.len(), "error", "errors")
+            ));
+            return Err(CliError::Reported);
+        }
+    };
+
+    let state = fetch_state(client, &desired).await?;
+    let options = Options {
+        prune: args.prune,
+        rotate_secrets: args.rotate_secrets,
+    };
+    let plan = plan::plan(&desired, &state, options);
+    let (secrets, secret_errors) = resolve_secrets(&plan, &desired, &|var| std::env::var(var).ok());
+    if !secret_errors.is_empty() {
+        for e in &secret_errors {
+            if args.dry_run {
+                note(&format!("warning: {e}"));
+            } else {
+                note(e);
+            }
+        }
+        if !args.dry_run {
+            note(&format!(
+                "kiln: {}: nothing was applied",
+                plural(
+                    secret_errors.len(),
+                    "webhook secret is missing",
+                    "webhook secrets are missing"
+                )
+            ));
+            return Err(CliError::Reported);
+        }
+    }
+
+    if args.conn.json {
+        return run_json(client, &plan, &secrets, args.dry_run).await;
+    }
+    out(&render::render_plan(&plan))?;
+    if args.dry_run || plan.is_empty() {
+        return outln(&render::dry_run_summary(&plan));
+    }
+    if !plan.notes.is_empty() || !plan.changes.is_empty() {
+        outln("")?;
+    }
+    let mut done = 0;
+    for change in &plan.changes {
+        match execute(client, change, &secrets).await {
+            Ok(answer) => {
+                done += 1;
+                if let Some(text) = answer_note(change, &answer) {
+                    out(&text)?;
+                }
+            }
+            Err(e) => {
+                note(&format!("kiln: {}: {e}", render::headline(change)));
+                outln(&render::applied_summary(&plan, done))?;
+                return Err(CliError::Reported);
+            }
+        }
+    }
+    outln(&render::applied_summary(&plan, done))
+}
+
+/// `--json`: the plan, and what happened, as one document.
+async fn run_json(
+    client: &Client,
+    plan: &Plan,
+    secrets: &HashMap<String, String>,
+    dry_run: bool,
+) -> CliResult<()> {
+    let mut report = json!({
+        "dry_run": dry_run,
+        "changes": plan.changes,
+        "notes": plan.notes,
+        "applied": 0,
+        "sources": [],
+    });
+    if dry_run {
+        return output::json(&report);
+    }
+    let mut failure = None;
+    for change in &plan.changes {
+        match execute(client, change, secrets).await {
+            Ok(answer) => {
+                report["applied"] = json!(report["applied"].as_u64().unwrap_or(0) + 1);
+                if let Change::PutSource {
+                    namespace,
+                    repository,
+                    ..
+                } = change
+                {
+                    let mut answer = answer;
+                    answer["repository"] = json!(format!("{namespace}/{repository}"));
+                    if let Some(list) = report["sources"].as_array_mut() {
+                        list.push(answer);
+                    }
+                }
+            }
+            Err(e) => {
+                report["error"] =
+                    json!({"change": render::headline(change), "message": e.to_string()});
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    output::json(&report)?;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
+/// The server's state for the plan: every namespace and its repositories; sources and rules of
+/// the repositories in the namespaces the files declare.
+pub async fn fetch_state(client: &Client, desired: &Desired) -> CliResult<ServerState> {
+    let namespaces = client.get(&["namespaces"], &[]).await?;
+    let mut state = ServerState::default();
+    for ns in namespaces.as_array().map_or(&[][..], Vec::as_slice) {
+        let Some(name) = ns["name"].as_str() else {
+            continue;
+        };
+        let declared = desired.namespaces.iter().any(|n| n.name == name);
+        let repos = client
+            .get(
+                &["namespaces", name, "repos"],
+                &[("include_hidden", "true")],
+            )
+            .await?;
+        let mut server_ns = ServerNamespace {
+            name: name.to_string(),
+            repos: Vec::new(),
+        };
+        for repo in repos.as_array().map_or(&[][..], Vec::as_slice) {
+            let mut r: ServerRepo = serde_json::from_value(json!({
+                "name": repo["name"],
+                "summary": repo["summary"],
+                "detail": repo["detail"],
+                "category": repo["category"],
+                "hidden": repo["hidden"],
+            }))
+            .map_err(|e| CliError::msg(format!("unexpected repository from kiln: {e}")))?;
+            if declared {
+                let base = ["namespaces", name, "repos", &r.name];
+                if repo["ci"].as_bool() != Some(false) {
+                    r.source = client
+                        .get_optional(&[&base[..], &["source"]].concat())
+                        .await?
+                        .map(|s| {
+                            serde_json::from_value::<ServerSource>(s).map_err(|e| {
+                                CliError::msg(format!("unexpected source from kiln: {e}"))
+                            })
+                        })
+                        .transpose()?;
+                }
+                let rules = client.get(&[&base[..], &["rules"]].concat(), &[]).await?;
+                r.rules = serde_json::from_value::<Vec<ServerRule>>(rules)
+                    .map_err(|e| CliError::msg(format!("unexpected rules from kiln: {e}")))?;
+            }
+            server_ns.repos.push(r);
+        }
+        state.namespaces.push(server_ns);
+    }
+    Ok(state)
+}
+
+/// The webhook secrets the plan sets, by variable name, read with `env`; and, for every variable
+/// that is needed but unset or unusable, an error naming its file, line and key.
+pub fn resolve_secrets(
+    plan: &Plan,
+    desired: &Desired,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> (HashMap<String, String>, Vec<String>) {
+    let mut secrets = HashMap::new();
+    let mut errors = Vec::new();
+    for change in &plan.changes {
+        let Change::PutSource {
+            namespace,
+            repository,
+            webhook_secret_env: Some(var),
+            ..
+        } = change
+        else {
+            continue;
+        };
+        if secrets.contains_key(var) {
+            continue;
+        }
+        let at = desired
+            .namespaces
+            .iter()
+            .find(|n| &n.name == namespace)
+            .and_then(|n| n.repos.iter().find(|r| &r.name == repository))
+            .and_then(|r| r.source.as_ref())
+            .map(|s| s.at.to_string())
+            .unwrap_or_default();
+        let problem = match env(var) {
+            None => Some("is not set".to_string()),
+            Some(s) if !SECRET_CHARS.contains(&s.chars().count()) => Some(format!(
+                "must hold {} to {} characters (it holds {})",
+                SECRET_CHARS.start(),
+                SECRET_CHARS.end(),
+                s.chars().count()
+            )),
+            Some(s) if s.chars().any(char::is_control) => {
+                Some("must not hold control characters".to_string())
+            }
+            Some(s) => {
+                secrets.insert(var.clone(), s);
+                None
+            }
+        };
+        if let Some(problem) = problem {
+            errors.push(format!(
+                "{at}: source of {namespace}/{repository}: webhook_secret_env: the environment \
+                 variable {var} {problem} (it holds the webhook secret this apply sets)"
+            ));
+        }
+    }
+    (secrets, errors)
+}
+
+/// Runs one change through the API; returns the answer of a source PUT (else `null`).
+async fn execute(
+    client: &Client,
+    change: &Change,
+    secrets: &HashMap<String, String>,
+) -> CliResult<Value> {
+    match change {
+        Change::CreateNamespace { namespace } => {
+            client
+                .post(&["namespaces"], &json!({ "name": namespace }))
+                .await?;
+        }
+        Change::CreateRepo {
+            namespace,
+            name,
+            summary,
+            detail,
+            category,
+            hidden,
+        } => {
+            client
+                .post(
+                    &["namespaces", namespace, "repos"],
+                    &json!({"name": name, "summary": summary, "detail": detail, "category": category}),
+                )
+                .await?;
+            if *hidden {
+                client
+                    .post(
+                        &["namespaces", namespace, "repos", name, "hide"],
+                        &json!({}),
+                    )
+                    .await?;
+            }
+        }
+        Change::UpdateRepo {
+            namespace,
+            name,
+            changes,
+        } => {
+            let mut patch = serde_json::Map::new();
+            let mut hidden = None;
+            for c in changes {
+                match (c.field, &c.new) {
+                    ("hidden", plan::Value::Bool(h)) => hidden = Some(*h),
+                    (field, value) => {
+                        patch.insert(field.to_string(), json!(value));
+                    }
+                }
+            }
+            let path = ["namespaces", namespace, "repos", name];
+            if !patch.is_empty() {
+                client
+                    .json(Method::PATCH, &path, &[], Some(&Value::Object(patch)))
+                    .await?;
+            }
+            if let Some(h) = hidden {
+                let action = if h { "hide" } else { "unhide" };
+                client
+                    .post(&[&path[..], &[action]].concat(), &json!({}))
+                    .await?;
+            }
+        }
+        Change::PutSource {
+            namespace,
+            repository,
+            provider,
+            clone_url,
+            webhook_secret_env,
+            ..
+        } => {
+            let mut body = json!({"provider": provider, "clone_url": clone_url});
+            if let Some(var) = webhook_secret_env {
+                let secret = secrets.get(var).ok_or_else(|| {
+                    CliError::msg(format!("the environment variable {var} is not set"))
+                })?;
+                body["webhook_secret"] = json!(secret);
+            }
+            return client
+                .json(
+                    Method::PUT,
+                    &["namespaces", namespace, "repos", repository, "source"],
+                    &[],
+                    Some(&body),
+                )
+                .await;
+        }
+        Change::CreateRule {
+            namespace,
+            repository,
+            rule,
+        } => {
+            client
+                .post(
+                    &["namespaces", namespace, "repos", repository, "rules"],
+                    &json!(rule),
+                )
+                .await?;
+        }
+        Change::UpdateRule {
+            namespace,
+            repository,
+            id,
+            changes,
+            ..
+        } => {
+            let patch: serde_json::Map<String, Value> = changes
+                .iter()
+                .map(|c| (c.field.to_string(), json!(c.new)))
+                .collect();
+            client
+                .json(
+                    Method::PATCH,
+                    &["namespaces", namespace, "repos", repository, "rules", id],
+                    &[],
+                    Some(&Value::Object(patch)),
+                )
+                .await?;
+        }
+        Change::DeleteRule {
+            namespace,
+            repository,
+            id,
+            ..
+        } => {
+            client
+                .json(
+                    Method::DELETE,
+                    &["namespaces", namespace, "repos", repository, "rules", id],
+                    &[],
+                    None,
+                )
+                .await?;
+        }
+        Change::DeleteSource {
+            namespace,
+            repository,
+            ..
+        } => {
+            client
+                .json(
+                    Method::DELETE,
+                    &["namespaces", namespace, "repos", repository, "source"],
+                    &[],
+                    None,
+                )
+                .await?;
+        }
+        Change::DeleteRepo { namespace, name } => {
+            return client
+                .json(
+                    Method::DELETE,
+                    &["namespaces", namespace, "repos", name],
+                    &[("confirm", name)],
+                    None,
+                )
+                .await;
+        }
+    }
+    Ok(Value::Null)
+}
+
+/// What people need from an answer: for a source PUT, where to point the forge's webhook and the
+/// secret when kiln generated it (the API shows it only in this answer); for a repository delete,
+/// the registry tags that could not be deleted.
+fn answer_note(change: &Change, answer: &Value) -> Option<String> {
+    let (namespace, repository) = match change {
+        Change::PutSource {
+            namespace,
+            repository,
+            ..
+        } => (namespace, repository),
+        Change::DeleteRepo { namespace, name } => {
+            let left: Vec<String> = answer["registry_not_deleted"]
+                .as_array()?
+                .iter()
+                .map(|t| {
+                    format!(
+                        "{} ({})",
+                        t["tag"].as_str().unwrap_or("?"),
+                        t["reason"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect();
+            if left.is_empty() {
+                return None;
+            }
+            return Some(format!(
+                "  {namespace}/{name}: left in the registry: {}\n",
+                left.join(", ")
+            ));
+        }
+        _ => return None,
+    };
+    let mut s = format!(
+        "  {namespace}/{repository}: point the forge's push webhook at {}\n",
+        answer["webhook_url"].as_str().unwrap_or("?")
+    );
+    if let Some(secret) = answer["webhook_secret"].as_str() {
+        s.push_str(&format!(
+            "  {namespace}/{repository}: webhook secret generated by kiln (shown only now): {secret}\n"
+        ));
+    }
+    Some(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desired(text: &str) -> Desired {
+        schema::load(&[RulesFile {
+            path: "t.toml".into(),
+            text: text.into(),
+        }])
+        .unwrap()
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment_only_when_needed() {
+        let d = desired(
+            "[[namespace]]\nname = \"acme\"\n\
+             [[namespace.repository]]\nname = \"api\"\n\
+             [namespace.repository.source]\nprovider = \"github\"\nclone_url = \"https://x/api\"\nwebhook_secret_env = \"API_SECRET\"\n\
+             [[namespace.repository]]\nname = \"web\"\n\
+             [namespace.repository.source]\nprovider = \"github\"\nclone_url = \"https://x/web\"\nwebhook_secret_env = \"WEB_SECRET\"\n\
+             [[namespace.repository]]\nname = \"gen\"\n\
+             [namespace.repository.source]\nprovider = \"github\"\nclone_url = \"https://x/gen\"\n",
+        );
+        let plan = plan::plan(&d, &ServerState::default(), Options::default());
+        let env = |var: &str| match var {
+            "API_SECRET" => Some("a-long-enough-secret".to_string()),
+            "WEB_SECRET" => Some("short".to_string()),
+            _ => None,
+        };
+        let (secrets, errors) = resolve_secrets(&plan, &d, &env);
+        assert_eq!(secrets.len(), 1);
+        assert_eq!(secrets["API_SECRET"], "a-long-enough-secret");
+        assert_eq!(
+            errors,
+            vec![
+                "t.toml:11:1: source of acme/web: webhook_secret_env: the environment variable \
+                 WEB_SECRET must hold 16 to 256 characters (it holds 5) (it holds the webhook \
+                 secret this apply sets)"
+            ]
+        );
+
+        // Nothing to PUT: nothing needed, even unset.
+        let after = plan::simulate(&ServerState::default(), &plan.changes).unwrap();
+        let again = plan::plan(&d, &after, Options::default());
+        let (secrets, errors) = resolve_secrets(&again, &d, &|_| None);
+        assert!(secrets.is_empty() && errors.is_empty());
+
+        let unset = resolve_secrets(&plan, &d, &|_| None).1;
+        assert_eq!(unset.len(), 2);
+        assert!(unset[0].contains("API_SECRET is not set"), "{unset:?}");
+    }
+}

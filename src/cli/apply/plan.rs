@@ -1,0 +1,1002 @@
+//! What `kiln apply` has to do: the desired state (from the files) against the server's state,
+//! as an ordered list of [`Change`]s. Pure: the caller fetches the state and runs the changes.
+//!
+//! Order: creates and updates first, each repository's in dependency order (namespace, then
+//! repository, then source, then rules); then the deletes, in reverse (rules, sources,
+//! repositories). Without `prune`, nothing is deleted: what the server has and the files don't
+//! is reported as a [`Note`].
+
+use serde::{Deserialize, Serialize};
+
+use super::schema::{Desired, DesiredRepo, DesiredRule, RuleKey};
+
+/// The server's state, as far as the files can describe it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerState {
+    pub namespaces: Vec<ServerNamespace>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerNamespace {
+    pub name: String,
+    /// Every repository, hidden ones included. For a namespace the files do not declare only the
+    /// names matter (sources and rules are not fetched).
+    pub repos: Vec<ServerRepo>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerRepo {
+    pub name: String,
+    #[serde(default)]
+    pub summary: String,
+    #[serde(default)]
+    pub detail: String,
+    #[serde(default)]
+    pub category: String,
+    #[serde(default)]
+    pub hidden: bool,
+    #[serde(default)]
+    pub source: Option<ServerSource>,
+    #[serde(default)]
+    pub rules: Vec<ServerRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerSource {
+    pub provider: String,
+    pub clone_url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerRule {
+    pub id: String,
+    #[serde(flatten)]
+    pub fields: RuleFields,
+}
+
+/// A rule's fields as the API takes and shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleFields {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: String,
+    pub dockerfile: String,
+    pub context: String,
+    pub version: String,
+    pub overwrite: bool,
+    pub enabled: bool,
+}
+
+impl RuleFields {
+    pub fn key(&self) -> RuleKey {
+        RuleKey {
+            kind: self.kind.clone(),
+            name: self.name.clone(),
+            dockerfile: self.dockerfile.clone(),
+            context: self.context.clone(),
+        }
+    }
+}
+
+impl From<&DesiredRule> for RuleFields {
+    fn from(r: &DesiredRule) -> Self {
+        RuleFields {
+            kind: r.kind.as_str().to_string(),
+            name: r.name.clone(),
+            dockerfile: r.dockerfile.clone(),
+            context: r.context.clone(),
+            version: r.version.clone(),
+            overwrite: r.overwrite,
+            enabled: r.enabled,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Delete what the server has and the files don't (repositories, sources, rules).
+    pub prune: bool,
+    /// Set every declared source's webhook secret again (from its `webhook_secret_env`, or a new
+    /// one kiln generates).
+    pub rotate_secrets: bool,
+}
+
+/// A field's value in a diff.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Value {
+    Str(String),
+    Bool(bool),
+}
+
+impl std::fmt::Display for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Value::Str(s) => write!(f, "{s:?}"),
+            Value::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldChange {
+    pub field: &'static str,
+    pub old: Value,
+    pub new: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceAction {
+    Create,
+    Update { changes: Vec<FieldChange> },
+    RotateSecret,
+}
+
+/// One step of a plan, in API terms.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Change {
+    CreateNamespace {
+        namespace: String,
+    },
+    CreateRepo {
+        namespace: String,
+        name: String,
+        summary: String,
+        detail: String,
+        category: String,
+        hidden: bool,
+    },
+    UpdateRepo {
+        namespace: String,
+        name: String,
+        /// Among `summary`, `detail`, `category` (PATCH) and `hidden` (hide/unhide).
+        changes: Vec<FieldChange>,
+    },
+    PutSource {
+        namespace: String,
+        repository: String,
+        provider: String,
+        clone_url: String,
+        webhook_secret_env: Option<String>,
+        action: SourceAction,
+    },
+    CreateRule {
+        namespace: String,
+        repository: String,
+        rule: RuleFields,
+    },
+    UpdateRule {
+        namespace: String,
+        repository: String,
+        id: String,
+        /// The rule as it will be.
+        rule: RuleFields,
+        changes: Vec<FieldChange>,
+    },
+    DeleteRule {
+        namespace: String,
+        repository: String,
+        id: String,
+        rule: RuleFields,
+    },
+    DeleteSource {
+        namespace: String,
+        repository: String,
+        clone_url: String,
+    },
+    DeleteRepo {
+        namespace: String,
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    Create,
+    Update,
+    Delete,
+}
+
+impl Change {
+    pub fn effect(&self) -> Effect {
+        match self {
+            Change::CreateNamespace { .. }
+            | Change::CreateRepo { .. }
+            | Change::CreateRule { .. }
+            | Change::PutSource {
+                action: SourceAction::Create,
+                ..
+            } => Effect::Create,
+            Change::UpdateRepo { .. } | Change::PutSource { .. } | Change::UpdateRule { .. } => {
+                Effect::Update
+            }
+            Change::DeleteRule { .. } | Change::DeleteSource { .. } | Change::DeleteRepo { .. } => {
+                Effect::Delete
+            }
+        }
+    }
+}
+
+/// Something the plan leaves alone, said so the reader is not surprised.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "note", rename_all = "snake_case")]
+pub enum Note {
+    /// On the server, not in the files, kept because `prune` is off.
+    Kept { what: String },
+    /// With `prune`: a namespace not in the files. The API cannot delete namespaces, and kiln
+    /// does not touch the repositories of a namespace the files do not declare.
+    NamespaceLeftAlone {
+        namespace: String,
+        repositories: usize,
+    },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub changes: Vec<Change>,
+    pub notes: Vec<Note>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// How many changes create, update and delete.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let n = |e| self.changes.iter().filter(|c| c.effect() == e).count();
+        (n(Effect::Create), n(Effect::Update), n(Effect::Delete))
+    }
+}
+
+/// The changes that make `state` match `desired`.
+pub fn plan(desired: &Desired, state: &ServerState, options: Options) -> Plan {
+    let mut plan = Plan::default();
+    let mut delete_rules = Vec::new();
+    let mut delete_sources = Vec::new();
+    let mut delete_repos = Vec::new();
+    for ns in &desired.namespaces {
+        let server_ns = state.namespaces.iter().find(|n| n.name == ns.name);
+        if server_ns.is_none() {
+            plan.changes.push(Change::CreateNamespace {
+                namespace: ns.name.clone(),
+            });
+        }
+        for repo in &ns.repos {
+            let server_repo = server_ns.and_then(|n| n.repos.iter().find(|r| r.name == repo.name));
+            plan_repo(
+                &ns.name,
+                repo,
+                server_repo,
+                options,
+                &mut plan,
+                &mut delete_rules,
+                &mut delete_sources,
+            );
+        }
+        for server_repo in server_ns.map_or(&[][..], |n| &n.repos) {
+            if ns.repos.iter().any(|r| r.name == server_repo.name) {
+                continue;
+            }
+            if options.prune {
+                delete_repos.push(Change::DeleteRepo {
+                    namespace: ns.name.clone(),
+                    name: server_repo.name.clone(),
+                });
+            } else {
+                plan.notes.push(Note::Kept {
+                    what: format!("repository {}/{}", ns.name, server_repo.name),
+                });
+            }
+        }
+    }
+    if options.prune {
+        for server_ns in &state.namespaces {
+            if !desired.namespaces.iter().any(|n| n.name == server_ns.name) {
+                plan.notes.push(Note::NamespaceLeftAlone {
+                    namespace: server_ns.name.clone(),
+                    repositories: server_ns.repos.len(),
+                });
+            }
+        }
+    }
+    plan.changes.extend(delete_rules);
+    plan.changes.extend(delete_sources);
+    plan.changes.extend(delete_repos);
+    plan
+}
+
+fn plan_repo(
+    ns: &str,
+    repo: &DesiredRepo,
+    server: Option<&ServerRepo>,
+    options: Options,
+    plan: &mut Plan,
+    delete_rules: &mut Vec<Change>,
+    delete_sources: &mut Vec<Change>,
+) {
+    let full = format!("{ns}/{}", repo.name);
+    match server {
+        None => plan.changes.push(Change::CreateRepo {
+            namespace: ns.to_string(),
+            name: repo.name.clone(),
+            summary: repo.summary.clone(),
+            detail: repo.detail.clone(),
+            category: repo.category.clone(),
+            hidden: repo.hidden,
+        }),
+        Some(s) => {
+            let mut changes = Vec::new();
+            diff_str(&mut changes, "summary", &s.summary, &repo.summary);
+            diff_str(&mut changes, "detail", &s.detail, &repo.detail);
+            diff_str(&mut changes, "category", &s.category, &repo.category);
+            diff_bool(&mut changes, "hidden", s.hidden, repo.hidden);
+            if !changes.is_empty() {
+                plan.changes.push(Change::UpdateRepo {
+                    namespace: ns.to_string(),
+                    name: repo.name.clone(),
+                    changes,
+                });
+            }
+        }
+    }
+
+    let server_source = server.and_then(|s| s.source.as_ref());
+    match (&repo.source, server_source) {
+        (Some(want), have) => {
+            let action = match have {
+                None => Some(SourceAction::Create),
+                Some(have) => {
+                    let mut changes = Vec::new();
+                    diff_str(&mut changes, "provider", &have.provider, &want.provider);
+                    diff_str(&mut changes, "clone_url", &have.clone_url, &want.clone_url);
+                    if !changes.is_empty() {
+                        Some(SourceAction::Update { changes })
+                    } else if options.rotate_secrets {
+                        Some(SourceAction::RotateSecret)
+                    } else {
+                        None
+                    }
+                }
+            };
+            if let Some(action) = action {
+                plan.changes.push(Change::PutSource {
+                    namespace: ns.to_string(),
+                    repository: repo.name.clone(),
+                    provider: want.provider.clone(),
+                    clone_url: want.clone_url.clone(),
+                    webhook_secret_env: want.webhook_secret_env.clone(),
+                    action,
+                });
+            }
+        }
+        (None, Some(have)) if options.prune => delete_sources.push(Change::DeleteSource {
+            namespace: ns.to_string(),
+            repository: repo.name.clone(),
+            clone_url: have.clone_url.clone(),
+        }),
+        (None, Some(have)) => plan.notes.push(Note::Kept {
+            what: format!("the git source of {full} ({})", have.clone_url),
+        }),
+        (None, None) => {}
+    }
+
+    let server_rules = server.map_or(&[][..], |s| &s.rules);
+    let mut matched = vec![false; server_rules.len()];
+    for rule in &repo.rules {
+        let want = RuleFields::from(rule);
+        let key = want.key();
+        let found = server_rules
+            .iter()
+            .enumerate()
+            .position(|(i, r)| !matched[i] && r.fields.key() == key);
+        match found {
+            None => plan.changes.push(Change::CreateRule {
+                namespace: ns.to_string(),
+                repository: repo.name.clone(),
+                rule: want,
+            }),
+            Some(i) => {
+                matched[i] = true;
+                let have = &server_rules[i];
+                let mut changes = Vec::new();
+                diff_str(&mut changes, "version", &have.fields.version, &want.version);
+                diff_bool(
+                    &mut changes,
+                    "overwrite",
+                    have.fields.overwrite,
+                    want.overwrite,
+                );
+                diff_bool(&mut changes, "enabled", have.fields.enabled, want.enabled);
+                if !changes.is_empty() {
+                    plan.changes.push(Change::UpdateRule {
+                        namespace: ns.to_string(),
+                        repository: repo.name.clone(),
+                        id: have.id.clone(),
+                        rule: want,
+                        changes,
+                    });
+                }
+            }
+        }
+    }
+    for (rule, _) in server_rules.iter().zip(&matched).filter(|(_, m)| !**m) {
+        if options.prune {
+            delete_rules.push(Change::DeleteRule {
+                namespace: ns.to_string(),
+                repository: repo.name.clone(),
+                id: rule.id.clone(),
+                rule: rule.fields.clone(),
+            });
+        } else {
+            plan.notes.push(Note::Kept {
+                what: format!("rule {full}: {} (id {})", rule.fields.key(), rule.id),
+            });
+        }
+    }
+}
+
+fn diff_str(out: &mut Vec<FieldChange>, field: &'static str, old: &str, new: &str) {
+    if old != new {
+        out.push(FieldChange {
+            field,
+            old: Value::Str(old.to_string()),
+            new: Value::Str(new.to_string()),
+        });
+    }
+}
+
+fn diff_bool(out: &mut Vec<FieldChange>, field: &'static str, old: bool, new: bool) {
+    if old != new {
+        out.push(FieldChange {
+            field,
+            old: Value::Bool(old),
+            new: Value::Bool(new),
+        });
+    }
+}
+
+/// What the server holds after `changes` run, as the API would do them (for tests: a plan
+/// computed against it must be empty). New rule ids are `new-1`, `new-2`, ….
+pub fn simulate(state: &ServerState, changes: &[Change]) -> Result<ServerState, String> {
+    let mut s = state.clone();
+    let mut next_id = 0;
+    fn ns_mut<'s>(s: &'s mut ServerState, ns: &str) -> Result<&'s mut ServerNamespace, String> {
+        s.namespaces
+            .iter_mut()
+            .find(|n| n.name == ns)
+            .ok_or_else(|| format!("namespace {ns} not found"))
+    }
+    fn repo_mut<'s>(
+        s: &'s mut ServerState,
+        ns: &str,
+        name: &str,
+    ) -> Result<&'s mut ServerRepo, String> {
+        ns_mut(s, ns)?
+            .repos
+            .iter_mut()
+            .find(|r| r.name == name)
+            .ok_or_else(|| format!("repository {ns}/{name} not found"))
+    }
+    for change in changes {
+        match change {
+            Change::CreateNamespace { namespace } => {
+                if s.namespaces.iter().any(|n| &n.name == namespace) {
+                    return Err(format!("namespace {namespace} already exists"));
+                }
+                s.namespaces.push(ServerNamespace {
+                    name: namespace.clone(),
+                    repos: Vec::new(),
+                });
+            }
+            Change::CreateRepo {
+                namespace,
+                name,
+                summary,
+                detail,
+                category,
+                hidden,
+            } => {
+                let ns = ns_mut(&mut s, namespace)?;
+                if ns.repos.iter().any(|r| &r.name == name) {
+                    return Err(format!("repository {namespace}/{name} already exists"));
+                }
+                ns.repos.push(ServerRepo {
+                    name: name.clone(),
+                    summary: summary.clone(),
+                    detail: detail.clone(),
+                    category: category.clone(),
+                    hidden: *hidden,
+                    source: None,
+                    rules: Vec::new(),
+                });
+            }
+            Change::UpdateRepo {
+                namespace,
+                name,
+                changes,
+            } => {
+                let repo = repo_mut(&mut s, namespace, name)?;
+                for c in changes {
+                    match (c.field, &c.new) {
+                        ("summary", Value::Str(v)) => repo.summary = v.clone(),
+                        ("detail", Value::Str(v)) => repo.detail = v.clone(),
+                        ("category", Value::Str(v)) => repo.category = v.clone(),
+                        ("hidden", Value::Bool(v)) => repo.hidden = *v,
+                        other => return Err(format!("cannot change {other:?} of a repository")),
+                    }
+                }
+            }
+            Change::PutSource {
+                namespace,
+                repository,
+                provider,
+                clone_url,
+                ..
+            } => {
+                repo_mut(&mut s, namespace, repository)?.source = Some(ServerSource {
+                    provider: provider.clone(),
+                    clone_url: clone_url.clone(),
+                });
+            }
+            Change::CreateRule {
+                namespace,
+                repository,
+                rule,
+            } => {
+                let repo = repo_mut(&mut s, namespace, repository)?;
+                if repo.source.is_none() {
+                    return Err(format!("{namespace}/{repository} has no git source"));
+                }
+                next_id += 1;
+                repo.rules.push(ServerRule {
+                    id: format!("new-{next_id}"),
+                    fields: rule.clone(),
+                });
+            }
+            Change::UpdateRule {
+                namespace,
+                repository,
+                id,
+                rule,
+                ..
+            } => {
+                let repo = repo_mut(&mut s, namespace, repository)?;
+                let r = repo
+                    .rules
+                    .iter_mut()
+                    .find(|r| &r.id == id)
+                    .ok_or_else(|| format!("rule {id} not found"))?;
+                r.fields = rule.clone();
+            }
+            Change::DeleteRule {
+                namespace,
+                repository,
+                id,
+                ..
+            } => {
+                let repo = repo_mut(&mut s, namespace, repository)?;
+                let before = repo.rules.len();
+                repo.rules.retain(|r| &r.id != id);
+                if repo.rules.len() == before {
+                    return Err(format!("rule {id} not found"));
+                }
+            }
+            Change::DeleteSource {
+                namespace,
+                repository,
+                ..
+            } => {
+                let repo = repo_mut(&mut s, namespace, repository)?;
+                if repo.source.take().is_none() {
+                    return Err(format!("{namespace}/{repository} has no source"));
+                }
+                // As the server does: the rules stay, disabled.
+                for r in &mut repo.rules {
+                    r.fields.enabled = false;
+                }
+            }
+            Change::DeleteRepo { namespace, name } => {
+                let ns = ns_mut(&mut s, namespace)?;
+                let before = ns.repos.len();
+                ns.repos.retain(|r| &r.name != name);
+                if ns.repos.len() == before {
+                    return Err(format!("repository {namespace}/{name} not found"));
+                }
+            }
+        }
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::schema::{RulesFile, load};
+    use super::*;
+
+    fn desired(text: &str) -> Desired {
+        load(&[RulesFile {
+            path: "t.toml".into(),
+            text: text.into(),
+        }])
+        .unwrap_or_else(|e| panic!("{e:#?}"))
+    }
+
+    const ACME: &str = r#"
+[[namespace]]
+name = "acme"
+
+[[namespace.repository]]
+name = "api"
+summary = "The API"
+category = "server"
+
+[namespace.repository.source]
+provider = "github"
+clone_url = "https://github.com/acme/api.git"
+webhook_secret_env = "API_SECRET"
+
+[[namespace.repository.rule]]
+type = "branch"
+name = "main"
+
+[[namespace.repository.rule]]
+type = "tag"
+name = "v*"
+overwrite = false
+
+[[namespace.repository]]
+name = "web"
+hidden = true
+"#;
+
+    fn rule(id: &str, kind: &str, name: &str) -> ServerRule {
+        ServerRule {
+            id: id.into(),
+            fields: RuleFields {
+                kind: kind.into(),
+                name: name.into(),
+                dockerfile: "Dockerfile".into(),
+                context: ".".into(),
+                version: String::new(),
+                overwrite: true,
+                enabled: true,
+            },
+        }
+    }
+
+    /// `acme` as ACME describes it, plus what the files don't know about.
+    fn matching_state() -> ServerState {
+        let mut tag = rule("r2", "tag", "v*");
+        tag.fields.overwrite = false;
+        ServerState {
+            namespaces: vec![
+                ServerNamespace {
+                    name: "acme".into(),
+                    repos: vec![
+                        ServerRepo {
+                            name: "api".into(),
+                            summary: "The API".into(),
+                            detail: String::new(),
+                            category: "server".into(),
+                            hidden: false,
+                            source: Some(ServerSource {
+                                provider: "github".into(),
+                                clone_url: "https://github.com/acme/api.git".into(),
+                            }),
+                            rules: vec![rule("r1", "branch", "main"), tag],
+                        },
+                        ServerRepo {
+                            name: "web".into(),
+                            category: "other".into(),
+                            hidden: true,
+                            ..ServerRepo::default()
+                        },
+                    ],
+                },
+                ServerNamespace {
+                    name: "other".into(),
+                    repos: vec![ServerRepo {
+                        name: "x".into(),
+                        ..ServerRepo::default()
+                    }],
+                },
+            ],
+        }
+    }
+
+    fn ops(plan: &Plan) -> Vec<String> {
+        plan.changes
+            .iter()
+            .map(|c| {
+                let v = serde_json::to_value(c).unwrap();
+                let op = v["op"].as_str().unwrap().to_string();
+                let target = [
+                    &v["namespace"],
+                    &v["repository"],
+                    &v["name"],
+                    &v["rule"]["name"],
+                    &v["id"],
+                ]
+                .iter()
+                .filter_map(|x| x.as_str())
+                .collect::<Vec<_>>()
+                .join("/");
+                format!("{op} {target}")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn from_nothing_everything_is_created_in_dependency_order() {
+        let p = plan(&desired(ACME), &ServerState::default(), Options::default());
+        assert_eq!(
+            ops(&p),
+            vec![
+                "create_namespace acme",
+                "create_repo acme/api",
+                "put_source acme/api",
+                "create_rule acme/api/main",
+                "create_rule acme/api/v*",
+                "create_repo acme/web",
+            ]
+        );
+        assert_eq!(p.counts(), (6, 0, 0));
+        assert!(p.notes.is_empty());
+    }
+
+    #[test]
+    fn plans_are_idempotent() {
+        let cases: &[(&str, ServerState, Options)] = &[
+            ("empty server", ServerState::default(), Options::default()),
+            ("matching server", matching_state(), Options::default()),
+            (
+                "matching server, prune",
+                matching_state(),
+                Options {
+                    prune: true,
+                    rotate_secrets: false,
+                },
+            ),
+            ("drifted server", drifted_state(), Options::default()),
+            (
+                "drifted server, prune",
+                drifted_state(),
+                Options {
+                    prune: true,
+                    rotate_secrets: false,
+                },
+            ),
+        ];
+        let d = desired(ACME);
+        for (name, state, options) in cases {
+            let first = plan(&d, state, *options);
+            let after = simulate(state, &first.changes).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let second = plan(&d, &after, *options);
+            assert!(second.is_empty(), "{name}: {:#?}", second.changes);
+            // And once more: nothing moves.
+            assert_eq!(simulate(&after, &second.changes).unwrap(), after, "{name}");
+        }
+    }
+
+    /// The server after people changed things by hand.
+    fn drifted_state() -> ServerState {
+        let mut s = matching_state();
+        let acme = &mut s.namespaces[0];
+        let api = &mut acme.repos[0];
+        api.summary = "old summary".into();
+        api.hidden = true;
+        api.source.as_mut().unwrap().clone_url = "https://github.com/acme/old-api.git".into();
+        api.rules[1].fields.version = "{sha7}".into();
+        api.rules[1].fields.enabled = false;
+        api.rules.push(rule("r3", "branch", "dev"));
+        acme.repos[1].source = Some(ServerSource {
+            provider: "github".into(),
+            clone_url: "https://x/web".into(),
+        });
+        acme.repos.push(ServerRepo {
+            name: "legacy".into(),
+            ..ServerRepo::default()
+        });
+        s
+    }
+
+    #[test]
+    fn drift_is_updated_and_only_pruned_when_asked() {
+        let d = desired(ACME);
+        let p = plan(&d, &drifted_state(), Options::default());
+        assert_eq!(
+            ops(&p),
+            vec![
+                "update_repo acme/api",
+                "put_source acme/api",
+                "update_rule acme/api/v*/r2"
+            ]
+        );
+        let Change::UpdateRepo { changes, .. } = &p.changes[0] else {
+            panic!()
+        };
+        let fields: Vec<_> = changes.iter().map(|c| c.field).collect();
+        assert_eq!(fields, vec!["summary", "hidden"]);
+        let Change::UpdateRule { changes, .. } = &p.changes[2] else {
+            panic!()
+        };
+        assert_eq!(
+            changes
+                .iter()
+                .map(|c| format!("{}: {} → {}", c.field, c.old, c.new))
+                .collect::<Vec<_>>(),
+            vec!["version: \"{sha7}\" → \"\"", "enabled: false → true"]
+        );
+        let kept: Vec<String> = p
+            .notes
+            .iter()
+            .map(|n| match n {
+                Note::Kept { what } => what.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            kept,
+            vec![
+                "rule acme/api: branch dev (Dockerfile in .) (id r3)",
+                "the git source of acme/web (https://x/web)",
+                "repository acme/legacy",
+            ]
+        );
+
+        let p = plan(
+            &d,
+            &drifted_state(),
+            Options {
+                prune: true,
+                rotate_secrets: false,
+            },
+        );
+        assert_eq!(
+            ops(&p),
+            vec![
+                "update_repo acme/api",
+                "put_source acme/api",
+                "update_rule acme/api/v*/r2",
+                "delete_rule acme/api/dev/r3",
+                "delete_source acme/web",
+                "delete_repo acme/legacy",
+            ]
+        );
+        assert_eq!(p.counts(), (0, 3, 3));
+        assert_eq!(
+            p.notes,
+            vec![Note::NamespaceLeftAlone {
+                namespace: "other".into(),
+                repositories: 1
+            }]
+        );
+    }
+
+    #[test]
+    fn rules_match_on_type_name_dockerfile_and_context() {
+        let mut state = matching_state();
+        // Same name, another Dockerfile: a different rule.
+        state.namespaces[0].repos[0].rules[0].fields.dockerfile = "docker/Dockerfile".into();
+        let p = plan(&desired(ACME), &state, Options::default());
+        assert_eq!(ops(&p), vec!["create_rule acme/api/main"]);
+        assert_eq!(p.notes.len(), 1);
+
+        // Two identical rules on the server: one matches, the other is extra.
+        let mut state = matching_state();
+        state.namespaces[0].repos[0]
+            .rules
+            .push(rule("r9", "branch", "main"));
+        let p = plan(
+            &desired(ACME),
+            &state,
+            Options {
+                prune: true,
+                rotate_secrets: false,
+            },
+        );
+        assert_eq!(ops(&p), vec!["delete_rule acme/api/main/r9"]);
+    }
+
+    #[test]
+    fn deletes_come_last_in_reverse_dependency_order() {
+        let mut state = drifted_state();
+        state.namespaces[0].repos.push(ServerRepo {
+            name: "zzz".into(),
+            source: Some(ServerSource {
+                provider: "github".into(),
+                clone_url: "https://x/z".into(),
+            }),
+            rules: vec![rule("z1", "branch", "main")],
+            ..ServerRepo::default()
+        });
+        let p = plan(
+            &desired(ACME),
+            &state,
+            Options {
+                prune: true,
+                rotate_secrets: false,
+            },
+        );
+        let effects: Vec<Effect> = p.changes.iter().map(Change::effect).collect();
+        let first_delete = effects.iter().position(|e| *e == Effect::Delete).unwrap();
+        assert!(effects[first_delete..].iter().all(|e| *e == Effect::Delete));
+        let deletes: Vec<String> = ops(&p).split_off(first_delete);
+        assert_eq!(
+            deletes,
+            vec![
+                "delete_rule acme/api/dev/r3",
+                "delete_source acme/web",
+                "delete_repo acme/legacy",
+                "delete_repo acme/zzz",
+            ],
+            "a pruned repository takes its rules and source with it"
+        );
+    }
+
+    #[test]
+    fn rotating_secrets_puts_every_declared_source_again() {
+        let p = plan(
+            &desired(ACME),
+            &matching_state(),
+            Options {
+                prune: false,
+                rotate_secrets: true,
+            },
+        );
+        assert_eq!(ops(&p), vec!["put_source acme/api"]);
+        let Change::PutSource {
+            action,
+            webhook_secret_env,
+            ..
+        } = &p.changes[0]
+        else {
+            panic!()
+        };
+        assert_eq!(action, &SourceAction::RotateSecret);
+        assert_eq!(webhook_secret_env.as_deref(), Some("API_SECRET"));
+        assert_eq!(p.counts(), (0, 1, 0));
+    }
+
+    #[test]
+    fn an_unlinked_source_comes_back_with_its_rules_enabled() {
+        // DELETE .../source disabled the rules; the files still declare them.
+        let state = simulate(
+            &matching_state(),
+            &[Change::DeleteSource {
+                namespace: "acme".into(),
+                repository: "api".into(),
+                clone_url: String::new(),
+            }],
+        )
+        .unwrap();
+        let p = plan(&desired(ACME), &state, Options::default());
+        assert_eq!(
+            ops(&p),
+            vec![
+                "put_source acme/api",
+                "update_rule acme/api/main/r1",
+                "update_rule acme/api/v*/r2"
+            ]
+        );
+        let after = simulate(&state, &p.changes).unwrap();
+        assert_eq!(after, matching_state());
+    }
+
+    #[test]
+    fn an_empty_file_changes_nothing_and_prunes_no_namespace() {
+        let p = plan(
+            &Desired::default(),
+            &matching_state(),
+            Options {
+                prune: true,
+                rotate_secrets: false,
+            },
+        );
+        assert!(p.is_empty());
+        assert_eq!(p.notes.len(), 2);
+    }
+}

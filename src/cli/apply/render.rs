@@ -1,0 +1,450 @@
+//! A plan as a diff people read: `+ create …`, `~ update …` with `field: old → new` lines,
+//! `- delete …`, then notes about what is left alone. Pure.
+
+use super::plan::{Change, FieldChange, Note, Plan, RuleFields, SourceAction, Value};
+
+/// Strings longer than this are cut in the diff (a repository's Markdown `detail`).
+const MAX_SHOWN_CHARS: usize = 72;
+
+/// The diff, one change per line (plus indented field lines), then the notes. Empty plan, no
+/// notes: an empty string.
+pub fn render_plan(plan: &Plan) -> String {
+    let mut out = String::new();
+    for change in &plan.changes {
+        render_change(&mut out, change);
+    }
+    if !plan.notes.is_empty() && !plan.changes.is_empty() {
+        out.push('\n');
+    }
+    for note in &plan.notes {
+        out.push_str(&render_note(note));
+        out.push('\n');
+    }
+    out
+}
+
+/// The first line of a change, as in the diff (used to say which change failed).
+pub fn headline(change: &Change) -> String {
+    let mut out = String::new();
+    render_change(&mut out, change);
+    out.lines().next().unwrap_or_default().to_string()
+}
+
+fn render_change(out: &mut String, change: &Change) {
+    let mut line = |s: String| {
+        out.push_str(&s);
+        out.push('\n');
+    };
+    match change {
+        Change::CreateNamespace { namespace } => line(format!("+ create namespace {namespace}")),
+        Change::CreateRepo {
+            namespace,
+            name,
+            summary,
+            detail,
+            category,
+            hidden,
+        } => {
+            line(format!("+ create repository {namespace}/{name}"));
+            line(format!("      summary: {}", shown(summary)));
+            if !detail.is_empty() {
+                line(format!("      detail: {}", shown(detail)));
+            }
+            line(format!("      category: {}", shown(category)));
+            if *hidden {
+                line("      hidden: true".to_string());
+            }
+        }
+        Change::UpdateRepo {
+            namespace,
+            name,
+            changes,
+        } => {
+            line(format!("~ update repository {namespace}/{name}"));
+            field_lines(&mut line, changes);
+        }
+        Change::PutSource {
+            namespace,
+            repository,
+            provider,
+            clone_url,
+            webhook_secret_env,
+            action,
+        } => {
+            let secret = match webhook_secret_env {
+                Some(var) => format!("webhook secret from ${var}"),
+                None => "kiln generates the webhook secret".to_string(),
+            };
+            match action {
+                SourceAction::Create => line(format!(
+                    "+ create source {namespace}/{repository}: {provider} {clone_url} ({secret})"
+                )),
+                SourceAction::Update { changes } => {
+                    line(format!(
+                        "~ update source {namespace}/{repository} ({})",
+                        match webhook_secret_env {
+                            Some(var) => format!("webhook secret from ${var}"),
+                            None => "kiln generates a new webhook secret".to_string(),
+                        }
+                    ));
+                    field_lines(&mut line, changes);
+                }
+                SourceAction::RotateSecret => line(format!(
+                    "~ update source {namespace}/{repository}: rotate the webhook secret ({})",
+                    match webhook_secret_env {
+                        Some(var) => format!("set from ${var}"),
+                        None => "kiln generates a new one".to_string(),
+                    }
+                )),
+            }
+        }
+        Change::CreateRule {
+            namespace,
+            repository,
+            rule,
+        } => {
+            line(format!(
+                "+ create rule {namespace}/{repository}: {}",
+                rule.key()
+            ));
+            line(format!("      {}", rule_settings(rule)));
+        }
+        Change::UpdateRule {
+            namespace,
+            repository,
+            id,
+            rule,
+            changes,
+        } => {
+            line(format!(
+                "~ update rule {namespace}/{repository}: {} (id {id})",
+                rule.key()
+            ));
+            field_lines(&mut line, changes);
+        }
+        Change::DeleteRule {
+            namespace,
+            repository,
+            id,
+            rule,
+        } => line(format!(
+            "- delete rule {namespace}/{repository}: {} (id {id})",
+            rule.key()
+        )),
+        Change::DeleteSource {
+            namespace,
+            repository,
+            clone_url,
+        } => line(format!(
+            "- delete source {namespace}/{repository} ({clone_url}; its rules stay, disabled)"
+        )),
+        Change::DeleteRepo { namespace, name } => line(format!(
+            "- delete repository {namespace}/{name} (with its rules, builds, history and its tags in the registry)"
+        )),
+    }
+}
+
+fn field_lines(line: &mut impl FnMut(String), changes: &[FieldChange]) {
+    for c in changes {
+        line(format!(
+            "      {}: {} → {}",
+            c.field,
+            shown_value(&c.old),
+            shown_value(&c.new)
+        ));
+    }
+}
+
+fn rule_settings(rule: &RuleFields) -> String {
+    format!(
+        "version: {}, overwrite: {}, enabled: {}",
+        shown(&rule.version),
+        rule.overwrite,
+        rule.enabled
+    )
+}
+
+fn shown_value(v: &Value) -> String {
+    match v {
+        Value::Str(s) => shown(s),
+        Value::Bool(b) => b.to_string(),
+    }
+}
+
+/// A string in double quotes, cut when long. Quotes and control characters are escaped;
+/// backslashes are not, so Docker Hub's `{\1}` reads as written in the file.
+fn shown(s: &str) -> String {
+    let n = s.chars().count();
+    let quote = |text: &str| {
+        let mut q = String::from("\"");
+        for c in text.chars() {
+            match c {
+                '"' => q.push_str("\\\""),
+                c if c.is_control() => q.extend(c.escape_debug()),
+                c => q.push(c),
+            }
+        }
+        q.push('"');
+        q
+    };
+    if n <= MAX_SHOWN_CHARS {
+        return quote(s);
+    }
+    let head: String = s.chars().take(MAX_SHOWN_CHARS).collect();
+    format!("{} ({n} characters)", quote(&format!("{head}…")))
+}
+
+fn render_note(note: &Note) -> String {
+    match note {
+        Note::Kept { what } => format!("  kept (not in the files; --prune deletes it): {what}"),
+        Note::NamespaceLeftAlone {
+            namespace,
+            repositories,
+        } => format!(
+            "  left alone: namespace {namespace} is not in the files (kiln cannot delete \
+             namespaces; its {repositories} {} kept)",
+            if *repositories == 1 {
+                "repository is"
+            } else {
+                "repositories are"
+            }
+        ),
+    }
+}
+
+/// The line after a dry run.
+pub fn dry_run_summary(plan: &Plan) -> String {
+    if plan.is_empty() {
+        return "no changes".into();
+    }
+    let (c, u, d) = plan.counts();
+    format!("plan: {c} to create, {u} to update, {d} to delete (dry run: nothing was changed)")
+}
+
+/// The line after applying (`done` of the plan's changes ran).
+pub fn applied_summary(plan: &Plan, done: usize) -> String {
+    if plan.is_empty() {
+        return "no changes".into();
+    }
+    let ran = Plan {
+        changes: plan.changes[..done.min(plan.changes.len())].to_vec(),
+        notes: Vec::new(),
+    };
+    let (c, u, d) = ran.counts();
+    let mut s = format!("applied: {c} created, {u} updated, {d} deleted");
+    if done < plan.changes.len() {
+        s.push_str(&format!(
+            " ({} of {} changes not applied)",
+            plan.changes.len() - done,
+            plan.changes.len()
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::plan::{Options, ServerState, plan};
+    use super::super::schema::{RulesFile, load};
+    use super::*;
+
+    fn rule() -> RuleFields {
+        RuleFields {
+            kind: "tag".into(),
+            name: "/^v(\\d+)\\.(\\d+)$/".into(),
+            dockerfile: "Dockerfile".into(),
+            context: ".".into(),
+            version: "{1}.{2}".into(),
+            overwrite: false,
+            enabled: true,
+        }
+    }
+
+    #[test]
+    fn each_change_renders_as_a_diff_line() {
+        let cases: Vec<(Change, &str)> = vec![
+            (
+                Change::CreateNamespace {
+                    namespace: "acme".into(),
+                },
+                "+ create namespace acme\n",
+            ),
+            (
+                Change::CreateRepo {
+                    namespace: "acme".into(),
+                    name: "api".into(),
+                    summary: "The API".into(),
+                    detail: String::new(),
+                    category: "server".into(),
+                    hidden: true,
+                },
+                "+ create repository acme/api\n      summary: \"The API\"\n      category: \"server\"\n      hidden: true\n",
+            ),
+            (
+                Change::UpdateRepo {
+                    namespace: "acme".into(),
+                    name: "api".into(),
+                    changes: vec![
+                        FieldChange {
+                            field: "summary",
+                            old: Value::Str("old".into()),
+                            new: Value::Str("new".into()),
+                        },
+                        FieldChange {
+                            field: "hidden",
+                            old: Value::Bool(true),
+                            new: Value::Bool(false),
+                        },
+                    ],
+                },
+                "~ update repository acme/api\n      summary: \"old\" → \"new\"\n      hidden: true → false\n",
+            ),
+            (
+                Change::PutSource {
+                    namespace: "acme".into(),
+                    repository: "api".into(),
+                    provider: "github".into(),
+                    clone_url: "https://github.com/acme/api.git".into(),
+                    webhook_secret_env: Some("API_SECRET".into()),
+                    action: SourceAction::Create,
+                },
+                "+ create source acme/api: github https://github.com/acme/api.git (webhook secret from $API_SECRET)\n",
+            ),
+            (
+                Change::PutSource {
+                    namespace: "acme".into(),
+                    repository: "api".into(),
+                    provider: "github".into(),
+                    clone_url: "https://x/new".into(),
+                    webhook_secret_env: None,
+                    action: SourceAction::Update {
+                        changes: vec![FieldChange {
+                            field: "clone_url",
+                            old: Value::Str("https://x/old".into()),
+                            new: Value::Str("https://x/new".into()),
+                        }],
+                    },
+                },
+                "~ update source acme/api (kiln generates a new webhook secret)\n      clone_url: \"https://x/old\" → \"https://x/new\"\n",
+            ),
+            (
+                Change::PutSource {
+                    namespace: "acme".into(),
+                    repository: "api".into(),
+                    provider: "github".into(),
+                    clone_url: "https://x/new".into(),
+                    webhook_secret_env: Some("S".into()),
+                    action: SourceAction::RotateSecret,
+                },
+                "~ update source acme/api: rotate the webhook secret (set from $S)\n",
+            ),
+            (
+                Change::CreateRule {
+                    namespace: "acme".into(),
+                    repository: "api".into(),
+                    rule: rule(),
+                },
+                "+ create rule acme/api: tag /^v(\\d+)\\.(\\d+)$/ (Dockerfile in .)\n      version: \"{1}.{2}\", overwrite: false, enabled: true\n",
+            ),
+            (
+                Change::UpdateRule {
+                    namespace: "acme".into(),
+                    repository: "api".into(),
+                    id: "r1".into(),
+                    rule: rule(),
+                    changes: vec![FieldChange {
+                        field: "version",
+                        old: Value::Str(String::new()),
+                        new: Value::Str("{1}.{2}".into()),
+                    }],
+                },
+                "~ update rule acme/api: tag /^v(\\d+)\\.(\\d+)$/ (Dockerfile in .) (id r1)\n      version: \"\" → \"{1}.{2}\"\n",
+            ),
+            (
+                Change::DeleteRule {
+                    namespace: "acme".into(),
+                    repository: "api".into(),
+                    id: "r1".into(),
+                    rule: rule(),
+                },
+                "- delete rule acme/api: tag /^v(\\d+)\\.(\\d+)$/ (Dockerfile in .) (id r1)\n",
+            ),
+            (
+                Change::DeleteSource {
+                    namespace: "acme".into(),
+                    repository: "api".into(),
+                    clone_url: "https://x/y".into(),
+                },
+                "- delete source acme/api (https://x/y; its rules stay, disabled)\n",
+            ),
+            (
+                Change::DeleteRepo {
+                    namespace: "acme".into(),
+                    name: "old".into(),
+                },
+                "- delete repository acme/old (with its rules, builds, history and its tags in the registry)\n",
+            ),
+        ];
+        for (change, want) in cases {
+            let plan = Plan {
+                changes: vec![change.clone()],
+                notes: vec![],
+            };
+            assert_eq!(render_plan(&plan), want, "{change:?}");
+            assert_eq!(headline(&change), want.lines().next().unwrap());
+        }
+    }
+
+    #[test]
+    fn long_strings_are_cut() {
+        let long = "x".repeat(500);
+        assert_eq!(
+            shown(&long),
+            format!("\"{}…\" (500 characters)", "x".repeat(72))
+        );
+        assert_eq!(shown("a\"b\nc"), "\"a\\\"b\\nc\"");
+        assert_eq!(shown("release-{\\1}"), "\"release-{\\1}\"");
+    }
+
+    #[test]
+    fn notes_and_summaries() {
+        let only_notes = Plan {
+            changes: vec![],
+            notes: vec![
+                Note::Kept {
+                    what: "repository acme/old".into(),
+                },
+                Note::NamespaceLeftAlone {
+                    namespace: "other".into(),
+                    repositories: 1,
+                },
+            ],
+        };
+        assert_eq!(
+            render_plan(&only_notes),
+            "  kept (not in the files; --prune deletes it): repository acme/old\n  left alone: namespace other is not in the files (kiln cannot delete namespaces; its 1 repository is kept)\n"
+        );
+        assert_eq!(dry_run_summary(&only_notes), "no changes");
+        assert_eq!(applied_summary(&only_notes, 0), "no changes");
+
+        let d = load(&[RulesFile {
+            path: "t.toml".into(),
+            text: "[[namespace]]\nname = \"acme\"\n[[namespace.repository]]\nname = \"api\"\n"
+                .into(),
+        }])
+        .unwrap();
+        let p = plan(&d, &ServerState::default(), Options::default());
+        assert_eq!(
+            dry_run_summary(&p),
+            "plan: 2 to create, 0 to update, 0 to delete (dry run: nothing was changed)"
+        );
+        assert_eq!(
+            applied_summary(&p, 2),
+            "applied: 2 created, 0 updated, 0 deleted"
+        );
+        assert_eq!(
+            applied_summary(&p, 1),
+            "applied: 1 created, 0 updated, 0 deleted (1 of 2 changes not applied)"
+        );
+    }
+}

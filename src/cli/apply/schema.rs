@@ -1,0 +1,1152 @@
+//! Rules files (TOML) into the validated, merged [`Desired`] state: what `kiln apply` makes kiln
+//! match. The schema is documented key by key in `rules/README.md`.
+//!
+//! Reading never stops at the first problem: every TOML syntax error, unknown key, missing key,
+//! wrong type, invalid value and duplicate in every file is collected as a [`FileError`] naming
+//! the file, line and column, and the key. No I/O here: the caller reads the files.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::Range;
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::domain::FieldError;
+use crate::domain::names::{
+    validate_category, validate_namespace_name, validate_repo_name, validate_summary,
+};
+use crate::domain::rules::{RefKind, normalize_repo_path, validate_rule};
+
+/// The source providers a rules file may name (api.md); the server may accept fewer.
+pub const PROVIDERS: &[&str] = &["github", "gitlab", "gitea"];
+/// The longest repository `detail` the API accepts, in characters.
+pub const MAX_DETAIL_CHARS: usize = 100_000;
+
+/// Where something is in a rules file (line and column from 1).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Location {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+/// One problem in a rules file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileError {
+    pub at: Location,
+    pub message: String,
+}
+
+impl fmt::Display for FileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.at, self.message)
+    }
+}
+
+/// A rules file's name (as shown in errors) and its text.
+#[derive(Debug, Clone)]
+pub struct RulesFile {
+    pub path: String,
+    pub text: String,
+}
+
+/// Everything the files declare, merged, in file order.
+#[derive(Debug, Clone, Default)]
+pub struct Desired {
+    pub namespaces: Vec<DesiredNamespace>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DesiredNamespace {
+    pub name: String,
+    pub repos: Vec<DesiredRepo>,
+    pub at: Location,
+}
+
+#[derive(Debug, Clone)]
+pub struct DesiredRepo {
+    pub name: String,
+    pub summary: String,
+    pub detail: String,
+    pub category: String,
+    pub hidden: bool,
+    pub source: Option<DesiredSource>,
+    pub rules: Vec<DesiredRule>,
+    pub at: Location,
+}
+
+#[derive(Debug, Clone)]
+pub struct DesiredSource {
+    pub provider: String,
+    pub clone_url: String,
+    /// The name of the environment variable holding the webhook secret (never the secret).
+    pub webhook_secret_env: Option<String>,
+    pub at: Location,
+}
+
+/// A build rule, with `dockerfile` and `context` normalized as the server stores them
+/// (`./docker//Dockerfile` → `docker/Dockerfile`, the root context → `.`).
+#[derive(Debug, Clone)]
+pub struct DesiredRule {
+    pub kind: RefKind,
+    pub name: String,
+    pub dockerfile: String,
+    pub context: String,
+    pub version: String,
+    pub overwrite: bool,
+    pub enabled: bool,
+    pub at: Location,
+}
+
+/// What identifies a rule, since rules have no user-given id: a file rule and a server rule with
+/// the same key are the same rule.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RuleKey {
+    pub kind: String,
+    pub name: String,
+    pub dockerfile: String,
+    pub context: String,
+}
+
+impl fmt::Display for RuleKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} ({} in {})",
+            self.kind, self.name, self.dockerfile, self.context
+        )
+    }
+}
+
+impl DesiredRule {
+    pub fn key(&self) -> RuleKey {
+        RuleKey {
+            kind: self.kind.as_str().to_string(),
+            name: self.name.clone(),
+            dockerfile: self.dockerfile.clone(),
+            context: self.context.clone(),
+        }
+    }
+}
+
+/// A rule's `context` as the API shows it: normalized, the repository root as `.`.
+pub fn display_context(context: &str) -> Option<String> {
+    normalize_repo_path(context).map(|c| if c.is_empty() { ".".into() } else { c })
+}
+
+const TOP_KEYS: &[&str] = &["namespace"];
+const NAMESPACE_KEYS: &[&str] = &["name", "repository"];
+const REPO_KEYS: &[&str] = &[
+    "name", "summary", "detail", "category", "hidden", "source", "rule",
+];
+const SOURCE_KEYS: &[&str] = &["provider", "clone_url", "webhook_secret_env"];
+const RULE_KEYS: &[&str] = &[
+    "type",
+    "name",
+    "dockerfile",
+    "context",
+    "version",
+    "overwrite",
+    "enabled",
+];
+
+/// Reads, validates and merges rules files. `Err` holds every problem found, in file order.
+pub fn load(files: &[RulesFile]) -> Result<Desired, Vec<FileError>> {
+    let mut errors = Vec::new();
+    let mut desired = Desired::default();
+    // Where each repository was first defined, across files: a second definition is a conflict.
+    let mut repo_at: HashMap<(String, String), Location> = HashMap::new();
+    for file in files {
+        let namespaces = read_file(file, &mut errors);
+        for ns in namespaces {
+            let index = match desired.namespaces.iter().position(|n| n.name == ns.name) {
+                Some(i) => i,
+                None => {
+                    desired.namespaces.push(DesiredNamespace {
+                        name: ns.name.clone(),
+                        repos: Vec::new(),
+                        at: ns.at.clone(),
+                    });
+                    desired.namespaces.len() - 1
+                }
+            };
+            for repo in ns.repos {
+                let key = (ns.name.clone(), repo.name.clone());
+                if let Some(first) = repo_at.get(&key) {
+                    errors.push(FileError {
+                        at: repo.at.clone(),
+                        message: format!(
+                            "repository \"{}/{}\" is defined twice: here and at {first}",
+                            ns.name, repo.name
+                        ),
+                    });
+                    continue;
+                }
+                repo_at.insert(key, repo.at.clone());
+                desired.namespaces[index].repos.push(repo);
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(desired)
+    } else {
+        Err(errors)
+    }
+}
+
+/// One file's namespaces (repositories not yet merged with other files'); problems go to `errors`.
+fn read_file(file: &RulesFile, errors: &mut Vec<FileError>) -> Vec<DesiredNamespace> {
+    let first = errors.len();
+    let namespaces = read_namespaces(file, errors);
+    // In the order of the file, whatever order they were found in.
+    errors[first..].sort_by_key(|e| (e.at.line, e.at.column));
+    namespaces
+}
+
+fn read_namespaces(file: &RulesFile, errors: &mut Vec<FileError>) -> Vec<DesiredNamespace> {
+    let (doc, syntax) = DeTable::parse_recoverable(&file.text);
+    let mut cx = Cx {
+        file: &file.path,
+        text: &file.text,
+        errors,
+    };
+    if !syntax.is_empty() {
+        // A recovered tree after a syntax error could report confusing follow-on problems.
+        for e in syntax {
+            let span = e.span().unwrap_or(0..0);
+            cx.error(span, format!("TOML syntax: {}", e.message().trim()));
+        }
+        return Vec::new();
+    }
+    let top = Table {
+        table: doc.get_ref(),
+        span: 0..0,
+        what: "the file".into(),
+    };
+    cx.check_keys(&top, TOP_KEYS, |_| None);
+    let mut out: Vec<DesiredNamespace> = Vec::new();
+    for (i, ns_table) in cx
+        .tables(&top, "namespace", "[[namespace]]")
+        .into_iter()
+        .enumerate()
+    {
+        if let Some(ns) = read_namespace(&mut cx, ns_table, i + 1) {
+            if let Some(first) = out.iter().find(|n| n.name == ns.name) {
+                cx.errors.push(FileError {
+                    at: ns.at.clone(),
+                    message: format!(
+                        "namespace \"{}\" is defined twice in this file (first at line {}): \
+                         list all its repositories under one [[namespace]]",
+                        ns.name, first.at.line
+                    ),
+                });
+                continue;
+            }
+            out.push(ns);
+        }
+    }
+    out
+}
+
+fn read_namespace(cx: &mut Cx, mut t: Table, index: usize) -> Option<DesiredNamespace> {
+    t.what = format!("namespace #{index}");
+    let name = cx
+        .string(&t, "name", Required::Yes)
+        .and_then(|(name, span)| {
+            cx.field(validate_namespace_name(&name), &t, "name", span)
+                .map(|()| name)
+        });
+    if let Some(name) = &name {
+        t.what = format!("namespace \"{name}\"");
+    }
+    cx.check_keys(&t, NAMESPACE_KEYS, |_| None);
+    let label = name.clone().unwrap_or_else(|| format!("#{index}"));
+    let mut repos: Vec<DesiredRepo> = Vec::new();
+    for (i, repo_table) in cx
+        .tables(&t, "repository", "[[namespace.repository]]")
+        .into_iter()
+        .enumerate()
+    {
+        if let Some(repo) = read_repo(cx, repo_table, &label, i + 1) {
+            if let Some(first) = repos.iter().find(|r| r.name == repo.name) {
+                cx.errors.push(FileError {
+                    at: repo.at.clone(),
+                    message: format!(
+                        "repository \"{label}/{}\" is defined twice: here and at {}",
+                        repo.name, first.at
+                    ),
+                });
+                continue;
+            }
+            repos.push(repo);
+        }
+    }
+    Some(DesiredNamespace {
+        name: name?,
+        repos,
+        at: cx.loc(t.span.start),
+    })
+}
+
+fn read_repo(cx: &mut Cx, mut t: Table, ns: &str, index: usize) -> Option<DesiredRepo> {
+    t.what = format!("repository #{index} of namespace \"{ns}\"");
+    let name = cx
+        .string(&t, "name", Required::Yes)
+        .and_then(|(name, span)| {
+            cx.field(validate_repo_name(&name), &t, "name", span)
+                .map(|()| name)
+        });
+    if let Some(name) = &name {
+        t.what = format!("repository \"{ns}/{name}\"");
+    }
+    cx.check_keys(&t, REPO_KEYS, |key| {
+        (key == "webhook").then(|| {
+            "webhooks in rules files are coming with a later kiln: [[namespace.repository.webhook]] \
+             is reserved and refused for now (manage webhooks through the API)"
+                .to_string()
+        })
+    });
+    let full = format!("{ns}/{}", name.as_deref().unwrap_or("?"));
+    let summary = match cx.string(&t, "summary", Required::No) {
+        Some((s, span)) => cx
+            .field(validate_summary(&s), &t, "summary", span)
+            .map(|()| s),
+        None => Some(String::new()),
+    };
+    let detail = match cx.string(&t, "detail", Required::No) {
+        Some((d, span)) if d.chars().count() > MAX_DETAIL_CHARS => {
+            let n = d.chars().count();
+            cx.key_error(
+                &t,
+                "detail",
+                span,
+                format!("must be at most {MAX_DETAIL_CHARS} characters (got {n})"),
+            );
+            None
+        }
+        Some((d, _)) => Some(d),
+        None => Some(String::new()),
+    };
+    let category = match cx.string(&t, "category", Required::No) {
+        Some((c, span)) => cx
+            .field(validate_category(&c), &t, "category", span)
+            .map(|()| c),
+        None => Some("other".to_string()),
+    };
+    let hidden = cx.boolean(&t, "hidden").unwrap_or(Some(false));
+    let mut source_ok = true;
+    let source = match cx.table(&t, "source", "[namespace.repository.source]") {
+        Some(s) => {
+            let s = read_source(cx, s, &full);
+            source_ok = s.is_some();
+            s
+        }
+        None => None,
+    };
+    let rule_tables = cx.tables(&t, "rule", "[[namespace.repository.rule]]");
+    let mut rules: Vec<DesiredRule> = Vec::new();
+    let mut all_rules_ok = true;
+    for (i, rule_table) in rule_tables.into_iter().enumerate() {
+        let span = rule_table.span.clone();
+        match read_rule(cx, rule_table, &full, i + 1) {
+            Some(rule) => {
+                if let Some(first) = rules.iter().find(|r| r.key() == rule.key()) {
+                    cx.errors.push(FileError {
+                        at: rule.at.clone(),
+                        message: format!(
+                            "rule #{} of {full}: the same rule ({}) is already defined at line {}: \
+                             a rule is identified by its type, name, dockerfile and context",
+                            i + 1,
+                            rule.key(),
+                            first.at.line
+                        ),
+                    });
+                    all_rules_ok = false;
+                    continue;
+                }
+                rules.push(rule);
+            }
+            None => all_rules_ok = false,
+        }
+        if i == 0 && source.is_none() && source_ok {
+            cx.error(
+                span,
+                format!(
+                    "{}: build rules need a git source: add [namespace.repository.source] with \
+                     provider and clone_url",
+                    t.what
+                ),
+            );
+        }
+    }
+    Some(DesiredRepo {
+        name: name?,
+        summary: summary?,
+        detail: detail?,
+        category: category?,
+        hidden: hidden?,
+        source: if source_ok { source } else { None },
+        rules: if all_rules_ok { rules } else { Vec::new() },
+        at: cx.loc(t.span.start),
+    })
+}
+
+fn read_source(cx: &mut Cx, mut t: Table, repo: &str) -> Option<DesiredSource> {
+    t.what = format!("source of {repo}");
+    cx.check_keys(&t, SOURCE_KEYS, |key| {
+        matches!(key, "webhook_secret" | "secret").then(|| {
+            "secrets never go in a rules file: put the secret in an environment variable and \
+             name that variable with webhook_secret_env"
+                .to_string()
+        })
+    });
+    let provider = cx
+        .string(&t, "provider", Required::Yes)
+        .and_then(|(p, span)| {
+            if PROVIDERS.contains(&p.as_str()) {
+                Some(p)
+            } else {
+                cx.key_error(
+                    &t,
+                    "provider",
+                    span,
+                    format!("must be one of {} (got \"{p}\")", PROVIDERS.join(", ")),
+                );
+                None
+            }
+        });
+    let clone_url = cx
+        .string(&t, "clone_url", Required::Yes)
+        .and_then(
+            |(url, span)| match crate::http::api::sources::validate_clone_url(&url) {
+                Ok(()) => Some(url),
+                Err(e) => {
+                    let message = e.message.strip_prefix("clone_url ").unwrap_or(&e.message);
+                    cx.key_error(&t, "clone_url", span, message.to_string());
+                    None
+                }
+            },
+        );
+    let env = match cx.string(&t, "webhook_secret_env", Required::No) {
+        Some((var, span)) if !is_env_name(&var) => {
+            cx.key_error(
+                &t,
+                "webhook_secret_env",
+                span,
+                format!(
+                    "must be the name of an environment variable (letters, digits and '_', not \
+                     starting with a digit), not the secret itself (got {} characters)",
+                    var.chars().count()
+                ),
+            );
+            None
+        }
+        Some((var, _)) => Some(Some(var)),
+        None => Some(None),
+    };
+    Some(DesiredSource {
+        provider: provider?,
+        clone_url: clone_url?,
+        webhook_secret_env: env?,
+        at: cx.loc(t.span.start),
+    })
+}
+
+fn read_rule(cx: &mut Cx, mut t: Table, repo: &str, index: usize) -> Option<DesiredRule> {
+    t.what = format!("rule #{index} of {repo}");
+    cx.check_keys(&t, RULE_KEYS, |_| None);
+    let kind = cx.string(&t, "type", Required::Yes).and_then(|(k, span)| {
+        let parsed: Result<RefKind, FieldError> = k.parse();
+        match parsed {
+            Ok(kind) => Some(kind),
+            Err(e) => {
+                cx.key_error(&t, "type", span, e.message);
+                None
+            }
+        }
+    });
+    let name = cx.string(&t, "name", Required::Yes);
+    let dockerfile = cx.string(&t, "dockerfile", Required::No);
+    let context = cx.string(&t, "context", Required::No);
+    let version = cx.string(&t, "version", Required::No);
+    let overwrite = cx.boolean(&t, "overwrite");
+    let enabled = cx.boolean(&t, "enabled");
+
+    // The server's checks, all of them: `validate_rule` stops at the first bad field, so check
+    // again with that field replaced by a good value until nothing is left (a bad or missing name
+    // also hides the version, whose captures depend on it).
+    let given = |v: &Option<(String, Range<usize>)>, default: &str| {
+        v.as_ref().map_or(default.to_string(), |(s, _)| s.clone())
+    };
+    let mut check = RuleStrings {
+        name: given(&name, "main"),
+        version: if name.is_some() {
+            given(&version, "")
+        } else {
+            String::new()
+        },
+        dockerfile: given(&dockerfile, "Dockerfile"),
+        context: given(&context, "."),
+    };
+    let mut valid = true;
+    for _ in 0..4 {
+        let Err(e) = validate_rule(
+            kind.unwrap_or(RefKind::Branch),
+            &check.name,
+            &check.version,
+            &check.dockerfile,
+            &check.context,
+        ) else {
+            break;
+        };
+        valid = false;
+        let span = match e.field {
+            "name" => &name,
+            "version" => &version,
+            "dockerfile" => &dockerfile,
+            "context" => &context,
+            _ => &None,
+        }
+        .as_ref()
+        .map_or(t.span.clone(), |(_, span)| span.clone());
+        cx.key_error(&t, e.field, span, e.message);
+        match e.field {
+            "name" => {
+                check.name = "main".into();
+                check.version.clear();
+            }
+            "version" => check.version.clear(),
+            "dockerfile" => check.dockerfile = "Dockerfile".into(),
+            "context" => check.context = ".".into(),
+            _ => break,
+        }
+    }
+    if !valid {
+        return None;
+    }
+    Some(DesiredRule {
+        kind: kind?,
+        name: name?.0,
+        dockerfile: normalize_repo_path(&check.dockerfile)?,
+        context: display_context(&check.context)?,
+        version: check.version,
+        overwrite: overwrite.unwrap_or(Some(true))?,
+        enabled: enabled.unwrap_or(Some(true))?,
+        at: cx.loc(t.span.start),
+    })
+}
+
+/// The string fields of a rule, as checked together.
+struct RuleStrings {
+    name: String,
+    version: String,
+    dockerfile: String,
+    context: String,
+}
+
+fn is_env_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A table being read, with what to call it in errors (`repository "acme/api"`).
+struct Table<'t, 'i> {
+    table: &'t DeTable<'i>,
+    /// Its header (`[[namespace.repository]]`), or where an inline table starts.
+    span: Range<usize>,
+    what: String,
+}
+
+enum Required {
+    Yes,
+    No,
+}
+
+/// The file being read and the errors found so far.
+struct Cx<'a> {
+    file: &'a str,
+    text: &'a str,
+    errors: &'a mut Vec<FileError>,
+}
+
+impl Cx<'_> {
+    fn loc(&self, offset: usize) -> Location {
+        let offset = offset.min(self.text.len());
+        let before = &self.text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        Location {
+            file: self.file.to_string(),
+            line,
+            column: before[line_start..].chars().count() + 1,
+        }
+    }
+
+    fn error(&mut self, span: Range<usize>, message: String) {
+        let at = self.loc(span.start);
+        self.errors.push(FileError { at, message });
+    }
+
+    fn key_error(&mut self, t: &Table, key: &str, span: Range<usize>, message: String) {
+        self.error(span, format!("{}: {key}: {message}", t.what));
+    }
+
+    /// A validation result from `domain`, reported on `key`; `Some(())` when valid.
+    fn field(
+        &mut self,
+        result: Result<(), FieldError>,
+        t: &Table,
+        key: &str,
+        span: Range<usize>,
+    ) -> Option<()> {
+        match result {
+            Ok(()) => Some(()),
+            Err(e) => {
+                self.key_error(t, key, span, e.message);
+                None
+            }
+        }
+    }
+
+    /// Refuses the keys of `t` not in `known`; `special` may explain a key better than "unknown".
+    fn check_keys(&mut self, t: &Table, known: &[&str], special: impl Fn(&str) -> Option<String>) {
+        for (key, value) in entries(t.table) {
+            let name: &str = key.get_ref();
+            // A table header (`[[namespace.repository.webhook]]`) starts before its last key.
+            let at = key.span().start.min(value.span().start);
+            if known.contains(&name) {
+                continue;
+            }
+            let message = special(name).unwrap_or_else(|| {
+                let hint = match closest(name, known) {
+                    Some(k) => format!("did you mean \"{k}\"?"),
+                    None => format!("known keys: {}", known.join(", ")),
+                };
+                format!("unknown key ({hint})")
+            });
+            self.key_error(t, name, at..at, message);
+        }
+    }
+
+    /// A string value: `None` (reported) when required and missing, or of another type.
+    fn string(
+        &mut self,
+        t: &Table,
+        key: &str,
+        required: Required,
+    ) -> Option<(String, Range<usize>)> {
+        match lookup(t.table, key) {
+            None => {
+                if let Required::Yes = required {
+                    self.error(
+                        t.span.clone(),
+                        format!("{}: the required key \"{key}\" is missing", t.what),
+                    );
+                }
+                None
+            }
+            Some(v) => match v.get_ref() {
+                DeValue::String(s) => Some((s.to_string(), v.span())),
+                other => {
+                    self.key_error(
+                        t,
+                        key,
+                        v.span(),
+                        format!("must be a string (got {})", other.type_str()),
+                    );
+                    None
+                }
+            },
+        }
+    }
+
+    /// `None` when missing (use the default), `Some(None)` when of the wrong type (reported).
+    fn boolean(&mut self, t: &Table, key: &str) -> Option<Option<bool>> {
+        let v = lookup(t.table, key)?;
+        match v.get_ref() {
+            DeValue::Boolean(b) => Some(Some(*b)),
+            other => {
+                self.key_error(
+                    t,
+                    key,
+                    v.span(),
+                    format!("must be true or false (got {})", other.type_str()),
+                );
+                Some(None)
+            }
+        }
+    }
+
+    /// A sub-table (`[namespace.repository.source]` or an inline table).
+    fn table<'t, 'i>(
+        &mut self,
+        t: &Table<'t, 'i>,
+        key: &str,
+        header: &str,
+    ) -> Option<Table<'t, 'i>> {
+        let v = lookup(t.table, key)?;
+        match v.get_ref() {
+            DeValue::Table(table) => Some(Table {
+                table,
+                span: v.span(),
+                what: String::new(),
+            }),
+            other => {
+                self.key_error(
+                    t,
+                    key,
+                    v.span(),
+                    format!(
+                        "must be a table, written {header} (got {})",
+                        other.type_str()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// An array of tables (`[[namespace]]`), in file order; missing → empty.
+    fn tables<'t, 'i>(&mut self, t: &Table<'t, 'i>, key: &str, header: &str) -> Vec<Table<'t, 'i>> {
+        let Some(v) = lookup(t.table, key) else {
+            return Vec::new();
+        };
+        let array = match v.get_ref() {
+            DeValue::Array(a) => a,
+            DeValue::Table(_) => {
+                self.key_error(
+                    t,
+                    key,
+                    v.span(),
+                    format!("there can be several: write {header}, with double brackets"),
+                );
+                return Vec::new();
+            }
+            other => {
+                self.key_error(
+                    t,
+                    key,
+                    v.span(),
+                    format!(
+                        "must be tables, written {header} (got {})",
+                        other.type_str()
+                    ),
+                );
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::new();
+        for item in array.iter() {
+            match item.get_ref() {
+                DeValue::Table(table) => out.push(Table {
+                    table,
+                    span: item.span(),
+                    what: String::new(),
+                }),
+                other => self.key_error(
+                    t,
+                    key,
+                    item.span(),
+                    format!(
+                        "must hold tables, written {header} (got {})",
+                        other.type_str()
+                    ),
+                ),
+            }
+        }
+        out
+    }
+}
+
+type Entry<'t, 'i> = (
+    &'t Spanned<std::borrow::Cow<'i, str>>,
+    &'t Spanned<DeValue<'i>>,
+);
+
+/// A table's entries in file order (the parser keeps them sorted by name).
+fn entries<'t, 'i>(t: &'t DeTable<'i>) -> Vec<Entry<'t, 'i>> {
+    let mut all: Vec<Entry> = t.iter().collect();
+    all.sort_by_key(|(k, _)| k.span().start);
+    all
+}
+
+fn lookup<'t, 'i>(t: &'t DeTable<'i>, key: &str) -> Option<&'t Spanned<DeValue<'i>>> {
+    t.iter()
+        .find(|(k, _)| AsRef::<str>::as_ref(k.get_ref()) == key)
+        .map(|(_, v)| v)
+}
+
+/// The known key nearest to a misspelt one (edit distance at most 2).
+fn closest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
+    known
+        .iter()
+        .map(|k| (edit_distance(key, k), *k))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str, text: &str) -> RulesFile {
+        RulesFile {
+            path: path.into(),
+            text: text.into(),
+        }
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        load(&[file("t.toml", text)])
+            .expect_err("the file has errors")
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    const FULL: &str = r#"
+[[namespace]]
+name = "acme"
+
+[[namespace.repository]]
+name = "api"
+summary = "The API"
+category = "server"
+
+[namespace.repository.source]
+provider = "github"
+clone_url = "https://github.com/acme/api.git"
+webhook_secret_env = "ACME_API_SECRET"
+
+[[namespace.repository.rule]]
+type = "branch"
+name = "main"
+
+[[namespace.repository.rule]]
+type = "tag"
+name = "/^v(\\d+)\\.(\\d+)$/"
+version = "{1}.{2}"
+dockerfile = "./docker//Dockerfile"
+context = "docker/"
+overwrite = false
+
+[[namespace.repository]]
+name = "web"
+hidden = true
+"#;
+
+    #[test]
+    fn a_full_file_with_defaults() {
+        let d = load(&[file("t.toml", FULL)]).unwrap();
+        assert_eq!(d.namespaces.len(), 1);
+        let ns = &d.namespaces[0];
+        assert_eq!((ns.name.as_str(), ns.at.line), ("acme", 2));
+        let api = &ns.repos[0];
+        assert_eq!(api.summary, "The API");
+        assert_eq!(api.category, "server");
+        assert!(!api.hidden);
+        assert_eq!(api.at.line, 5);
+        let src = api.source.as_ref().unwrap();
+        assert_eq!(src.webhook_secret_env.as_deref(), Some("ACME_API_SECRET"));
+        let r = &api.rules[0];
+        assert_eq!(
+            (r.kind, r.dockerfile.as_str(), r.context.as_str()),
+            (RefKind::Branch, "Dockerfile", ".")
+        );
+        assert_eq!(
+            (r.version.as_str(), r.overwrite, r.enabled),
+            ("", true, true)
+        );
+        let r = &api.rules[1];
+        assert_eq!(r.dockerfile, "docker/Dockerfile");
+        assert_eq!(r.context, "docker");
+        assert_eq!(r.version, "{1}.{2}");
+        assert!(!r.overwrite);
+        let web = &ns.repos[1];
+        assert_eq!((web.hidden, web.category.as_str()), (true, "other"));
+        assert!(web.source.is_none() && web.rules.is_empty());
+    }
+
+    #[test]
+    fn every_error_is_listed_with_its_line_and_key() {
+        let text = r#"[[namespace]]
+name = "acme"
+colour = "red"
+
+[[namespace.repository]]
+name = "Api"
+summary = 5
+
+[[namespace.repository]]
+name = "web"
+categry = "server"
+hidden = "yes"
+
+[namespace.repository.source]
+provider = "svn"
+clone_url = "relative/path"
+webhook_secret = "hunter2"
+
+[[namespace.repository.rule]]
+type = "branch"
+dockerfile = "../Dockerfile"
+
+[[namespace.repository.rule]]
+type = "commit"
+name = "main"
+version = "{3}"
+
+[[namespace.repository.webhook]]
+name = "ci"
+"#;
+        let cases: &[(&str, &str)] = &[
+            ("t.toml:3:1", "namespace \"acme\": colour: unknown key"),
+            (
+                "t.toml:6:8",
+                "repository #1 of namespace \"acme\": name: must not contain uppercase 'A'",
+            ),
+            ("t.toml:7:11", "summary: must be a string (got integer)"),
+            (
+                "t.toml:11:1",
+                "repository \"acme/web\": categry: unknown key (did you mean \"category\"?)",
+            ),
+            ("t.toml:12:10", "hidden: must be true or false (got string)"),
+            (
+                "t.toml:15:12",
+                "source of acme/web: provider: must be one of github, gitlab, gitea",
+            ),
+            ("t.toml:16:13", "clone_url: must be a URL"),
+            (
+                "t.toml:17:1",
+                "webhook_secret: secrets never go in a rules file",
+            ),
+            (
+                "t.toml:19:1",
+                "rule #1 of acme/web: the required key \"name\" is missing",
+            ),
+            (
+                "t.toml:21:14",
+                "rule #1 of acme/web: dockerfile: must stay inside the repository",
+            ),
+            (
+                "t.toml:24:8",
+                "rule #2 of acme/web: type: must be 'branch' or 'tag'",
+            ),
+            ("t.toml:26:11", "rule #2 of acme/web: version: "),
+            (
+                "t.toml:28:1",
+                "repository \"acme/web\": webhook: webhooks in rules files are coming",
+            ),
+        ];
+        let got = errors(text);
+        for (at, text) in cases {
+            assert!(
+                got.iter().any(|e| e.starts_with(at) && e.contains(text)),
+                "no error at {at} containing {text:?} in:\n{}",
+                got.join("\n")
+            );
+        }
+        assert_eq!(got.len(), cases.len(), "{}", got.join("\n"));
+    }
+
+    #[test]
+    fn missing_and_misplaced_things() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "[[namespace]]\n",
+                "t.toml:1:1: namespace #1: the required key \"name\" is missing",
+            ),
+            (
+                "[namespace]\nname = \"a\"\n",
+                "namespace: there can be several: write [[namespace]]",
+            ),
+            (
+                "namespace = 3\n",
+                "namespace: must be tables, written [[namespace]] (got integer)",
+            ),
+            (
+                "[[namespace]]\nname = \"acme\"\n[[namespace.repository]]\nname = \"api\"\n[[namespace.repository.rule]]\ntype = \"branch\"\nname = \"main\"\n",
+                "t.toml:5:1: repository \"acme/api\": build rules need a git source",
+            ),
+            (
+                "[[namespace]]\nname = \"acme\"\n[[namespace.repository]]\nname = \"api\"\nsource = \"x\"\n",
+                "source: must be a table, written [namespace.repository.source] (got string)",
+            ),
+            (
+                "[[namespace]]\nname = \"acme\"\n[[namespace.repository]]\nname = \"api\"\n[namespace.repository.source]\nprovider = \"github\"\nclone_url = \"https://x/y\"\nwebhook_secret_env = \"s3cr3t value\"\n",
+                "webhook_secret_env: must be the name of an environment variable",
+            ),
+            (
+                "name = \"x\"\n[[namespace]\n",
+                "t.toml:2:13: TOML syntax: unclosed array table",
+            ),
+            ("a = 1\na = 2\n", "t.toml:2:1: TOML syntax: duplicate key"),
+            (
+                "nmespace = []\n",
+                "the file: nmespace: unknown key (did you mean \"namespace\"?)",
+            ),
+        ];
+        for (text, want) in cases {
+            let got = errors(text);
+            assert!(
+                got.iter().any(|e| e.contains(want)),
+                "{text:?}: no error containing {want:?} in {got:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn duplicates_within_and_across_files() {
+        let dup_rule = "[[namespace]]\nname = \"acme\"\n[[namespace.repository]]\nname = \"api\"\n\
+            [namespace.repository.source]\nprovider = \"github\"\nclone_url = \"https://x/y\"\n\
+            [[namespace.repository.rule]]\ntype = \"branch\"\nname = \"main\"\n\
+            [[namespace.repository.rule]]\ntype = \"branch\"\nname = \"main\"\ndockerfile = \"./Dockerfile\"\nversion = \"x\"\n";
+        let got = errors(dup_rule);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].starts_with("t.toml:11:1: rule #2 of acme/api: the same rule (branch main (Dockerfile in .)) is already defined at line 8"), "{got:?}");
+
+        let dup_repo = "[[namespace]]\nname = \"acme\"\n[[namespace.repository]]\nname = \"api\"\n[[namespace.repository]]\nname = \"api\"\n";
+        let got = errors(dup_repo);
+        assert!(
+            got[0].starts_with(
+                "t.toml:5:1: repository \"acme/api\" is defined twice: here and at t.toml:3:1"
+            ),
+            "{got:?}"
+        );
+
+        let dup_ns = "[[namespace]]\nname = \"acme\"\n[[namespace]]\nname = \"acme\"\n";
+        let got = errors(dup_ns);
+        assert!(
+            got[0].contains("namespace \"acme\" is defined twice in this file (first at line 1)"),
+            "{got:?}"
+        );
+
+        // Across files a namespace merges; a repository defined in both conflicts.
+        let a = file(
+            "a.toml",
+            "[[namespace]]\nname = \"acme\"\n[[namespace.repository]]\nname = \"api\"\n",
+        );
+        let b = file(
+            "b.toml",
+            "[[namespace]]\nname = \"acme\"\n[[namespace.repository]]\nname = \"web\"\n[[namespace]]\nname = \"other\"\n",
+        );
+        let d = load(&[a.clone(), b]).unwrap();
+        let names: Vec<(&str, Vec<&str>)> = d
+            .namespaces
+            .iter()
+            .map(|n| {
+                (
+                    n.name.as_str(),
+                    n.repos.iter().map(|r| r.name.as_str()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(names, vec![("acme", vec!["api", "web"]), ("other", vec![])]);
+        let c = file(
+            "c.toml",
+            "\n[[namespace]]\nname = \"acme\"\n[[namespace.repository]]\nname = \"api\"\nsummary = \"x\"\n",
+        );
+        let got: Vec<String> = load(&[a, c])
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            got,
+            vec!["c.toml:4:1: repository \"acme/api\" is defined twice: here and at a.toml:3:1"]
+        );
+    }
+
+    #[test]
+    fn inline_tables_and_empty_files() {
+        let d = load(&[file("t.toml", "")]).unwrap();
+        assert!(d.namespaces.is_empty());
+        let d = load(&[file(
+            "t.toml",
+            "namespace = [{ name = \"acme\", repository = [{ name = \"api\", source = { provider = \"gitea\", clone_url = \"/srv/git/api.git\" }, rule = [{ type = \"tag\", name = \"v*\" }] }] }]\n",
+        )])
+        .unwrap();
+        let repo = &d.namespaces[0].repos[0];
+        assert_eq!(repo.source.as_ref().unwrap().provider, "gitea");
+        assert_eq!(repo.rules[0].name, "v*");
+    }
+
+    #[test]
+    fn the_examples_are_valid() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/examples");
+        let mut files: Vec<RulesFile> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .map(|p| {
+                file(
+                    &p.display().to_string(),
+                    &std::fs::read_to_string(&p).unwrap(),
+                )
+            })
+            .collect();
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        assert!(files.len() >= 4, "{files:?}");
+        for f in &files {
+            if let Err(errors) = load(std::slice::from_ref(f)) {
+                panic!(
+                    "{}:\n{}",
+                    f.path,
+                    errors
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
+            }
+        }
+        // ci.toml and regex.toml both declare acme (they merge); push-only.toml too.
+        let d = load(&files).unwrap();
+        let acme = d.namespaces.iter().find(|n| n.name == "acme").unwrap();
+        let mut repos: Vec<&str> = acme.repos.iter().map(|r| r.name.as_str()).collect();
+        repos.sort();
+        assert_eq!(repos, vec!["api", "cli", "postgres"]);
+    }
+
+    #[test]
+    fn near_keys() {
+        assert_eq!(closest("dockerfle", RULE_KEYS), Some("dockerfile"));
+        assert_eq!(closest("verison", RULE_KEYS), Some("version"));
+        assert_eq!(closest("colour", RULE_KEYS), None);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn env_names() {
+        for ok in ["A", "_X", "ACME_API_SECRET", "a1"] {
+            assert!(is_env_name(ok), "{ok}");
+        }
+        for bad in ["", "1A", "A-B", "has space", "é"] {
+            assert!(!is_env_name(bad), "{bad}");
+        }
+    }
+}

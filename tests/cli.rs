@@ -1,0 +1,755 @@
+//! The `kiln` command-line client and `kiln apply`, as people and scripts run them: the real binary
+//! against the real server (started by the harness), with a real registry and real git repositories.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::kiln::{ADMIN_TOKEN, Kiln};
+use support::{GitRepo, Registry};
+
+struct Server {
+    kiln: Kiln,
+    registry: Registry,
+}
+
+async fn start() -> Server {
+    let registry = Registry::start();
+    let kiln = Kiln::start(&registry, &[]).await;
+    Server { kiln, registry }
+}
+
+/// What a run of the binary left behind.
+#[derive(Debug)]
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn ok(&self) -> &Self {
+        assert_eq!(self.code, Some(0), "{self:#?}");
+        self
+    }
+    fn failed(&self) -> &Self {
+        assert_eq!(self.code, Some(1), "{self:#?}");
+        self
+    }
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+/// Runs `kiln ARGS` with KILN_URL and KILN_TOKEN for `url`, plus `env`, and nothing else from the
+/// test's environment.
+async fn kiln_at(url: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_kiln"));
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("KILN_URL", url)
+        .env("KILN_TOKEN", ADMIN_TOKEN)
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(std::time::Duration::from_secs(300), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("kiln {} did not finish in 300 s", args.join(" ")))
+        .expect("run the kiln binary");
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+async fn kiln(s: &Server, args: &[&str]) -> Run {
+    kiln_at(&s.kiln.url, args, &[]).await
+}
+
+async fn kiln_env(s: &Server, args: &[&str], env: &[(&str, &str)]) -> Run {
+    kiln_at(&s.kiln.url, args, env).await
+}
+
+fn example(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("rules/examples")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// Everything apply manages, as the API shows it (timestamps included: an update moves them).
+async fn api_state(kiln: &Kiln) -> Value {
+    let (status, namespaces) = kiln.get("/namespaces").await;
+    assert_eq!(status, StatusCode::OK, "{namespaces}");
+    let mut out = serde_json::Map::new();
+    for ns in namespaces.as_array().unwrap() {
+        let name = ns["name"].as_str().unwrap();
+        let (_, repos) = kiln
+            .get(&format!("/namespaces/{name}/repos?include_hidden=true"))
+            .await;
+        let mut repos_out = serde_json::Map::new();
+        for repo in repos.as_array().unwrap() {
+            let r = repo["name"].as_str().unwrap();
+            let (s, source) = kiln
+                .get(&format!("/namespaces/{name}/repos/{r}/source"))
+                .await;
+            let source = if s == StatusCode::NOT_FOUND {
+                Value::Null
+            } else {
+                source
+            };
+            let (_, rules) = kiln
+                .get(&format!("/namespaces/{name}/repos/{r}/rules"))
+                .await;
+            repos_out.insert(
+                r.to_string(),
+                json!({"repo": repo, "source": source, "rules": rules}),
+            );
+        }
+        out.insert(
+            name.to_string(),
+            json!({"namespace": ns, "repos": repos_out}),
+        );
+    }
+    Value::Object(out)
+}
+
+/// The column a header starts at, in characters, and that every data row has text there.
+fn column_start(table: &str, header: &str) -> usize {
+    let head = table.lines().next().expect("a header line");
+    let byte = head
+        .find(header)
+        .unwrap_or_else(|| panic!("no {header} in {head:?}"));
+    head[..byte].chars().count()
+}
+
+fn cell_at(line: &str, column: usize) -> String {
+    line.chars()
+        .skip(column)
+        .take_while(|c| *c != ' ')
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repos_create_list_hide_unhide_as_tables_and_json() {
+    let s = start().await;
+    let r = kiln(&s, &["namespaces", "create", "acme"]).await;
+    assert_eq!(r.ok().stdout, "created namespace acme\n");
+
+    let r = kiln(
+        &s,
+        &[
+            "repos",
+            "create",
+            "acme/api",
+            "--summary",
+            "The API server",
+            "--category",
+            "server",
+        ],
+    )
+    .await;
+    assert_eq!(
+        r.ok().stdout,
+        format!(
+            "created repository acme/api (images: {}/acme/api)\n",
+            s.registry.addr
+        )
+    );
+    let r = kiln(&s, &["repos", "create", "acme/db", "--json"]).await;
+    let created = r.ok().json();
+    assert_eq!(created["name"], "db");
+    assert_eq!(created["category"], "other");
+
+    // The table: a header, one aligned line per repository.
+    let r = kiln(&s, &["repos", "list", "acme"]).await;
+    let table = &r.ok().stdout;
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(
+        lines[0].starts_with("NAME  CATEGORY  CI  CREATED"),
+        "{table}"
+    );
+    assert!(lines[0].ends_with("SUMMARY"), "{table}");
+    let category = column_start(table, "CATEGORY");
+    let summary = column_start(table, "SUMMARY");
+    let api = lines
+        .iter()
+        .find(|l| l.starts_with("api "))
+        .expect("api row");
+    assert_eq!(cell_at(api, category), "server");
+    assert_eq!(
+        api.chars().skip(summary).collect::<String>(),
+        "The API server"
+    );
+    let db = lines.iter().find(|l| l.starts_with("db ")).expect("db row");
+    assert_eq!(cell_at(db, category), "other");
+
+    // JSON: the API's list, for scripts.
+    let list = kiln(&s, &["repos", "list", "acme", "--json"])
+        .await
+        .ok()
+        .json();
+    let mut names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["api", "db"]);
+
+    let r = kiln(&s, &["repos", "hide", "acme/db"]).await;
+    assert_eq!(r.ok().stdout, "acme/db is hidden\n");
+    let r = kiln(&s, &["repos", "list", "acme"]).await;
+    assert!(!r.ok().stdout.contains("db "), "{}", r.stdout);
+    let r = kiln(&s, &["repos", "list", "acme", "--all"]).await;
+    let table = &r.ok().stdout;
+    let hidden = column_start(table, "HIDDEN");
+    let db = table
+        .lines()
+        .find(|l| l.starts_with("db "))
+        .expect("db row");
+    assert_eq!(cell_at(db, hidden), "yes", "{table}");
+    let listed = kiln(&s, &["repos", "list", "acme", "--all", "--json"])
+        .await
+        .ok()
+        .json();
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "db" && r["hidden"] == true),
+        "{listed}"
+    );
+
+    let r = kiln(&s, &["repos", "unhide", "acme/db", "--json"]).await;
+    assert_eq!(r.ok().json()["hidden"], false);
+    let r = kiln(&s, &["repos", "list", "acme"]).await;
+    assert!(
+        r.ok().stdout.lines().any(|l| l.starts_with("db ")),
+        "{}",
+        r.stdout
+    );
+
+    let r = kiln(&s, &["namespaces", "list"]).await;
+    assert!(
+        r.ok().stdout.starts_with("NAME  CREATED\nacme  "),
+        "{}",
+        r.stdout
+    );
+    let r = kiln(&s, &["repos", "list", "acme", "--json"]).await;
+    assert_eq!(r.ok().json().as_array().unwrap().len(), 2);
+
+    // Empty lists say so.
+    kiln(&s, &["namespaces", "create", "empty"]).await.ok();
+    let r = kiln(&s, &["repos", "list", "empty"]).await;
+    assert_eq!(
+        r.ok().stdout,
+        "no repositories in empty (hidden ones are listed with --all)\n"
+    );
+    let r = kiln(&s, &["rules", "list", "acme/api"]).await;
+    assert_eq!(r.ok().stdout, "acme/api has no build rules\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_errors_exit_1_with_the_message_and_field() {
+    let s = start().await;
+    kiln(&s, &["namespaces", "create", "acme"]).await.ok();
+
+    let long = "x".repeat(101);
+    let r = kiln(&s, &["repos", "create", "acme/api", "--summary", &long]).await;
+    assert_eq!(
+        r.failed().stderr,
+        "kiln: must be at most 100 characters (got 101) (summary)\n"
+    );
+    assert_eq!(r.stdout, "");
+    let r = kiln(&s, &["repos", "create", "acme/Api"]).await;
+    assert!(
+        r.failed()
+            .stderr
+            .starts_with("kiln: must not contain uppercase 'A'")
+            && r.stderr.ends_with("(name)\n"),
+        "{r:#?}"
+    );
+    let r = kiln(&s, &["repos", "create", "acme/api", "--category", "games"]).await;
+    assert!(r.failed().stderr.ends_with("(category)\n"), "{r:#?}");
+    let r = kiln(&s, &["repos", "list", "nope"]).await;
+    assert_eq!(r.failed().stderr, "kiln: namespace nope not found\n");
+    let r = kiln(&s, &["repos", "create", "acme/api"]).await;
+    r.ok();
+    let r = kiln(&s, &["repos", "create", "acme/api", "--json"]).await;
+    assert_eq!(
+        r.failed().stderr,
+        "kiln: repository 'acme/api' already exists (name)\n"
+    );
+    assert_eq!(r.stdout, "", "no JSON on failure");
+
+    // No token, a wrong token.
+    let r = kiln_at(
+        &s.kiln.url,
+        &["repos", "list", "acme"],
+        &[("KILN_TOKEN", "")],
+    )
+    .await;
+    assert!(
+        r.failed()
+            .stderr
+            .starts_with("kiln: no API token: set KILN_TOKEN"),
+        "{r:#?}"
+    );
+    let r = kiln_env(&s, &["repos", "list", "acme", "--token", "kiln_wrong"], &[]).await;
+    assert_eq!(r.failed().stderr.lines().count(), 1, "{r:#?}");
+
+    // A malformed argument is a usage error (exit 2) from clap, before any request.
+    let r = kiln(&s, &["repos", "hide", "acme"]).await;
+    assert_eq!(r.code, Some(2), "{r:#?}");
+    assert!(r.stderr.contains("NAMESPACE/REPOSITORY"), "{r:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_server_is_one_line() {
+    let port = support::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    for args in [
+        &["repos", "list", "acme"][..],
+        &["logs", "0190-abc", "--follow"],
+        &["apply", &example("push-only.toml")],
+    ] {
+        let r = kiln_at(&url, args, &[]).await;
+        assert_eq!(r.code, Some(1), "{args:?}: {r:#?}");
+        assert_eq!(r.stdout, "");
+        assert_eq!(r.stderr.lines().count(), 1, "{args:?}: {r:#?}");
+        assert!(
+            r.stderr
+                .starts_with(&format!("kiln: cannot reach kiln at {url}: ")),
+            "{r:#?}"
+        );
+    }
+    let r = kiln_at("localhost:8080", &["repos", "list", "acme"], &[]).await;
+    assert!(
+        r.failed()
+            .stderr
+            .starts_with("kiln: KILN_URL must be an http:// or https:// URL"),
+        "{r:#?}"
+    );
+}
+
+const EXAMPLE_SECRETS: &[(&str, &str)] = &[
+    ("ACME_API_WEBHOOK_SECRET", "acme-api-secret-0123456789"),
+    ("NGINX_WEBHOOK_SECRET", "nginx-secret-0123456789abc"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_the_examples_dry_run_then_apply_then_again_changes_nothing() {
+    let s = start().await;
+    let files: Vec<String> = ["ci.toml", "regex.toml", "push-only.toml", "dockerhub.toml"]
+        .iter()
+        .map(|f| example(f))
+        .collect();
+    let mut args = vec!["apply", "--dry-run"];
+    args.extend(files.iter().map(String::as_str));
+
+    // The dry run prints the whole plan as a diff and changes nothing.
+    let before = api_state(&s.kiln).await;
+    let r = kiln_env(&s, &args, EXAMPLE_SECRETS).await;
+    let plan = &r.ok().stdout;
+    for line in [
+        "+ create namespace acme\n",
+        "+ create repository acme/api\n      summary: \"The API server\"\n      category: \"server\"\n",
+        "+ create source acme/api: github https://github.com/acme/api.git (webhook secret from $ACME_API_WEBHOOK_SECRET)\n",
+        "+ create rule acme/api: branch main (Dockerfile in .)\n      version: \"latest\", overwrite: true, enabled: true\n",
+        "+ create rule acme/api: branch release-* (Dockerfile in .)\n      version: \"\", overwrite: false, enabled: true\n",
+        "+ create rule acme/api: tag v* (docker/Dockerfile.prod in .)\n",
+        "+ create rule acme/cli: tag /^v(\\d+)\\.(\\d+)\\.(\\d+)$/ (Dockerfile in .)\n      version: \"{1}.{2}.{3}\"",
+        "+ create source acme/cli: github https://github.com/acme/cli.git (kiln generates the webhook secret)\n",
+        "+ create repository acme/postgres\n",
+        "+ create namespace library\n",
+        "+ create rule library/nginx: tag /^v([0-9.]+)$/ (Dockerfile in .)\n      version: \"release-{\\1}\"",
+    ] {
+        assert!(plan.contains(line), "no {line:?} in the plan:\n{plan}");
+    }
+    // Dependencies first: namespace, repository, source, rules.
+    let at = |needle: &str| plan.find(needle).unwrap_or_else(|| panic!("{needle}"));
+    assert!(at("+ create namespace acme") < at("+ create repository acme/api"));
+    assert!(at("+ create repository acme/api") < at("+ create source acme/api"));
+    assert!(at("+ create source acme/api") < at("+ create rule acme/api"));
+    assert!(
+        plan.ends_with(
+            "plan: 21 to create, 0 to update, 0 to delete (dry run: nothing was changed)\n"
+        ),
+        "{plan}"
+    );
+    assert_eq!(
+        api_state(&s.kiln).await,
+        before,
+        "a dry run changes nothing"
+    );
+
+    // Apply: the same plan, then what kiln generated, then the summary.
+    args.remove(1);
+    let r = kiln_env(&s, &args, EXAMPLE_SECRETS).await;
+    let applied = &r.ok().stdout;
+    assert!(
+        applied.starts_with(plan.lines().next().unwrap()),
+        "{applied}"
+    );
+    assert!(
+        applied.contains("acme/cli: webhook secret generated by kiln (shown only now): "),
+        "{applied}"
+    );
+    assert!(
+        !applied.contains("acme/api: webhook secret generated"),
+        "{applied}"
+    );
+    assert!(
+        applied.ends_with("applied: 21 created, 0 updated, 0 deleted\n"),
+        "{applied}"
+    );
+
+    let state = api_state(&s.kiln).await;
+    let api = &state["acme"]["repos"]["api"];
+    assert_eq!(api["repo"]["summary"], "The API server");
+    assert_eq!(api["repo"]["ci"], true);
+    assert_eq!(
+        api["source"]["clone_url"],
+        "https://github.com/acme/api.git"
+    );
+    let rules: Vec<(String, String, String, bool, bool)> = api["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["type"].as_str().unwrap().to_string(),
+                r["name"].as_str().unwrap().to_string(),
+                r["version"].as_str().unwrap().to_string(),
+                r["overwrite"].as_bool().unwrap(),
+                r["enabled"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    for want in [
+        ("branch", "main", "latest", true, true),
+        ("branch", "release-*", "", false, true),
+        ("tag", "v*", "", true, true),
+        ("branch", "feature/*", "dev-{sourceref}-{sha7}", true, false),
+    ] {
+        let want = (
+            want.0.to_string(),
+            want.1.to_string(),
+            want.2.to_string(),
+            want.3,
+            want.4,
+        );
+        assert!(rules.contains(&want), "{want:?} not in {rules:?}");
+    }
+    assert_eq!(rules.len(), 4);
+    assert_eq!(
+        state["acme"]["repos"]["cli"]["rules"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    assert_eq!(state["acme"]["repos"]["postgres"]["source"], Value::Null);
+    assert_eq!(
+        state["library"]["repos"]["nginx"]["rules"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+
+    // The webhook secret from the environment is the one kiln checks: a hook signed with it is
+    // accepted (202), one signed with another is not (401).
+    let payload = support::github_ping_payload("https://github.com/acme/api.git");
+    let (status, body) = s
+        .kiln
+        .github_hook("ping", "d-1", EXAMPLE_SECRETS[0].1, &payload)
+        .await;
+    assert!(status.is_success(), "{status} {body}");
+    let (status, _) = s
+        .kiln
+        .github_hook("ping", "d-2", "another-secret-0123456789", &payload)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // Again: nothing to do, nothing touched (not even an updated_at).
+    let r = kiln_env(&s, &args, EXAMPLE_SECRETS).await;
+    assert_eq!(r.ok().stdout, "no changes\n");
+    args.insert(1, "--prune");
+    let r = kiln_env(&s, &args, EXAMPLE_SECRETS).await;
+    assert_eq!(r.ok().stdout, "no changes\n");
+    assert_eq!(api_state(&s.kiln).await, state);
+}
+
+/// A rules file for a shop namespace whose `web` repository builds from `clone_url`.
+fn shop_file(
+    dir: &Path,
+    clone_url: &str,
+    main_version: &str,
+    with_tag_rule: bool,
+    with_old: bool,
+) -> PathBuf {
+    let mut text = format!(
+        r#"[[namespace]]
+name = "shop"
+
+[[namespace.repository]]
+name = "web"
+summary = "The shop"
+
+[namespace.repository.source]
+provider = "github"
+clone_url = "{clone_url}"
+
+[[namespace.repository.rule]]
+type = "branch"
+name = "main"
+version = "{main_version}"
+"#
+    );
+    if with_tag_rule {
+        text.push_str("\n[[namespace.repository.rule]]\ntype = \"tag\"\nname = \"v*\"\n");
+    }
+    if with_old {
+        text.push_str("\n[[namespace.repository]]\nname = \"old\"\ncategory = \"os\"\n");
+    }
+    let path = dir.join("shop.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn rule_ids(state: &Value, repo: &str) -> Vec<(String, String, String)> {
+    state["shop"]["repos"][repo]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_string(),
+                r["name"].as_str().unwrap().to_string(),
+                r["version"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editing_a_rule_updates_it_and_prune_deletes_what_the_file_dropped() {
+    let s = start().await;
+    let git = GitRepo::new();
+    let dir = tempfile::tempdir().unwrap();
+    let url = git.clone_url();
+    let file = shop_file(dir.path(), &url, "", true, true);
+    let file = file.to_str().unwrap();
+    kiln(&s, &["apply", file]).await.ok();
+    // Something else on the server, in a namespace the file does not declare.
+    kiln(&s, &["namespaces", "create", "elsewhere"]).await.ok();
+    kiln(&s, &["repos", "create", "elsewhere/thing"]).await.ok();
+    let first = api_state(&s.kiln).await;
+    let ids = rule_ids(&first, "web");
+    assert_eq!(ids.len(), 2, "{first}");
+    let main_id = ids.iter().find(|r| r.1 == "main").unwrap().0.clone();
+    let tag_id = ids.iter().find(|r| r.1 == "v*").unwrap().0.clone();
+
+    // Edit main's version, drop the tag rule and the old repository.
+    shop_file(dir.path(), &url, "edge", false, false);
+    let r = kiln(&s, &["apply", file]).await;
+    let out = &r.ok().stdout;
+    assert!(
+        out.starts_with(&format!(
+            "~ update rule shop/web: branch main (Dockerfile in .) (id {main_id})\n      version: \"\" → \"edge\"\n"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "  kept (not in the files; --prune deletes it): rule shop/web: tag v* (Dockerfile in .) (id {tag_id})\n"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("  kept (not in the files; --prune deletes it): repository shop/old\n"),
+        "{out}"
+    );
+    assert!(!out.contains("elsewhere"), "{out}");
+    assert!(
+        out.ends_with("applied: 0 created, 1 updated, 0 deleted\n"),
+        "{out}"
+    );
+    let second = api_state(&s.kiln).await;
+    let ids = rule_ids(&second, "web");
+    assert!(
+        ids.contains(&(main_id.clone(), "main".into(), "edge".into())),
+        "the same rule, updated: {ids:?}"
+    );
+    assert!(
+        ids.iter().any(|r| r.0 == tag_id),
+        "kept without --prune: {ids:?}"
+    );
+    assert!(second["shop"]["repos"]["old"].is_object());
+
+    // --prune --dry-run shows the deletes and does none.
+    let r = kiln(&s, &["apply", "--prune", "--dry-run", file]).await;
+    let out = &r.ok().stdout;
+    assert_eq!(
+        out,
+        &format!(
+            "- delete rule shop/web: tag v* (Dockerfile in .) (id {tag_id})\n\
+             - delete repository shop/old (with its rules, builds, history and its tags in the registry)\n\
+             \n  left alone: namespace elsewhere is not in the files (kiln cannot delete namespaces; its 1 repository is kept)\n\
+             plan: 0 to create, 0 to update, 2 to delete (dry run: nothing was changed)\n"
+        )
+    );
+    assert_eq!(api_state(&s.kiln).await, second);
+
+    let r = kiln(&s, &["apply", "--prune", file]).await;
+    assert!(
+        r.ok()
+            .stdout
+            .ends_with("applied: 0 created, 0 updated, 2 deleted\n"),
+        "{}",
+        r.stdout
+    );
+    let third = api_state(&s.kiln).await;
+    assert_eq!(
+        rule_ids(&third, "web"),
+        vec![(main_id, "main".into(), "edge".into())]
+    );
+    assert!(third["shop"]["repos"]["old"].is_null(), "{third}");
+    assert!(
+        third["elsewhere"]["repos"]["thing"].is_object(),
+        "left alone"
+    );
+
+    let r = kiln(&s, &["apply", "--prune", file]).await;
+    assert!(r.ok().stdout.ends_with("no changes\n"), "{}", r.stdout);
+    assert_eq!(api_state(&s.kiln).await, third);
+
+    // JSON for scripts: the plan as data.
+    shop_file(dir.path(), &url, "edge", true, false);
+    let r = kiln(&s, &["apply", "--dry-run", "--json", file]).await;
+    let plan = r.ok().json();
+    assert_eq!(plan["dry_run"], true);
+    assert_eq!(plan["changes"].as_array().unwrap().len(), 1, "{plan}");
+    assert_eq!(plan["changes"][0]["op"], "create_rule");
+    assert_eq!(plan["changes"][0]["rule"]["name"], "v*");
+    assert_eq!(api_state(&s.kiln).await, third);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_file_lists_every_error_and_nothing_is_applied() {
+    let s = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        r#"[[namespace]]
+name = "acme"
+
+[[namespace.repository]]
+name = "api"
+sumary = "typo"
+category = "games"
+
+[[namespace.repository.rule]]
+type = "branch"
+name = "main"
+
+[[namespace.repository]]
+name = "web"
+[namespace.repository.source]
+provider = "github"
+clone_url = "https://github.com/acme/web.git"
+webhook_secret = "never-in-a-file"
+
+[[namespace.repository.rule]]
+type = "tag"
+name = '/^v(\d+)$/'
+version = "{2}"
+dockerfile = "/etc/Dockerfile"
+
+[[namespace.repository.webhook]]
+name = "slack"
+url = "https://hooks.example.com/x"
+"#,
+    )
+    .unwrap();
+    let bad = bad.to_str().unwrap();
+    let before = api_state(&s.kiln).await;
+    for args in [&["apply", bad][..], &["apply", "--dry-run", bad]] {
+        let r = kiln(&s, args).await;
+        r.failed();
+        assert_eq!(r.stdout, "", "no plan for a bad file");
+        let lines: Vec<&str> = r.stderr.lines().collect();
+        let want = [
+            format!(
+                "{bad}:6:1: repository \"acme/api\": sumary: unknown key (did you mean \"summary\"?)"
+            ),
+            format!(
+                "{bad}:7:12: repository \"acme/api\": category: must be one of database, server, language, web-framework, os, other (got 'games')"
+            ),
+            format!("{bad}:9:1: repository \"acme/api\": build rules need a git source"),
+            format!(
+                "{bad}:18:1: source of acme/web: webhook_secret: secrets never go in a rules file"
+            ),
+            format!("{bad}:23:11: rule #1 of acme/web: version: "),
+            format!(
+                "{bad}:24:14: rule #1 of acme/web: dockerfile: must be a path relative to the repository root"
+            ),
+            format!(
+                "{bad}:26:1: repository \"acme/web\": webhook: webhooks in rules files are coming with a later kiln"
+            ),
+            "kiln: 7 errors in the rules files: nothing was applied".to_string(),
+        ];
+        assert_eq!(lines.len(), want.len(), "{}", r.stderr);
+        for (line, want) in lines.iter().zip(&want) {
+            assert!(
+                line.starts_with(want.as_str()),
+                "{line:?} does not start with {want:?}"
+            );
+        }
+    }
+    assert_eq!(api_state(&s.kiln).await, before, "nothing applied");
+
+    // Two files defining the same repository conflict.
+    let a = dir.path().join("a.toml");
+    let b = dir.path().join("b.toml");
+    std::fs::write(
+        &a,
+        "[[namespace]]\nname = \"acme\"\n[[namespace.repository]]\nname = \"api\"\n",
+    )
+    .unwrap();
+    std::fs::write(&b, "[[namespace]]\nname = \"acme\"\n\n[[namespace.repository]]\nname = \"api\"\nsummary = \"other\"\n").unwrap();
+    let r = kiln(&s, &["apply", a.to_str().unwrap(), b.to_str().unwrap()]).await;
+    assert_eq!(
+        r.failed().stderr,
+        format!(
+            "{}:4:1: repository \"acme/api\" is defined twice: here and at {}:3:1\n\
+             kiln: 1 error in the rules files: nothing was applied\n",
+            b.display(),
+            a.display()
+        )
+    );
+
+    // A secret the file names but the environment lacks: nothing is applied either.
+    let r = kiln(&s, &["apply", &example("ci.toml")]).await;
+    assert!(
+        r.failed().stderr.contains(
+            "ci.toml:14:1: source of acme/api: webhook_secret_env: the environment variable ACME_API_WEBHOOK_SECRET is not set"
+        ),
+        "{r:#?}"
+    );
+    assert_eq!(api_state(&s.kiln).await, before, "nothing applied");
+}
