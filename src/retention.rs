@@ -1,4 +1,5 @@
-//! Pruning what is kept only for a while: received hook events (after `event_retention`).
+//! Pruning what is kept only for a while: received hook events (`event_retention`) and finished
+//! notification deliveries with their access records (`delivery_retention`).
 
 use std::time::Duration;
 
@@ -23,13 +24,21 @@ pub fn spawn_pruning(app: &App, stop: CancellationToken) {
     });
 }
 
-pub async fn prune_once(app: &App) -> Result<u64, sqlx::Error> {
-    let retention = chrono::Duration::from_std(app.config.event_retention)
-        .unwrap_or(chrono::Duration::days(30));
-    let before = db::format_time(chrono::Utc::now() - retention);
-    let events = db::events::prune(&app.db, &before).await?;
-    if events > 0 {
-        tracing::info!(events, "pruned old hook events");
+fn cutoff(keep: std::time::Duration) -> String {
+    let keep = chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::days(30));
+    db::format_time(chrono::Utc::now() - keep)
+}
+
+/// Returns (events, deliveries) pruned.
+pub async fn prune_once(app: &App) -> Result<(u64, u64), sqlx::Error> {
+    let events = db::events::prune(&app.db, &cutoff(app.config.event_retention)).await?;
+    let deliveries = db::deliveries::prune(&app.db, &cutoff(app.config.delivery_retention)).await?;
+    if events + deliveries > 0 {
+        tracing::info!(
+            events,
+            deliveries,
+            "pruned old hook events and delivery records"
+        );
     }
-    Ok(events)
+    Ok((events, deliveries))
 }

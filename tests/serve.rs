@@ -223,3 +223,79 @@ async fn a_build_left_building_by_a_crash_is_failed_interrupted_at_the_next_star
     );
     assert!(build["finished_at"].is_string());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn old_events_and_finished_deliveries_are_pruned_and_recent_ones_kept() {
+    let registry = support::Registry::start();
+    let kiln = support::kiln::Kiln::start(
+        &registry,
+        &[
+            ("KILN_EVENT_RETENTION_DAYS", "7"),
+            ("KILN_DELIVERY_RETENTION_DAYS", "30"),
+        ],
+    )
+    .await;
+    kiln.post("/namespaces", json!({"name": "acme"})).await;
+    kiln.post("/namespaces/acme/repos", json!({"name": "api"}))
+        .await;
+    let (s, hook) = kiln
+        .post(
+            "/namespaces/acme/repos/api/webhooks",
+            json!({"name": "n", "url": "https://example.invalid/hook"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{hook}");
+    let db = &kiln.server.app.db;
+    let (repo_id,): (String,) = sqlx::query_as("SELECT id FROM repositories")
+        .fetch_one(db)
+        .await
+        .unwrap();
+    let old = "2020-01-01T00:00:00.000000Z";
+    let recent = kiln::db::now();
+    for (id, at) in [("e-old", old), ("e-new", recent.as_str())] {
+        sqlx::query(
+            "INSERT INTO events (id, repository_id, provider, delivery_id, kind, outcome, plan, payload, received_at) \
+             VALUES (?, ?, 'github', ?, 'push', 'x', '[]', x'', ?)",
+        )
+        .bind(id)
+        .bind(&repo_id)
+        .bind(id)
+        .bind(at)
+        .execute(db)
+        .await
+        .unwrap();
+    }
+    for (id, at, status) in [
+        ("d-old", old, "failed"),
+        ("d-old-pending", old, "pending"),
+        ("d-new", recent.as_str(), "succeeded"),
+    ] {
+        sqlx::query(
+            "INSERT INTO deliveries (id, webhook_id, message_id, event, body, status, next_attempt_at, claimed_until, created_at) \
+             VALUES (?, ?, 'msg', 'image.pushed', '{}', ?, '2999-01-01T00:00:00.000000Z', '2999-01-01T00:00:00.000000Z', ?)",
+        )
+        .bind(id)
+        .bind(hook["id"].as_str().unwrap())
+        .bind(status)
+        .bind(at)
+        .execute(db)
+        .await
+        .unwrap();
+    }
+    let (events, deliveries) = kiln::retention::prune_once(&kiln.server.app).await.unwrap();
+    assert_eq!((events, deliveries), (1, 1));
+    let left: Vec<(String,)> = sqlx::query_as("SELECT id FROM events ORDER BY id")
+        .fetch_all(db)
+        .await
+        .unwrap();
+    assert_eq!(left, vec![("e-new".to_string(),)]);
+    let left: Vec<(String,)> = sqlx::query_as("SELECT id FROM deliveries ORDER BY id")
+        .fetch_all(db)
+        .await
+        .unwrap();
+    assert_eq!(
+        left,
+        vec![("d-new".to_string(),), ("d-old-pending".to_string(),)],
+        "pending deliveries are never pruned"
+    );
+}
