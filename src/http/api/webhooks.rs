@@ -327,7 +327,7 @@ impl From<DeliveryRow> for DeliverySummary {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Clone, Serialize)]
 pub struct RequestView {
     pub method: String,
     pub url: String,
@@ -336,7 +336,7 @@ pub struct RequestView {
     pub body_truncated: bool,
 }
 
-#[derive(Serialize)]
+#[derive(Clone, Serialize)]
 pub struct ResponseView {
     pub status: i64,
     pub headers: serde_json::Value,
@@ -391,30 +391,15 @@ pub struct DeliveryDetail {
 }
 
 async fn detail(app: &App, d: DeliveryRow) -> ApiResult<DeliveryDetail> {
-    let mut attempts: Vec<AttemptView> = db::deliveries::attempts(&app.db, &d.id)
-        .await?
-        .into_iter()
-        .map(Into::into)
-        .collect();
-    let (request, response) = match attempts.pop() {
-        Some(last) => {
-            let pair = (Some(last.request), last.response);
-            (pair.0, pair.1)
-        }
-        None => (None, None),
-    };
-    // The last attempt is shown at the top level; `attempt_log` keeps all of them, last included.
-    let all = db::deliveries::attempts(&app.db, &d.id)
-        .await?
-        .into_iter()
-        .map(Into::into)
-        .collect();
-    attempts.clear();
+    let attempt_log: Vec<AttemptView> =
+        db::deliveries::attempts(&app.db, &d.id).await?.into_iter().map(Into::into).collect();
+    // The last attempt is shown at the top level too; `attempt_log` keeps every attempt.
+    let last = attempt_log.last();
     Ok(DeliveryDetail {
+        request: last.map(|a| a.request.clone()),
+        response: last.and_then(|a| a.response.clone()),
         summary: d.into(),
-        request,
-        response,
-        attempt_log: all,
+        attempt_log,
     })
 }
 
