@@ -178,14 +178,26 @@ impl Config {
 
         let number = |var: &str, file: Option<u64>, default: u64| -> anyhow::Result<u64> {
             match vars.get(var) {
-                Some(v) => v.parse().with_context(|| format!("{var}: '{v}' is not a whole number")),
+                Some(v) => v
+                    .parse()
+                    .with_context(|| format!("{var}: '{v}' is not a whole number")),
                 None => Ok(file.unwrap_or(default)),
             }
         };
-        let delivery_timeout_secs = number("KILN_DELIVERY_TIMEOUT_SECS", f.delivery_timeout_secs, 10)?;
-        let delivery_attempts = number("KILN_DELIVERY_ATTEMPTS", f.delivery_attempts.map(u64::from), 6)?;
-        let delivery_backoff_ms = number("KILN_DELIVERY_BACKOFF_MS", f.delivery_backoff_ms, 30_000)?;
-        let delivery_retention_days = number("KILN_DELIVERY_RETENTION_DAYS", f.delivery_retention_days, 30)?;
+        let delivery_timeout_secs =
+            number("KILN_DELIVERY_TIMEOUT_SECS", f.delivery_timeout_secs, 10)?;
+        let delivery_attempts = number(
+            "KILN_DELIVERY_ATTEMPTS",
+            f.delivery_attempts.map(u64::from),
+            6,
+        )?;
+        let delivery_backoff_ms =
+            number("KILN_DELIVERY_BACKOFF_MS", f.delivery_backoff_ms, 30_000)?;
+        let delivery_retention_days = number(
+            "KILN_DELIVERY_RETENTION_DAYS",
+            f.delivery_retention_days,
+            30,
+        )?;
         if !(1..=600).contains(&delivery_timeout_secs) {
             bail!("KILN_DELIVERY_TIMEOUT_SECS: must be 1 to 600");
         }

@@ -33,11 +33,20 @@ pub async fn record(app: &App, v: &NewVersion<'_>) -> Result<Recorded, sqlx::Err
             previous_digest: previous,
             pushed_at: &db::now(),
         });
-        queued = outbox::enqueue(&mut tx, &app.config.public_url, v.repository_id, &msg).await?.len();
+        queued = outbox::enqueue(&mut tx, &app.config.public_url, v.repository_id, &msg)
+            .await?
+            .len();
     }
     tx.commit().await?;
     if recorded != Recorded::Unchanged {
-        tracing::info!(repository_id = v.repository_id, tag = v.tag, digest = v.digest, source = v.source, queued, "new image version");
+        tracing::info!(
+            repository_id = v.repository_id,
+            tag = v.tag,
+            digest = v.digest,
+            source = v.source,
+            queued,
+            "new image version"
+        );
     }
     if queued > 0 {
         app.notifier.wake();

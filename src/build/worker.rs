@@ -61,7 +61,9 @@ pub async fn run(app: &App, build: BuildRow, cancel: CancellationToken) {
         Err(Failure::Failed(reason)) => {
             log.line(&format!("Build failed: {reason}")).await;
             tracing::info!(build_id = %build.id, %reason, "build failed");
-            end_build(app, &build.id, BuildStatus::Failed, Some(&reason), None).await.map(|_| ())
+            end_build(app, &build.id, BuildStatus::Failed, Some(&reason), None)
+                .await
+                .map(|_| ())
         }
     };
     if let Err(e) = recorded {
@@ -96,7 +98,14 @@ async fn record_success(app: &App, build_id: &str, digest: &str) -> Result<(), s
 async fn announce(app: &App, build_id: &str, event: &'static str) -> Result<(), sqlx::Error> {
     let mut tx = app.db.begin().await?;
     let queued = match db::builds::get(&mut *tx, build_id).await? {
-        Some(b) => outbox::enqueue(&mut tx, &app.config.public_url, &b.repository_id, &outbox::build_event(event, &b)).await?.len(),
+        Some(b) => outbox::enqueue(
+            &mut tx,
+            &app.config.public_url,
+            &b.repository_id,
+            &outbox::build_event(event, &b),
+        )
+        .await?
+        .len(),
         None => 0,
     };
     tx.commit().await?;
@@ -119,10 +128,21 @@ async fn end_build(
     if !db::builds::finish(&mut *tx, build_id, status, error, digest).await? {
         return Ok(false);
     }
-    let event = if status == BuildStatus::Succeeded { "build.succeeded" } else { "build.failed" };
+    let event = if status == BuildStatus::Succeeded {
+        "build.succeeded"
+    } else {
+        "build.failed"
+    };
     let mut queued = 0;
     if let Some(b) = db::builds::get(&mut *tx, build_id).await? {
-        queued = outbox::enqueue(&mut tx, &app.config.public_url, &b.repository_id, &outbox::build_event(event, &b)).await?.len();
+        queued = outbox::enqueue(
+            &mut tx,
+            &app.config.public_url,
+            &b.repository_id,
+            &outbox::build_event(event, &b),
+        )
+        .await?
+        .len();
     }
     tx.commit().await?;
     if queued > 0 {

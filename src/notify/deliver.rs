@@ -26,13 +26,18 @@ pub struct Notifier {
 impl Notifier {
     pub fn new(config: &crate::config::Config) -> anyhow::Result<Notifier> {
         let http = reqwest::Client::builder()
-            .dns_resolver(Arc::new(GuardedResolver { allow: Arc::new(config.webhook_allow.clone()) }))
+            .dns_resolver(Arc::new(GuardedResolver {
+                allow: Arc::new(config.webhook_allow.clone()),
+            }))
             .timeout(config.delivery_timeout)
             .connect_timeout(config.delivery_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Notifier { wake: Notify::new(), http })
+        Ok(Notifier {
+            wake: Notify::new(),
+            http,
+        })
     }
 
     /// New deliveries were queued.
@@ -52,7 +57,10 @@ pub fn start(app: &App, stop: CancellationToken) {
     let app = app.clone();
     tokio::spawn(async move {
         match db::deliveries::release_claims(&app.db).await {
-            Ok(n) if n > 0 => tracing::info!(count = n, "deliveries interrupted by the last stop are due again"),
+            Ok(n) if n > 0 => tracing::info!(
+                count = n,
+                "deliveries interrupted by the last stop are due again"
+            ),
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "cannot release delivery claims"),
         }
@@ -60,7 +68,9 @@ pub fn start(app: &App, stop: CancellationToken) {
         loop {
             let notified = app.notifier.wake.notified();
             let lease = app.config.delivery_timeout * 2 + Duration::from_secs(30);
-            let lease_until = db::format_time(chrono::Utc::now() + chrono::Duration::from_std(lease).unwrap_or_default());
+            let lease_until = db::format_time(
+                chrono::Utc::now() + chrono::Duration::from_std(lease).unwrap_or_default(),
+            );
             let available = permits.available_permits().max(1) as i64;
             let due = match db::deliveries::claim_due(&app.db, available, &lease_until).await {
                 Ok(d) => d,
@@ -100,7 +110,11 @@ async fn until_next_due(app: &App) -> Duration {
     match db::deliveries::next_due(&app.db).await {
         Ok(Some(t)) => chrono::DateTime::parse_from_rfc3339(&t)
             .ok()
-            .and_then(|t| (t.with_timezone(&chrono::Utc) - chrono::Utc::now()).to_std().ok())
+            .and_then(|t| {
+                (t.with_timezone(&chrono::Utc) - chrono::Utc::now())
+                    .to_std()
+                    .ok()
+            })
             .map_or(Duration::ZERO, |d| d.min(cap)),
         _ => cap,
     }
@@ -132,12 +146,17 @@ fn describe(e: &reqwest::Error, timeout: Duration) -> String {
 /// One attempt at one delivery, recorded whatever happens.
 async fn attempt(app: &App, d: DeliveryRow) {
     let attempt_no = d.attempts + 1;
-    let Ok(Some(hook)) = db::webhooks::get(&app.db, &d.webhook_id).await else { return };
+    let Ok(Some(hook)) = db::webhooks::get(&app.db, &d.webhook_id).await else {
+        return;
+    };
     let started_at = db::now();
     let timestamp = chrono::Utc::now().timestamp();
     let mut headers: Vec<(String, String)> = vec![
         ("content-type".into(), d.content_type.clone()),
-        ("user-agent".into(), concat!("kiln/", env!("CARGO_PKG_VERSION")).into()),
+        (
+            "user-agent".into(),
+            concat!("kiln/", env!("CARGO_PKG_VERSION")).into(),
+        ),
         ("webhook-id".into(), d.message_id.clone()),
         ("webhook-timestamp".into(), timestamp.to_string()),
     ];
@@ -165,7 +184,12 @@ async fn attempt(app: &App, d: DeliveryRow) {
                 let h: serde_json::Map<String, serde_json::Value> = resp
                     .headers()
                     .iter()
-                    .map(|(k, v)| (k.to_string(), serde_json::Value::String(String::from_utf8_lossy(v.as_bytes()).into())))
+                    .map(|(k, v)| {
+                        (
+                            k.to_string(),
+                            serde_json::Value::String(String::from_utf8_lossy(v.as_bytes()).into()),
+                        )
+                    })
                     .collect();
                 resp_headers = Some(serde_json::Value::Object(h).to_string());
                 let mut body = Vec::new();
@@ -179,7 +203,10 @@ async fn attempt(app: &App, d: DeliveryRow) {
                         }
                         Ok(None) => break,
                         Err(e) => {
-                            error = Some(format!("reading the answer: {}", describe(&e, app.config.delivery_timeout)));
+                            error = Some(format!(
+                                "reading the answer: {}",
+                                describe(&e, app.config.delivery_timeout)
+                            ));
                             break;
                         }
                     }
@@ -201,7 +228,10 @@ async fn attempt(app: &App, d: DeliveryRow) {
         db::format_time(chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default())
     });
     let request_headers = serde_json::Value::Object(
-        headers.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect(),
+        headers
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect(),
     )
     .to_string();
     let (request_body, request_cut) = cut(d.body.as_bytes());
@@ -220,7 +250,9 @@ async fn attempt(app: &App, d: DeliveryRow) {
         duration_ms,
     };
     tracing::info!(delivery_id = %d.id, webhook_id = %hook.id, attempt = attempt_no, succeeded, status, error = error.as_deref(), "delivery attempt");
-    if let Err(e) = db::deliveries::record_attempt(&app.db, &d.id, &record, succeeded, next.as_deref()).await {
+    if let Err(e) =
+        db::deliveries::record_attempt(&app.db, &d.id, &record, succeeded, next.as_deref()).await
+    {
         tracing::error!(delivery_id = %d.id, error = %e, "cannot record a delivery attempt");
     }
 }
@@ -229,7 +261,11 @@ async fn attempt(app: &App, d: DeliveryRow) {
 fn literal_host_refused(app: &App, url: &str) -> Option<String> {
     let parsed = reqwest::Url::parse(url).ok()?;
     let host = parsed.host_str()?;
-    let ip: std::net::IpAddr = host.trim_start_matches('[').trim_end_matches(']').parse().ok()?;
+    let ip: std::net::IpAddr = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()?;
     guard::check(&app.config.webhook_allow, host, ip).err()
 }
 
@@ -243,7 +279,10 @@ mod tests {
         for (n, nominal) in [(1u32, 30.0), (2, 90.0), (3, 270.0), (4, 810.0), (5, 2430.0)] {
             for _ in 0..50 {
                 let d = backoff(base, n).as_secs_f64();
-                assert!(d >= nominal * 0.8 - 1e-9 && d <= nominal * 1.2 + 1e-9, "attempt {n}: {d}");
+                assert!(
+                    d >= nominal * 0.8 - 1e-9 && d <= nominal * 1.2 + 1e-9,
+                    "attempt {n}: {d}"
+                );
             }
         }
         // Five waits between six attempts: about an hour in all.

@@ -22,10 +22,15 @@ impl AllowList {
                 list.nets.push(net);
             } else if let Ok(ip) = item.parse::<IpAddr>() {
                 list.nets.push(IpNet::from(ip));
-            } else if item.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') {
+            } else if item
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+            {
                 list.hosts.push(item.to_ascii_lowercase());
             } else {
-                return Err(format!("'{item}' is not a host name, IP address or CIDR network"));
+                return Err(format!(
+                    "'{item}' is not a host name, IP address or CIDR network"
+                ));
             }
         }
         Ok(list)
@@ -51,9 +56,17 @@ pub fn internal_kind(ip: IpAddr) -> Option<&'static str> {
                 Some("cloud metadata")
             } else if v4.is_link_local() {
                 Some("link-local")
-            } else if v4.is_private() || (o[0] == 100 && (o[1] & 0xc0) == 64) || (o[0] == 198 && (o[1] & 0xfe) == 18) {
+            } else if v4.is_private()
+                || (o[0] == 100 && (o[1] & 0xc0) == 64)
+                || (o[0] == 198 && (o[1] & 0xfe) == 18)
+            {
                 Some("private")
-            } else if v4.is_unspecified() || o[0] == 0 || v4.is_broadcast() || v4.is_multicast() || o[0] >= 240 {
+            } else if v4.is_unspecified()
+                || o[0] == 0
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || o[0] >= 240
+            {
                 Some("reserved")
             } else {
                 None
@@ -102,7 +115,8 @@ impl reqwest::dns::Resolve for GuardedResolver {
         let allow = self.allow.clone();
         let host = name.as_str().to_string();
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             if addrs.is_empty() {
                 return Err(format!("{host} has no address").into());
             }
@@ -161,9 +175,26 @@ mod tests {
         assert!(check(&allow, "x", "10.200.0.1".parse().unwrap()).is_ok());
         assert!(check(&allow, "x", "::1".parse().unwrap()).is_ok());
         let e = check(&allow, "x", "192.168.0.1".parse().unwrap()).unwrap_err();
-        assert!(e.contains("192.168.0.1") && e.contains("private") && e.contains("KILN_WEBHOOK_ALLOW"), "{e}");
-        assert!(check(&AllowList::default(), "example.com", "93.184.215.14".parse().unwrap()).is_ok());
-        assert!(check(&AllowList::default(), "evil", "169.254.169.254".parse().unwrap()).is_err());
+        assert!(
+            e.contains("192.168.0.1") && e.contains("private") && e.contains("KILN_WEBHOOK_ALLOW"),
+            "{e}"
+        );
+        assert!(
+            check(
+                &AllowList::default(),
+                "example.com",
+                "93.184.215.14".parse().unwrap()
+            )
+            .is_ok()
+        );
+        assert!(
+            check(
+                &AllowList::default(),
+                "evil",
+                "169.254.169.254".parse().unwrap()
+            )
+            .is_err()
+        );
         for bad in ["10.0.0.0/40", "a b", "http://x", "x/y"] {
             assert!(AllowList::parse(bad).is_err(), "{bad}");
         }

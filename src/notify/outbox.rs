@@ -30,14 +30,27 @@ pub async fn enqueue(
     let hooks = db::webhooks::list(&mut *tx, repository_id).await?;
     let message_id = message_id();
     let mut ids = Vec::new();
-    for hook in hooks.iter().filter(|h| h.active && wants(&h.event_list(), h.tag_filter.as_deref(), msg.event, msg.tag.as_deref())) {
+    for hook in hooks.iter().filter(|h| {
+        h.active
+            && wants(
+                &h.event_list(),
+                h.tag_filter.as_deref(),
+                msg.event,
+                msg.tag.as_deref(),
+            )
+    }) {
         ids.push(enqueue_to(tx, public_url, hook, &message_id, msg).await?);
     }
     Ok(ids)
 }
 
 /// Queues `msg` for one subscription (a test event), whatever its filters.
-pub async fn enqueue_one(tx: &mut sqlx::SqliteConnection, public_url: &str, hook: &WebhookRow, msg: &Message) -> Result<String, sqlx::Error> {
+pub async fn enqueue_one(
+    tx: &mut sqlx::SqliteConnection,
+    public_url: &str,
+    hook: &WebhookRow,
+    msg: &Message,
+) -> Result<String, sqlx::Error> {
     enqueue_to(tx, public_url, hook, &message_id(), msg).await
 }
 
@@ -53,8 +66,24 @@ async fn enqueue_to(
         msg.data["namespace"].as_str().unwrap_or_default(),
         msg.data["repository"].as_str().unwrap_or_default()
     );
-    let r = render(&hook.payload_format, message_id, &msg.data, &source, &msg.subject, &db::now());
-    db::deliveries::enqueue(tx, &hook.id, message_id, msg.event, r.content_type, &r.body, None).await
+    let r = render(
+        &hook.payload_format,
+        message_id,
+        &msg.data,
+        &source,
+        &msg.subject,
+        &db::now(),
+    );
+    db::deliveries::enqueue(
+        tx,
+        &hook.id,
+        message_id,
+        msg.event,
+        r.content_type,
+        &r.body,
+        None,
+    )
+    .await
 }
 
 pub struct ImagePushed<'a> {
@@ -85,7 +114,12 @@ pub fn image_pushed(p: &ImagePushed<'_>) -> Message {
     if let Some(prev) = p.previous_digest {
         data["previous_digest"] = json!(prev);
     }
-    Message { event: "image.pushed", data, tag: Some(p.tag.to_string()), subject: p.tag.to_string() }
+    Message {
+        event: "image.pushed",
+        data,
+        tag: Some(p.tag.to_string()),
+        subject: p.tag.to_string(),
+    }
 }
 
 /// `build.started`, `build.succeeded`, `build.failed`.
@@ -100,7 +134,12 @@ pub fn build_event(event: &'static str, b: &BuildRow) -> Message {
             "created_at": b.created_at, "started_at": b.started_at, "finished_at": b.finished_at,
         },
     });
-    Message { event, data, tag: b.tag.clone(), subject: b.id.clone() }
+    Message {
+        event,
+        data,
+        tag: b.tag.clone(),
+        subject: b.id.clone(),
+    }
 }
 
 /// What `POST .../webhooks/{id}/test` sends.
@@ -112,5 +151,10 @@ pub fn test_message(namespace: &str, repository: &str) -> Message {
         "message": "a test delivery from kiln",
         "sent_at": db::now(),
     });
-    Message { event: "test", data, tag: None, subject: "test".into() }
+    Message {
+        event: "test",
+        data,
+        tag: None,
+        subject: "test".into(),
+    }
 }

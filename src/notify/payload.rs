@@ -4,7 +4,12 @@ use serde_json::{Value, json};
 
 use crate::domain::pattern::RefPattern;
 
-pub const EVENTS: &[&str] = &["image.pushed", "build.started", "build.succeeded", "build.failed"];
+pub const EVENTS: &[&str] = &[
+    "image.pushed",
+    "build.started",
+    "build.succeeded",
+    "build.failed",
+];
 pub const FORMATS: &[&str] = &["kiln", "cloudevents"];
 
 /// A rendered message body and its content type.
@@ -16,7 +21,14 @@ pub struct Rendered {
 
 /// Renders `data` (whose `event` field names the event) for a subscription's `format`.
 /// `source` is the repository's URL in kiln, `subject` the tag or build id it is about.
-pub fn render(format: &str, message_id: &str, data: &Value, source: &str, subject: &str, time: &str) -> Rendered {
+pub fn render(
+    format: &str,
+    message_id: &str,
+    data: &Value,
+    source: &str,
+    subject: &str,
+    time: &str,
+) -> Rendered {
     match format {
         "cloudevents" => Rendered {
             content_type: "application/cloudevents+json",
@@ -32,7 +44,10 @@ pub fn render(format: &str, message_id: &str, data: &Value, source: &str, subjec
             })
             .to_string(),
         },
-        _ => Rendered { content_type: "application/json", body: data.to_string() },
+        _ => Rendered {
+            content_type: "application/json",
+            body: data.to_string(),
+        },
     }
 }
 
@@ -64,10 +79,23 @@ mod tests {
         assert!(!wants(&pushed, None, "build.failed", Some("main")));
         assert!(wants(&pushed, Some("v*"), "image.pushed", Some("v1.2")));
         assert!(!wants(&pushed, Some("v*"), "image.pushed", Some("main")));
-        assert!(wants(&pushed, Some("/^v\\d+$/"), "image.pushed", Some("v12")));
-        assert!(!wants(&pushed, Some("/^v\\d+$/"), "image.pushed", Some("v1.2")));
+        assert!(wants(
+            &pushed,
+            Some("/^v\\d+$/"),
+            "image.pushed",
+            Some("v12")
+        ));
+        assert!(!wants(
+            &pushed,
+            Some("/^v\\d+$/"),
+            "image.pushed",
+            Some("v1.2")
+        ));
         assert!(!wants(&pushed, Some("v*"), "image.pushed", None));
-        assert!(wants(&ev(&[]), Some("v*"), "test", None), "a test goes to every subscription");
+        assert!(
+            wants(&ev(&[]), Some("v*"), "test", None),
+            "a test goes to every subscription"
+        );
         let all = ev(EVENTS);
         for e in EVENTS {
             assert!(wants(&all, None, e, Some("x")));
@@ -77,10 +105,24 @@ mod tests {
     #[test]
     fn kiln_and_cloudevents_bodies() {
         let data = json!({"event": "image.pushed", "tag": "v1", "digest": "sha256:ab"});
-        let k = render("kiln", "msg_1", &data, "http://kiln/acme/api", "v1", "2026-01-01T00:00:00Z");
+        let k = render(
+            "kiln",
+            "msg_1",
+            &data,
+            "http://kiln/acme/api",
+            "v1",
+            "2026-01-01T00:00:00Z",
+        );
         assert_eq!(k.content_type, "application/json");
         assert_eq!(serde_json::from_str::<Value>(&k.body).unwrap(), data);
-        let c = render("cloudevents", "msg_1", &data, "http://kiln/acme/api", "v1", "2026-01-01T00:00:00Z");
+        let c = render(
+            "cloudevents",
+            "msg_1",
+            &data,
+            "http://kiln/acme/api",
+            "v1",
+            "2026-01-01T00:00:00Z",
+        );
         assert_eq!(c.content_type, "application/cloudevents+json");
         let v: Value = serde_json::from_str(&c.body).unwrap();
         assert_eq!(v["specversion"], "1.0");
