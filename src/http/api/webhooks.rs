@@ -391,8 +391,11 @@ pub struct DeliveryDetail {
 }
 
 async fn detail(app: &App, d: DeliveryRow) -> ApiResult<DeliveryDetail> {
-    let attempt_log: Vec<AttemptView> =
-        db::deliveries::attempts(&app.db, &d.id).await?.into_iter().map(Into::into).collect();
+    let attempt_log: Vec<AttemptView> = db::deliveries::attempts(&app.db, &d.id)
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
     // The last attempt is shown at the top level too; `attempt_log` keeps every attempt.
     let last = attempt_log.last();
     Ok(DeliveryDetail {
