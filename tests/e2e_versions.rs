@@ -28,6 +28,7 @@ async fn notified_pair() -> (Registry, Kiln) {
         &[
             ("KILN_LISTEN", &listen),
             ("KILN_REGISTRY_EVENTS_TOKEN", EVENTS_TOKEN),
+            ("KILN_WEBHOOK_ALLOW", "127.0.0.1"),
         ],
     )
     .await;
@@ -258,11 +259,31 @@ async fn hiding_follows_every_rule() {
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 
-    // A docker push to a hidden repository unhides it, and the new version is visible.
+    // A docker push to a hidden repository unhides it, and the new version is visible; the
+    // repository's webhooks fire while it is hidden.
     kiln.post("/namespaces/acme/repos/shy/hide", json!({}))
         .await;
+    let receiver = support::RecordingServer::start().await;
+    let (s, hook) = kiln
+        .post(
+            "/namespaces/acme/repos/shy/webhooks",
+            json!({"name": "deploy", "url": format!("{}/hook", receiver.url)}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{hook}");
     let d_new = push_by_hand(&registry, "acme/shy", "new", &format!("new {unique}")).await;
     wait_version(&kiln, "acme", "shy", "new", &d_new).await;
+    let got = receiver
+        .wait_for(
+            "the hidden repository's webhook to fire",
+            Duration::from_secs(30),
+            |r| String::from_utf8_lossy(&r.body).contains(&d_new),
+        )
+        .await;
+    let body: Value = serde_json::from_slice(&got.body).unwrap();
+    assert_eq!(body["event"], "image.pushed");
+    assert_eq!(body["tag"], "new");
+    assert_eq!(body["source"], "push");
     let (_, repo) = kiln.get("/namespaces/acme/repos/shy").await;
     assert_eq!(repo["hidden"], false);
     let visible: Vec<_> = versions(&kiln, "acme", "shy", false)
