@@ -753,3 +753,287 @@ url = "https://hooks.example.com/x"
     );
     assert_eq!(api_state(&s.kiln).await, before, "nothing applied");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_and_lists_read_every_page() {
+    let s = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.toml");
+    let write = |count: usize| {
+        let mut text = String::from("[[namespace]]\nname = \"big\"\n");
+        for i in 0..count {
+            text.push_str(&format!(
+                "\n[[namespace.repository]]\nname = \"repo-{i:03}\"\nsummary = \"number {i}\"\n"
+            ));
+        }
+        std::fs::write(&path, text).unwrap();
+    };
+    let file = path.to_str().unwrap();
+    write(230);
+    let r = kiln(&s, &["apply", file]).await;
+    assert!(
+        r.ok()
+            .stdout
+            .ends_with("applied: 231 created, 0 updated, 0 deleted\n"),
+        "{}",
+        &r.stdout[r.stdout.len().saturating_sub(300)..]
+    );
+    // More than one page of the API (200 at most): all of it is read, nothing is created twice.
+    let r = kiln(&s, &["apply", file]).await;
+    assert_eq!(r.ok().stdout, "no changes\n");
+    let listed = kiln(&s, &["repos", "list", "big", "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(listed.as_array().unwrap().len(), 230);
+    let table = kiln(&s, &["repos", "list", "big"]).await;
+    assert_eq!(table.ok().stdout.lines().count(), 231);
+
+    write(225);
+    let r = kiln(&s, &["apply", "--prune", file]).await;
+    let out = &r.ok().stdout;
+    for i in 225..230 {
+        assert!(
+            out.contains(&format!("- delete repository big/repo-{i:03} ")),
+            "{out}"
+        );
+    }
+    assert!(
+        out.ends_with("applied: 0 created, 0 updated, 5 deleted\n"),
+        "{out}"
+    );
+    let listed = kiln(&s, &["repos", "list", "big", "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(listed.as_array().unwrap().len(), 225);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_deliveries_and_registry_sync() {
+    let registry = Registry::start();
+    let kiln_server = Kiln::start(&registry, &[("KILN_WEBHOOK_ALLOW", "127.0.0.1")]).await;
+    let s = Server {
+        kiln: kiln_server,
+        registry,
+    };
+    let receiver = support::RecordingServer::start().await;
+    kiln(&s, &["namespaces", "create", "acme"]).await.ok();
+    kiln(&s, &["repos", "create", "acme/api"]).await.ok();
+    let (status, hook) = s
+        .kiln
+        .post(
+            "/namespaces/acme/repos/api/webhooks",
+            json!({"name": "ci", "url": format!("{}/hook", receiver.url)}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{hook}");
+    let hook_id = hook["id"].as_str().unwrap();
+
+    let r = kiln(&s, &["webhooks", "deliveries", "acme/api", hook_id]).await;
+    assert_eq!(
+        r.ok().stdout,
+        format!("webhook {hook_id} of acme/api has no deliveries yet\n")
+    );
+    let (status, sent) = s
+        .kiln
+        .post(
+            &format!("/namespaces/acme/repos/api/webhooks/{hook_id}/test"),
+            json!({}),
+        )
+        .await;
+    assert!(status.is_success(), "{status} {sent}");
+    let delivery_id = sent["id"].as_str().unwrap();
+
+    let r = kiln(&s, &["webhooks", "deliveries", "acme/api", hook_id]).await;
+    let table = &r.ok().stdout;
+    assert!(
+        table.starts_with("ID  ") || table.starts_with("ID "),
+        "{table}"
+    );
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(delivery_id))
+        .unwrap_or_else(|| panic!("no row for {delivery_id}:\n{table}"));
+    let status_col = column_start(table, "STATUS");
+    assert_eq!(cell_at(row, status_col), "succeeded", "{table}");
+    assert_eq!(
+        cell_at(row, column_start(table, "RESPONSE")),
+        "200",
+        "{table}"
+    );
+    assert!(row.contains(" ms "), "{row}");
+    let listed = kiln(
+        &s,
+        &["webhooks", "deliveries", "acme/api", hook_id, "--json"],
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(listed[0]["id"], delivery_id);
+    let r = kiln(&s, &["webhooks", "deliveries", "acme/api", "no-such-hook"]).await;
+    assert!(r.failed().stderr.starts_with("kiln: "), "{r:#?}");
+    assert!(r.stderr.contains("not found"), "{r:#?}");
+
+    // The registry sync: a line when it starts (stderr), the report (stdout).
+    let r = kiln(&s, &["registry", "sync"]).await;
+    assert_eq!(
+        r.ok().stderr,
+        "syncing kiln's image versions with the registry…\n"
+    );
+    assert!(r.stdout.contains("repositories: 0\n"), "{}", r.stdout);
+    assert!(r.stdout.contains("errors: (none)\n"), "{}", r.stdout);
+    let report = kiln(&s, &["registry", "sync", "--json"]).await.ok().json();
+    assert_eq!(report["repositories"], 0, "{report}");
+}
+
+/// A repository whose `main` builds FROM scratch, linked by `kiln apply` with a rule that builds
+/// and one whose Dockerfile is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_now_wait_streams_the_log_and_fails_when_the_build_does() {
+    support::ensure_docker();
+    let s = start().await;
+    let git = GitRepo::new();
+    git.write("Dockerfile", "FROM scratch\nCOPY hello.txt /hello.txt\n");
+    // Unique per run, so Docker's build cache never hides a step's output.
+    git.write("hello.txt", format!("hello from {}\n", git.clone_url()));
+    git.commit("first");
+    git.push("main");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("app.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[namespace]]\nname = \"acme\"\n\n[[namespace.repository]]\nname = \"app\"\n\n\
+             [namespace.repository.source]\nprovider = \"github\"\nclone_url = \"{}\"\n\n\
+             [[namespace.repository.rule]]\ntype = \"branch\"\nname = \"main\"\n\n\
+             [[namespace.repository.rule]]\ntype = \"branch\"\nname = \"main\"\n\
+             dockerfile = \"Missing.Dockerfile\"\nversion = \"broken\"\n",
+            git.clone_url()
+        ),
+    )
+    .unwrap();
+    kiln(&s, &["apply", file.to_str().unwrap()]).await.ok();
+    let rules = kiln(&s, &["rules", "list", "acme/app", "--json"])
+        .await
+        .ok()
+        .json();
+    let rule_id = |dockerfile: &str| {
+        rules
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["dockerfile"] == dockerfile)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (good, broken) = (rule_id("Dockerfile"), rule_id("Missing.Dockerfile"));
+    let table = kiln(&s, &["rules", "list", "acme/app"]).await;
+    assert!(
+        table.ok().stdout.lines().any(|l| l.starts_with(&good)),
+        "{}",
+        table.stdout
+    );
+
+    // --wait: the log streams to stdout, then the result line.
+    let r = kiln(&s, &["build", "now", "acme/app", &good, "--wait"]).await;
+    r.ok();
+    assert!(
+        r.stderr.starts_with("queued build ") && r.stderr.contains("(refs/heads/main)"),
+        "{r:#?}"
+    );
+    assert!(r.stdout.contains("Step 1/2 : FROM scratch"), "{}", r.stdout);
+    let last = r.stdout.lines().last().unwrap();
+    let image = format!("{}/acme/app:main", s.registry.addr);
+    assert!(
+        last.starts_with("build ") && last.contains(&format!(" succeeded: {image} (sha256:")),
+        "{last}"
+    );
+    let build_id = last.split_whitespace().nth(1).unwrap().to_string();
+
+    let table = kiln(&s, &["builds", "list", "acme/app"]).await;
+    let row = table
+        .ok()
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&build_id))
+        .unwrap_or_else(|| panic!("{}", table.stdout))
+        .to_string();
+    assert_eq!(
+        cell_at(&row, column_start(&table.stdout, "STATUS")),
+        "succeeded"
+    );
+    assert_eq!(
+        cell_at(&row, column_start(&table.stdout, "TRIGGER")),
+        "manual"
+    );
+    assert_eq!(
+        cell_at(&row, column_start(&table.stdout, "COMMIT")),
+        git.head()[..7]
+    );
+
+    let log = kiln(&s, &["logs", &build_id]).await;
+    assert!(
+        log.ok().stdout.contains("Step 1/2 : FROM scratch"),
+        "{log:#?}"
+    );
+    let followed = kiln(&s, &["logs", &build_id, "--follow"]).await;
+    assert_eq!(followed.ok().stdout, log.stdout);
+    let lines = kiln(&s, &["logs", &build_id, "--json"]).await;
+    let parsed: Vec<String> = lines
+        .ok()
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    assert_eq!(parsed.join("\n") + "\n", log.stdout);
+
+    let versions = kiln(&s, &["versions", "acme/app"]).await;
+    let row = versions
+        .ok()
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("main "))
+        .unwrap_or_else(|| panic!("{}", versions.stdout))
+        .to_string();
+    assert_eq!(
+        cell_at(&row, column_start(&versions.stdout, "SOURCE")),
+        "build"
+    );
+    assert_eq!(
+        cell_at(&row, column_start(&versions.stdout, "BUILD")),
+        build_id
+    );
+
+    // A build that fails: exit 1 with its reason; --json puts the final build on stdout and the
+    // log on stderr.
+    let r = kiln(
+        &s,
+        &["build", "now", "acme/app", &broken, "--wait", "--json"],
+    )
+    .await;
+    r.failed();
+    let done = r.json();
+    assert_eq!(done["status"], "failed", "{done}");
+    let last = r.stderr.lines().last().unwrap();
+    assert_eq!(
+        last,
+        format!(
+            "kiln: build {} failed: {}",
+            done["id"].as_str().unwrap(),
+            done["error"].as_str().unwrap()
+        )
+    );
+
+    // Without --wait: queued, and the JSON of the queued build.
+    let r = kiln(&s, &["build", "now", "acme/app", &good, "--json"]).await;
+    let queued = r.ok().json();
+    assert_eq!(queued["trigger"], "manual");
+    s.kiln.wait_build(queued["id"].as_str().unwrap()).await;
+
+    // The registry now holds acme/app: a sync finds it.
+    let r = kiln(&s, &["registry", "sync"]).await;
+    assert!(r.ok().stdout.contains("repositories: 1\n"), "{}", r.stdout);
+}

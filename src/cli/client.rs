@@ -63,6 +63,8 @@ pub type CliResult<T> = Result<T, CliError>;
 
 /// How long a plain request may take; streams (logs) have no limit.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Items per page when reading a whole list (the API's maximum).
+const PAGE_SIZE: u32 = 200;
 
 pub struct Client {
     http: reqwest::Client,
@@ -171,6 +173,46 @@ impl Client {
 
     pub async fn get(&self, segments: &[&str], query: &[(&str, &str)]) -> CliResult<Value> {
         self.json(Method::GET, segments, query, None).await
+    }
+
+    /// Every item of a paged list (`?limit=&cursor=`, the next cursor in `X-Next-Cursor`), in the
+    /// server's order.
+    pub async fn get_all(&self, segments: &[&str], query: &[(&str, &str)]) -> CliResult<Value> {
+        let page_size = PAGE_SIZE.to_string();
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut q = query.to_vec();
+            q.push(("limit", &page_size));
+            if let Some(c) = &cursor {
+                q.push(("cursor", c));
+            }
+            let url = self.url(segments, &q);
+            let resp = self
+                .send(Method::GET, url, None, Some(REQUEST_TIMEOUT))
+                .await?;
+            let next = resp
+                .headers()
+                .get("x-next-cursor")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let text = resp.text().await.map_err(|e| self.transport_error(&e))?;
+            let page: Vec<Value> = serde_json::from_str(&text).map_err(|e| {
+                CliError::msg(format!(
+                    "kiln answered something that is not a JSON list ({e}): {}",
+                    first_chars(&text, 200)
+                ))
+            })?;
+            let empty = page.is_empty();
+            items.extend(page);
+            match next {
+                Some(next) if !empty && cursor.as_deref() != Some(next.as_str()) => {
+                    cursor = Some(next)
+                }
+                _ => break,
+            }
+        }
+        Ok(Value::Array(items))
     }
 
     /// A GET where 404 means "there is none".

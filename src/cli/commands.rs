@@ -61,8 +61,9 @@ pub async fn dispatch(command: ClientCommand) -> CliResult<()> {
         ClientCommand::Webhooks(WebhooksCommand::Deliveries {
             repo,
             webhook_id,
+            limit,
             conn,
-        }) => deliveries(&conn.client()?, &repo, &webhook_id, conn.json).await,
+        }) => deliveries(&conn.client()?, &repo, &webhook_id, limit, conn.json).await,
         ClientCommand::Registry(RegistryCommand::Sync { conn }) => {
             registry_sync(&conn.client()?, conn.json).await
         }
@@ -91,7 +92,7 @@ fn repo_path<'a>(repo: &'a RepoRef, rest: &[&'a str]) -> Vec<&'a str> {
 async fn namespaces(c: NamespacesCommand) -> CliResult<()> {
     match c {
         NamespacesCommand::List { conn } => {
-            let v = conn.client()?.get(&["namespaces"], &[]).await?;
+            let v = conn.client()?.get_all(&["namespaces"], &[]).await?;
             if conn.json {
                 return output::json(&v);
             }
@@ -131,7 +132,7 @@ async fn repos(c: ReposCommand) -> CliResult<()> {
             };
             let v = conn
                 .client()?
-                .get(&["namespaces", &namespace, "repos"], query)
+                .get_all(&["namespaces", &namespace, "repos"], query)
                 .await?;
             if conn.json {
                 return output::json(&v);
@@ -214,7 +215,7 @@ async fn set_hidden(repo: &RepoRef, hidden: bool, conn: &super::Connection) -> C
 }
 
 async fn list_rules(client: &Client, repo: &RepoRef, as_json: bool) -> CliResult<()> {
-    let v = client.get(&repo_path(repo, &["rules"]), &[]).await?;
+    let v = client.get_all(&repo_path(repo, &["rules"]), &[]).await?;
     if as_json {
         return output::json(&v);
     }
@@ -433,7 +434,9 @@ async fn versions(client: &Client, repo: &RepoRef, all: bool, as_json: bool) -> 
     } else {
         &[]
     };
-    let v = client.get(&repo_path(repo, &["versions"]), query).await?;
+    let v = client
+        .get_all(&repo_path(repo, &["versions"]), query)
+        .await?;
     if as_json {
         return output::json(&v);
     }
@@ -467,12 +470,14 @@ async fn deliveries(
     client: &Client,
     repo: &RepoRef,
     webhook_id: &str,
+    limit: u32,
     as_json: bool,
 ) -> CliResult<()> {
+    let limit = limit.to_string();
     let v = client
         .get(
             &repo_path(repo, &["webhooks", webhook_id, "deliveries"]),
-            &[],
+            &[("limit", &limit)],
         )
         .await?;
     if as_json {

@@ -80,7 +80,8 @@ pub enum ClientCommand {
     /// A repository's builds; one build; cancel a build.
     #[command(subcommand)]
     Builds(BuildsCommand),
-    /// Print a build's log (--follow: stream it until the build ends).
+    /// Print a build's log (--follow: stream it until the build ends; --json: one JSON string per
+    /// line).
     Logs(LogsArgs),
     /// The image versions (tags) of a repository.
     Versions(VersionsArgs),
@@ -222,7 +223,6 @@ pub struct LogsArgs {
     /// Keep streaming until the build ends.
     #[arg(long, short)]
     pub follow: bool,
-    /// (with --json: one JSON string per log line)
     #[command(flatten)]
     pub conn: Connection,
 }
@@ -246,6 +246,9 @@ pub enum WebhooksCommand {
         #[arg(value_parser = parse_repo_ref)]
         repo: RepoRef,
         webhook_id: String,
+        /// How many, newest first (1 to 200).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
         #[command(flatten)]
         conn: Connection,
     },

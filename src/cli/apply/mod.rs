@@ -174,7 +174,7 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 /// The server's state for the plan: every namespace and its repositories; sources and rules of
 /// the repositories in the namespaces the files declare.
 pub async fn fetch_state(client: &Client, desired: &Desired) -> CliResult<ServerState> {
-    let namespaces = client.get(&["namespaces"], &[]).await?;
+    let namespaces = client.get_all(&["namespaces"], &[]).await?;
     let mut state = ServerState::default();
     for ns in namespaces.as_array().map_or(&[][..], Vec::as_slice) {
         let Some(name) = ns["name"].as_str() else {
@@ -182,7 +182,7 @@ pub async fn fetch_state(client: &Client, desired: &Desired) -> CliResult<Server
         };
         let declared = desired.namespaces.iter().any(|n| n.name == name);
         let repos = client
-            .get(
+            .get_all(
                 &["namespaces", name, "repos"],
                 &[("include_hidden", "true")],
             )
@@ -213,9 +213,14 @@ pub async fn fetch_state(client: &Client, desired: &Desired) -> CliResult<Server
                         })
                         .transpose()?;
                 }
-                let rules = client.get(&[&base[..], &["rules"]].concat(), &[]).await?;
+                let rules = client
+                    .get_all(&[&base[..], &["rules"]].concat(), &[])
+                    .await?;
                 r.rules = serde_json::from_value::<Vec<ServerRule>>(rules)
                     .map_err(|e| CliError::msg(format!("unexpected rules from kiln: {e}")))?;
+                // The API lists newest first; kiln matches rules oldest first, and so does the
+                // plan when the server holds two rules with the same identity.
+                r.rules.reverse();
             }
             server_ns.repos.push(r);
         }
