@@ -3,12 +3,17 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 /// kiln: continuous image builds. A signed git push in, an image in your registry out.
-///
-/// `kiln serve` runs the service. Every other command is a client of a running kiln: it talks to
-/// KILN_URL (default http://127.0.0.1:8080) with the API token in KILN_TOKEN, prints tables for
-/// people and, with --json, the API's JSON for scripts, and exits 0 only on success.
 #[derive(Parser)]
-#[command(name = "kiln", version, about, long_about = None)]
+#[command(
+    name = "kiln",
+    version,
+    about,
+    long_about = None,
+    after_help = "`kiln serve` runs the service. Every other command is a client of a running kiln: it \
+                  talks to KILN_URL (default http://127.0.0.1:8080) with the API token in KILN_TOKEN, \
+                  prints tables for people and, with --json, JSON for scripts, and exits 0 only on \
+                  success."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

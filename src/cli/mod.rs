@@ -26,7 +26,7 @@ pub struct Connection {
     /// API token (prefer the environment variable: a command line is visible to other users).
     #[arg(long, env = "KILN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// Print the API's raw JSON instead of a table, for scripts.
+    /// Print JSON (the API's own) instead of a table, for scripts.
     #[arg(long)]
     pub json: bool,
 }
@@ -127,8 +127,7 @@ pub enum ReposCommand {
     },
     /// Create a repository in an existing namespace.
     Create {
-        /// NAMESPACE/REPOSITORY
-        #[arg(value_parser = parse_repo_ref)]
+        #[arg(value_name = "NS/REPO", value_parser = parse_repo_ref)]
         repo: RepoRef,
         /// One line, at most 100 characters.
         #[arg(long)]
@@ -144,14 +143,14 @@ pub enum ReposCommand {
     },
     /// Hide a repository (left out of lists, no builds).
     Hide {
-        #[arg(value_parser = parse_repo_ref)]
+        #[arg(value_name = "NS/REPO", value_parser = parse_repo_ref)]
         repo: RepoRef,
         #[command(flatten)]
         conn: Connection,
     },
     /// Make a hidden repository visible again.
     Unhide {
-        #[arg(value_parser = parse_repo_ref)]
+        #[arg(value_name = "NS/REPO", value_parser = parse_repo_ref)]
         repo: RepoRef,
         #[command(flatten)]
         conn: Connection,
@@ -162,7 +161,7 @@ pub enum ReposCommand {
 pub enum RulesCommand {
     /// List a repository's build rules (with the ids `kiln build now` takes).
     List {
-        #[arg(value_parser = parse_repo_ref)]
+        #[arg(value_name = "NS/REPO", value_parser = parse_repo_ref)]
         repo: RepoRef,
         #[command(flatten)]
         conn: Connection,
@@ -173,7 +172,7 @@ pub enum RulesCommand {
 pub enum BuildCommand {
     /// Build a rule now, without a push: the head of its branch, or the newest tag it matches.
     Now {
-        #[arg(value_parser = parse_repo_ref)]
+        #[arg(value_name = "NS/REPO", value_parser = parse_repo_ref)]
         repo: RepoRef,
         /// The rule's id (`kiln rules list NS/REPO`).
         rule_id: String,
@@ -195,7 +194,7 @@ pub enum BuildCommand {
 pub enum BuildsCommand {
     /// A repository's builds, newest first.
     List {
-        #[arg(value_parser = parse_repo_ref)]
+        #[arg(value_name = "NS/REPO", value_parser = parse_repo_ref)]
         repo: RepoRef,
         /// How many (1 to 200).
         #[arg(long, default_value_t = 50)]
@@ -219,6 +218,7 @@ pub enum BuildsCommand {
 
 #[derive(Args, Debug)]
 pub struct LogsArgs {
+    /// The build's id (`kiln builds list NS/REPO`).
     pub build_id: String,
     /// Keep streaming until the build ends.
     #[arg(long, short)]
@@ -229,7 +229,7 @@ pub struct LogsArgs {
 
 #[derive(Args, Debug)]
 pub struct VersionsArgs {
-    #[arg(value_parser = parse_repo_ref)]
+    #[arg(value_name = "NS/REPO", value_parser = parse_repo_ref)]
     pub repo: RepoRef,
     /// Include hidden versions.
     #[arg(long)]
@@ -243,7 +243,7 @@ pub enum WebhooksCommand {
     /// The deliveries of a webhook, newest first.
     Deliveries {
         /// The repository the webhook belongs to.
-        #[arg(value_parser = parse_repo_ref)]
+        #[arg(value_name = "NS/REPO", value_parser = parse_repo_ref)]
         repo: RepoRef,
         webhook_id: String,
         /// How many, newest first (1 to 200).
