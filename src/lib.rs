@@ -29,9 +29,17 @@ pub struct Server {
 }
 
 impl Server {
-    /// Opens the database, starts the build workers and binds the HTTP listener.
-    pub async fn start(config: Config) -> anyhow::Result<Server> {
+    /// Binds the HTTP listener, opens the database, starts the workers, serves.
+    pub async fn start(mut config: Config) -> anyhow::Result<Server> {
         let listen = config.listen;
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let addr = listener.local_addr()?;
+        // The default public URL names the address actually bound (KILN_LISTEN may ask for port 0).
+        if config.public_url == format!("http://{listen}") {
+            config.public_url = format!("http://{addr}");
+        }
         let app = App::open(config).await?;
         let admin_token = app.bootstrap_admin_token().await?;
         let stop = tokio_util::sync::CancellationToken::new();
@@ -39,10 +47,6 @@ impl Server {
         registry::sync::spawn_initial_sync(&app);
         retention::spawn_pruning(&app, stop.clone());
         notify::deliver::start(&app, stop.clone());
-        let listener = TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen on {listen}"))?;
-        let addr = listener.local_addr()?;
         let router = http::router::create_router(app.clone());
         let task = tokio::spawn(async move { axum::serve(listener, router).await });
         Ok(Server {

@@ -1295,7 +1295,7 @@ async fn sources_validate_and_keep_their_secret() {
     );
     let url = "https://github.com/acme/api.git";
 
-    for provider in ["gitlab", "gitea", "bitbucket", "GitHub", ""] {
+    for provider in ["bitbucket", "GitHub", "GITLAB", " gitea", ""] {
         let got = kiln
             .put(path, json!({"provider": provider, "clone_url": url}))
             .await;

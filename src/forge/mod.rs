@@ -1,6 +1,8 @@
 //! The one forge-neutral push event. Each forge's wire format stays private to its file.
 
+pub mod gitea;
 pub mod github;
+pub mod gitlab;
 
 /// What an inbound hook delivery means, once its signature is verified.
 #[derive(Debug, Clone, PartialEq, Eq)]

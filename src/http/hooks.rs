@@ -12,7 +12,8 @@ use super::error::{ApiError, ApiResult};
 use crate::app::App;
 use crate::db::{self, sources::SourceRow};
 use crate::domain::rules::{GitRef, PlanContext, PushEvent, RuleOutcome, plan_builds};
-use crate::forge::{Outcome, github};
+use crate::forge::{MalformedPayload, Outcome, gitea, github, gitlab};
+use sha2::{Digest, Sha256};
 
 /// Reads at most `limit` bytes of body: 413 beyond.
 async fn read_capped(headers: &HeaderMap, body: Body, limit: usize) -> ApiResult<Bytes> {
@@ -35,33 +36,96 @@ async fn read_capped(headers: &HeaderMap, body: Body, limit: usize) -> ApiResult
         .map_err(|_| too_large())
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
+/// The first of `names` that is present and not empty.
+fn header<'a>(headers: &'a HeaderMap, names: &[&str]) -> Option<&'a str> {
+    names.iter().find_map(|name| {
+        headers
+            .get(*name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    })
 }
+
+/// How one forge signs and describes its deliveries.
+struct Forge {
+    provider: &'static str,
+    signature_headers: &'static [&'static str],
+    event_headers: &'static [&'static str],
+    delivery_headers: &'static [&'static str],
+    /// (secret, body, signature header) → valid?
+    verify: fn(&[u8], &[u8], &str) -> bool,
+    urls: fn(&[u8]) -> Vec<String>,
+    parse: fn(&str, &[u8]) -> Result<Outcome, MalformedPayload>,
+    /// Older GitLabs send no delivery id: such deliveries are told apart by the body's digest.
+    delivery_optional: bool,
+}
+
+const GITHUB: Forge = Forge {
+    provider: "github",
+    signature_headers: &[github::SIGNATURE_HEADER],
+    event_headers: &[github::EVENT_HEADER],
+    delivery_headers: &[github::DELIVERY_HEADER],
+    verify: github::verify_signature,
+    urls: github::repository_urls,
+    parse: github::parse,
+    delivery_optional: false,
+};
+
+const GITEA: Forge = Forge {
+    provider: "gitea",
+    signature_headers: gitea::SIGNATURE_HEADERS,
+    event_headers: gitea::EVENT_HEADERS,
+    delivery_headers: gitea::DELIVERY_HEADERS,
+    verify: gitea::verify_signature,
+    // Gitea's payloads have GitHub's shape.
+    urls: github::repository_urls,
+    parse: github::parse,
+    delivery_optional: false,
+};
+
+const GITLAB: Forge = Forge {
+    provider: "gitlab",
+    signature_headers: gitlab::TOKEN_HEADERS,
+    event_headers: gitlab::EVENT_HEADERS,
+    delivery_headers: gitlab::DELIVERY_HEADERS,
+    verify: gitlab::verify_token,
+    urls: gitlab::repository_urls,
+    parse: gitlab::parse,
+    delivery_optional: true,
+};
 
 pub async fn receive_github(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
-    match github_hook(&app, &headers, body).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    }
+    receive(&app, &GITHUB, &headers, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn github_hook(app: &App, headers: &HeaderMap, body: Body) -> ApiResult<Response> {
+pub async fn receive_gitea(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
+    receive(&app, &GITEA, &headers, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+pub async fn receive_gitlab(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
+    receive(&app, &GITLAB, &headers, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn receive(app: &App, forge: &Forge, headers: &HeaderMap, body: Body) -> ApiResult<Response> {
     let body = read_capped(headers, body, app.config.hook_body_limit).await?;
-    let signature = header(headers, github::SIGNATURE_HEADER)
-        .ok_or_else(|| ApiError::unauthorized("missing X-Hub-Signature-256"))?;
-    let urls = github::repository_urls(&body);
-    let candidates = db::sources::candidates(&app.db, "github", &urls).await?;
+    let signature = header(headers, forge.signature_headers).ok_or_else(|| {
+        ApiError::unauthorized(format!("missing {}", forge.signature_headers.join(" or ")))
+    })?;
+    let urls = (forge.urls)(&body);
+    let candidates = db::sources::candidates(&app.db, forge.provider, &urls).await?;
     let verified: Vec<SourceRow> = candidates
         .into_iter()
-        .filter(|s| github::verify_signature(s.webhook_secret.as_bytes(), &body, signature))
+        .filter(|s| (forge.verify)(s.webhook_secret.as_bytes(), &body, signature))
         .collect();
     if verified.is_empty() {
-        tracing::info!(urls = ?urls, "github hook refused: no source with a matching signature");
+        tracing::info!(provider = forge.provider, urls = ?urls, "hook refused: no source with a matching signature");
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_signature",
@@ -69,19 +133,40 @@ async fn github_hook(app: &App, headers: &HeaderMap, body: Body) -> ApiResult<Re
         ));
     }
     // Only now is the payload trusted enough to read.
-    let event = header(headers, github::EVENT_HEADER)
-        .ok_or_else(|| ApiError::bad_request("missing_header", "missing X-GitHub-Event"))?;
-    let delivery = header(headers, github::DELIVERY_HEADER)
-        .ok_or_else(|| ApiError::bad_request("missing_header", "missing X-GitHub-Delivery"))?;
+    let event = header(headers, forge.event_headers).ok_or_else(|| {
+        ApiError::bad_request(
+            "missing_header",
+            format!("missing {}", forge.event_headers[0]),
+        )
+    })?;
+    let delivery = match header(headers, forge.delivery_headers) {
+        Some(d) => d.to_string(),
+        None if forge.delivery_optional => format!("sha256:{}", hex::encode(Sha256::digest(&body))),
+        None => {
+            return Err(ApiError::bad_request(
+                "missing_header",
+                format!("missing {}", forge.delivery_headers[0]),
+            ));
+        }
+    };
     if delivery.len() > 200 {
         return Err(ApiError::bad_request(
             "bad_header",
-            "X-GitHub-Delivery is too long",
+            "the delivery id is too long",
         ));
     }
     let outcome =
-        github::parse(event, &body).map_err(|e| ApiError::bad_request("malformed_payload", e.0))?;
-    accept(app, "github", delivery, event, &outcome, &body, &verified).await
+        (forge.parse)(event, &body).map_err(|e| ApiError::bad_request("malformed_payload", e.0))?;
+    accept(
+        app,
+        forge.provider,
+        &delivery,
+        event,
+        &outcome,
+        &body,
+        &verified,
+    )
+    .await
 }
 
 /// Stores the delivery for every verified source (once per delivery id) and queues planned builds.

@@ -9,6 +9,8 @@ pub fn create_router(app: App) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/hooks/github", post(hooks::receive_github))
+        .route("/hooks/gitlab", post(hooks::receive_gitlab))
+        .route("/hooks/gitea", post(hooks::receive_gitea))
         .route(
             "/registry/events",
             post(crate::registry::events::receive_registry_events),

@@ -11,7 +11,7 @@ use crate::http::auth::{Caller, Role};
 use crate::http::error::{ApiError, ApiJson, ApiPath, ApiResult};
 
 /// Providers whose hooks kiln receives.
-pub const PROVIDERS: &[&str] = &["github"];
+pub const PROVIDERS: &[&str] = &["github", "gitlab", "gitea"];
 
 #[derive(Serialize)]
 pub struct SourceView {
