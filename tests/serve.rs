@@ -86,6 +86,27 @@ async fn first_start_generates_an_admin_token_once_and_healthz_reports_each_part
     assert_eq!(health["status"], "degraded", "{health}");
     assert!(health["docker"]["status"].is_string());
 
+    // Prometheus text, no token needed.
+    let r = http.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = r.text().await.unwrap();
+    for line in [
+        "kiln_builds{status=\"queued\"} 0",
+        "kiln_deliveries{status=\"pending\"} 0",
+        "kiln_repositories 0",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line} missing from:\n{text}"
+        );
+    }
+
     let r = http
         .get(format!("{base}/api/v1/namespaces"))
         .send()

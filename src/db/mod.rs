@@ -7,6 +7,7 @@ pub mod namespaces;
 pub mod repos;
 pub mod rules;
 pub mod sources;
+pub mod stats;
 pub mod tokens;
 pub mod versions;
 pub mod webhooks;

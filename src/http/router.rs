@@ -8,6 +8,7 @@ use crate::app::App;
 pub fn create_router(app: App) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
+        .route("/metrics", get(super::metrics::metrics))
         .route("/hooks/github", post(hooks::receive_github))
         .route("/hooks/gitlab", post(hooks::receive_gitlab))
         .route("/hooks/gitea", post(hooks::receive_gitea))
