@@ -18,7 +18,7 @@ use crate::domain::names::{
 };
 use crate::domain::rules::{RefKind, normalize_repo_path, validate_rule};
 
-/// The source providers a rules file may name (api.md); the server may accept fewer.
+/// The source providers a rules file may name (api.md), as the server accepts them.
 pub const PROVIDERS: &[&str] = &["github", "gitlab", "gitea"];
 /// The longest repository `detail` the API accepts, in characters.
 pub const MAX_DETAIL_CHARS: usize = 100_000;
