@@ -1400,7 +1400,19 @@ async fn sources_validate_and_keep_their_secret() {
     assert_eq!(r["ci"], true, "a source makes a CI repository: {r}");
     assert!(!r.to_string().contains(&secret), "{r}");
 
-    // Another generated secret on a new PUT: a different one.
+    // A PUT without a secret on a linked source keeps its secret (and shows none); unlinking and
+    // linking again generates a new one.
+    let (s, again) = kiln
+        .put(path, json!({"provider": "github", "clone_url": url}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{again}");
+    assert!(again.get("webhook_secret").is_none(), "{again}");
+    let kept: (String,) = sqlx::query_as("SELECT webhook_secret FROM sources")
+        .fetch_one(&kiln.server.app.db)
+        .await
+        .unwrap();
+    assert_eq!(kept.0, secret);
+    assert_eq!(kiln.delete(path).await.0, StatusCode::NO_CONTENT);
     let (s, again) = kiln
         .put(path, json!({"provider": "github", "clone_url": url}))
         .await;

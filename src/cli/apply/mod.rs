@@ -354,7 +354,7 @@ async fn execute(
             provider,
             clone_url,
             webhook_secret_env,
-            ..
+            action,
         } => {
             let mut body = json!({"provider": provider, "clone_url": clone_url});
             if let Some(var) = webhook_secret_env {
@@ -362,6 +362,9 @@ async fn execute(
                     CliError::msg(format!("the environment variable {var} is not set"))
                 })?;
                 body["webhook_secret"] = json!(secret);
+            } else if matches!(action, plan::SourceAction::RotateSecret) {
+                // Without a variable, kiln keeps a linked source's secret unless asked for a new one.
+                body["regenerate_secret"] = json!(true);
             }
             return client
                 .json(

@@ -84,7 +84,7 @@ fn render_change(out: &mut String, change: &Change) {
                         "~ update source {namespace}/{repository} ({})",
                         match webhook_secret_env {
                             Some(var) => format!("webhook secret from ${var}"),
-                            None => "kiln generates a new webhook secret".to_string(),
+                            None => "the webhook secret is kept".to_string(),
                         }
                     ));
                     field_lines(&mut line, changes);
@@ -325,7 +325,7 @@ mod tests {
                         }],
                     },
                 },
-                "~ update source acme/api (kiln generates a new webhook secret)\n      clone_url: \"https://x/old\" → \"https://x/new\"\n",
+                "~ update source acme/api (the webhook secret is kept)\n      clone_url: \"https://x/old\" → \"https://x/new\"\n",
             ),
             (
                 Change::PutSource {

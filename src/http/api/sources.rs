@@ -30,6 +30,9 @@ pub struct PutSource {
     provider: String,
     clone_url: String,
     webhook_secret: Option<String>,
+    /// Without `webhook_secret`: true makes kiln generate a new secret even for a linked source.
+    #[serde(default)]
+    regenerate_secret: bool,
 }
 
 /// A clone URL git2 can fetch: http(s)://, ssh://, git://, file://, scp-like `user@host:path`, or an
@@ -110,12 +113,16 @@ pub async fn put_source(
         ));
     }
     validate_clone_url(&body.clone_url)?;
-    let (secret, generated) = match body.webhook_secret {
-        Some(s) => {
+    // No secret sent: a linked source keeps its own (a PUT that only moves the clone URL must not
+    // break the forge's webhook); a new one gets a generated secret, shown once.
+    let existing = db::sources::for_repo(&app.db, &row.id).await?;
+    let (secret, generated) = match (body.webhook_secret, existing) {
+        (Some(s), _) => {
             validate_secret(&s)?;
             (s, false)
         }
-        None => (generate_secret(), true),
+        (None, Some(old)) if !body.regenerate_secret => (old.webhook_secret, false),
+        (None, _) => (generate_secret(), true),
     };
     let source = db::sources::upsert(
         &app.db,
