@@ -26,7 +26,9 @@ pub fn create_router(app: App) -> Router {
 /// so, or a client that pools connections sends its next request into a closing one.
 async fn close_after_unread_body(mut response: Response) -> Response {
     if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
 }
