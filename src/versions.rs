@@ -8,7 +8,7 @@ use crate::notify::outbox;
 
 /// Records `v` and, when it is a new version, queues its notifications; one transaction.
 pub async fn record(app: &App, v: &NewVersion<'_>) -> Result<Recorded, sqlx::Error> {
-    let mut tx = app.db.begin().await?;
+    let mut tx = crate::db::write_tx(&app.db).await?;
     let recorded = db::versions::record(&mut tx, v).await?;
     let mut queued = 0;
     if recorded != Recorded::Unchanged

@@ -96,7 +96,7 @@ async fn record_success(app: &App, build_id: &str, digest: &str) -> Result<(), s
 
 /// Queues a build event for the repository's subscribers.
 async fn announce(app: &App, build_id: &str, event: &'static str) -> Result<(), sqlx::Error> {
-    let mut tx = app.db.begin().await?;
+    let mut tx = crate::db::write_tx(&app.db).await?;
     let queued = match db::builds::get(&mut *tx, build_id).await? {
         Some(b) => outbox::enqueue(
             &mut tx,
@@ -124,7 +124,7 @@ async fn end_build(
     error: Option<&str>,
     digest: Option<&str>,
 ) -> Result<bool, sqlx::Error> {
-    let mut tx = app.db.begin().await?;
+    let mut tx = crate::db::write_tx(&app.db).await?;
     if !db::builds::finish(&mut *tx, build_id, status, error, digest).await? {
         return Ok(false);
     }

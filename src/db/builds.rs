@@ -187,7 +187,7 @@ pub async fn finish<'e, E: sqlx::SqliteExecutor<'e>>(
 
 /// Cancels a queued or running build; returns the status it had (None: no such build).
 pub async fn cancel(db: &Db, id: &str) -> Result<Option<String>, sqlx::Error> {
-    let mut tx = db.begin().await?;
+    let mut tx = super::write_tx(db).await?;
     let before: Option<(String,)> = sqlx::query_as("SELECT status FROM builds WHERE id = ?")
         .bind(id)
         .fetch_optional(&mut *tx)
@@ -234,7 +234,7 @@ pub async fn append_log(
     if lines.is_empty() {
         return Ok(());
     }
-    let mut tx = db.begin().await?;
+    let mut tx = super::write_tx(db).await?;
     for (i, line) in lines.iter().enumerate() {
         sqlx::query("INSERT INTO build_log_lines (build_id, seq, line) VALUES (?, ?, ?)")
             .bind(id)

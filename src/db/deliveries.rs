@@ -129,7 +129,7 @@ pub async fn record_attempt(
     succeeded: bool,
     next_attempt_at: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    let mut tx = db.begin().await?;
+    let mut tx = super::write_tx(db).await?;
     sqlx::query(
         "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, request_method, request_url, request_headers, \
          request_body, request_body_truncated, response_status, response_headers, response_body, \

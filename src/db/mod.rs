@@ -43,6 +43,13 @@ pub async fn connect(url: &str) -> anyhow::Result<Db> {
     Ok(pool)
 }
 
+/// A write transaction. `BEGIN IMMEDIATE` takes the write lock at the start, so a busy database makes it
+/// wait (busy_timeout) instead of failing at once when a read inside the transaction would have to be
+/// upgraded to a write while another connection writes ("database is locked").
+pub async fn write_tx(db: &Db) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+    db.begin_with("BEGIN IMMEDIATE").await
+}
+
 /// Now, as the RFC 3339 UTC text stored everywhere (fixed width, so text order is time order).
 pub fn now() -> String {
     format_time(chrono::Utc::now())

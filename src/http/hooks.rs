@@ -226,7 +226,7 @@ async fn store_event(
     body: &[u8],
     source: &SourceRow,
 ) -> ApiResult<Option<Vec<String>>> {
-    let mut tx = app.db.begin().await?;
+    let mut tx = crate::db::write_tx(&app.db).await?;
     let repo = db::repos::by_id(&app.db, &source.repository_id)
         .await?
         .ok_or_else(|| ApiError::internal("source without repository"))?;

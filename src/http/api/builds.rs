@@ -184,7 +184,7 @@ pub async fn create_build(
             "with a commit, say which tag it is",
         ));
     }
-    let mut tx = app.db.begin().await?;
+    let mut tx = crate::db::write_tx(&app.db).await?;
     let build_id = db::builds::insert(
         &mut tx,
         &db::builds::NewBuild {

@@ -267,7 +267,7 @@ async fn set_hidden(
     hidden: bool,
 ) -> ApiResult<axum::Json<RepoView>> {
     let row = load_repo(&app, &caller, &ns, &repo, Role::Write).await?;
-    let mut tx = app.db.begin().await?;
+    let mut tx = crate::db::write_tx(&app.db).await?;
     db::repos::set_hidden(&mut *tx, &row.id, hidden).await?;
     if hidden {
         // Hiding hides every version; unhiding the repository leaves their own flags alone.

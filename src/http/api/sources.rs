@@ -168,7 +168,7 @@ pub async fn delete_source(
     ApiPath((ns, repo)): ApiPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let row = load_repo(&app, &caller, &ns, &repo, Role::Write).await?;
-    let mut tx = app.db.begin().await?;
+    let mut tx = crate::db::write_tx(&app.db).await?;
     if !db::sources::delete(&mut *tx, &row.id).await? {
         return Err(ApiError::not_found(&format!("git source of {ns}/{repo}")));
     }

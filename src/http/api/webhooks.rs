@@ -264,7 +264,7 @@ pub async fn test_webhook(
     ApiPath((ns, repo, id)): ApiPath<(String, String, String)>,
 ) -> ApiResult<(StatusCode, axum::Json<DeliveryDetail>)> {
     let hook = load_webhook(&app, &caller, &ns, &repo, &id, Role::Write).await?;
-    let mut tx = app.db.begin().await?;
+    let mut tx = crate::db::write_tx(&app.db).await?;
     let delivery_id = outbox::enqueue_one(
         &mut tx,
         &app.config.public_url,
@@ -460,7 +460,7 @@ pub async fn redeliver(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<(StatusCode, axum::Json<DeliverySummary>)> {
     let (d, hook) = load_delivery(&app, &caller, &id, Role::Write).await?;
-    let mut tx = app.db.begin().await?;
+    let mut tx = crate::db::write_tx(&app.db).await?;
     let new_id = db::deliveries::enqueue(
         &mut tx,
         &hook.id,
