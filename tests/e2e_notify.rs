@@ -534,8 +534,8 @@ async fn post_envelope(base_url: &str, events: &[Value]) -> (StatusCode, String)
 }
 
 /// Sends an envelope as the registry does: again while kiln answers 5xx (kiln skips the events it
-/// applied already, by id), up to 50 times. Each 5xx is printed: that kiln answers 500 at all is
-/// the contract break `registry_events_are_accepted_while_deliveries_are_recorded` shows.
+/// applied already, by id), up to 50 times. Each 5xx is printed; that kiln answers none is what
+/// `registry_events_are_accepted_while_deliveries_are_recorded` checks.
 async fn registry_notifies(base_url: &str, events: Vec<Value>) -> Value {
     for _ in 0..50 {
         let (status, text) = post_envelope(base_url, &events).await;
@@ -841,7 +841,7 @@ async fn builds_and_docker_pushes_reach_two_subscribers_with_verifiable_signatur
             h.headers
         );
     }
-    // (build.started is checked at the end, see CONTRACT there.)
+    // (build.started is checked at the end.)
     let started = of("build.started");
     let started_ids: HashSet<String> = started
         .iter()
@@ -979,11 +979,9 @@ async fn builds_and_docker_pushes_reach_two_subscribers_with_verifiable_signatur
         assert!(list.iter().all(|d| d["status"] == "succeeded"), "{list:?}");
     }
 
-    // CONTRACT: two builds ran, so A (subscribed to build.started) must get two build.started. When
-    // the two build workers start at once, one `announce(build.started)` fails with "(code: 5)
-    // database is locked" (logged as "cannot queue build.started"; a deferred SQLite transaction that
-    // reads first cannot upgrade to a write while the other writes, and busy_timeout does not apply)
-    // and that event is never queued.
+    // Two builds ran, so A (subscribed to build.started) gets two build.started. Before e3a1789
+    // (BEGIN IMMEDIATE), one `announce(build.started)` failed with "(code: 5) database is locked"
+    // when both build workers started at once, and that event was lost.
     assert_eq!(
         started_ids,
         HashSet::from([id(&ok_build), id(&bad_build)]),
@@ -1619,11 +1617,10 @@ async fn registry_events_are_accepted_while_deliveries_are_recorded() {
             "each version once to /s{i}"
         );
     }
-    // CONTRACT: a valid, authenticated envelope is answered 200. kiln answers 500 {"error":
-    // {"code":"internal",...}} when the delivery worker writes at the same moment: the server log
-    // says "internal error error=database: error returned from database: (code: 5) database is
-    // locked" (the version's deferred transaction reads before it writes, so SQLite refuses the
-    // upgrade at once instead of waiting busy_timeout).
+    // A valid, authenticated envelope is answered 200. Before e3a1789 (BEGIN IMMEDIATE), kiln
+    // answered 500 {"error":{"code":"internal",...}} to 8 of these 10 envelopes: the version's
+    // deferred transaction read before it wrote, and SQLite refused the upgrade with "(code: 5)
+    // database is locked" at once while the delivery worker wrote.
     assert!(refused.is_empty(), "{refused:#?}");
 }
 
