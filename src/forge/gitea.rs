@@ -1,29 +1,17 @@
 //! Gitea and Forgejo webhooks: `X-Gitea-Signature` (or `X-Forgejo-Signature`), the hex HMAC-SHA256 of
 //! the raw body. Their push payload has GitHub's shape, so `github::parse` reads it.
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-
 pub const SIGNATURE_HEADERS: &[&str] = &["x-gitea-signature", "x-forgejo-signature"];
 pub const EVENT_HEADERS: &[&str] = &["x-gitea-event", "x-forgejo-event"];
 pub const DELIVERY_HEADERS: &[&str] = &["x-gitea-delivery", "x-forgejo-delivery"];
 
 /// Checks the hex signature against HMAC-SHA256(secret, body), in constant time.
 pub fn verify_signature(secret: &[u8], body: &[u8], header: &str) -> bool {
-    let Ok(sig) = hex::decode(header.trim()) else {
-        return false;
-    };
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
-        return false;
-    };
-    mac.update(body);
-    mac.verify_slice(&sig).is_ok()
+    super::verify_hex_hmac(secret, body, header)
 }
 
 pub fn sign(secret: &[u8], body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
-    mac.update(body);
-    hex::encode(mac.finalize().into_bytes())
+    super::hex_hmac(secret, body)
 }
 
 #[cfg(test)]

@@ -1,8 +1,6 @@
 //! GitHub webhooks: `X-Hub-Signature-256` verification and the push/ping payloads.
 
-use hmac::{Hmac, Mac};
 use serde::Deserialize;
-use sha2::Sha256;
 
 use super::{MalformedPayload, Outcome, Push, is_sha, normalize_url};
 
@@ -12,24 +10,15 @@ pub const SIGNATURE_HEADER: &str = "x-hub-signature-256";
 
 /// Checks `sha256=<hex>` against HMAC-SHA256(secret, body), in constant time.
 pub fn verify_signature(secret: &[u8], body: &[u8], header: &str) -> bool {
-    let Some(hex_sig) = header.trim().strip_prefix("sha256=") else {
-        return false;
-    };
-    let Ok(sig) = hex::decode(hex_sig) else {
-        return false;
-    };
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
-        return false;
-    };
-    mac.update(body);
-    mac.verify_slice(&sig).is_ok()
+    header
+        .trim()
+        .strip_prefix("sha256=")
+        .is_some_and(|sig| super::verify_hex_hmac(secret, body, sig))
 }
 
 /// `sha256=<hex>` for a body: what GitHub sends (used by tests and tools).
 pub fn sign(secret: &[u8], body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    format!("sha256={}", super::hex_hmac(secret, body))
 }
 
 #[derive(Deserialize)]
@@ -111,13 +100,7 @@ pub fn parse(event: &str, body: &[u8]) -> Result<Outcome, MalformedPayload> {
                 message: p.head_commit.and_then(|c| c.message),
             }))
         }
-        other => {
-            serde_json::from_slice::<serde_json::Value>(body)
-                .map_err(|e| MalformedPayload(format!("payload is not JSON: {e}")))?;
-            Ok(Outcome::Ignore(format!(
-                "event '{other}' does not trigger builds"
-            )))
-        }
+        other => super::ignored(body, format!("event '{other}' does not trigger builds")),
     }
 }
 

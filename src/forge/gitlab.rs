@@ -108,13 +108,10 @@ pub fn parse(event: &str, body: &[u8]) -> Result<Outcome, MalformedPayload> {
                 message,
             }))
         }
-        other => {
-            serde_json::from_slice::<serde_json::Value>(body)
-                .map_err(|e| MalformedPayload(format!("payload is not JSON: {e}")))?;
-            Ok(Outcome::Ignore(format!(
-                "GitLab event '{other}' does not trigger builds"
-            )))
-        }
+        other => super::ignored(
+            body,
+            format!("GitLab event '{other}' does not trigger builds"),
+        ),
     }
 }
 

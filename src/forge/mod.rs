@@ -30,6 +30,35 @@ pub struct Push {
 #[error("{0}")]
 pub struct MalformedPayload(pub String);
 
+/// Checks a hex HMAC-SHA256 of `body` under `secret`, in constant time (GitHub's and Gitea's scheme).
+pub fn verify_hex_hmac(secret: &[u8], body: &[u8], hex_sig: &str) -> bool {
+    use hmac::{Hmac, Mac};
+    let Ok(sig) = hex::decode(hex_sig.trim()) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(secret) else {
+        return false;
+    };
+    mac.update(body);
+    mac.verify_slice(&sig).is_ok()
+}
+
+/// The hex HMAC-SHA256 of `body` under `secret`.
+pub fn hex_hmac(secret: &[u8], body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac =
+        Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// A delivery of an event kiln does nothing with: accepted if it is JSON at all.
+pub fn ignored(body: &[u8], why: String) -> Result<Outcome, MalformedPayload> {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .map_err(|e| MalformedPayload(format!("payload is not JSON: {e}")))?;
+    Ok(Outcome::Ignore(why))
+}
+
 /// Is this a full 40-hex commit id?
 pub fn is_sha(s: &str) -> bool {
     s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
