@@ -1548,21 +1548,20 @@ impl Drop for RecordingServer {
     }
 }
 
-async fn serve_one(
-    mut stream: tokio::net::TcpStream,
-    recorded: std::sync::Arc<Mutex<Vec<RecordedRequest>>>,
-    script: std::sync::Arc<Mutex<Vec<u16>>>,
-) -> io::Result<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// Reads one HTTP/1.1 request (Content-Length or chunked body); None when the peer closed first.
+pub async fn read_request(
+    stream: &mut tokio::net::TcpStream,
+) -> io::Result<Option<RecordedRequest>> {
+    use tokio::io::AsyncReadExt;
     let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
+    let mut chunk = [0u8; 16 * 1024];
     let head_end = loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break i + 4;
         }
         let n = stream.read(&mut chunk).await?;
         if n == 0 {
-            return Ok(());
+            return Ok(None);
         }
         buf.extend_from_slice(&chunk[..n]);
     };
@@ -1589,7 +1588,7 @@ async fn serve_one(
             }
             let n = stream.read(&mut chunk).await?;
             if n == 0 {
-                return Ok(());
+                return Ok(None);
             }
             rest.extend_from_slice(&chunk[..n]);
         }
@@ -1600,12 +1599,29 @@ async fn serve_one(
         while rest.len() < len {
             let n = stream.read(&mut chunk).await?;
             if n == 0 {
-                return Ok(());
+                return Ok(None);
             }
             rest.extend_from_slice(&chunk[..n]);
         }
         rest.truncate(len);
         rest
+    };
+    Ok(Some(RecordedRequest {
+        method,
+        path,
+        headers,
+        body,
+    }))
+}
+
+async fn serve_one(
+    mut stream: tokio::net::TcpStream,
+    recorded: std::sync::Arc<Mutex<Vec<RecordedRequest>>>,
+    script: std::sync::Arc<Mutex<Vec<u16>>>,
+) -> io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let Some(request) = read_request(&mut stream).await? else {
+        return Ok(());
     };
     let status = script
         .lock()
@@ -1615,12 +1631,7 @@ async fn serve_one(
     recorded
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .push(RecordedRequest {
-            method,
-            path,
-            headers,
-            body,
-        });
+        .push(request);
     let answer = format!(
         "HTTP/1.1 {status} Status\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\
          Connection: close\r\n\r\n{{}}"
