@@ -77,6 +77,8 @@ async fn main() {
         format!("FROM {base}\nCOPY . /app\nRUN ls /app/data | wc -l > /app/count\n"),
     );
     git.write("version.txt", "0\n");
+    // Both paths send the same context: the hand-written clone has a .git directory, kiln's tree does not.
+    git.write(".dockerignore", ".git\n");
     git.commit("bench repo");
     git.push("main");
     let secret = kiln.ci_repo("bench", "kiln", &git.clone_url()).await;
