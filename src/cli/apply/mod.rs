@@ -16,6 +16,7 @@ use super::client::{CliError, CliResult, Client};
 use super::output::{self, note, out, outln};
 use plan::{
     Change, Options, Plan, ServerNamespace, ServerRepo, ServerRule, ServerSource, ServerState,
+    ServerWebhook,
 };
 use schema::{Desired, RulesFile};
 
@@ -126,6 +127,7 @@ async fn run_json(
         "notes": plan.notes,
         "applied": 0,
         "sources": [],
+        "webhooks": [],
     });
     if dry_run {
         return output::json(&report);
@@ -135,17 +137,23 @@ async fn run_json(
         match execute(client, change, secrets).await {
             Ok(answer) => {
                 report["applied"] = json!(report["applied"].as_u64().unwrap_or(0) + 1);
-                if let Change::PutSource {
-                    namespace,
-                    repository,
-                    ..
-                } = change
-                {
-                    let mut answer = answer;
-                    answer["repository"] = json!(format!("{namespace}/{repository}"));
-                    if let Some(list) = report["sources"].as_array_mut() {
-                        list.push(answer);
-                    }
+                let (list, namespace, repository) = match change {
+                    Change::PutSource {
+                        namespace,
+                        repository,
+                        ..
+                    } => ("sources", namespace, repository),
+                    Change::CreateWebhook {
+                        namespace,
+                        repository,
+                        ..
+                    } => ("webhooks", namespace, repository),
+                    _ => continue,
+                };
+                let mut answer = answer;
+                answer["repository"] = json!(format!("{namespace}/{repository}"));
+                if let Some(list) = report[list].as_array_mut() {
+                    list.push(answer);
                 }
             }
             Err(e) => {
@@ -221,6 +229,20 @@ pub async fn fetch_state(client: &Client, desired: &Desired) -> CliResult<Server
                 // The API lists newest first; kiln matches rules oldest first, and so does the
                 // plan when the server holds two rules with the same identity.
                 r.rules.reverse();
+                let repo_declared = desired
+                    .namespaces
+                    .iter()
+                    .filter(|n| n.name == name)
+                    .any(|n| n.repos.iter().any(|d| d.name == r.name));
+                if repo_declared {
+                    let hooks = client
+                        .get_all(&[&base[..], &["webhooks"]].concat(), &[])
+                        .await?;
+                    r.webhooks =
+                        serde_json::from_value::<Vec<ServerWebhook>>(hooks).map_err(|e| {
+                            CliError::msg(format!("unexpected webhooks from kiln: {e}"))
+                        })?;
+                }
             }
             server_ns.repos.push(r);
         }
@@ -230,7 +252,8 @@ pub async fn fetch_state(client: &Client, desired: &Desired) -> CliResult<Server
 }
 
 /// The webhook secrets the plan sets, by variable name, read with `env`; and, for every variable
-/// that is needed but unset or unusable, an error naming its file, line and key.
+/// that is needed but unset or unusable, an error naming its file, line and key. A source's
+/// secret is 16 to 256 characters; a webhook's has the Standard Webhooks form `whsec_<base64>`.
 pub fn resolve_secrets(
     plan: &Plan,
     desired: &Desired,
@@ -238,29 +261,73 @@ pub fn resolve_secrets(
 ) -> (HashMap<String, String>, Vec<String>) {
     let mut secrets = HashMap::new();
     let mut errors = Vec::new();
-    for change in &plan.changes {
-        let Change::PutSource {
-            namespace,
-            repository,
-            webhook_secret_env: Some(var),
-            ..
-        } = change
-        else {
-            continue;
-        };
-        if secrets.contains_key(var) {
-            continue;
-        }
-        let at = desired
+    let mut checked = std::collections::HashSet::new();
+    let repo = |namespace: &str, repository: &str| {
+        desired
             .namespaces
             .iter()
-            .find(|n| &n.name == namespace)
-            .and_then(|n| n.repos.iter().find(|r| &r.name == repository))
-            .and_then(|r| r.source.as_ref())
-            .map(|s| s.at.to_string())
-            .unwrap_or_default();
+            .find(|n| n.name == namespace)
+            .and_then(|n| n.repos.iter().find(|r| r.name == repository))
+    };
+    let webhook_secret = |var, namespace: &str, repository: &str, name: &str| {
+        (
+            var,
+            repo(namespace, repository)
+                .and_then(|r| r.webhooks.iter().find(|h| h.name == name))
+                .map(|h| h.at.to_string()),
+            format!("webhook \"{name}\" of {namespace}/{repository}"),
+            "secret_env",
+            true,
+        )
+    };
+    for change in &plan.changes {
+        let (var, at, what, key, webhook): (&String, _, _, _, _) = match change {
+            Change::PutSource {
+                namespace,
+                repository,
+                webhook_secret_env: Some(var),
+                ..
+            } => (
+                var,
+                repo(namespace, repository)
+                    .and_then(|r| r.source.as_ref())
+                    .map(|s| s.at.to_string()),
+                format!("source of {namespace}/{repository}"),
+                "webhook_secret_env",
+                false,
+            ),
+            Change::CreateWebhook {
+                namespace,
+                repository,
+                webhook: hook,
+                secret_env: Some(var),
+            } => webhook_secret(var, namespace, repository, &hook.name),
+            Change::UpdateWebhook {
+                namespace,
+                repository,
+                name,
+                rotate_secret_from: Some(var),
+                ..
+            } => webhook_secret(var, namespace, repository, name),
+            _ => continue,
+        };
+        let at = at.unwrap_or_default();
+        if !checked.insert((var.clone(), at.clone())) {
+            continue;
+        }
         let problem = match env(var) {
             None => Some("is not set".to_string()),
+            Some(s) if webhook => match crate::notify::signing::secret_key(&s) {
+                Ok(_) => {
+                    secrets.insert(var.clone(), s);
+                    None
+                }
+                Err(e) => Some(format!(
+                    "does not hold a webhook secret of the form whsec_<standard base64 of 24 to 64 \
+                     bytes> ({})",
+                    e.message
+                )),
+            },
             Some(s) if !SECRET_CHARS.contains(&s.chars().count()) => Some(format!(
                 "must hold {} to {} characters (it holds {})",
                 SECRET_CHARS.start(),
@@ -277,15 +344,17 @@ pub fn resolve_secrets(
         };
         if let Some(problem) = problem {
             errors.push(format!(
-                "{at}: source of {namespace}/{repository}: webhook_secret_env: the environment \
-                 variable {var} {problem} (it holds the webhook secret this apply sets)"
+                "{at}: {what}: {key}: the environment variable {var} {problem} (it holds the \
+                 {} secret this apply sets)",
+                if webhook { "webhook's" } else { "webhook" }
             ));
         }
     }
     (secrets, errors)
 }
 
-/// Runs one change through the API; returns the answer of a source PUT (else `null`).
+/// Runs one change through the API; returns the answer of a source PUT, a webhook POST or a
+/// repository DELETE (else `null`).
 async fn execute(
     client: &Client,
     change: &Change,
@@ -358,10 +427,7 @@ async fn execute(
         } => {
             let mut body = json!({"provider": provider, "clone_url": clone_url});
             if let Some(var) = webhook_secret_env {
-                let secret = secrets.get(var).ok_or_else(|| {
-                    CliError::msg(format!("the environment variable {var} is not set"))
-                })?;
-                body["webhook_secret"] = json!(secret);
+                body["webhook_secret"] = json!(secret_from(secrets, var)?);
             } else if matches!(action, plan::SourceAction::RotateSecret) {
                 // Without a variable, kiln keeps a linked source's secret unless asked for a new one.
                 body["regenerate_secret"] = json!(true);
@@ -422,6 +488,71 @@ async fn execute(
                 )
                 .await?;
         }
+        Change::CreateWebhook {
+            namespace,
+            repository,
+            webhook,
+            secret_env,
+        } => {
+            let mut body = json!({
+                "name": webhook.name,
+                "url": webhook.url,
+                "events": webhook.events,
+                "payload_format": webhook.payload_format,
+                "active": webhook.active,
+            });
+            if let Some(filter) = &webhook.tag_filter {
+                body["tag_filter"] = json!(filter);
+            }
+            if let Some(var) = secret_env {
+                body["secret"] = json!(secret_from(secrets, var)?);
+            }
+            return client
+                .post(
+                    &["namespaces", namespace, "repos", repository, "webhooks"],
+                    &body,
+                )
+                .await;
+        }
+        Change::UpdateWebhook {
+            namespace,
+            repository,
+            id,
+            changes,
+            rotate_secret_from,
+            ..
+        } => {
+            let mut patch: serde_json::Map<String, Value> = changes
+                .iter()
+                .map(|c| (c.field.to_string(), json!(c.new)))
+                .collect();
+            if let Some(var) = rotate_secret_from {
+                patch.insert("secret".into(), json!(secret_from(secrets, var)?));
+            }
+            client
+                .json(
+                    Method::PATCH,
+                    &["namespaces", namespace, "repos", repository, "webhooks", id],
+                    &[],
+                    Some(&Value::Object(patch)),
+                )
+                .await?;
+        }
+        Change::DeleteWebhook {
+            namespace,
+            repository,
+            id,
+            ..
+        } => {
+            client
+                .json(
+                    Method::DELETE,
+                    &["namespaces", namespace, "repos", repository, "webhooks", id],
+                    &[],
+                    None,
+                )
+                .await?;
+        }
         Change::DeleteSource {
             namespace,
             repository,
@@ -450,9 +581,17 @@ async fn execute(
     Ok(Value::Null)
 }
 
+fn secret_from<'s>(secrets: &'s HashMap<String, String>, var: &str) -> CliResult<&'s str> {
+    secrets
+        .get(var)
+        .map(String::as_str)
+        .ok_or_else(|| CliError::msg(format!("the environment variable {var} is not set")))
+}
+
 /// What people need from an answer: for a source PUT, where to point the forge's webhook and the
-/// secret when kiln generated it (the API shows it only in this answer); for a repository delete,
-/// the registry tags that could not be deleted.
+/// secret when kiln generated it (the API shows it only in this answer); for a webhook created
+/// without `secret_env`, the secret kiln generated (likewise shown only then); for a repository
+/// delete, the registry tags that could not be deleted.
 fn answer_note(change: &Change, answer: &Value) -> Option<String> {
     let (namespace, repository) = match change {
         Change::PutSource {
@@ -478,6 +617,19 @@ fn answer_note(change: &Change, answer: &Value) -> Option<String> {
             return Some(format!(
                 "  {namespace}/{name}: left in the registry: {}\n",
                 left.join(", ")
+            ));
+        }
+        Change::CreateWebhook {
+            namespace,
+            repository,
+            webhook,
+            ..
+        } => {
+            let secret = answer["secret"].as_str()?;
+            return Some(format!(
+                "  {namespace}/{repository}: secret of webhook {:?} generated by kiln (shown only \
+                 now; the receiver checks signatures with it): {secret}\n",
+                webhook.name
             ));
         }
         _ => return None,

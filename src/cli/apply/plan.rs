@@ -2,13 +2,13 @@
 //! as an ordered list of [`Change`]s. Pure: the caller fetches the state and runs the changes.
 //!
 //! Order: creates and updates first, each repository's in dependency order (namespace, then
-//! repository, then source, then rules); then the deletes, in reverse (rules, sources,
-//! repositories). Without `prune`, nothing is deleted: what the server has and the files don't
+//! repository, then source, then rules, then webhooks); then the deletes, in reverse (rules,
+//! webhooks, sources, repositories). Without `prune`, nothing is deleted: what the server has and the files don't
 //! is reported as a [`Note`].
 
 use serde::{Deserialize, Serialize};
 
-use super::schema::{Desired, DesiredRepo, DesiredRule, RuleKey};
+use super::schema::{Desired, DesiredRepo, DesiredRule, DesiredWebhook, RuleKey};
 
 /// The server's state, as far as the files can describe it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +39,41 @@ pub struct ServerRepo {
     pub source: Option<ServerSource>,
     #[serde(default)]
     pub rules: Vec<ServerRule>,
+    /// Fetched only for the repositories the files declare.
+    #[serde(default)]
+    pub webhooks: Vec<ServerWebhook>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerWebhook {
+    pub id: String,
+    #[serde(flatten)]
+    pub fields: WebhookFields,
+}
+
+/// A webhook's fields as the API takes and shows them (the secret is write-only: never here).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookFields {
+    pub name: String,
+    pub url: String,
+    pub events: Vec<String>,
+    #[serde(default)]
+    pub tag_filter: Option<String>,
+    pub payload_format: String,
+    pub active: bool,
+}
+
+impl From<&DesiredWebhook> for WebhookFields {
+    fn from(w: &DesiredWebhook) -> Self {
+        WebhookFields {
+            name: w.name.clone(),
+            url: w.url.clone(),
+            events: w.events.clone(),
+            tag_filter: w.tag_filter.clone(),
+            payload_format: w.payload_format.clone(),
+            active: w.active,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,7 +132,7 @@ pub struct Options {
     /// Delete what the server has and the files don't (repositories, sources, rules).
     pub prune: bool,
     /// Set every declared source's webhook secret again (from its `webhook_secret_env`, or a new
-    /// one kiln generates).
+    /// one kiln generates), and every declared webhook's secret that has a `secret_env`.
     pub rotate_secrets: bool,
 }
 
@@ -107,6 +142,8 @@ pub struct Options {
 pub enum Value {
     Str(String),
     Bool(bool),
+    /// A set of strings (webhook events), sorted.
+    List(Vec<String>),
 }
 
 impl std::fmt::Display for Value {
@@ -114,6 +151,7 @@ impl std::fmt::Display for Value {
         match self {
             Value::Str(s) => write!(f, "{s:?}"),
             Value::Bool(b) => write!(f, "{b}"),
+            Value::List(l) => write!(f, "{l:?}"),
         }
     }
 }
@@ -181,6 +219,29 @@ pub enum Change {
         id: String,
         rule: RuleFields,
     },
+    CreateWebhook {
+        namespace: String,
+        repository: String,
+        webhook: WebhookFields,
+        /// Where the secret comes from; `None`: kiln generates it (and apply prints it once).
+        secret_env: Option<String>,
+    },
+    UpdateWebhook {
+        namespace: String,
+        repository: String,
+        id: String,
+        name: String,
+        /// Among `url`, `events`, `tag_filter` (`""`: none), `payload_format` and `active`.
+        changes: Vec<FieldChange>,
+        /// `--rotate-secrets` with a `secret_env`: the PATCH sends the variable's secret.
+        rotate_secret_from: Option<String>,
+    },
+    DeleteWebhook {
+        namespace: String,
+        repository: String,
+        id: String,
+        webhook: WebhookFields,
+    },
     DeleteSource {
         namespace: String,
         repository: String,
@@ -205,16 +266,19 @@ impl Change {
             Change::CreateNamespace { .. }
             | Change::CreateRepo { .. }
             | Change::CreateRule { .. }
+            | Change::CreateWebhook { .. }
             | Change::PutSource {
                 action: SourceAction::Create,
                 ..
             } => Effect::Create,
-            Change::UpdateRepo { .. } | Change::PutSource { .. } | Change::UpdateRule { .. } => {
-                Effect::Update
-            }
-            Change::DeleteRule { .. } | Change::DeleteSource { .. } | Change::DeleteRepo { .. } => {
-                Effect::Delete
-            }
+            Change::UpdateRepo { .. }
+            | Change::PutSource { .. }
+            | Change::UpdateRule { .. }
+            | Change::UpdateWebhook { .. } => Effect::Update,
+            Change::DeleteRule { .. }
+            | Change::DeleteWebhook { .. }
+            | Change::DeleteSource { .. }
+            | Change::DeleteRepo { .. } => Effect::Delete,
         }
     }
 }
@@ -231,6 +295,9 @@ pub enum Note {
         namespace: String,
         repositories: usize,
     },
+    /// With `rotate_secrets`: a webhook without `secret_env` keeps its secret (the API generates
+    /// a webhook secret only at creation).
+    SecretNotRotated { webhook: String },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -254,9 +321,7 @@ impl Plan {
 /// The changes that make `state` match `desired`.
 pub fn plan(desired: &Desired, state: &ServerState, options: Options) -> Plan {
     let mut plan = Plan::default();
-    let mut delete_rules = Vec::new();
-    let mut delete_sources = Vec::new();
-    let mut delete_repos = Vec::new();
+    let mut deletes = Deletes::default();
     for ns in &desired.namespaces {
         let server_ns = state.namespaces.iter().find(|n| n.name == ns.name);
         if server_ns.is_none() {
@@ -272,8 +337,7 @@ pub fn plan(desired: &Desired, state: &ServerState, options: Options) -> Plan {
                 server_repo,
                 options,
                 &mut plan,
-                &mut delete_rules,
-                &mut delete_sources,
+                &mut deletes,
             );
         }
         for server_repo in server_ns.map_or(&[][..], |n| &n.repos) {
@@ -281,7 +345,7 @@ pub fn plan(desired: &Desired, state: &ServerState, options: Options) -> Plan {
                 continue;
             }
             if options.prune {
-                delete_repos.push(Change::DeleteRepo {
+                deletes.repos.push(Change::DeleteRepo {
                     namespace: ns.name.clone(),
                     name: server_repo.name.clone(),
                 });
@@ -302,10 +366,20 @@ pub fn plan(desired: &Desired, state: &ServerState, options: Options) -> Plan {
             }
         }
     }
-    plan.changes.extend(delete_rules);
-    plan.changes.extend(delete_sources);
-    plan.changes.extend(delete_repos);
+    plan.changes.extend(deletes.rules);
+    plan.changes.extend(deletes.webhooks);
+    plan.changes.extend(deletes.sources);
+    plan.changes.extend(deletes.repos);
     plan
+}
+
+/// The deletes, kept apart until the end of the plan.
+#[derive(Default)]
+struct Deletes {
+    rules: Vec<Change>,
+    webhooks: Vec<Change>,
+    sources: Vec<Change>,
+    repos: Vec<Change>,
 }
 
 fn plan_repo(
@@ -314,8 +388,7 @@ fn plan_repo(
     server: Option<&ServerRepo>,
     options: Options,
     plan: &mut Plan,
-    delete_rules: &mut Vec<Change>,
-    delete_sources: &mut Vec<Change>,
+    deletes: &mut Deletes,
 ) {
     let full = format!("{ns}/{}", repo.name);
     match server {
@@ -372,7 +445,7 @@ fn plan_repo(
                 });
             }
         }
-        (None, Some(have)) if options.prune => delete_sources.push(Change::DeleteSource {
+        (None, Some(have)) if options.prune => deletes.sources.push(Change::DeleteSource {
             namespace: ns.to_string(),
             repository: repo.name.clone(),
             clone_url: have.clone_url.clone(),
@@ -424,7 +497,7 @@ fn plan_repo(
     }
     for (rule, _) in server_rules.iter().zip(&matched).filter(|(_, m)| !**m) {
         if options.prune {
-            delete_rules.push(Change::DeleteRule {
+            deletes.rules.push(Change::DeleteRule {
                 namespace: ns.to_string(),
                 repository: repo.name.clone(),
                 id: rule.id.clone(),
@@ -433,6 +506,86 @@ fn plan_repo(
         } else {
             plan.notes.push(Note::Kept {
                 what: format!("rule {full}: {} (id {})", rule.fields.key(), rule.id),
+            });
+        }
+    }
+
+    let server_hooks = server.map_or(&[][..], |s| &s.webhooks);
+    for hook in &repo.webhooks {
+        let want = WebhookFields::from(hook);
+        let Some(have) = server_hooks.iter().find(|h| h.fields.name == want.name) else {
+            plan.changes.push(Change::CreateWebhook {
+                namespace: ns.to_string(),
+                repository: repo.name.clone(),
+                webhook: want,
+                secret_env: hook.secret_env.clone(),
+            });
+            continue;
+        };
+        let mut changes = Vec::new();
+        diff_str(&mut changes, "url", &have.fields.url, &want.url);
+        let set = |events: &[String]| {
+            let mut v = events.to_vec();
+            v.sort();
+            v.dedup();
+            v
+        };
+        let (old_events, new_events) = (set(&have.fields.events), set(&want.events));
+        if old_events != new_events {
+            changes.push(FieldChange {
+                field: "events",
+                old: Value::List(old_events),
+                new: Value::List(new_events),
+            });
+        }
+        diff_str(
+            &mut changes,
+            "tag_filter",
+            have.fields.tag_filter.as_deref().unwrap_or(""),
+            want.tag_filter.as_deref().unwrap_or(""),
+        );
+        diff_str(
+            &mut changes,
+            "payload_format",
+            &have.fields.payload_format,
+            &want.payload_format,
+        );
+        diff_bool(&mut changes, "active", have.fields.active, want.active);
+        let rotate_secret_from = if options.rotate_secrets {
+            if hook.secret_env.is_none() {
+                plan.notes.push(Note::SecretNotRotated {
+                    webhook: format!("{full}: {:?} (id {})", want.name, have.id),
+                });
+            }
+            hook.secret_env.clone()
+        } else {
+            None
+        };
+        if !changes.is_empty() || rotate_secret_from.is_some() {
+            plan.changes.push(Change::UpdateWebhook {
+                namespace: ns.to_string(),
+                repository: repo.name.clone(),
+                id: have.id.clone(),
+                name: want.name,
+                changes,
+                rotate_secret_from,
+            });
+        }
+    }
+    for have in server_hooks {
+        if repo.webhooks.iter().any(|w| w.name == have.fields.name) {
+            continue;
+        }
+        if options.prune {
+            deletes.webhooks.push(Change::DeleteWebhook {
+                namespace: ns.to_string(),
+                repository: repo.name.clone(),
+                id: have.id.clone(),
+                webhook: have.fields.clone(),
+            });
+        } else {
+            plan.notes.push(Note::Kept {
+                what: format!("webhook {full}: {:?} (id {})", have.fields.name, have.id),
             });
         }
     }
@@ -511,6 +664,7 @@ pub fn simulate(state: &ServerState, changes: &[Change]) -> Result<ServerState, 
                     hidden: *hidden,
                     source: None,
                     rules: Vec::new(),
+                    webhooks: Vec::new(),
                 });
             }
             Change::UpdateRepo {
@@ -584,6 +738,64 @@ pub fn simulate(state: &ServerState, changes: &[Change]) -> Result<ServerState, 
                     return Err(format!("rule {id} not found"));
                 }
             }
+            Change::CreateWebhook {
+                namespace,
+                repository,
+                webhook,
+                ..
+            } => {
+                let repo = repo_mut(&mut s, namespace, repository)?;
+                if repo.webhooks.iter().any(|w| w.fields.name == webhook.name) {
+                    return Err(format!("a webhook named {:?} exists already", webhook.name));
+                }
+                next_id += 1;
+                let mut fields = webhook.clone();
+                fields.events.sort();
+                fields.events.dedup();
+                repo.webhooks.push(ServerWebhook {
+                    id: format!("new-{next_id}"),
+                    fields,
+                });
+            }
+            Change::UpdateWebhook {
+                namespace,
+                repository,
+                id,
+                changes,
+                ..
+            } => {
+                let repo = repo_mut(&mut s, namespace, repository)?;
+                let w = repo
+                    .webhooks
+                    .iter_mut()
+                    .find(|w| &w.id == id)
+                    .ok_or_else(|| format!("webhook {id} not found"))?;
+                for c in changes {
+                    match (c.field, &c.new) {
+                        ("url", Value::Str(v)) => w.fields.url = v.clone(),
+                        ("events", Value::List(v)) => w.fields.events = v.clone(),
+                        ("tag_filter", Value::Str(v)) => {
+                            w.fields.tag_filter = (!v.is_empty()).then(|| v.clone())
+                        }
+                        ("payload_format", Value::Str(v)) => w.fields.payload_format = v.clone(),
+                        ("active", Value::Bool(v)) => w.fields.active = *v,
+                        other => return Err(format!("cannot change {other:?} of a webhook")),
+                    }
+                }
+            }
+            Change::DeleteWebhook {
+                namespace,
+                repository,
+                id,
+                ..
+            } => {
+                let repo = repo_mut(&mut s, namespace, repository)?;
+                let before = repo.webhooks.len();
+                repo.webhooks.retain(|w| &w.id != id);
+                if repo.webhooks.len() == before {
+                    return Err(format!("webhook {id} not found"));
+                }
+            }
             Change::DeleteSource {
                 namespace,
                 repository,
@@ -647,9 +859,19 @@ type = "tag"
 name = "v*"
 overwrite = false
 
+[[namespace.repository.webhook]]
+name = "ci"
+url = "https://ci.example.com/hook"
+events = ["image.pushed", "build.failed", "image.pushed"]
+secret_env = "CI_HOOK_SECRET"
+
 [[namespace.repository]]
 name = "web"
 hidden = true
+
+[[namespace.repository.webhook]]
+name = "Slack alerts"
+url = "https://hooks.example.com/x"
 "#;
 
     fn rule(id: &str, kind: &str, name: &str) -> ServerRule {
@@ -663,6 +885,20 @@ hidden = true
                 version: String::new(),
                 overwrite: true,
                 enabled: true,
+            },
+        }
+    }
+
+    fn hook(id: &str, name: &str, url: &str, events: &[&str]) -> ServerWebhook {
+        ServerWebhook {
+            id: id.into(),
+            fields: WebhookFields {
+                name: name.into(),
+                url: url.into(),
+                events: events.iter().map(ToString::to_string).collect(),
+                tag_filter: None,
+                payload_format: "kiln".into(),
+                active: true,
             },
         }
     }
@@ -687,11 +923,23 @@ hidden = true
                                 clone_url: "https://github.com/acme/api.git".into(),
                             }),
                             rules: vec![rule("r1", "branch", "main"), tag],
+                            webhooks: vec![hook(
+                                "w1",
+                                "ci",
+                                "https://ci.example.com/hook",
+                                &["build.failed", "image.pushed"],
+                            )],
                         },
                         ServerRepo {
                             name: "web".into(),
                             category: "other".into(),
                             hidden: true,
+                            webhooks: vec![hook(
+                                "w2",
+                                "Slack alerts",
+                                "https://hooks.example.com/x",
+                                &["image.pushed"],
+                            )],
                             ..ServerRepo::default()
                         },
                     ],
@@ -718,6 +966,7 @@ hidden = true
                     &v["repository"],
                     &v["name"],
                     &v["rule"]["name"],
+                    &v["webhook"]["name"],
                     &v["id"],
                 ]
                 .iter()
@@ -740,10 +989,40 @@ hidden = true
                 "put_source acme/api",
                 "create_rule acme/api/main",
                 "create_rule acme/api/v*",
+                "create_webhook acme/api/ci",
                 "create_repo acme/web",
+                "create_webhook acme/web/Slack alerts",
             ]
         );
-        assert_eq!(p.counts(), (6, 0, 0));
+        assert_eq!(p.counts(), (8, 0, 0));
+        let Change::CreateWebhook {
+            webhook,
+            secret_env,
+            ..
+        } = &p.changes[5]
+        else {
+            panic!()
+        };
+        assert_eq!(webhook.events, vec!["build.failed", "image.pushed"]);
+        assert_eq!(secret_env.as_deref(), Some("CI_HOOK_SECRET"));
+        let Change::CreateWebhook {
+            webhook,
+            secret_env,
+            ..
+        } = &p.changes[7]
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                webhook.events.clone(),
+                webhook.payload_format.as_str(),
+                webhook.active
+            ),
+            (vec!["image.pushed".to_string()], "kiln", true),
+            "the defaults"
+        );
+        assert_eq!(secret_env, &None);
         assert!(p.notes.is_empty());
     }
 
@@ -792,6 +1071,19 @@ hidden = true
         api.rules[1].fields.version = "{sha7}".into();
         api.rules[1].fields.enabled = false;
         api.rules.push(rule("r3", "branch", "dev"));
+        // Events in another order are the same set; a filter and a format set by hand go back
+        // to the file's defaults.
+        api.webhooks[0].fields.events = vec!["image.pushed".into(), "build.failed".into()];
+        api.webhooks[0].fields.tag_filter = Some("v*".into());
+        api.webhooks[0].fields.payload_format = "cloudevents".into();
+        api.webhooks.push(hook(
+            "w9",
+            "old-hook",
+            "https://old.example.com/",
+            &["build.started"],
+        ));
+        acme.repos[1].webhooks[0].fields.events = vec!["build.failed".into()];
+        acme.repos[1].webhooks[0].fields.active = false;
         acme.repos[1].source = Some(ServerSource {
             provider: "github".into(),
             clone_url: "https://x/web".into(),
@@ -812,7 +1104,30 @@ hidden = true
             vec![
                 "update_repo acme/api",
                 "put_source acme/api",
-                "update_rule acme/api/v*/r2"
+                "update_rule acme/api/v*/r2",
+                "update_webhook acme/api/ci/w1",
+                "update_webhook acme/web/Slack alerts/w2",
+            ]
+        );
+        let field_lines = |c: &Change| match c {
+            Change::UpdateWebhook { changes, .. } => changes
+                .iter()
+                .map(|c| format!("{}: {} → {}", c.field, c.old, c.new))
+                .collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            field_lines(&p.changes[3]),
+            vec![
+                "tag_filter: \"v*\" → \"\"",
+                "payload_format: \"cloudevents\" → \"kiln\""
+            ]
+        );
+        assert_eq!(
+            field_lines(&p.changes[4]),
+            vec![
+                "events: [\"build.failed\"] → [\"image.pushed\"]",
+                "active: false → true"
             ]
         );
         let Change::UpdateRepo { changes, .. } = &p.changes[0] else {
@@ -842,6 +1157,7 @@ hidden = true
             kept,
             vec![
                 "rule acme/api: branch dev (Dockerfile in .) (id r3)",
+                "webhook acme/api: \"old-hook\" (id w9)",
                 "the git source of acme/web (https://x/web)",
                 "repository acme/legacy",
             ]
@@ -861,12 +1177,15 @@ hidden = true
                 "update_repo acme/api",
                 "put_source acme/api",
                 "update_rule acme/api/v*/r2",
+                "update_webhook acme/api/ci/w1",
+                "update_webhook acme/web/Slack alerts/w2",
                 "delete_rule acme/api/dev/r3",
+                "delete_webhook acme/api/old-hook/w9",
                 "delete_source acme/web",
                 "delete_repo acme/legacy",
             ]
         );
-        assert_eq!(p.counts(), (0, 3, 3));
+        assert_eq!(p.counts(), (0, 5, 4));
         assert_eq!(
             p.notes,
             vec![Note::NamespaceLeftAlone {
@@ -929,6 +1248,7 @@ hidden = true
             deletes,
             vec![
                 "delete_rule acme/api/dev/r3",
+                "delete_webhook acme/api/old-hook/w9",
                 "delete_source acme/web",
                 "delete_repo acme/legacy",
                 "delete_repo acme/zzz",
@@ -947,7 +1267,27 @@ hidden = true
                 rotate_secrets: true,
             },
         );
-        assert_eq!(ops(&p), vec!["put_source acme/api"]);
+        assert_eq!(
+            ops(&p),
+            vec!["put_source acme/api", "update_webhook acme/api/ci/w1"]
+        );
+        let Change::UpdateWebhook {
+            changes,
+            rotate_secret_from,
+            ..
+        } = &p.changes[1]
+        else {
+            panic!()
+        };
+        assert!(changes.is_empty());
+        assert_eq!(rotate_secret_from.as_deref(), Some("CI_HOOK_SECRET"));
+        // Without secret_env the API cannot give a webhook a new secret: said, not pretended.
+        assert_eq!(
+            p.notes,
+            vec![Note::SecretNotRotated {
+                webhook: "acme/web: \"Slack alerts\" (id w2)".into()
+            }]
+        );
         let Change::PutSource {
             action,
             webhook_secret_env,
@@ -958,7 +1298,7 @@ hidden = true
         };
         assert_eq!(action, &SourceAction::RotateSecret);
         assert_eq!(webhook_secret_env.as_deref(), Some("API_SECRET"));
-        assert_eq!(p.counts(), (0, 1, 0));
+        assert_eq!(p.counts(), (0, 2, 0));
     }
 
     #[test]

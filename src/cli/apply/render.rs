@@ -1,7 +1,9 @@
 //! A plan as a diff people read: `+ create …`, `~ update …` with `field: old → new` lines,
 //! `- delete …`, then notes about what is left alone. Pure.
 
-use super::plan::{Change, FieldChange, Note, Plan, RuleFields, SourceAction, Value};
+use super::plan::{
+    Change, FieldChange, Note, Plan, RuleFields, SourceAction, Value, WebhookFields,
+};
 
 /// Strings longer than this are cut in the diff (a repository's Markdown `detail`).
 const MAX_SHOWN_CHARS: usize = 72;
@@ -131,6 +133,53 @@ fn render_change(out: &mut String, change: &Change) {
             "- delete rule {namespace}/{repository}: {} (id {id})",
             rule.key()
         )),
+        Change::CreateWebhook {
+            namespace,
+            repository,
+            webhook,
+            secret_env,
+        } => {
+            line(format!(
+                "+ create webhook {namespace}/{repository}: {}",
+                shown(&webhook.name)
+            ));
+            line(format!("      url: {}", shown(&webhook.url)));
+            line(format!("      {}", webhook_settings(webhook)));
+            line(format!(
+                "      secret: {}",
+                match secret_env {
+                    Some(var) => format!("from ${var}"),
+                    None => "kiln generates it (printed once)".to_string(),
+                }
+            ));
+        }
+        Change::UpdateWebhook {
+            namespace,
+            repository,
+            id,
+            name,
+            changes,
+            rotate_secret_from,
+        } => {
+            line(format!(
+                "~ update webhook {namespace}/{repository}: {} (id {id})",
+                shown(name)
+            ));
+            field_lines(&mut line, changes);
+            if let Some(var) = rotate_secret_from {
+                line(format!("      secret: rotated, set from ${var}"));
+            }
+        }
+        Change::DeleteWebhook {
+            namespace,
+            repository,
+            id,
+            webhook,
+        } => line(format!(
+            "- delete webhook {namespace}/{repository}: {} (id {id}; {})",
+            shown(&webhook.name),
+            shown(&webhook.url)
+        )),
         Change::DeleteSource {
             namespace,
             repository,
@@ -164,10 +213,30 @@ fn rule_settings(rule: &RuleFields) -> String {
     )
 }
 
+/// A webhook's settings but its name and URL; `tag_filter` only when there is one.
+fn webhook_settings(w: &WebhookFields) -> String {
+    let mut s = format!("events: {}", shown_list(&w.events));
+    if let Some(filter) = &w.tag_filter {
+        s.push_str(&format!(", tag_filter: {}", shown(filter)));
+    }
+    s.push_str(&format!(
+        ", payload_format: {}, active: {}",
+        shown(&w.payload_format),
+        w.active
+    ));
+    s
+}
+
+fn shown_list(items: &[String]) -> String {
+    let items: Vec<String> = items.iter().map(|i| shown(i)).collect();
+    format!("[{}]", items.join(", "))
+}
+
 fn shown_value(v: &Value) -> String {
     match v {
         Value::Str(s) => shown(s),
         Value::Bool(b) => b.to_string(),
+        Value::List(l) => shown_list(l),
     }
 }
 
@@ -208,6 +277,11 @@ fn render_note(note: &Note) -> String {
             } else {
                 "repositories are"
             }
+        ),
+        Note::SecretNotRotated { webhook } => format!(
+            "  warning: secret not rotated: webhook {webhook} has no secret_env, and kiln \
+             generates a webhook secret only when it creates the webhook (name a variable with \
+             secret_env, or delete the webhook and apply again)"
         ),
     }
 }

@@ -16,12 +16,19 @@ use crate::domain::FieldError;
 use crate::domain::names::{
     validate_category, validate_namespace_name, validate_repo_name, validate_summary,
 };
+use crate::domain::pattern::RefPattern;
 use crate::domain::rules::{RefKind, normalize_repo_path, validate_rule};
+use crate::notify::payload::{EVENTS, FORMATS};
 
 /// The source providers a rules file may name (api.md), as the server accepts them.
 pub const PROVIDERS: &[&str] = &["github", "gitlab", "gitea"];
 /// The longest repository `detail` the API accepts, in characters.
 pub const MAX_DETAIL_CHARS: usize = 100_000;
+/// The longest webhook `name` and `url` the API accepts, in characters and bytes.
+pub const MAX_WEBHOOK_NAME_CHARS: usize = 100;
+pub const MAX_WEBHOOK_URL_BYTES: usize = 2048;
+/// The events a webhook gets when `events` is left out.
+pub const DEFAULT_EVENTS: &[&str] = &["image.pushed"];
 
 /// Where something is in a rules file (line and column from 1).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -79,6 +86,7 @@ pub struct DesiredRepo {
     pub hidden: bool,
     pub source: Option<DesiredSource>,
     pub rules: Vec<DesiredRule>,
+    pub webhooks: Vec<DesiredWebhook>,
     pub at: Location,
 }
 
@@ -88,6 +96,22 @@ pub struct DesiredSource {
     pub clone_url: String,
     /// The name of the environment variable holding the webhook secret (never the secret).
     pub webhook_secret_env: Option<String>,
+    pub at: Location,
+}
+
+/// An outbound notification subscription, identified within its repository by `name`.
+#[derive(Debug, Clone)]
+pub struct DesiredWebhook {
+    pub name: String,
+    pub url: String,
+    /// Sorted, without duplicates (the server keeps them so: a set).
+    pub events: Vec<String>,
+    /// `None`: every tag.
+    pub tag_filter: Option<String>,
+    pub payload_format: String,
+    pub active: bool,
+    /// The name of the environment variable holding the `whsec_…` secret (never the secret).
+    pub secret_env: Option<String>,
     pub at: Location,
 }
 
@@ -144,9 +168,18 @@ pub fn display_context(context: &str) -> Option<String> {
 const TOP_KEYS: &[&str] = &["namespace"];
 const NAMESPACE_KEYS: &[&str] = &["name", "repository"];
 const REPO_KEYS: &[&str] = &[
-    "name", "summary", "detail", "category", "hidden", "source", "rule",
+    "name", "summary", "detail", "category", "hidden", "source", "rule", "webhook",
 ];
 const SOURCE_KEYS: &[&str] = &["provider", "clone_url", "webhook_secret_env"];
+const WEBHOOK_KEYS: &[&str] = &[
+    "name",
+    "url",
+    "events",
+    "tag_filter",
+    "payload_format",
+    "active",
+    "secret_env",
+];
 const RULE_KEYS: &[&str] = &[
     "type",
     "name",
@@ -306,13 +339,7 @@ fn read_repo(cx: &mut Cx, mut t: Table, ns: &str, index: usize) -> Option<Desire
     if let Some(name) = &name {
         t.what = format!("repository \"{ns}/{name}\"");
     }
-    cx.check_keys(&t, REPO_KEYS, |key| {
-        (key == "webhook").then(|| {
-            "webhooks in rules files are coming with a later kiln: [[namespace.repository.webhook]] \
-             is reserved and refused for now (manage webhooks through the API)"
-                .to_string()
-        })
-    });
+    cx.check_keys(&t, REPO_KEYS, |_| None);
     let full = format!("{ns}/{}", name.as_deref().unwrap_or("?"));
     let summary = match cx.string(&t, "summary", Required::No) {
         Some((s, span)) => cx
@@ -386,6 +413,41 @@ fn read_repo(cx: &mut Cx, mut t: Table, ns: &str, index: usize) -> Option<Desire
             );
         }
     }
+    let mut webhooks: Vec<DesiredWebhook> = Vec::new();
+    let mut all_webhooks_ok = true;
+    // Names seen so far and the line of each, valid webhooks or not: a duplicate is reported
+    // even when the first of the two has other problems.
+    let mut seen: Vec<(String, usize)> = Vec::new();
+    for (i, hook_table) in cx
+        .tables(&t, "webhook", "[[namespace.repository.webhook]]")
+        .into_iter()
+        .enumerate()
+    {
+        let at = cx.loc(hook_table.span.start);
+        let peeked = lookup(hook_table.table, "name").and_then(|v| match v.get_ref() {
+            DeValue::String(s) => Some(s.to_string()),
+            _ => None,
+        });
+        if let Some(name) = peeked {
+            if let Some((_, line)) = seen.iter().find(|(n, _)| *n == name) {
+                cx.errors.push(FileError {
+                    at: at.clone(),
+                    message: format!(
+                        "webhook #{} of {full}: a webhook named \"{name}\" is already defined at \
+                         line {line}: a webhook is identified by its name within its repository",
+                        i + 1,
+                    ),
+                });
+                all_webhooks_ok = false;
+            } else {
+                seen.push((name, at.line));
+            }
+        }
+        match read_webhook(cx, hook_table, &full, i + 1) {
+            Some(hook) => webhooks.push(hook),
+            None => all_webhooks_ok = false,
+        }
+    }
     Some(DesiredRepo {
         name: name?,
         summary: summary?,
@@ -394,6 +456,11 @@ fn read_repo(cx: &mut Cx, mut t: Table, ns: &str, index: usize) -> Option<Desire
         hidden: hidden?,
         source: if source_ok { source } else { None },
         rules: if all_rules_ok { rules } else { Vec::new() },
+        webhooks: if all_webhooks_ok {
+            webhooks
+        } else {
+            Vec::new()
+        },
         at: cx.loc(t.span.start),
     })
 }
@@ -434,23 +501,7 @@ fn read_source(cx: &mut Cx, mut t: Table, repo: &str) -> Option<DesiredSource> {
                 }
             },
         );
-    let env = match cx.string(&t, "webhook_secret_env", Required::No) {
-        Some((var, span)) if !is_env_name(&var) => {
-            cx.key_error(
-                &t,
-                "webhook_secret_env",
-                span,
-                format!(
-                    "must be the name of an environment variable (letters, digits and '_', not \
-                     starting with a digit), not the secret itself (got {} characters)",
-                    var.chars().count()
-                ),
-            );
-            None
-        }
-        Some((var, _)) => Some(Some(var)),
-        None => Some(None),
-    };
+    let env = cx.env_name(&t, "webhook_secret_env");
     Some(DesiredSource {
         provider: provider?,
         clone_url: clone_url?,
@@ -541,6 +592,142 @@ fn read_rule(cx: &mut Cx, mut t: Table, repo: &str, index: usize) -> Option<Desi
         enabled: enabled.unwrap_or(Some(true))?,
         at: cx.loc(t.span.start),
     })
+}
+
+fn read_webhook(cx: &mut Cx, mut t: Table, repo: &str, index: usize) -> Option<DesiredWebhook> {
+    t.what = format!("webhook #{index} of {repo}");
+    let name = cx
+        .string(&t, "name", Required::Yes)
+        .and_then(|(name, span)| {
+            let n = name.chars().count();
+            let problem = if name.trim().is_empty() {
+                Some("must not be empty".to_string())
+            } else if name.trim() != name {
+                Some("must not start or end with spaces (kiln trims them)".to_string())
+            } else if n > MAX_WEBHOOK_NAME_CHARS {
+                Some(format!(
+                    "must be at most {MAX_WEBHOOK_NAME_CHARS} characters (got {n})"
+                ))
+            } else if name.chars().any(char::is_control) {
+                Some("must not contain control characters".to_string())
+            } else {
+                None
+            };
+            match problem {
+                Some(p) => {
+                    cx.key_error(&t, "name", span, p);
+                    None
+                }
+                None => Some(name),
+            }
+        });
+    if let Some(name) = &name {
+        t.what = format!("webhook \"{name}\" of {repo}");
+    }
+    cx.check_keys(&t, WEBHOOK_KEYS, |key| {
+        matches!(key, "secret" | "webhook_secret").then(|| {
+            "secrets never go in a rules file: put the whsec_ secret in an environment variable \
+             and name that variable with secret_env"
+                .to_string()
+        })
+    });
+    let url =
+        cx.string(&t, "url", Required::Yes)
+            .and_then(|(url, span)| match check_webhook_url(&url) {
+                Ok(()) => Some(url),
+                Err(message) => {
+                    cx.key_error(&t, "url", span, message);
+                    None
+                }
+            });
+    let events = match cx.strings(&t, "events") {
+        None => Some(DEFAULT_EVENTS.iter().map(ToString::to_string).collect()),
+        Some(None) => None,
+        Some(Some((list, span))) => {
+            let unknown: Vec<&(String, Range<usize>)> = list
+                .iter()
+                .filter(|(e, _)| !EVENTS.contains(&e.as_str()))
+                .collect();
+            if list.is_empty() {
+                cx.key_error(
+                    &t,
+                    "events",
+                    span,
+                    format!(
+                        "must name at least one event ({}); leave it out for [\"image.pushed\"]",
+                        EVENTS.join(", ")
+                    ),
+                );
+                None
+            } else if !unknown.is_empty() {
+                for (e, span) in unknown {
+                    cx.key_error(
+                        &t,
+                        "events",
+                        span.clone(),
+                        format!("unknown event \"{e}\": use {}", EVENTS.join(", ")),
+                    );
+                }
+                None
+            } else {
+                let mut events: Vec<String> = list.into_iter().map(|(e, _)| e).collect();
+                events.sort();
+                events.dedup();
+                Some(events)
+            }
+        }
+    };
+    let tag_filter = match cx.string(&t, "tag_filter", Required::No) {
+        None => Some(None),
+        Some((f, _)) if f.is_empty() => Some(None),
+        Some((f, span)) => match RefPattern::parse(&f) {
+            Ok(_) => Some(Some(f)),
+            Err(e) => {
+                cx.key_error(&t, "tag_filter", span, e.message);
+                None
+            }
+        },
+    };
+    let payload_format = match cx.string(&t, "payload_format", Required::No) {
+        None => Some("kiln".to_string()),
+        Some((f, _)) if FORMATS.contains(&f.as_str()) => Some(f),
+        Some((f, span)) => {
+            cx.key_error(
+                &t,
+                "payload_format",
+                span,
+                format!("must be one of {} (got \"{f}\")", FORMATS.join(", ")),
+            );
+            None
+        }
+    };
+    let active = cx.boolean(&t, "active").unwrap_or(Some(true));
+    let secret_env = cx.env_name(&t, "secret_env");
+    Some(DesiredWebhook {
+        name: name?,
+        url: url?,
+        events: events?,
+        tag_filter: tag_filter?,
+        payload_format: payload_format?,
+        active: active?,
+        secret_env: secret_env?,
+        at: cx.loc(t.span.start),
+    })
+}
+
+/// The server's check of a webhook URL: http or https, with a host, at most 2048 bytes.
+fn check_webhook_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("must be a URL ({e})"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err("must be an http:// or https:// URL with a host".to_string());
+    }
+    if url.len() > MAX_WEBHOOK_URL_BYTES {
+        return Err(format!(
+            "must be at most {MAX_WEBHOOK_URL_BYTES} bytes (got {})",
+            url.len()
+        ));
+    }
+    Ok(())
 }
 
 /// The string fields of a rule, as checked together.
@@ -666,6 +853,68 @@ impl Cx<'_> {
                 }
             },
         }
+    }
+
+    /// The name of an environment variable: `Some(None)` when missing, `None` when invalid
+    /// (reported).
+    fn env_name(&mut self, t: &Table, key: &str) -> Option<Option<String>> {
+        match self.string(t, key, Required::No) {
+            Some((var, span)) if !is_env_name(&var) => {
+                self.key_error(
+                    t,
+                    key,
+                    span,
+                    format!(
+                        "must be the name of an environment variable (letters, digits and '_', \
+                         not starting with a digit), not the secret itself (got {} characters)",
+                        var.chars().count()
+                    ),
+                );
+                None
+            }
+            Some((var, _)) => Some(Some(var)),
+            None => Some(None),
+        }
+    }
+
+    /// An array of strings, each with its span, and the array's span: `None` when missing,
+    /// `Some(None)` when of the wrong type (reported).
+    #[allow(clippy::type_complexity)]
+    fn strings(
+        &mut self,
+        t: &Table,
+        key: &str,
+    ) -> Option<Option<(Vec<(String, Range<usize>)>, Range<usize>)>> {
+        let v = lookup(t.table, key)?;
+        let DeValue::Array(array) = v.get_ref() else {
+            self.key_error(
+                t,
+                key,
+                v.span(),
+                format!(
+                    "must be an array of strings (got {})",
+                    v.get_ref().type_str()
+                ),
+            );
+            return Some(None);
+        };
+        let mut out = Vec::new();
+        let mut ok = true;
+        for item in array.iter() {
+            match item.get_ref() {
+                DeValue::String(s) => out.push((s.to_string(), item.span())),
+                other => {
+                    self.key_error(
+                        t,
+                        key,
+                        item.span(),
+                        format!("must hold strings (got {})", other.type_str()),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        Some(ok.then_some((out, v.span())))
     }
 
     /// `None` when missing (use the default), `Some(None)` when of the wrong type (reported).
@@ -921,6 +1170,15 @@ version = "{3}"
 
 [[namespace.repository.webhook]]
 name = "ci"
+url = "ftp://hooks.example.com/x"
+events = ["image.pushed", "image.deleted"]
+payload_format = "xml"
+secret = "whsec_AAAA"
+tag_filter = "/(/"
+
+[[namespace.repository.webhook]]
+name = "ci"
+url = "https://hooks.example.com/y"
 "#;
         let cases: &[(&str, &str)] = &[
             ("t.toml:3:1", "namespace \"acme\": colour: unknown key"),
@@ -957,8 +1215,25 @@ name = "ci"
             ),
             ("t.toml:26:11", "rule #2 of acme/web: version: "),
             (
-                "t.toml:28:1",
-                "repository \"acme/web\": webhook: webhooks in rules files are coming",
+                "t.toml:30:7",
+                "webhook \"ci\" of acme/web: url: must be an http:// or https:// URL with a host",
+            ),
+            (
+                "t.toml:31:27",
+                "webhook \"ci\" of acme/web: events: unknown event \"image.deleted\": use image.pushed, build.started, build.succeeded, build.failed",
+            ),
+            (
+                "t.toml:32:18",
+                "webhook \"ci\" of acme/web: payload_format: must be one of kiln, cloudevents (got \"xml\")",
+            ),
+            (
+                "t.toml:33:1",
+                "webhook \"ci\" of acme/web: secret: secrets never go in a rules file",
+            ),
+            ("t.toml:34:14", "webhook \"ci\" of acme/web: tag_filter: "),
+            (
+                "t.toml:36:1",
+                "webhook #2 of acme/web: a webhook named \"ci\" is already defined at line 28",
             ),
         ];
         let got = errors(text);
