@@ -271,12 +271,13 @@ pub struct ApplyArgs {
     /// Print the plan and change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Also delete repositories, sources and rules that are not in the files (namespaces are
-    /// never deleted).
+    /// Also delete repositories, sources, rules and webhooks that are not in the files
+    /// (namespaces are never deleted).
     #[arg(long)]
     pub prune: bool,
     /// Set every declared source's webhook secret again: from its webhook_secret_env variable,
-    /// or a new one kiln generates and apply prints once.
+    /// or a new one kiln generates and apply prints once; and every declared webhook's secret
+    /// that has a secret_env variable (others keep theirs, with a warning).
     #[arg(long)]
     pub rotate_secrets: bool,
     #[command(flatten)]

@@ -697,4 +697,58 @@ mod tests {
         assert_eq!(unset.len(), 2);
         assert!(unset[0].contains("API_SECRET is not set"), "{unset:?}");
     }
+
+    #[test]
+    fn webhook_secrets_must_have_the_standard_webhooks_form() {
+        let d = desired(
+            "[[namespace]]\nname = \"acme\"\n\
+             [[namespace.repository]]\nname = \"api\"\n\
+             [[namespace.repository.webhook]]\nname = \"ci\"\nurl = \"https://ci.example.com/\"\nsecret_env = \"CI_SECRET\"\n\
+             [[namespace.repository.webhook]]\nname = \"bad\"\nurl = \"https://x.example.com/\"\nsecret_env = \"BAD_SECRET\"\n\
+             [[namespace.repository.webhook]]\nname = \"gen\"\nurl = \"https://y.example.com/\"\n",
+        );
+        let good = crate::notify::signing::generate_secret();
+        let env = |var: &str| match var {
+            "CI_SECRET" => Some(good.clone()),
+            "BAD_SECRET" => Some("a-long-enough-plain-secret".to_string()),
+            _ => None,
+        };
+        let plan = plan::plan(&d, &ServerState::default(), Options::default());
+        let (secrets, errors) = resolve_secrets(&plan, &d, &env);
+        assert_eq!(secrets.len(), 1);
+        assert_eq!(secrets["CI_SECRET"], good);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with(
+                "t.toml:9:1: webhook \"bad\" of acme/api: secret_env: the environment variable \
+                 BAD_SECRET does not hold a webhook secret of the form whsec_"
+            ),
+            "{errors:?}"
+        );
+        assert!(!errors[0].contains("a-long-enough"), "never the value");
+
+        // Applied: nothing to send again, unless rotating (then only from a variable).
+        let after = plan::simulate(&ServerState::default(), &plan.changes).unwrap();
+        let again = plan::plan(&d, &after, Options::default());
+        assert!(again.is_empty());
+        let rotate = plan::plan(
+            &d,
+            &after,
+            Options {
+                prune: false,
+                rotate_secrets: true,
+            },
+        );
+        assert_eq!(rotate.changes.len(), 2);
+        assert_eq!(
+            rotate.notes.len(),
+            1,
+            "gen cannot be rotated: {:?}",
+            rotate.notes
+        );
+        let (secrets, errors) = resolve_secrets(&rotate, &d, &|_| None);
+        assert!(secrets.is_empty());
+        assert_eq!(errors.len(), 2);
+        assert!(errors[0].contains("CI_SECRET is not set"), "{errors:?}");
+    }
 }

@@ -334,6 +334,17 @@ mod tests {
         }
     }
 
+    fn hook() -> WebhookFields {
+        WebhookFields {
+            name: "Slack alerts".into(),
+            url: "https://hooks.example.com/x".into(),
+            events: vec!["build.failed".into(), "image.pushed".into()],
+            tag_filter: Some("v*".into()),
+            payload_format: "cloudevents".into(),
+            active: true,
+        }
+    }
+
     #[test]
     fn each_change_renders_as_a_diff_line() {
         let cases: Vec<(Change, &str)> = vec![
@@ -444,6 +455,58 @@ mod tests {
                 "- delete rule acme/api: tag /^v(\\d+)\\.(\\d+)$/ (Dockerfile in .) (id r1)\n",
             ),
             (
+                Change::CreateWebhook {
+                    namespace: "acme".into(),
+                    repository: "api".into(),
+                    webhook: hook(),
+                    secret_env: None,
+                },
+                "+ create webhook acme/api: \"Slack alerts\"\n      url: \"https://hooks.example.com/x\"\n      events: [\"build.failed\", \"image.pushed\"], tag_filter: \"v*\", payload_format: \"cloudevents\", active: true\n      secret: kiln generates it (printed once)\n",
+            ),
+            (
+                Change::CreateWebhook {
+                    namespace: "acme".into(),
+                    repository: "api".into(),
+                    webhook: WebhookFields {
+                        tag_filter: None,
+                        ..hook()
+                    },
+                    secret_env: Some("SLACK_SECRET".into()),
+                },
+                "+ create webhook acme/api: \"Slack alerts\"\n      url: \"https://hooks.example.com/x\"\n      events: [\"build.failed\", \"image.pushed\"], payload_format: \"cloudevents\", active: true\n      secret: from $SLACK_SECRET\n",
+            ),
+            (
+                Change::UpdateWebhook {
+                    namespace: "acme".into(),
+                    repository: "api".into(),
+                    id: "w1".into(),
+                    name: "Slack alerts".into(),
+                    changes: vec![
+                        FieldChange {
+                            field: "events",
+                            old: Value::List(vec!["image.pushed".into()]),
+                            new: Value::List(vec!["build.failed".into(), "image.pushed".into()]),
+                        },
+                        FieldChange {
+                            field: "tag_filter",
+                            old: Value::Str("v*".into()),
+                            new: Value::Str(String::new()),
+                        },
+                    ],
+                    rotate_secret_from: Some("SLACK_SECRET".into()),
+                },
+                "~ update webhook acme/api: \"Slack alerts\" (id w1)\n      events: [\"image.pushed\"] → [\"build.failed\", \"image.pushed\"]\n      tag_filter: \"v*\" → \"\"\n      secret: rotated, set from $SLACK_SECRET\n",
+            ),
+            (
+                Change::DeleteWebhook {
+                    namespace: "acme".into(),
+                    repository: "api".into(),
+                    id: "w1".into(),
+                    webhook: hook(),
+                },
+                "- delete webhook acme/api: \"Slack alerts\" (id w1; \"https://hooks.example.com/x\")\n",
+            ),
+            (
                 Change::DeleteSource {
                     namespace: "acme".into(),
                     repository: "api".into(),
@@ -492,11 +555,14 @@ mod tests {
                     namespace: "other".into(),
                     repositories: 1,
                 },
+                Note::SecretNotRotated {
+                    webhook: "acme/api: \"ci\" (id w1)".into(),
+                },
             ],
         };
         assert_eq!(
             render_plan(&only_notes),
-            "  kept (not in the files; --prune deletes it): repository acme/old\n  left alone: namespace other is not in the files (kiln cannot delete namespaces; its 1 repository is kept)\n"
+            "  kept (not in the files; --prune deletes it): repository acme/old\n  left alone: namespace other is not in the files (kiln cannot delete namespaces; its 1 repository is kept)\n  warning: secret not rotated: webhook acme/api: \"ci\" (id w1) has no secret_env, and kiln generates a webhook secret only when it creates the webhook (name a variable with secret_env, or delete the webhook and apply again)\n"
         );
         assert_eq!(dry_run_summary(&only_notes), "no changes");
         assert_eq!(applied_summary(&only_notes, 0), "no changes");

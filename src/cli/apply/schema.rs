@@ -1407,6 +1407,90 @@ url = "https://hooks.example.com/y"
     }
 
     #[test]
+    fn webhooks_with_their_defaults() {
+        let d = load(&[file(
+            "t.toml",
+            "[[namespace]]\nname = \"acme\"\n[[namespace.repository]]\nname = \"api\"\n\
+             [[namespace.repository.webhook]]\nname = \"plain\"\nurl = \"http://ci.internal:8080/kiln\"\n\
+             [[namespace.repository.webhook]]\nname = \"all\"\nurl = \"https://x.example.com/\"\n\
+             events = [\"build.failed\", \"image.pushed\", \"build.failed\"]\ntag_filter = \"v*\"\n\
+             payload_format = \"cloudevents\"\nactive = false\nsecret_env = \"ALL_SECRET\"\n\
+             [[namespace.repository.webhook]]\nname = \"unfiltered\"\nurl = \"https://y.example.com/\"\ntag_filter = \"\"\n",
+        )])
+        .unwrap();
+        let hooks = &d.namespaces[0].repos[0].webhooks;
+        let plain = &hooks[0];
+        assert_eq!(plain.events, vec!["image.pushed"]);
+        assert_eq!(plain.tag_filter, None);
+        assert_eq!(plain.payload_format, "kiln");
+        assert!(plain.active);
+        assert_eq!(plain.secret_env, None);
+        assert_eq!(plain.at.line, 5);
+        let all = &hooks[1];
+        assert_eq!(all.events, vec!["build.failed", "image.pushed"], "a set");
+        assert_eq!(all.tag_filter.as_deref(), Some("v*"));
+        assert_eq!(
+            (all.payload_format.as_str(), all.active),
+            ("cloudevents", false)
+        );
+        assert_eq!(all.secret_env.as_deref(), Some("ALL_SECRET"));
+        assert_eq!(hooks[2].tag_filter, None, "\"\" is no filter");
+
+        let base = "[[namespace]]\nname = \"acme\"\n[[namespace.repository]]\nname = \"api\"\n\
+                    [[namespace.repository.webhook]]\n";
+        let cases: &[(&str, &str)] = &[
+            (
+                "name = \"x\"\n",
+                "webhook \"x\" of acme/api: the required key \"url\" is missing",
+            ),
+            (
+                "url = \"https://x/\"\n",
+                "webhook #1 of acme/api: the required key \"name\" is missing",
+            ),
+            (
+                "name = \" x\"\nurl = \"https://x/\"\n",
+                "name: must not start or end with spaces",
+            ),
+            ("name = \"x\"\nurl = \"not a url\"\n", "url: must be a URL"),
+            (
+                "name = \"x\"\nurl = \"https://x/\"\nevents = []\n",
+                "events: must name at least one event",
+            ),
+            (
+                "name = \"x\"\nurl = \"https://x/\"\nevents = \"image.pushed\"\n",
+                "events: must be an array of strings (got string)",
+            ),
+            (
+                "name = \"x\"\nurl = \"https://x/\"\nevents = [1]\n",
+                "events: must hold strings (got integer)",
+            ),
+            (
+                "name = \"x\"\nurl = \"https://x/\"\nactive = \"yes\"\n",
+                "active: must be true or false",
+            ),
+            (
+                "name = \"x\"\nurl = \"https://x/\"\nsecret_env = \"whsec_abc=\"\n",
+                "secret_env: must be the name of an environment variable",
+            ),
+            (
+                "name = \"x\"\nurl = \"https://x/\"\nevent = []\n",
+                "event: unknown key (did you mean \"events\"?)",
+            ),
+            (
+                "name = \"x\"\nurl = \"https://x/\"\nwebhook_secret = \"s\"\n",
+                "webhook_secret: secrets never go in a rules file",
+            ),
+        ];
+        for (text, want) in cases {
+            let got = errors(&format!("{base}{text}"));
+            assert!(
+                got.iter().any(|e| e.contains(want)),
+                "{text:?}: no error containing {want:?} in {got:#?}"
+            );
+        }
+    }
+
+    #[test]
     fn near_keys() {
         assert_eq!(closest("dockerfle", RULE_KEYS), Some("dockerfile"));
         assert_eq!(closest("verison", RULE_KEYS), Some("version"));
