@@ -460,34 +460,18 @@ async fn execute(
             changes,
             ..
         } => {
-            let patch: serde_json::Map<String, Value> = changes
+            let patch = changes
                 .iter()
                 .map(|c| (c.field.to_string(), json!(c.new)))
                 .collect();
-            client
-                .json(
-                    Method::PATCH,
-                    &["namespaces", namespace, "repos", repository, "rules", id],
-                    &[],
-                    Some(&Value::Object(patch)),
-                )
-                .await?;
+            patch_item(client, namespace, repository, "rules", id, patch).await?;
         }
         Change::DeleteRule {
             namespace,
             repository,
             id,
             ..
-        } => {
-            client
-                .json(
-                    Method::DELETE,
-                    &["namespaces", namespace, "repos", repository, "rules", id],
-                    &[],
-                    None,
-                )
-                .await?;
-        }
+        } => delete_item(client, namespace, repository, "rules", id).await?,
         Change::CreateWebhook {
             namespace,
             repository,
@@ -529,30 +513,14 @@ async fn execute(
             if let Some(var) = rotate_secret_from {
                 patch.insert("secret".into(), json!(secret_from(secrets, var)?));
             }
-            client
-                .json(
-                    Method::PATCH,
-                    &["namespaces", namespace, "repos", repository, "webhooks", id],
-                    &[],
-                    Some(&Value::Object(patch)),
-                )
-                .await?;
+            patch_item(client, namespace, repository, "webhooks", id, patch).await?;
         }
         Change::DeleteWebhook {
             namespace,
             repository,
             id,
             ..
-        } => {
-            client
-                .json(
-                    Method::DELETE,
-                    &["namespaces", namespace, "repos", repository, "webhooks", id],
-                    &[],
-                    None,
-                )
-                .await?;
-        }
+        } => delete_item(client, namespace, repository, "webhooks", id).await?,
         Change::DeleteSource {
             namespace,
             repository,
@@ -579,6 +547,35 @@ async fn execute(
         }
     }
     Ok(Value::Null)
+}
+
+/// PATCH `…/repos/{repository}/{kind}/{id}` with the changed fields.
+async fn patch_item(
+    client: &Client,
+    namespace: &str,
+    repository: &str,
+    kind: &str,
+    id: &str,
+    patch: serde_json::Map<String, Value>,
+) -> CliResult<()> {
+    let path = ["namespaces", namespace, "repos", repository, kind, id];
+    client
+        .json(Method::PATCH, &path, &[], Some(&Value::Object(patch)))
+        .await?;
+    Ok(())
+}
+
+/// DELETE `…/repos/{repository}/{kind}/{id}`.
+async fn delete_item(
+    client: &Client,
+    namespace: &str,
+    repository: &str,
+    kind: &str,
+    id: &str,
+) -> CliResult<()> {
+    let path = ["namespaces", namespace, "repos", repository, kind, id];
+    client.json(Method::DELETE, &path, &[], None).await?;
+    Ok(())
 }
 
 fn secret_from<'s>(secrets: &'s HashMap<String, String>, var: &str) -> CliResult<&'s str> {
