@@ -1,0 +1,111 @@
+//! Migrations only move forward and keep what is there: apply the first one, fill it with sample rows,
+//! apply the rest, and read everything back through kiln's own queries.
+
+use sqlx::sqlite::SqliteConnectOptions;
+use std::str::FromStr;
+
+#[tokio::test]
+async fn every_migration_applies_over_a_database_holding_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("kiln.db").display());
+    let pool = sqlx::SqlitePool::connect_with(
+        SqliteConnectOptions::from_str(&url)
+            .unwrap()
+            .create_if_missing(true),
+    )
+    .await
+    .unwrap();
+    kiln::db::MIGRATOR.run_to(1, &pool).await.unwrap();
+
+    for sql in [
+        "INSERT INTO namespaces (id, name, created_at) VALUES ('n1', 'acme', '2026-01-01T00:00:00.000000Z')",
+        "INSERT INTO repositories (id, namespace_id, name, summary, created_at, updated_at) \
+         VALUES ('r1', 'n1', 'api', 'The API', '2026-01-01T00:00:00.000000Z', '2026-01-01T00:00:00.000000Z')",
+        "INSERT INTO sources (repository_id, provider, clone_url, match_url, webhook_secret, created_at) \
+         VALUES ('r1', 'github', 'https://github.com/acme/api.git', 'https://github.com/acme/api', 's3cret-s3cret-s3cret', '2026-01-01T00:00:00.000000Z')",
+        "INSERT INTO rules (id, repository_id, kind, name, dockerfile, overwrite, created_at, updated_at) \
+         VALUES ('ru1', 'r1', 'branch', 'main', 'Dockerfile', 1, '2026-01-01T00:00:00.000000Z', '2026-01-01T00:00:00.000000Z')",
+        "INSERT INTO events (id, repository_id, provider, delivery_id, kind, git_ref, commit_sha, outcome, plan, payload, received_at) \
+         VALUES ('e1', 'r1', 'github', 'd1', 'push', 'refs/heads/main', 'abc', '1 build', '[]', x'7b7d', '2026-01-01T00:00:00.000000Z')",
+        "INSERT INTO builds (id, repository_id, rule_id, event_id, trigger, git_ref, commit_sha, tag, image, dockerfile, status, digest, created_at) \
+         VALUES ('b1', 'r1', 'ru1', 'e1', 'push', 'refs/heads/main', 'abc', 'main', 'localhost:5000/acme/api:main', 'Dockerfile', 'succeeded', 'sha256:00', '2026-01-01T00:00:00.000000Z')",
+        "INSERT INTO build_log_lines (build_id, seq, line) VALUES ('b1', 0, 'Step 1/1 : FROM scratch')",
+        "INSERT INTO versions (repository_id, tag, digest, source, build_id, pushed_at) \
+         VALUES ('r1', 'main', 'sha256:00', 'build', 'b1', '2026-01-01T00:00:00.000000Z')",
+        "INSERT INTO tokens (id, name, role, token_hash, created_at) VALUES ('t1', 'ci', 'write', 'hash', '2026-01-01T00:00:00.000000Z')",
+    ] {
+        sqlx::query(sql)
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    kiln::db::MIGRATOR.run(&pool).await.unwrap();
+    let applied: Vec<(i64,)> =
+        sqlx::query_as("SELECT version FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(applied.len(), kiln::db::MIGRATOR.iter().count());
+    pool.close().await;
+
+    // kiln opens it as it would at start (migrations already applied: nothing to do) and reads it all.
+    let db = kiln::db::connect(&url).await.unwrap();
+    let repo = kiln::db::repos::by_name(&db, "acme", "api")
+        .await
+        .unwrap()
+        .expect("repository kept");
+    assert_eq!(
+        (repo.summary.as_str(), repo.has_source, repo.hidden),
+        ("The API", true, false)
+    );
+    let build = kiln::db::builds::get(&db, "b1")
+        .await
+        .unwrap()
+        .expect("build kept");
+    assert_eq!(
+        (build.status.as_str(), build.tag.as_deref()),
+        ("succeeded", Some("main"))
+    );
+    assert_eq!(
+        kiln::db::builds::log_lines(&db, "b1", -1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let events = kiln::db::events::list(
+        &db,
+        &repo.id,
+        &kiln::db::Page {
+            limit: 10,
+            cursor: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (events.len(), events[0].duplicates),
+        (1, 0),
+        "new columns take their default"
+    );
+    let versions = kiln::db::versions::list(&db, &repo.id, true).await.unwrap();
+    assert_eq!(versions[0].digest, "sha256:00");
+    assert!(
+        kiln::db::versions::history(&db, &repo.id, "main")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        kiln::db::webhooks::list(&db, &repo.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        kiln::db::rules::list(&db, &repo.id).await.unwrap()[0].name,
+        "main"
+    );
+    assert_eq!(kiln::db::tokens::list(&db).await.unwrap().len(), 1);
+}
