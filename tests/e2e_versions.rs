@@ -310,10 +310,14 @@ async fn registry_sync_finds_what_was_pushed_while_kiln_was_away_and_deletion_cl
 
     let kiln = Kiln::start(&registry, &[]).await;
     kiln.post("/namespaces", json!({"name": "acme"})).await;
+    // kiln also syncs once at start, in the background: this sync or that one adds the two versions.
     let (s, report) = kiln.post("/registry/sync", json!({})).await;
     assert_eq!(s, StatusCode::OK, "{report}");
     assert_eq!(report["repositories"], 1, "{report}");
-    assert_eq!(report["versions_added"], 2, "{report}");
+    assert!(
+        report["versions_added"] == 2 || report["versions_added"] == 0,
+        "{report}"
+    );
     assert_eq!(report["skipped"], json!(["elsewhere/thing"]));
     let tags: Vec<_> = versions(&kiln, "acme", "early", false)
         .await
@@ -326,6 +330,16 @@ async fn registry_sync_finds_what_was_pushed_while_kiln_was_away_and_deletion_cl
         "{tags:?}"
     );
 
+    // A push while kiln is down is found by the sync at the next start.
+    let support::kiln::Kiln {
+        server, data_dir, ..
+    } = kiln;
+    drop(server);
+    let d3 = push_by_hand(&registry, "acme/early", "v3", &format!("v3 {unique}")).await;
+    let kiln = Kiln::start_in(&registry, &[], data_dir).await;
+    wait_version(&kiln, "acme", "early", "v3", &d3).await;
+    registry.delete_manifest("acme/early", &d3).await;
+
     // Again: nothing new. A tag deleted in the registry goes from the versions.
     registry.delete_manifest("acme/early", &d2).await;
     let (_, report) = kiln.post("/registry/sync", json!({})).await;
@@ -334,7 +348,7 @@ async fn registry_sync_finds_what_was_pushed_while_kiln_was_away_and_deletion_cl
             report["versions_added"].clone(),
             report["versions_removed"].clone()
         ),
-        (json!(0), json!(1)),
+        (json!(0), json!(2)),
         "{report}"
     );
 
