@@ -10,6 +10,7 @@ use crate::build::queue::BuildQueue;
 use crate::config::Config;
 use crate::db::{self, Db};
 use crate::http::auth;
+use crate::ingest::IngestQueue;
 use crate::notify::deliver::Notifier;
 use crate::registry::client::RegistryClient;
 
@@ -21,6 +22,8 @@ pub struct App {
     pub registry: RegistryClient,
     pub builds: Arc<BuildQueue>,
     pub notifier: Arc<Notifier>,
+    /// Verified hook deliveries on their way to the ingest writer.
+    pub ingest: Arc<IngestQueue>,
     /// SHA-256 of `KILN_ADMIN_TOKEN`, when set.
     pub admin_token_hash: Option<String>,
 }
@@ -55,6 +58,10 @@ impl App {
             registry,
             builds: Arc::new(BuildQueue::default()),
             notifier: Arc::new(Notifier::new(&config)?),
+            ingest: Arc::new(IngestQueue::new(
+                config.hook_queue,
+                (2 * config.hook_body_limit).max(64 << 20),
+            )),
             admin_token_hash,
             config: Arc::new(config),
         })
@@ -90,6 +97,11 @@ impl App {
 
     /// `{registry}/{namespace}/{repo}`.
     pub fn image_name(&self, namespace: &str, repo: &str) -> String {
-        format!("{}/{namespace}/{repo}", self.config.registry)
+        image_name(&self.config.registry, namespace, repo)
     }
+}
+
+/// `{registry}/{namespace}/{repo}`: the name images of a repository are pushed as.
+pub fn image_name(registry: &str, namespace: &str, repo: &str) -> String {
+    format!("{registry}/{namespace}/{repo}")
 }

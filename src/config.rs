@@ -25,6 +25,7 @@ struct FileConfig {
     build_workers: Option<usize>,
     build_timeout_secs: Option<u64>,
     hook_body_limit: Option<usize>,
+    hook_queue: Option<usize>,
     event_retention_days: Option<u64>,
     delivery_timeout_secs: Option<u64>,
     delivery_attempts: Option<u32>,
@@ -50,6 +51,8 @@ pub struct Config {
     pub build_workers: usize,
     pub build_timeout: Duration,
     pub hook_body_limit: usize,
+    /// Verified hook deliveries waiting for the ingest writer; beyond it hooks answer 503 + Retry-After.
+    pub hook_queue: usize,
     /// Received hook events (the "why didn't it build?" view) are kept this long.
     pub event_retention: Duration,
     /// One attempt to deliver a notification may take this long.
@@ -86,6 +89,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_REGISTRY: &str = "localhost:5000";
 /// GitHub caps webhook payloads at 25 MB; so do we.
 pub const DEFAULT_HOOK_BODY_LIMIT: usize = 25 * 1024 * 1024;
+/// Deliveries that may wait for the ingest writer at once.
+pub const DEFAULT_HOOK_QUEUE: usize = 1024;
 
 impl Config {
     /// Reads the optional file, then the environment, and validates the result.
@@ -207,6 +212,14 @@ impl Config {
         if delivery_retention_days == 0 {
             bail!("KILN_DELIVERY_RETENTION_DAYS: must be at least 1");
         }
+        let hook_queue = number(
+            "KILN_HOOK_QUEUE",
+            f.hook_queue.map(|n| n as u64),
+            DEFAULT_HOOK_QUEUE as u64,
+        )?;
+        if !(1..=65_536).contains(&hook_queue) {
+            bail!("KILN_HOOK_QUEUE: must be 1 to 65536, got {hook_queue}");
+        }
         let allow_text = pick("KILN_WEBHOOK_ALLOW", f.webhook_allow).unwrap_or_default();
         let webhook_allow = crate::notify::guard::AllowList::parse(&allow_text)
             .map_err(|e| anyhow::anyhow!("KILN_WEBHOOK_ALLOW: {e}"))?;
@@ -225,6 +238,7 @@ impl Config {
             build_workers,
             build_timeout: Duration::from_secs(build_timeout_secs),
             hook_body_limit: f.hook_body_limit.unwrap_or(DEFAULT_HOOK_BODY_LIMIT),
+            hook_queue: hook_queue as usize,
             event_retention: Duration::from_secs(event_retention_days * 86_400),
             delivery_timeout: Duration::from_secs(delivery_timeout_secs),
             delivery_attempts: delivery_attempts as u32,

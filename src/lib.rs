@@ -8,6 +8,7 @@ pub mod db;
 pub mod domain;
 pub mod forge;
 pub mod http;
+pub mod ingest;
 pub mod notify;
 pub mod registry;
 pub mod retention;
@@ -43,6 +44,7 @@ impl Server {
         let app = App::open(config).await?;
         let admin_token = app.bootstrap_admin_token().await?;
         let stop = tokio_util::sync::CancellationToken::new();
+        ingest::start(&app, stop.clone()).await?;
         build::queue::start_workers(&app, stop.clone()).await?;
         registry::sync::spawn_initial_sync(&app);
         retention::spawn_pruning(&app, stop.clone());

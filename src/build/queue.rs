@@ -124,6 +124,8 @@ async fn work(app: App, worker: usize) {
                 tracing::info!(build_id = %id, worker, "build claimed");
                 super::worker::run(&app, build, cancel).await;
                 app.builds.end(&id);
+                // Builds of the same tag may have been waiting for this one.
+                app.builds.wake_workers();
             }
             Ok(None) => {
                 let _ = tokio::time::timeout(Duration::from_secs(5), notified).await;

@@ -17,6 +17,12 @@ use crate::notify::outbox;
 enum Failure {
     Failed(String),
     Cancelled,
+    /// Built, but a build queued after it owns the tag now: pushing would move the tag back to an older
+    /// commit, so nothing was pushed.
+    Superseded {
+        by: String,
+        tag: String,
+    },
 }
 
 impl From<String> for Failure {
@@ -57,6 +63,22 @@ pub async fn run(app: &App, build: BuildRow, cancel: CancellationToken) {
             log.line("Cancelled.").await;
             tracing::info!(build_id = %build.id, "build cancelled");
             Ok(())
+        }
+        Err(Failure::Superseded { by, tag }) => {
+            log.line(&format!(
+                "Not pushed: build {by} was queued after this one for :{tag} and owns the tag now."
+            ))
+            .await;
+            tracing::info!(build_id = %build.id, newer = %by, "build superseded before its push");
+            end_build(
+                app,
+                &build.id,
+                BuildStatus::Cancelled,
+                Some(&format!("superseded by {by}")),
+                None,
+            )
+            .await
+            .map(|_| ())
         }
         Err(Failure::Failed(reason)) => {
             log.line(&format!("Build failed: {reason}")).await;
@@ -128,13 +150,16 @@ async fn end_build(
     if !db::builds::finish(&mut *tx, build_id, status, error, digest).await? {
         return Ok(false);
     }
-    let event = if status == BuildStatus::Succeeded {
-        "build.succeeded"
-    } else {
-        "build.failed"
+    let event = match status {
+        BuildStatus::Succeeded => Some("build.succeeded"),
+        BuildStatus::Failed => Some("build.failed"),
+        // Cancelled (superseded) builds announce nothing, like builds a user cancels.
+        _ => None,
     };
     let mut queued = 0;
-    if let Some(b) = db::builds::get(&mut *tx, build_id).await? {
+    if let Some(event) = event
+        && let Some(b) = db::builds::get(&mut *tx, build_id).await?
+    {
         queued = outbox::enqueue(
             &mut tx,
             &app.config.public_url,
@@ -231,6 +256,17 @@ async fn execute(app: &App, build: &BuildRow, log: &mut BuildLog) -> Result<Stri
         log,
     )
     .await?;
+    // Only the newest build of a tag may move it (domain::tag_owner): checked as late as possible.
+    if let Some(by) =
+        db::builds::newer_owner_of_tag(&app.db, &build.id, &build.repository_id, &target.tag)
+            .await
+            .map_err(db_err)?
+    {
+        return Err(Failure::Superseded {
+            by,
+            tag: target.tag,
+        });
+    }
     log.line(&format!("Pushing {full_ref}")).await;
     let credentials = DockerCredentials {
         username: app.config.registry_username.clone(),

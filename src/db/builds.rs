@@ -128,12 +128,21 @@ pub async fn list_for_repo(
     .await
 }
 
-/// Claims the oldest queued build for a worker: `queued` → `building`, atomically.
+/// Claims the oldest queued build a worker may start: `queued` → `building`, atomically.
+///
+/// A tag has one owner at a time: a queued build is skipped while another build of the same image tag
+/// runs, or waits in the queue ahead of it, so builds of one tag run one after the other in queue
+/// (push) order. A build whose tag is not known yet ("build now", resolved by the worker) counts as
+/// every tag of its rule. See `domain::tag_owner` for the rule in plain code.
 pub async fn claim_next(db: &Db) -> Result<Option<BuildRow>, sqlx::Error> {
     let claimed: Option<(String,)> = sqlx::query_as(
         "UPDATE builds SET status = 'building', started_at = ? \
-         WHERE id = (SELECT id FROM builds WHERE status = 'queued' ORDER BY id LIMIT 1) AND status = 'queued' \
-         RETURNING id",
+         WHERE id = (SELECT b.id FROM builds b WHERE b.status = 'queued' AND NOT EXISTS ( \
+             SELECT 1 FROM builds o WHERE o.repository_id = b.repository_id AND o.id <> b.id \
+               AND (o.status = 'building' OR (o.status = 'queued' AND o.id < b.id)) \
+               AND (o.tag = b.tag OR ((o.tag IS NULL OR b.tag IS NULL) AND o.rule_id = b.rule_id))) \
+           ORDER BY b.id LIMIT 1) \
+         AND status = 'queued' RETURNING id",
     )
     .bind(now())
     .fetch_optional(db)
@@ -142,6 +151,26 @@ pub async fn claim_next(db: &Db) -> Result<Option<BuildRow>, sqlx::Error> {
         Some((id,)) => get(db, &id).await,
         None => Ok(None),
     }
+}
+
+/// The newest build queued after `build_id` for the same image tag that has started or may still
+/// start (queued, building or succeeded): when there is one, `build_id` no longer owns the tag.
+pub async fn newer_owner_of_tag(
+    db: &Db,
+    build_id: &str,
+    repository_id: &str,
+    tag: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let row: Option<(String,)> = sqlx::query_as(
+        "SELECT id FROM builds WHERE repository_id = ? AND tag = ? AND id > ? \
+         AND status IN ('queued', 'building', 'succeeded') ORDER BY id DESC LIMIT 1",
+    )
+    .bind(repository_id)
+    .bind(tag)
+    .bind(build_id)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|(id,)| id))
 }
 
 /// The worker found the commit and the tag it builds.
@@ -183,6 +212,30 @@ pub async fn finish<'e, E: sqlx::SqliteExecutor<'e>>(
     .execute(db)
     .await?;
     Ok(r.rows_affected() == 1)
+}
+
+/// A newer push of `git_ref` planned build `newer` from `rule_id`: the same rule's builds of that ref
+/// still waiting in the queue would only build an older commit, so they end `cancelled`, naming it.
+pub async fn supersede_queued(
+    conn: &mut sqlx::SqliteConnection,
+    repository_id: &str,
+    rule_id: &str,
+    git_ref: &str,
+    newer: &str,
+) -> Result<u64, sqlx::Error> {
+    let r = sqlx::query(
+        "UPDATE builds SET status = 'cancelled', error = ?, finished_at = ? \
+         WHERE repository_id = ? AND rule_id = ? AND git_ref = ? AND status = 'queued' AND id < ?",
+    )
+    .bind(format!("superseded by {newer}"))
+    .bind(now())
+    .bind(repository_id)
+    .bind(rule_id)
+    .bind(git_ref)
+    .bind(newer)
+    .execute(&mut *conn)
+    .await?;
+    Ok(r.rows_affected())
 }
 
 /// Cancels a queued or running build; returns the status it had (None: no such build).
@@ -273,20 +326,151 @@ pub async fn running_with_tag(
     Ok(row.is_some())
 }
 
-/// (event id, build id) pairs of builds created by these events.
-pub async fn for_events(
-    db: &Db,
-    event_ids: &[String],
-) -> Result<Vec<(String, String)>, sqlx::Error> {
+/// A build created by a hook event, as the events view lists it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EventBuildRow {
+    pub event_id: String,
+    pub id: String,
+    pub status: String,
+    pub error: Option<String>,
+}
+
+/// The builds created by these events, oldest first.
+pub async fn for_events(db: &Db, event_ids: &[String]) -> Result<Vec<EventBuildRow>, sqlx::Error> {
     if event_ids.is_empty() {
         return Ok(vec![]);
     }
     let placeholders = vec!["?"; event_ids.len()].join(", ");
-    let sql =
-        format!("SELECT event_id, id FROM builds WHERE event_id IN ({placeholders}) ORDER BY id");
+    let sql = format!(
+        "SELECT event_id, id, status, error FROM builds WHERE event_id IN ({placeholders}) ORDER BY id"
+    );
     let mut q = sqlx::query_as(AssertSqlSafe(sql));
     for id in event_ids {
         q = q.bind(id);
     }
     q.fetch_all(db).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::tag_owner::{self, Stage};
+    use rand::{Rng, SeedableRng};
+
+    struct Spec {
+        id: String,
+        repo: usize,
+        rule: Option<&'static str>,
+        tag: Option<&'static str>,
+        status: &'static str,
+    }
+
+    fn stage(status: &str) -> Stage {
+        match status {
+            "queued" => Stage::Queued,
+            "building" => Stage::Building,
+            "succeeded" => Stage::Succeeded,
+            _ => Stage::Ended,
+        }
+    }
+
+    /// The claim statement is the domain's tag rule: over random queues, the build SQLite claims is the
+    /// one `tag_owner::next_to_start` picks (the oldest over the repositories), and a finished build's
+    /// newer owner is the domain's too.
+    #[tokio::test]
+    async fn claim_follows_the_domain_tag_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = super::super::connect(&format!("sqlite://{}/t.db", dir.path().display()))
+            .await
+            .unwrap();
+        let ns = super::super::namespaces::insert(&db, "ns").await.unwrap();
+        let mut repos = Vec::new();
+        for name in ["a", "b"] {
+            repos.push(
+                super::super::repos::insert(
+                    &db,
+                    &super::super::repos::NewRepo {
+                        namespace_id: &ns.id,
+                        name,
+                        summary: "",
+                        detail: "",
+                        category: "other",
+                    },
+                )
+                .await
+                .unwrap(),
+            );
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+        for round in 0..300 {
+            sqlx::query("DELETE FROM builds")
+                .execute(&db)
+                .await
+                .unwrap();
+            let n = rng.random_range(0..9);
+            let specs: Vec<Spec> = (0..n)
+                .map(|i| Spec {
+                    id: format!("{i:03}"),
+                    repo: rng.random_range(0..2),
+                    rule: [Some("r"), Some("s"), None][rng.random_range(0..3)],
+                    tag: [Some("main"), Some("dev"), None][rng.random_range(0..3)],
+                    status: [
+                        "queued",
+                        "queued",
+                        "building",
+                        "succeeded",
+                        "failed",
+                        "cancelled",
+                    ][rng.random_range(0..6)],
+                })
+                .collect();
+            for s in &specs {
+                sqlx::query(
+                    "INSERT INTO builds (id, repository_id, rule_id, trigger, git_ref, tag, dockerfile, status, created_at) \
+                     VALUES (?, ?, ?, 'push', 'refs/heads/main', ?, 'Dockerfile', ?, ?)",
+                )
+                .bind(&s.id)
+                .bind(&repos[s.repo])
+                .bind(s.rule)
+                .bind(s.tag)
+                .bind(s.status)
+                .bind(now())
+                .execute(&db)
+                .await
+                .unwrap();
+            }
+            let per_repo = |repo: usize| -> Vec<tag_owner::Build<'_>> {
+                specs
+                    .iter()
+                    .filter(|s| s.repo == repo)
+                    .map(|s| tag_owner::Build {
+                        id: &s.id,
+                        rule_id: s.rule,
+                        tag: s.tag,
+                        stage: stage(s.status),
+                    })
+                    .collect()
+            };
+            for s in specs.iter().filter(|s| s.tag.is_some()) {
+                let builds = per_repo(s.repo);
+                let me = builds.iter().find(|b| b.id == s.id).unwrap();
+                let tag = s.tag.unwrap();
+                let sql = newer_owner_of_tag(&db, &s.id, &repos[s.repo], tag)
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    sql.as_deref(),
+                    tag_owner::newer_owner(me, tag, &builds),
+                    "round {round}, build {}",
+                    s.id
+                );
+            }
+            let want = [0, 1]
+                .into_iter()
+                .filter_map(|r| tag_owner::next_to_start(&per_repo(r)))
+                .min();
+            let got = claim_next(&db).await.unwrap().map(|b| b.id);
+            assert_eq!(got.as_deref(), want, "round {round}");
+        }
+    }
 }

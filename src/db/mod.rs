@@ -22,15 +22,23 @@ pub type Db = sqlx::SqlitePool;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// Opens (creating if missing) the database in WAL mode and applies every migration.
-pub async fn connect(url: &str) -> anyhow::Result<Db> {
-    let options = SqliteConnectOptions::from_str(url)
+fn options(url: &str) -> anyhow::Result<SqliteConnectOptions> {
+    Ok(SqliteConnectOptions::from_str(url)
         .with_context(|| format!("invalid database URL {url}"))?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(10));
+        .busy_timeout(Duration::from_secs(10)))
+}
+
+/// Opens (creating if missing) the database in WAL mode and applies every migration.
+///
+/// Pooled connections commit with `synchronous=NORMAL`: a commit survives a crash of kiln, and a power
+/// loss may take the last commits back. What an outside party was told is stored (an answered hook
+/// delivery) goes through [`connect_durable`] instead.
+pub async fn connect(url: &str) -> anyhow::Result<Db> {
+    let options = options(url)?;
     let pool = SqlitePoolOptions::new()
         .max_connections(8)
         .connect_with(options)
@@ -41,6 +49,18 @@ pub async fn connect(url: &str) -> anyhow::Result<Db> {
         .await
         .with_context(|| format!("cannot migrate database {url}"))?;
     Ok(pool)
+}
+
+/// One connection outside the pool whose commits are fsynced (`synchronous=FULL`): each commit
+/// survives a power loss, and in WAL mode it makes every commit before it durable too. The ingest
+/// writer stores hook deliveries through it.
+pub async fn connect_durable(url: &str) -> anyhow::Result<sqlx::SqliteConnection> {
+    use sqlx::ConnectOptions;
+    options(url)?
+        .synchronous(SqliteSynchronous::Full)
+        .connect()
+        .await
+        .with_context(|| format!("cannot open database {url}"))
 }
 
 /// A write transaction. `BEGIN IMMEDIATE` takes the write lock at the start, so a busy database makes it

@@ -55,18 +55,15 @@ pub async fn for_repo(db: &Db, repository_id: &str) -> Result<Option<SourceRow>,
         .await
 }
 
-/// Candidate sources for an inbound hook: this provider, and any of the given normalized URLs
-/// (all of the provider's sources when `match_urls` is empty: the payload named none we could read).
+/// Candidate sources for an inbound hook: this provider, and any of the given normalized URLs. None
+/// when the payload named no URL: a delivery is never tried against every source's secret.
 pub async fn candidates(
     db: &Db,
     provider: &str,
     match_urls: &[String],
 ) -> Result<Vec<SourceRow>, sqlx::Error> {
     if match_urls.is_empty() {
-        return sqlx::query_as("SELECT * FROM sources WHERE provider = ?")
-            .bind(provider)
-            .fetch_all(db)
-            .await;
+        return Ok(vec![]);
     }
     let placeholders = vec!["?"; match_urls.len()].join(", ");
     let sql = format!("SELECT * FROM sources WHERE provider = ? AND match_url IN ({placeholders})");

@@ -9,6 +9,7 @@ pub mod names;
 pub mod pattern;
 pub mod rules;
 pub mod tag;
+pub mod tag_owner;
 pub mod template;
 
 /// A validation failure that names the field; the HTTP layer maps it to 422 {"error":{"code","message","field"}}.

@@ -1,6 +1,6 @@
 //! Inbound git hooks: cap the body, route it to candidate sources by repository URL, verify the signature
-//! against each candidate's secret, parse, then store the event and queue its builds in one transaction
-//! before answering.
+//! against each candidate's secret, parse, then hand the delivery to the ingest writer (`crate::ingest`)
+//! and answer once the transaction that stores it (event and builds) is committed.
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -11,8 +11,8 @@ use serde_json::json;
 use super::error::{ApiError, ApiResult};
 use crate::app::App;
 use crate::db::{self, sources::SourceRow};
-use crate::domain::rules::{GitRef, PlanContext, PushEvent, RuleOutcome, plan_builds};
 use crate::forge::{MalformedPayload, Outcome, gitea, github, gitlab};
+use crate::ingest::{Delivery, SubmitError};
 use sha2::{Digest, Sha256};
 
 /// Reads at most `limit` bytes of body: 413 beyond.
@@ -59,6 +59,9 @@ struct Forge {
     parse: fn(&str, &[u8]) -> Result<Outcome, MalformedPayload>,
     /// Older GitLabs send no delivery id: such deliveries are told apart by the body's digest.
     delivery_optional: bool,
+    /// Events that only say the hook exists; answered without verification when they name no
+    /// repository (an organization hook's ping).
+    ping_events: &'static [&'static str],
 }
 
 const GITHUB: Forge = Forge {
@@ -70,6 +73,7 @@ const GITHUB: Forge = Forge {
     urls: github::repository_urls,
     parse: github::parse,
     delivery_optional: false,
+    ping_events: &["ping"],
 };
 
 const GITEA: Forge = Forge {
@@ -82,6 +86,7 @@ const GITEA: Forge = Forge {
     urls: github::repository_urls,
     parse: github::parse,
     delivery_optional: false,
+    ping_events: &["ping"],
 };
 
 const GITLAB: Forge = Forge {
@@ -93,6 +98,7 @@ const GITLAB: Forge = Forge {
     urls: gitlab::repository_urls,
     parse: gitlab::parse,
     delivery_optional: true,
+    ping_events: &[],
 };
 
 pub async fn receive_github(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
@@ -113,27 +119,71 @@ pub async fn receive_gitlab(State(app): State<App>, headers: HeaderMap, body: Bo
         .unwrap_or_else(IntoResponse::into_response)
 }
 
+/// Bodies up to this size are checked on the handler's thread (an HMAC of 64 KiB takes ~40 µs);
+/// larger ones on the blocking pool, so a 25 MB body never holds up the async runtime.
+const INLINE_WORK_LIMIT: usize = 64 * 1024;
+
+/// Runs CPU work over a body: inline when small, on the blocking pool when large.
+async fn cpu<T: Send + 'static>(
+    body: &Bytes,
+    work: impl FnOnce(&[u8]) -> T + Send + 'static,
+) -> ApiResult<T> {
+    if body.len() <= INLINE_WORK_LIMIT {
+        return Ok(work(body));
+    }
+    let body = body.clone();
+    tokio::task::spawn_blocking(move || work(&body))
+        .await
+        .map_err(|e| ApiError::internal(format!("hook verification task failed: {e}")))
+}
+
 async fn receive(app: &App, forge: &Forge, headers: &HeaderMap, body: Body) -> ApiResult<Response> {
     let body = read_capped(headers, body, app.config.hook_body_limit).await?;
+    let event = header(headers, forge.event_headers);
+    // Routing reads only the repository URLs: nothing else of an unverified payload is trusted.
+    let urls = cpu(&body, forge.urls).await?;
+    if urls.is_empty() {
+        // Nothing to check a signature against. An organization hook's ping names no repository: it
+        // only says the hook exists, so it is answered (and nothing is stored); anything else is refused
+        // without trying every source's secret.
+        if event.is_some_and(|e| forge.ping_events.contains(&e)) {
+            tracing::info!(
+                provider = forge.provider,
+                "ping without a repository answered (not verified, not stored)"
+            );
+            return Ok((
+                StatusCode::OK,
+                axum::Json(json!({"ok": true, "verified": false})),
+            )
+                .into_response());
+        }
+        return Err(ApiError::unauthorized(
+            "the payload names no repository, so no linked source can verify it",
+        ));
+    }
     let signature = header(headers, forge.signature_headers).ok_or_else(|| {
         ApiError::unauthorized(format!("missing {}", forge.signature_headers.join(" or ")))
     })?;
-    let urls = (forge.urls)(&body);
     let candidates = db::sources::candidates(&app.db, forge.provider, &urls).await?;
-    let verified: Vec<SourceRow> = candidates
-        .into_iter()
-        .filter(|s| (forge.verify)(s.webhook_secret.as_bytes(), &body, signature))
-        .collect();
+    if candidates.is_empty() {
+        tracing::info!(provider = forge.provider, urls = ?urls, "hook refused: no source linked to its repository");
+        return Err(refused());
+    }
+    let verify = forge.verify;
+    let signature = signature.to_string();
+    let verified: Vec<SourceRow> = cpu(&body, move |body| {
+        candidates
+            .into_iter()
+            .filter(|s| verify(s.webhook_secret.as_bytes(), body, &signature))
+            .collect()
+    })
+    .await?;
     if verified.is_empty() {
         tracing::info!(provider = forge.provider, urls = ?urls, "hook refused: no source with a matching signature");
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_signature",
-            "the signature matches no repository linked to this payload's repository",
-        ));
+        return Err(refused());
     }
     // Only now is the payload trusted enough to read.
-    let event = header(headers, forge.event_headers).ok_or_else(|| {
+    let event = event.ok_or_else(|| {
         ApiError::bad_request(
             "missing_header",
             format!("missing {}", forge.event_headers[0]),
@@ -155,50 +205,40 @@ async fn receive(app: &App, forge: &Forge, headers: &HeaderMap, body: Body) -> A
             "the delivery id is too long",
         ));
     }
-    let outcome =
-        (forge.parse)(event, &body).map_err(|e| ApiError::bad_request("malformed_payload", e.0))?;
-    accept(
-        app,
-        forge.provider,
-        &delivery,
-        event,
-        &outcome,
-        &body,
-        &verified,
-    )
-    .await
-}
-
-/// Stores the delivery for every verified source (once per delivery id) and queues planned builds.
-async fn accept(
-    app: &App,
-    provider: &str,
-    delivery: &str,
-    event: &str,
-    outcome: &Outcome,
-    body: &[u8],
-    sources: &[SourceRow],
-) -> ApiResult<Response> {
-    let mut build_ids = Vec::new();
-    let mut duplicates = 0;
-    for source in sources {
-        match store_event(app, provider, delivery, event, outcome, body, source).await? {
-            Some(ids) => build_ids.extend(ids),
-            None => duplicates += 1,
-        }
-    }
-    if !build_ids.is_empty() {
-        app.builds.wake_workers();
-    }
+    let parse = forge.parse;
+    let kind = event.to_string();
+    let outcome = cpu(&body, move |body| parse(&kind, body))
+        .await?
+        .map_err(|e| ApiError::bad_request("malformed_payload", e.0))?;
+    let sources = verified.len();
+    let stored = app
+        .ingest
+        .submit(Delivery {
+            provider: forge.provider,
+            delivery_id: delivery.clone(),
+            event: event.to_string(),
+            outcome: outcome.clone(),
+            body,
+            sources: verified,
+        })
+        .await
+        .map_err(|e| match e {
+            SubmitError::Full | SubmitError::Closed => {
+                tracing::warn!(provider = forge.provider, delivery, error = %e, "hook refused for now");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", format!("{e}; retry later"))
+                    .retry_after(RETRY_AFTER_SECS)
+            }
+            SubmitError::Failed(detail) => ApiError::internal(detail),
+        })?;
     tracing::info!(
-        provider,
+        provider = forge.provider,
         delivery,
         event,
-        builds = build_ids.len(),
-        duplicates,
+        builds = stored.build_ids.len(),
+        duplicates = stored.duplicates,
         "hook accepted"
     );
-    let response = if duplicates == sources.len() {
+    let response = if stored.duplicates == sources {
         (
             StatusCode::OK,
             axum::Json(json!({"builds": [], "duplicate": true})),
@@ -209,133 +249,20 @@ async fn accept(
             Outcome::Push(p) if p.deleted => (StatusCode::OK, axum::Json(json!({"builds": []}))),
             _ => (
                 StatusCode::ACCEPTED,
-                axum::Json(json!({"builds": build_ids})),
+                axum::Json(json!({"builds": stored.build_ids})),
             ),
         }
     };
     Ok(response.into_response())
 }
 
-/// One transaction: the event row (None if this delivery was stored already) and its builds.
-async fn store_event(
-    app: &App,
-    provider: &str,
-    delivery: &str,
-    event: &str,
-    outcome: &Outcome,
-    body: &[u8],
-    source: &SourceRow,
-) -> ApiResult<Option<Vec<String>>> {
-    let mut tx = crate::db::write_tx(&app.db).await?;
-    let repo = db::repos::by_id(&app.db, &source.repository_id)
-        .await?
-        .ok_or_else(|| ApiError::internal("source without repository"))?;
+/// Seconds a hook sender is asked to wait when the ingest queue is full.
+const RETRY_AFTER_SECS: u64 = 1;
 
-    let (summary, git_ref, commit, plan) = match outcome {
-        Outcome::Ping => ("ping".to_string(), None, None, None),
-        Outcome::Ignore(why) => (why.clone(), None, None, None),
-        Outcome::Push(p) if p.deleted => (
-            "ref deleted: nothing to build".into(),
-            Some(&p.git_ref),
-            None,
-            None,
-        ),
-        Outcome::Push(p) => match GitRef::parse(&p.git_ref) {
-            None => (
-                format!("{} is neither a branch nor a tag", p.git_ref),
-                Some(&p.git_ref),
-                Some(&p.after),
-                None,
-            ),
-            Some(git_ref) => {
-                let rules = db::rules::list(&mut *tx, &repo.id).await?;
-                let specs: Vec<_> = rules.iter().map(|r| r.spec()).collect();
-                let push = PushEvent {
-                    git_ref,
-                    commit: p.after.clone(),
-                    message: p.message.clone(),
-                    date: chrono::Utc::now().date_naive(),
-                };
-                let plan = plan_builds(
-                    &specs,
-                    &push,
-                    &PlanContext {
-                        repository_hidden: repo.hidden,
-                    },
-                );
-                let summary = format!(
-                    "{} build(s) planned from {} rule(s)",
-                    plan.builds.len(),
-                    specs.len()
-                );
-                (summary, Some(&p.git_ref), Some(&p.after), Some(plan))
-            }
-        },
-    };
-    let plan_json = plan
-        .as_ref()
-        .map_or_else(|| "[]".to_string(), |p| decisions_json(&p.outcomes));
-    let Some(event_id) = db::events::insert_new(
-        &mut tx,
-        &db::events::NewEvent {
-            repository_id: &repo.id,
-            provider,
-            delivery_id: delivery,
-            kind: event,
-            git_ref: git_ref.map(String::as_str),
-            commit_sha: commit.map(String::as_str),
-            outcome: &summary,
-            plan: &plan_json,
-            payload: body,
-        },
+fn refused() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_signature",
+        "the signature matches no repository linked to this payload's repository",
     )
-    .await?
-    else {
-        db::events::count_duplicate(&mut tx, provider, delivery, &repo.id).await?;
-        tx.commit().await?;
-        return Ok(None);
-    };
-    let mut ids = Vec::new();
-    if let (Some(plan), Some(git_ref), Some(commit)) = (plan, git_ref, commit) {
-        let image = app.image_name(&repo.namespace, &repo.name);
-        for b in plan.builds {
-            let id = db::builds::insert(
-                &mut tx,
-                &db::builds::NewBuild {
-                    repository_id: &repo.id,
-                    rule_id: Some(&b.rule_id),
-                    event_id: Some(&event_id),
-                    trigger: "push",
-                    git_ref,
-                    commit_sha: Some(commit),
-                    tag: Some(&b.tag),
-                    image: Some(&format!("{image}:{}", b.tag)),
-                    dockerfile: &b.dockerfile,
-                    context: &b.context,
-                    version: &b.version,
-                    overwrite: true,
-                },
-            )
-            .await?;
-            ids.push(id);
-        }
-    }
-    tx.commit().await?;
-    Ok(Some(ids))
-}
-
-/// What each rule decided, as the "why didn't it build?" view shows it: the outcome plus a sentence.
-pub fn decisions_json(outcomes: &[RuleOutcome]) -> String {
-    let decisions: Vec<serde_json::Value> = outcomes
-        .iter()
-        .map(|o| {
-            let skipped = o.skipped.as_ref().map(|r| {
-                let mut v = serde_json::to_value(r).unwrap_or_else(|_| json!({}));
-                v["message"] = json!(r.message());
-                v
-            });
-            json!({"rule_id": o.rule_id, "matched": o.matched, "tag": o.tag, "skipped": skipped})
-        })
-        .collect();
-    serde_json::Value::Array(decisions).to_string()
 }

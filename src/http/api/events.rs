@@ -28,6 +28,15 @@ pub struct EventView {
     /// For each rule: `{rule_id, matched, tag, skipped: {reason, message, …} | null}`.
     pub rules: serde_json::Value,
     pub builds: Vec<String>,
+    /// The same builds with where they are now: a build superseded by a newer push says so here.
+    pub build_states: Vec<EventBuildView>,
+}
+
+#[derive(Serialize)]
+pub struct EventBuildView {
+    pub id: String,
+    pub status: String,
+    pub error: Option<String>,
 }
 
 pub async fn list_events(
@@ -44,22 +53,29 @@ pub async fn list_events(
     let last = ids.last().cloned();
     let views: Vec<EventView> = events
         .into_iter()
-        .map(|e| EventView {
-            builds: builds
-                .iter()
-                .filter(|(ev, _)| *ev == e.id)
-                .map(|(_, b)| b.clone())
-                .collect(),
-            rules: serde_json::from_str(&e.plan).unwrap_or_else(|_| serde_json::json!([])),
-            id: e.id,
-            provider: e.provider,
-            delivery_id: e.delivery_id,
-            event: e.kind,
-            git_ref: e.git_ref,
-            commit: e.commit_sha,
-            received_at: e.received_at,
-            summary: e.outcome,
-            duplicates: e.duplicates,
+        .map(|e| {
+            let mine: Vec<_> = builds.iter().filter(|b| b.event_id == e.id).collect();
+            EventView {
+                builds: mine.iter().map(|b| b.id.clone()).collect(),
+                build_states: mine
+                    .iter()
+                    .map(|b| EventBuildView {
+                        id: b.id.clone(),
+                        status: b.status.clone(),
+                        error: b.error.clone(),
+                    })
+                    .collect(),
+                rules: serde_json::from_str(&e.plan).unwrap_or_else(|_| serde_json::json!([])),
+                id: e.id,
+                provider: e.provider,
+                delivery_id: e.delivery_id,
+                event: e.kind,
+                git_ref: e.git_ref,
+                commit: e.commit_sha,
+                received_at: e.received_at,
+                summary: e.outcome,
+                duplicates: e.duplicates,
+            }
         })
         .collect();
     Ok(paged(views, &page, last))

@@ -272,8 +272,8 @@ pub async fn preview_rules(
             would_overwrite,
         });
     }
-    let rules = serde_json::from_str(&crate::http::hooks::decisions_json(&plan.outcomes))
-        .unwrap_or_default();
+    let rules =
+        serde_json::from_str(&crate::ingest::decisions_json(&plan.outcomes)).unwrap_or_default();
     Ok(axum::Json(Preview {
         git_ref: q.git_ref,
         commit,

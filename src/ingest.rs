@@ -1,0 +1,422 @@
+//! Ingest: verified hook deliveries go through one writer task that stores them in group commits.
+//!
+//! A hook handler verifies and parses a delivery, then hands it to the writer over a bounded queue and
+//! awaits its commit. The writer takes everything waiting (up to [`MAX_BATCH`]) into one
+//! `BEGIN IMMEDIATE` transaction on its own connection, opened with `synchronous=FULL`: when a handler
+//! answers, its event is fsynced to disk, and one fsync serves every delivery of the batch. Nothing on
+//! this path holds a write transaction while it waits for anything else (a pooled connection, a lock,
+//! another task), which is what stalled concurrent deliveries before.
+//!
+//! A full queue (by count, or by the bytes of the bodies waiting) refuses at once: the handler answers
+//! 503 with `Retry-After`, never an unbounded backlog.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use sqlx::{Connection, SqliteConnection};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::build::queue::BuildQueue;
+use crate::db::{self, repos::RepoRow, sources::SourceRow};
+use crate::domain::rules::{GitRef, PlanContext, PushEvent, RuleOutcome, RuleSpec, plan_builds};
+use crate::forge::Outcome;
+
+/// Deliveries stored in one transaction at most.
+pub const MAX_BATCH: usize = 256;
+
+/// A delivery whose signature matched these sources, ready to store.
+pub struct Delivery {
+    pub provider: &'static str,
+    pub delivery_id: String,
+    pub event: String,
+    pub outcome: Outcome,
+    pub body: Bytes,
+    pub sources: Vec<SourceRow>,
+}
+
+/// What storing a delivery did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// Builds queued, over every source.
+    pub build_ids: Vec<String>,
+    /// Sources for which this delivery id was stored already (a redelivery).
+    pub duplicates: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the ingest queue is full")]
+    Full,
+    #[error("kiln is shutting down")]
+    Closed,
+    #[error("cannot store the delivery: {0}")]
+    Failed(String),
+}
+
+struct Job {
+    delivery: Delivery,
+    reply: oneshot::Sender<Result<Stored, String>>,
+    _bytes: OwnedSemaphorePermit,
+}
+
+/// The handlers' side of the queue.
+pub struct IngestQueue {
+    tx: mpsc::Sender<Job>,
+    rx: Mutex<Option<mpsc::Receiver<Job>>>,
+    /// Permits are KiB of bodies waiting in the queue.
+    bytes: Arc<Semaphore>,
+    budget_kib: u32,
+}
+
+impl IngestQueue {
+    /// A queue of at most `capacity` deliveries and `byte_budget` bytes of bodies.
+    pub fn new(capacity: usize, byte_budget: usize) -> IngestQueue {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let budget_kib = u32::try_from(byte_budget / 1024).unwrap_or(u32::MAX).max(1);
+        IngestQueue {
+            tx,
+            rx: Mutex::new(Some(rx)),
+            bytes: Arc::new(Semaphore::new(budget_kib as usize)),
+            budget_kib,
+        }
+    }
+
+    /// Queues a delivery and waits until the transaction that stores it is committed.
+    pub async fn submit(&self, delivery: Delivery) -> Result<Stored, SubmitError> {
+        let kib = u32::try_from(delivery.body.len() / 1024 + 1)
+            .unwrap_or(u32::MAX)
+            .min(self.budget_kib);
+        let bytes = self
+            .bytes
+            .clone()
+            .try_acquire_many_owned(kib)
+            .map_err(|_| SubmitError::Full)?;
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .try_send(Job {
+                delivery,
+                reply,
+                _bytes: bytes,
+            })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => SubmitError::Full,
+                mpsc::error::TrySendError::Closed(_) => SubmitError::Closed,
+            })?;
+        answer
+            .await
+            .map_err(|_| SubmitError::Closed)?
+            .map_err(SubmitError::Failed)
+    }
+
+    fn take_receiver(&self) -> Option<mpsc::Receiver<Job>> {
+        self.rx.lock().expect("ingest receiver poisoned").take()
+    }
+}
+
+/// What the writer needs besides its connection.
+struct Writer {
+    conn: SqliteConnection,
+    registry: String,
+    builds: Arc<BuildQueue>,
+}
+
+/// Opens the writer's own connection and starts it. It stops when `stop` is cancelled; deliveries still
+/// waiting then are answered "shutting down" (503), never stored half.
+pub async fn start(app: &App, stop: CancellationToken) -> anyhow::Result<()> {
+    let rx = app
+        .ingest
+        .take_receiver()
+        .ok_or_else(|| anyhow::anyhow!("the ingest writer is already running"))?;
+    let conn = db::connect_durable(&app.config.database_url).await?;
+    let writer = Writer {
+        conn,
+        registry: app.config.registry.clone(),
+        builds: app.builds.clone(),
+    };
+    tokio::spawn(writer.run(rx, stop));
+    Ok(())
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::Receiver<Job>, stop: CancellationToken) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                n = rx.recv_many(&mut batch, MAX_BATCH) => if n == 0 { break },
+            }
+            self.commit(&mut batch).await;
+        }
+        if let Err(e) = self.conn.close().await {
+            tracing::warn!(error = %e, "cannot close the ingest connection");
+        }
+    }
+
+    /// Stores a batch in one transaction and answers each sender. If the batch fails, each delivery is
+    /// stored on its own so that one bad delivery cannot refuse the others.
+    async fn commit(&mut self, batch: &mut Vec<Job>) {
+        let results = match self.store(batch).await {
+            Ok(stored) => stored.into_iter().map(Ok).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, deliveries = batch.len(), "group commit failed; storing one by one");
+                let mut results = Vec::with_capacity(batch.len());
+                for job in batch.iter() {
+                    results.push(
+                        self.store(std::slice::from_ref(job))
+                            .await
+                            .map(|mut s| s.remove(0))
+                            .map_err(|e| {
+                                tracing::error!(error = %e, delivery = %job.delivery.delivery_id, "cannot store a delivery");
+                                e.to_string()
+                            }),
+                    );
+                }
+                results
+            }
+        };
+        if results
+            .iter()
+            .any(|r: &Result<Stored, String>| r.as_ref().is_ok_and(|s| !s.build_ids.is_empty()))
+        {
+            self.builds.wake_workers();
+        }
+        for (job, result) in batch.drain(..).zip(results) {
+            // The handler may have gone (client hung up): its delivery is stored all the same.
+            let _ = job.reply.send(result);
+        }
+    }
+
+    async fn store(&mut self, jobs: &[Job]) -> Result<Vec<Stored>, sqlx::Error> {
+        let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
+        let mut repos = RepoCache::default();
+        let mut stored = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let mut s = Stored::default();
+            for source in &job.delivery.sources {
+                match store_event(&mut tx, &self.registry, &mut repos, &job.delivery, source)
+                    .await?
+                {
+                    Some(ids) => s.build_ids.extend(ids),
+                    None => s.duplicates += 1,
+                }
+            }
+            stored.push(s);
+        }
+        tx.commit().await?;
+        Ok(stored)
+    }
+}
+
+/// Repositories and their rules, read once per batch (the batch's transaction keeps them stable).
+#[derive(Default)]
+struct RepoCache(HashMap<String, Arc<(RepoRow, Vec<RuleSpec>)>>);
+
+impl RepoCache {
+    async fn get(
+        &mut self,
+        conn: &mut SqliteConnection,
+        repository_id: &str,
+    ) -> Result<Option<Arc<(RepoRow, Vec<RuleSpec>)>>, sqlx::Error> {
+        if let Some(hit) = self.0.get(repository_id) {
+            return Ok(Some(hit.clone()));
+        }
+        let Some(repo) = db::repos::by_id(&mut *conn, repository_id).await? else {
+            return Ok(None);
+        };
+        let rules = db::rules::list(&mut *conn, repository_id).await?;
+        let entry = Arc::new((repo, rules.iter().map(|r| r.spec()).collect()));
+        self.0.insert(repository_id.to_string(), entry.clone());
+        Ok(Some(entry))
+    }
+}
+
+/// One source's share of a delivery: the event row (None if this delivery was stored already for it)
+/// and the builds its rules plan. A newer push supersedes the same rule's queued builds of that ref.
+async fn store_event(
+    conn: &mut SqliteConnection,
+    registry: &str,
+    repos: &mut RepoCache,
+    d: &Delivery,
+    source: &SourceRow,
+) -> Result<Option<Vec<String>>, sqlx::Error> {
+    let Some(entry) = repos.get(conn, &source.repository_id).await? else {
+        // The repository went away between verification and now: nothing to store it under.
+        return Ok(Some(vec![]));
+    };
+    let (repo, specs) = (&entry.0, &entry.1);
+    let (summary, git_ref, commit, plan) = match &d.outcome {
+        Outcome::Ping => ("ping".to_string(), None, None, None),
+        Outcome::Ignore(why) => (why.clone(), None, None, None),
+        Outcome::Push(p) if p.deleted => (
+            "ref deleted: nothing to build".into(),
+            Some(&p.git_ref),
+            None,
+            None,
+        ),
+        Outcome::Push(p) => match GitRef::parse(&p.git_ref) {
+            None => (
+                format!("{} is neither a branch nor a tag", p.git_ref),
+                Some(&p.git_ref),
+                Some(&p.after),
+                None,
+            ),
+            Some(git_ref) => {
+                let push = PushEvent {
+                    git_ref,
+                    commit: p.after.clone(),
+                    message: p.message.clone(),
+                    date: chrono::Utc::now().date_naive(),
+                };
+                let plan = plan_builds(
+                    specs,
+                    &push,
+                    &PlanContext {
+                        repository_hidden: repo.hidden,
+                    },
+                );
+                let summary = format!(
+                    "{} build(s) planned from {} rule(s)",
+                    plan.builds.len(),
+                    specs.len()
+                );
+                (summary, Some(&p.git_ref), Some(&p.after), Some(plan))
+            }
+        },
+    };
+    let plan_json = plan
+        .as_ref()
+        .map_or_else(|| "[]".to_string(), |p| decisions_json(&p.outcomes));
+    let Some(event_id) = db::events::insert_new(
+        conn,
+        &db::events::NewEvent {
+            repository_id: &repo.id,
+            provider: d.provider,
+            delivery_id: &d.delivery_id,
+            kind: &d.event,
+            git_ref: git_ref.map(String::as_str),
+            commit_sha: commit.map(String::as_str),
+            outcome: &summary,
+            plan: &plan_json,
+            payload: &d.body,
+        },
+    )
+    .await?
+    else {
+        db::events::count_duplicate(conn, d.provider, &d.delivery_id, &repo.id).await?;
+        return Ok(None);
+    };
+    let mut ids = Vec::new();
+    if let (Some(plan), Some(git_ref), Some(commit)) = (plan, git_ref, commit) {
+        let image = crate::app::image_name(registry, &repo.namespace, &repo.name);
+        for b in plan.builds {
+            let id = db::builds::insert(
+                conn,
+                &db::builds::NewBuild {
+                    repository_id: &repo.id,
+                    rule_id: Some(&b.rule_id),
+                    event_id: Some(&event_id),
+                    trigger: "push",
+                    git_ref,
+                    commit_sha: Some(commit),
+                    tag: Some(&b.tag),
+                    image: Some(&format!("{image}:{}", b.tag)),
+                    dockerfile: &b.dockerfile,
+                    context: &b.context,
+                    version: &b.version,
+                    overwrite: true,
+                },
+            )
+            .await?;
+            db::builds::supersede_queued(conn, &repo.id, &b.rule_id, git_ref, &id).await?;
+            ids.push(id);
+        }
+    }
+    Ok(Some(ids))
+}
+
+/// What each rule decided, as the "why didn't it build?" view shows it: the outcome plus a sentence.
+pub fn decisions_json(outcomes: &[RuleOutcome]) -> String {
+    let decisions: Vec<serde_json::Value> = outcomes
+        .iter()
+        .map(|o| {
+            let skipped = o.skipped.as_ref().map(|r| {
+                let mut v = serde_json::to_value(r).unwrap_or_else(|_| serde_json::json!({}));
+                v["message"] = serde_json::json!(r.message());
+                v
+            });
+            serde_json::json!({"rule_id": o.rule_id, "matched": o.matched, "tag": o.tag, "skipped": skipped})
+        })
+        .collect();
+    serde_json::Value::Array(decisions).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(body_len: usize) -> Delivery {
+        Delivery {
+            provider: "github",
+            delivery_id: "d".into(),
+            event: "ping".into(),
+            outcome: Outcome::Ping,
+            body: Bytes::from(vec![b'x'; body_len]),
+            sources: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_at_once() {
+        // No writer runs: the queue fills and stays full.
+        let queue = Arc::new(IngestQueue::new(2, 1 << 20));
+        let mut waiting = Vec::new();
+        for _ in 0..2 {
+            let q = queue.clone();
+            waiting.push(tokio::spawn(async move { q.submit(delivery(10)).await }));
+        }
+        // Both are queued once the channel holds them.
+        for _ in 0..100 {
+            if queue.tx.capacity() == 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(queue.tx.capacity(), 0);
+        assert!(matches!(
+            queue.submit(delivery(10)).await,
+            Err(SubmitError::Full)
+        ));
+        // Dropping the receiver (the writer's end) answers the waiting ones: closed, not stored.
+        drop(queue.take_receiver());
+        for w in waiting {
+            assert!(matches!(w.await.unwrap(), Err(SubmitError::Closed)));
+        }
+        assert!(matches!(
+            queue.submit(delivery(10)).await,
+            Err(SubmitError::Closed)
+        ));
+    }
+
+    #[tokio::test]
+    async fn bodies_beyond_the_byte_budget_are_refused() {
+        let queue = Arc::new(IngestQueue::new(100, 64 * 1024));
+        let q = queue.clone();
+        let first = tokio::spawn(async move { q.submit(delivery(60 * 1024)).await });
+        for _ in 0..100 {
+            if queue.bytes.available_permits() < 64 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(matches!(
+            queue.submit(delivery(8 * 1024)).await,
+            Err(SubmitError::Full)
+        ));
+        drop(queue.take_receiver());
+        assert!(matches!(first.await.unwrap(), Err(SubmitError::Closed)));
+    }
+}
