@@ -46,7 +46,7 @@ async fn setup(repo: &str) -> Setup {
     let (s, body) = kiln
         .post(
             &format!("/namespaces/acme/repos/{repo}/webhooks"),
-            json!({"url": receiver.url, "events": ["image.pushed"]}),
+            json!({"name": "pushes", "url": receiver.url, "events": ["image.pushed"]}),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
