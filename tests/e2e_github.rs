@@ -380,11 +380,47 @@ async fn ping_deleted_ref_unknown_event_malformed_and_oversized_bodies() {
     assert_eq!(s, StatusCode::ACCEPTED, "{body}");
     assert_eq!(body["builds"], json!([]));
 
-    // Signed, routed by the URL-less fallback, but not JSON.
+    // Signed with the source's secret, but naming no repository (not even JSON): nothing to route it
+    // by, so it is refused without trying any source's secret.
     let garbage = b"{\"repository\": ".to_vec();
     let sig = support::github_signature(&secret, &garbage);
     let (s, body) = kiln.github_hook_raw("push", "p-4", &sig, garbage).await;
-    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("names no repository"),
+        "{body}"
+    );
+    let mut no_repo = deleted.clone();
+    no_repo.as_object_mut().unwrap().remove("repository");
+    let (s, body) = kiln.github_hook("push", "p-5", &secret, &no_repo).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{body}");
+
+    // An organization hook's ping names no repository: answered, not verified, nothing stored.
+    let mut org_ping = support::github_ping_payload(&git.clone_url());
+    org_ping.as_object_mut().unwrap().remove("repository");
+    org_ping["organization"] = json!({"login": "acme", "id": 1});
+    let (s, body) = kiln
+        .github_hook_raw(
+            "ping",
+            "p-6",
+            "sha256=0000",
+            serde_json::to_vec(&org_ping).unwrap(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["verified"], false, "{body}");
+    let (_, events) = kiln.get("/namespaces/acme/repos/edges/events").await;
+    assert!(
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["delivery_id"] != "p-6"),
+        "{events}"
+    );
 
     // Over 25 MiB, announced by Content-Length or streamed chunked: 413 either way.
     let huge = vec![b' '; 25 * 1024 * 1024 + 1];
