@@ -1,0 +1,224 @@
+//! Inbound hooks under concurrency: many signed GitHub deliveries at once, through the real router
+//! over real connections, are all answered and each stored exactly once (issue 8, section 1).
+//!
+//! No Docker daemon is needed: the rules either do not match (nothing builds) or the one build they
+//! plan is only counted, never waited for.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::kiln::{ADMIN_TOKEN, Kiln};
+use support::{Registry, ZERO_SHA, github_push_payload, new_delivery_id, post_github_hook};
+
+/// A GitHub source kiln never fetches from in these tests.
+const CLONE_URL: &str = "https://github.com/acme/widget.git";
+const COMMIT: &str = "6113728f27ae82c7b1a177c8d03f9e96e0adf246";
+/// Not a speed target: long enough for any sound implementation on a loaded machine, short enough
+/// that a stall fails the test instead of hanging it.
+const ANSWER_WITHIN: Duration = Duration::from_secs(20);
+
+/// What one delivery got back: its status and body, or the transport error.
+type Answer = Result<(StatusCode, Value), String>;
+
+/// Sends `body` signed with `secret` to `/hooks/github` once per delivery id, all at once, each
+/// on its own connection; waits at most [`ANSWER_WITHIN`] for all the answers. Panics naming
+/// what was answered so far when they do not all come in time.
+async fn deliver_concurrently(
+    kiln: &Kiln,
+    secret: &str,
+    body: &[u8],
+    deliveries: &[String],
+) -> Vec<(String, StatusCode, Value)> {
+    let url = format!("{}/hooks/github", kiln.url);
+    let answers: Arc<Mutex<Vec<(String, Answer)>>> = Arc::default();
+    let start = Arc::new(tokio::sync::Barrier::new(deliveries.len()));
+    let mut tasks = tokio::task::JoinSet::new();
+    for delivery in deliveries {
+        let (url, secret, body, delivery) = (
+            url.clone(),
+            secret.to_string(),
+            body.to_vec(),
+            delivery.clone(),
+        );
+        let (answers, start) = (answers.clone(), start.clone());
+        tasks.spawn(async move {
+            start.wait().await;
+            let resp = post_github_hook(&url, "push", &delivery, &secret, &body).await;
+            let status = resp.status();
+            let answer = match resp.text().await {
+                Ok(text) => Ok((
+                    status,
+                    serde_json::from_str(&text).unwrap_or(Value::String(text)),
+                )),
+                Err(e) => Err(format!("{status}, then reading the body: {e}")),
+            };
+            answers.lock().unwrap().push((delivery, answer));
+        });
+    }
+    let all = async {
+        while let Some(joined) = tasks.join_next().await {
+            if let Err(e) = joined
+                && e.is_panic()
+            {
+                std::panic::resume_unwind(e.into_panic());
+            }
+        }
+    };
+    let in_time = tokio::time::timeout(ANSWER_WITHIN, all).await.is_ok();
+    let answers = std::mem::take(&mut *answers.lock().unwrap());
+    let mut tally: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, a) in &answers {
+        let key = match a {
+            Ok((s, _)) => s.as_u16().to_string(),
+            Err(e) => e.clone(),
+        };
+        *tally.entry(key).or_default() += 1;
+    }
+    assert!(
+        in_time,
+        "only {} of {} concurrent deliveries were answered within {ANSWER_WITHIN:?} (by status: {tally:?})",
+        answers.len(),
+        deliveries.len()
+    );
+    answers
+        .into_iter()
+        .map(|(d, a)| {
+            let (s, b) = a.unwrap_or_else(|e| panic!("delivery {d}: {e}"));
+            (d, s, b)
+        })
+        .collect()
+}
+
+/// Every stored event of `ns/repo`, through the API, all pages.
+async fn events(kiln: &Kiln, ns: &str, repo: &str) -> Vec<Value> {
+    let mut all = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!(
+            "{}/api/v1/namespaces/{ns}/repos/{repo}/events?limit=200",
+            kiln.url
+        );
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let resp = kiln
+            .http
+            .get(&url)
+            .bearer_auth(ADMIN_TOKEN)
+            .timeout(ANSWER_WITHIN)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        assert_eq!(resp.status(), StatusCode::OK, "GET {url}");
+        cursor = resp
+            .headers()
+            .get("x-next-cursor")
+            .map(|v| v.to_str().unwrap().to_string());
+        let page: Vec<Value> = resp.json().await.expect("a JSON list of events");
+        all.extend(page);
+        if cursor.is_none() {
+            return all;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_concurrent_signed_deliveries_are_all_answered_and_each_stored_once() {
+    let registry = Registry::start();
+    let kiln = Kiln::start(&registry, &[]).await;
+    let secret = kiln.ci_repo("acme", "widget", CLONE_URL).await;
+    // Pushes go to main: a tag rule never matches, so nothing builds.
+    kiln.rule(
+        "acme",
+        "widget",
+        json!({"type": "tag", "name": "v*", "overwrite": true}),
+    )
+    .await;
+    let payload = github_push_payload(CLONE_URL, "refs/heads/main", ZERO_SHA, COMMIT, false);
+    let body = serde_json::to_vec(&payload).unwrap();
+    let deliveries: Vec<String> = (0..64).map(|_| new_delivery_id()).collect();
+
+    let answers = deliver_concurrently(&kiln, &secret, &body, &deliveries).await;
+
+    assert_eq!(answers.len(), 64);
+    for (delivery, status, body) in &answers {
+        assert_eq!(*status, StatusCode::ACCEPTED, "delivery {delivery}: {body}");
+        assert_eq!(body["builds"], json!([]), "delivery {delivery}: {body}");
+    }
+    let stored = events(&kiln, "acme", "widget").await;
+    let mut by_delivery: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
+    for e in &stored {
+        by_delivery
+            .entry(e["delivery_id"].as_str().expect("delivery_id"))
+            .or_default()
+            .push(e);
+    }
+    for d in &deliveries {
+        let found = by_delivery.get(d.as_str()).map_or(0, Vec::len);
+        assert_eq!(found, 1, "delivery {d} is stored {found} times");
+        let e = by_delivery[d.as_str()][0];
+        assert_eq!(e["provider"], "github", "{e}");
+        assert_eq!(e["event"], "push", "{e}");
+        assert_eq!(e["ref"], "refs/heads/main", "{e}");
+        assert_eq!(e["commit"], COMMIT, "{e}");
+        assert_eq!(e["duplicates"], 0, "{e}");
+        assert_eq!(e["builds"], json!([]), "{e}");
+    }
+    assert_eq!(stored.len(), 64, "no event beyond the 64 deliveries");
+    assert!(kiln.builds("acme", "widget").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_delivery_sent_sixteen_times_at_once_is_stored_once_and_builds_once() {
+    let registry = Registry::start();
+    let kiln = Kiln::start(&registry, &[]).await;
+    let secret = kiln.ci_repo("acme", "widget", CLONE_URL).await;
+    // This rule matches: a delivery stored twice would queue a second build.
+    let rule = kiln
+        .rule(
+            "acme",
+            "widget",
+            json!({"type": "branch", "name": "main", "overwrite": true}),
+        )
+        .await;
+    let payload = github_push_payload(CLONE_URL, "refs/heads/main", ZERO_SHA, COMMIT, false);
+    let body = serde_json::to_vec(&payload).unwrap();
+    let delivery = new_delivery_id();
+    let same: Vec<String> = vec![delivery.clone(); 16];
+
+    let answers = deliver_concurrently(&kiln, &secret, &body, &same).await;
+
+    // One is accepted and queues the build; the other fifteen are answered as duplicates.
+    let accepted: Vec<&Value> = answers
+        .iter()
+        .filter(|(_, s, _)| *s == StatusCode::ACCEPTED)
+        .map(|(_, _, b)| b)
+        .collect();
+    assert_eq!(accepted.len(), 1, "{answers:?}");
+    let build_ids = accepted[0]["builds"].as_array().expect("builds");
+    assert_eq!(build_ids.len(), 1, "{}", accepted[0]);
+    for (_, status, body) in answers
+        .iter()
+        .filter(|(_, s, _)| *s != StatusCode::ACCEPTED)
+    {
+        assert_eq!(*status, StatusCode::OK, "{body}");
+        assert_eq!(body["duplicate"], true, "{body}");
+        assert_eq!(body["builds"], json!([]), "{body}");
+    }
+
+    let stored = events(&kiln, "acme", "widget").await;
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0]["delivery_id"], delivery.as_str());
+    assert_eq!(stored[0]["duplicates"], 15, "{}", stored[0]);
+    assert_eq!(stored[0]["builds"], json!(build_ids), "{}", stored[0]);
+    let builds = kiln.builds("acme", "widget").await;
+    assert_eq!(builds.len(), 1, "{builds:?}");
+    assert_eq!(builds[0]["id"], build_ids[0]);
+    assert_eq!(builds[0]["rule_id"], rule.as_str());
+    assert_eq!(builds[0]["commit"], COMMIT);
+}
