@@ -261,13 +261,13 @@ async fn store_event(
             None => (
                 format!("{} is neither a branch nor a tag", p.git_ref),
                 Some(&p.git_ref),
-                Some(&p.after),
+                Some(&p.commit),
                 None,
             ),
             Some(git_ref) => {
                 let push = PushEvent {
                     git_ref,
-                    commit: p.after.clone(),
+                    commit: p.commit.clone(),
                     message: p.message.clone(),
                     date: chrono::Utc::now().date_naive(),
                 };
@@ -283,7 +283,7 @@ async fn store_event(
                     plan.builds.len(),
                     specs.len()
                 );
-                (summary, Some(&p.git_ref), Some(&p.after), Some(plan))
+                (summary, Some(&p.git_ref), Some(&p.commit), Some(plan))
             }
         },
     };

@@ -14,6 +14,8 @@ pub enum GitError {
     Fetch { url: String, message: String },
     #[error("commit {0} not found in the repository")]
     CommitNotFound(String),
+    #[error("{sha} is a tag of a {kind}, not of a commit")]
+    TagOfNoCommit { sha: String, kind: String },
     #[error("branch '{0}' not found")]
     BranchNotFound(String),
     #[error("no tag matches '{0}'")]
@@ -250,20 +252,36 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The commit at an exact 40-hex sha (or an unambiguous prefix ≥ 7), CommitNotFound otherwise
-/// (also for a sha that is a tree/blob/tag, or malformed input).
+/// The commit at an exact 40-hex sha (or an unambiguous prefix ≥ 7). A sha naming an annotated
+/// tag (what a forge reports as `after` for one) is peeled to the commit it tags, through tags of
+/// tags. CommitNotFound for a tree, a blob, an unknown or malformed sha; TagOfNoCommit for a tag
+/// of a tree or a blob.
 pub fn find_commit(repo: &Repository, sha: &str) -> Result<Oid, GitError> {
     let not_found = || GitError::CommitNotFound(sha.to_string());
     if !(7..=40).contains(&sha.len()) || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(not_found());
     }
     let found = if sha.len() == 40 {
-        Oid::from_str(sha).and_then(|oid| repo.find_commit(oid))
+        Oid::from_str(sha).and_then(|oid| repo.find_object(oid, None))
     } else {
-        repo.find_commit_by_prefix(sha)
+        repo.find_object_by_prefix(sha, None)
     };
     match found {
-        Ok(commit) => Ok(commit.id()),
+        Ok(object) => match object.kind() {
+            Some(ObjectType::Commit) => Ok(object.id()),
+            Some(ObjectType::Tag) => {
+                // peel(Any) follows tags to the first object that is not one.
+                let target = object.peel(ObjectType::Any)?;
+                match target.kind() {
+                    Some(ObjectType::Commit) => Ok(target.id()),
+                    kind => Err(GitError::TagOfNoCommit {
+                        sha: sha.to_string(),
+                        kind: kind.map_or("unknown object", |k| k.str()).to_string(),
+                    }),
+                }
+            }
+            _ => Err(not_found()),
+        },
         Err(error)
             if matches!(
                 error.code(),
@@ -659,15 +677,13 @@ mod tests {
     }
 
     #[test]
-    fn find_commit_refuses_trees_blobs_and_tags() {
+    fn find_commit_refuses_trees_and_blobs() {
         let forge = Forge::new();
         let oid = forge.commit("main", &[("a", "content of a")], "first", 1_700_000_000);
-        forge.annotated_tag("v1", oid);
         let repo = &forge.repo;
         let tree = repo.find_commit(oid).unwrap().tree_id();
         let blob = repo.blob(b"content of a").unwrap();
-        let tag = repo.refname_to_id("refs/tags/v1").unwrap();
-        for object in [tree, blob, tag] {
+        for object in [tree, blob] {
             let sha = object.to_string();
             assert!(matches!(
                 find_commit(repo, &sha),
@@ -682,6 +698,81 @@ mod tests {
             commit_message(repo, blob),
             Err(GitError::CommitNotFound(_))
         ));
+    }
+
+    #[test]
+    fn find_commit_peels_annotated_tags_to_their_commit() {
+        let forge = Forge::new();
+        let first = forge.commit("main", &[("a", "1")], "first", 1_700_000_000);
+        let second = forge.commit("main", &[("a", "2")], "second", 1_700_000_100);
+        forge.annotated_tag("v1", first);
+        forge.lightweight_tag("light", second);
+        let repo = &forge.repo;
+        let tag_object = repo.refname_to_id("refs/tags/v1").unwrap();
+        assert_ne!(
+            tag_object, first,
+            "an annotated tag is an object of its own"
+        );
+        let sha = tag_object.to_string();
+        for input in [sha.clone(), sha[..7].to_string(), sha.to_uppercase()] {
+            assert_eq!(find_commit(repo, &input).unwrap(), first, "{input}");
+        }
+        // A lightweight tag's value is the commit itself.
+        let light = repo.refname_to_id("refs/tags/light").unwrap();
+        assert_eq!(find_commit(repo, &light.to_string()).unwrap(), second);
+
+        // A tag of a tag is peeled all the way down.
+        let outer = {
+            let inner = repo.find_object(tag_object, None).unwrap();
+            let tagger =
+                Signature::new("Kiln Test", "test@kiln.invalid", &Time::new(1, 0)).unwrap();
+            repo.tag("v1-signed-off", &inner, &tagger, "a tag of v1", false)
+                .unwrap()
+        };
+        assert_eq!(find_commit(repo, &outer.to_string()).unwrap(), first);
+    }
+
+    #[test]
+    fn find_commit_refuses_tags_of_trees_and_blobs() {
+        let forge = Forge::new();
+        let oid = forge.commit("main", &[("a", "content of a")], "first", 1_700_000_000);
+        let repo = &forge.repo;
+        let tree = repo.find_commit(oid).unwrap().tree_id();
+        let blob = repo.blob(b"content of a").unwrap();
+        forge.annotated_tag("tree-tag", tree);
+        forge.annotated_tag("blob-tag", blob);
+        for (name, kind) in [("tree-tag", "tree"), ("blob-tag", "blob")] {
+            let sha = repo
+                .refname_to_id(&format!("refs/tags/{name}"))
+                .unwrap()
+                .to_string();
+            let error = find_commit(repo, &sha).unwrap_err();
+            assert!(
+                matches!(&error, GitError::TagOfNoCommit { kind: k, .. } if k == kind),
+                "{name}: {error:?}"
+            );
+            assert_eq!(
+                error.to_string(),
+                format!("{sha} is a tag of a {kind}, not of a commit")
+            );
+        }
+    }
+
+    #[test]
+    fn a_mirror_peels_the_tag_object_a_forge_reports() {
+        let forge = Forge::new();
+        let oid = forge.commit(
+            "main",
+            &[("Dockerfile", "FROM scratch\n")],
+            "first",
+            1_700_000_000,
+        );
+        forge.annotated_tag("v1.0.0", oid);
+        let tag_object = forge.repo.refname_to_id("refs/tags/v1.0.0").unwrap();
+        let mirrors = mirrors();
+        let mirror = mirror_path(mirrors.path(), &forge.file_url());
+        let repo = fetch_mirror(&mirror, &forge.file_url()).unwrap();
+        assert_eq!(find_commit(&repo, &tag_object.to_string()).unwrap(), oid);
     }
 
     #[test]

@@ -35,6 +35,8 @@ impl From<String> for Failure {
 struct Target {
     git_ref: String,
     commit: String,
+    /// The build named this annotated tag object, peeled to `commit`.
+    peeled_from: Option<String>,
     tag: String,
     context: context::BuildContext,
 }
@@ -190,22 +192,29 @@ async fn execute(app: &App, build: &BuildRow, log: &mut BuildLog) -> Result<Stri
         .await
         .map_err(db_err)?
         .ok_or_else(|| "the repository has no git source".to_string())?;
-    // Builds planned from a push carry their tag; "build now" resolves commit and tag here, from the rule.
-    let rule = match (&build.tag, &build.rule_id) {
-        (Some(_), _) => None,
-        (None, Some(rule_id)) => {
-            let row = db::rules::get(&app.db, &build.repository_id, rule_id)
-                .await
-                .map_err(db_err)?
-                .ok_or_else(|| format!("rule {rule_id} was deleted before the build started"))?;
-            Some(row.spec())
+    // Builds planned from a push carry their tag; "build now" resolves commit and tag here, from the
+    // rule. A pushed build naming an annotated tag's object has its tag worked out again, from the
+    // commit, so the rule is read for it too.
+    let rule = match &build.rule_id {
+        Some(rule_id) => db::rules::get(&app.db, &build.repository_id, rule_id)
+            .await
+            .map_err(db_err)?
+            .map(|row| row.spec()),
+        None => None,
+    };
+    match (&build.tag, &build.rule_id, &rule) {
+        (None, Some(rule_id), None) => {
+            return Err(Failure::Failed(format!(
+                "rule {rule_id} was deleted before the build started"
+            )));
         }
-        (None, None) => {
+        (None, None, _) => {
             return Err(Failure::Failed(
                 "the build has neither a tag nor a rule".into(),
             ));
         }
-    };
+        _ => {}
+    }
 
     log.line(&format!("Fetching {}", display_url(&source.clone_url)))
         .await;
@@ -221,6 +230,14 @@ async fn execute(app: &App, build: &BuildRow, log: &mut BuildLog) -> Result<Stri
             .map_err(|e| format!("the fetch task failed: {e}"))??
     };
     drop(guard);
+    if let Some(tag_object) = &target.peeled_from {
+        log.line(&format!(
+            "{} is an annotated tag object: building the commit it tags, {}",
+            &tag_object[..7.min(tag_object.len())],
+            &target.commit[..7]
+        ))
+        .await;
+    }
 
     let image = app.image_name(&build.namespace, &build.repository);
     let full_ref = format!("{image}:{}", target.tag);
@@ -325,9 +342,25 @@ fn resolve_target(
         }
     };
     let commit = oid.to_string();
+    // The build named something else than the commit it builds: an annotated tag's object (what
+    // forges report as `after` for one; a prefix of the commit's own id is the commit).
+    let peeled_from = build
+        .commit_sha
+        .as_ref()
+        .filter(|sha| !commit.starts_with(&sha.to_ascii_lowercase()))
+        .cloned();
     let tag = match (&build.tag, rule) {
-        (Some(tag), _) => tag.clone(),
-        (None, Some(rule)) => {
+        // The tag planned from the push: its `{sha7}`/`{sha}` are the commit's.
+        (Some(tag), _) if peeled_from.is_none() => tag.clone(),
+        // Planned from the tag object's id: worked out again below, from the commit.
+        (Some(_), None) if build.rule_id.is_some() => {
+            return Err(format!(
+                "the rule was deleted before the build started: the tag for commit {} cannot be worked out",
+                &commit[..7]
+            ));
+        }
+        (Some(tag), None) => tag.clone(),
+        (_, Some(rule)) => {
             let git_ref_parsed = GitRef::parse(&git_ref)
                 .ok_or_else(|| format!("'{git_ref}' is not a branch or tag"))?;
             let event = PushEvent {
@@ -349,7 +382,176 @@ fn resolve_target(
     Ok(Target {
         git_ref,
         commit,
+        peeled_from,
         tag,
         context: ctx,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::rules::RefKind;
+    use git2::{Oid, Repository, Signature, Time};
+
+    /// A bare repository with one commit (a Dockerfile) tagged `v1.0.0` by an annotated tag.
+    struct Source {
+        dir: tempfile::TempDir,
+        commit: Oid,
+        tag_object: Oid,
+    }
+
+    impl Source {
+        fn new() -> Source {
+            let dir = tempfile::tempdir().unwrap();
+            let repo = Repository::init_bare(dir.path().join("source.git")).unwrap();
+            let who = Signature::new(
+                "Kiln Test",
+                "test@kiln.invalid",
+                &Time::new(1_700_000_000, 0),
+            )
+            .unwrap();
+            let blob = repo.blob(b"FROM scratch\n").unwrap();
+            let mut tree = repo.treebuilder(None).unwrap();
+            tree.insert("Dockerfile", blob, 0o100644).unwrap();
+            let tree = repo.find_tree(tree.write().unwrap()).unwrap();
+            let commit = repo
+                .commit(Some("refs/heads/main"), &who, &who, "first", &tree, &[])
+                .unwrap();
+            let target = repo.find_object(commit, None).unwrap();
+            let tag_object = repo
+                .tag("v1.0.0", &target, &who, "release 1.0.0", false)
+                .unwrap();
+            let tree_object = repo.find_object(tree.id(), None).unwrap();
+            repo.tag("tree-tag", &tree_object, &who, "a tree", false)
+                .unwrap();
+            Source {
+                dir,
+                commit,
+                tag_object,
+            }
+        }
+
+        fn url(&self) -> String {
+            format!("file://{}", self.dir.path().join("source.git").display())
+        }
+
+        fn resolve(&self, build: &BuildRow, rule: Option<&RuleSpec>) -> Result<Target, String> {
+            let mirror = self.dir.path().join("mirror.git");
+            resolve_target(&mirror, &self.url(), build, rule)
+        }
+    }
+
+    fn tag_rule(version: &str, overwrite: bool) -> RuleSpec {
+        RuleSpec {
+            id: "rule1".into(),
+            kind: RefKind::Tag,
+            name: "v*".into(),
+            dockerfile: "Dockerfile".into(),
+            context: String::new(),
+            version: version.into(),
+            overwrite,
+            enabled: true,
+        }
+    }
+
+    /// A build row as a push plans it: ref, commit and tag given.
+    fn pushed(commit_sha: &str, tag: &str) -> BuildRow {
+        BuildRow {
+            id: "b1".into(),
+            repository_id: "r1".into(),
+            namespace: "acme".into(),
+            repository: "app".into(),
+            rule_id: Some("rule1".into()),
+            event_id: Some("e1".into()),
+            trigger: "push".into(),
+            git_ref: "refs/tags/v1.0.0".into(),
+            commit_sha: Some(commit_sha.into()),
+            tag: Some(tag.into()),
+            image: None,
+            dockerfile: "Dockerfile".into(),
+            context: String::new(),
+            version: "v1.0.0".into(),
+            overwrite: true,
+            status: "building".into(),
+            error: None,
+            digest: None,
+            created_at: String::new(),
+            started_at: None,
+            finished_at: None,
+        }
+    }
+
+    fn sha7(oid: Oid) -> String {
+        oid.to_string()[..7].to_string()
+    }
+
+    #[test]
+    fn a_build_naming_a_tag_object_builds_its_commit_and_tags_it_with_the_commits_sha() {
+        let source = Source::new();
+        let tag_object = source.tag_object.to_string();
+        // Planned (by an older kiln, or from a payload without the commit) from the tag object.
+        let build = pushed(&tag_object, &format!("v1.0.0-{}", sha7(source.tag_object)));
+        let target = source.resolve(&build, Some(&tag_rule("", false))).unwrap();
+        assert_eq!(target.commit, source.commit.to_string());
+        assert_eq!(target.peeled_from.as_deref(), Some(tag_object.as_str()));
+        assert_eq!(target.tag, format!("v1.0.0-{}", sha7(source.commit)));
+        assert_eq!(target.git_ref, "refs/tags/v1.0.0");
+
+        // `{sha}`/`{sha7}` in the version are the commit's, overwrite or not.
+        let target = source
+            .resolve(&build, Some(&tag_rule("{tag}-{sha7}", true)))
+            .unwrap();
+        assert_eq!(target.tag, format!("v1.0.0-{}", sha7(source.commit)));
+        let target = source
+            .resolve(&build, Some(&tag_rule("{sha}", true)))
+            .unwrap();
+        assert_eq!(target.tag, source.commit.to_string());
+    }
+
+    #[test]
+    fn a_build_naming_the_commit_keeps_its_planned_tag() {
+        let source = Source::new();
+        let commit = source.commit.to_string();
+        for named in [
+            commit.clone(),
+            commit[..7].to_string(),
+            commit.to_uppercase(),
+        ] {
+            let build = pushed(&named, "as-planned");
+            let target = source.resolve(&build, Some(&tag_rule("", false))).unwrap();
+            assert_eq!(target.commit, commit);
+            assert_eq!(target.peeled_from, None, "{named}");
+            assert_eq!(target.tag, "as-planned");
+        }
+        // Without a rule row (deleted since), a commit's planned tag still stands.
+        let target = source
+            .resolve(&pushed(&commit, "as-planned"), None)
+            .unwrap();
+        assert_eq!(target.tag, "as-planned");
+    }
+
+    #[test]
+    fn a_tag_object_whose_rule_is_gone_or_tags_no_commit_fails_with_a_reason() {
+        let source = Source::new();
+        let build = pushed(&source.tag_object.to_string(), "v1.0.0-0000000");
+        let error = source.resolve(&build, None).err().unwrap();
+        assert!(error.contains("rule was deleted"), "{error}");
+        assert!(error.contains(&sha7(source.commit)), "{error}");
+
+        let mirror = source.dir.path().join("mirror.git");
+        let tree_tag = git::fetch_mirror(&mirror, &source.url())
+            .unwrap()
+            .refname_to_id("refs/tags/tree-tag")
+            .unwrap()
+            .to_string();
+        let error = source
+            .resolve(&pushed(&tree_tag, "x"), Some(&tag_rule("", false)))
+            .err()
+            .unwrap();
+        assert_eq!(
+            error,
+            format!("{tree_tag} is a tag of a tree, not of a commit")
+        );
+    }
 }

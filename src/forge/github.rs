@@ -66,7 +66,26 @@ struct WirePush {
 
 #[derive(Deserialize)]
 struct WireCommit {
+    id: Option<String>,
     message: Option<String>,
+}
+
+/// The commit a push builds. For a tag, `after` is whatever the tag ref points at: the tag
+/// object of an annotated tag. GitHub (and Gitea) peel it for `head_commit`, so its `id` is the
+/// commit; without a `head_commit` (older Gitea), `after` is kept and the build worker peels it.
+/// A branch's `after` is its head commit.
+fn commit_to_build(p: &WirePush, deleted: bool) -> Result<String, MalformedPayload> {
+    if deleted || !p.git_ref.starts_with("refs/tags/") {
+        return Ok(p.after.clone());
+    }
+    match p.head_commit.as_ref().and_then(|c| c.id.as_deref()) {
+        Some(id) if is_sha(id) => Ok(id.to_string()),
+        Some(id) => Err(MalformedPayload(format!(
+            "push payload: head_commit.id '{}' is not a commit id",
+            id.chars().take(64).collect::<String>()
+        ))),
+        None => Ok(p.after.clone()),
+    }
 }
 
 /// What a verified delivery means.
@@ -78,8 +97,7 @@ pub fn parse(event: &str, body: &[u8]) -> Result<Outcome, MalformedPayload> {
             Ok(Outcome::Ping)
         }
         "push" => {
-            let p: WirePush = serde_json::from_slice(body)
-                .map_err(|e| MalformedPayload(format!("push payload: {e}")))?;
+            let p: WirePush = super::from_json("push payload", body)?;
             if !p.git_ref.starts_with("refs/") {
                 return Err(MalformedPayload(format!(
                     "push payload: ref '{}' is not a full ref",
@@ -92,10 +110,12 @@ pub fn parse(event: &str, body: &[u8]) -> Result<Outcome, MalformedPayload> {
                 ));
             }
             let deleted = p.deleted || p.after.bytes().all(|b| b == b'0');
+            let commit = commit_to_build(&p, deleted)?;
             Ok(Outcome::Push(Push {
                 git_ref: p.git_ref,
                 before: p.before,
                 after: p.after,
+                commit,
                 deleted,
                 message: p.head_commit.and_then(|c| c.message),
             }))
@@ -159,6 +179,7 @@ mod tests {
                 git_ref: "refs/heads/main".into(),
                 before: "0".repeat(40),
                 after: sha.clone(),
+                commit: sha.clone(),
                 deleted: false,
                 message: Some("Add x [skip ci]".into()),
             })
@@ -232,6 +253,90 @@ mod tests {
             parse("ping", include_bytes!("../../tests/data/github/ping.json")).unwrap(),
             Outcome::Ping
         );
+    }
+
+    fn push_of(body: &[u8]) -> Push {
+        match parse("push", body).unwrap() {
+            Outcome::Push(p) => p,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn captured_tag_pushes_name_the_commit_to_build() {
+        let branch = push_of(include_bytes!("../../tests/data/github/push.json"));
+        assert_eq!(branch.git_ref, "refs/heads/main");
+        assert_eq!(branch.commit, branch.after);
+
+        // A lightweight tag points at the commit itself.
+        let light = push_of(include_bytes!("../../tests/data/github/push_tag.json"));
+        assert_eq!(light.git_ref, "refs/tags/v1.4.0");
+        assert_eq!(light.after, "a3f1c9e07b5d4e2f8c6a1b0d9e7f5c3a2b4d6e8f");
+        assert_eq!(light.commit, light.after);
+
+        // An annotated tag: `after` is the tag object, `head_commit.id` the tagged commit.
+        let annotated = push_of(include_bytes!(
+            "../../tests/data/github/push_tag_annotated.json"
+        ));
+        assert_eq!(annotated.git_ref, "refs/tags/v1.5.0");
+        assert!(!annotated.deleted);
+        assert_eq!(annotated.after, "4e9d2b7c1a6f3e8d0b5c2a9f7e4d1c8b6a3f0e52");
+        assert_eq!(annotated.commit, "a3f1c9e07b5d4e2f8c6a1b0d9e7f5c3a2b4d6e8f");
+        assert!(
+            annotated
+                .message
+                .as_deref()
+                .is_some_and(|m| m.starts_with("Merge pull request #42"))
+        );
+
+        // Deleting a tag stays a deletion, whatever it pointed at.
+        let deleted = push_of(include_bytes!(
+            "../../tests/data/github/push_tag_delete.json"
+        ));
+        assert_eq!(deleted.git_ref, "refs/tags/v1.3.0");
+        assert!(deleted.deleted);
+        assert_eq!(deleted.after, "0".repeat(40));
+        assert_eq!(deleted.commit, deleted.after);
+        assert_eq!(deleted.message, None);
+    }
+
+    #[test]
+    fn the_commit_of_a_tag_push_comes_from_head_commit() {
+        let tag_object = "7".repeat(40);
+        let commit = "c".repeat(40);
+        let mut body: serde_json::Value =
+            serde_json::from_slice(&push_body("refs/tags/v2", &tag_object, false)).unwrap();
+        body["head_commit"]["id"] = serde_json::json!(commit);
+        let p = push_of(body.to_string().as_bytes());
+        assert_eq!(
+            (p.after.as_str(), p.commit.as_str()),
+            (tag_object.as_str(), commit.as_str())
+        );
+
+        // No head_commit (older Gitea): `after` is built, and the worker peels it.
+        body["head_commit"] = serde_json::Value::Null;
+        let p = push_of(body.to_string().as_bytes());
+        assert_eq!(p.commit, tag_object);
+        body["head_commit"] = serde_json::json!({"message": "no id"});
+        assert_eq!(push_of(body.to_string().as_bytes()).commit, tag_object);
+
+        // A branch's head is `after`, whatever head_commit says.
+        let mut branch: serde_json::Value =
+            serde_json::from_slice(&push_body("refs/heads/main", &tag_object, false)).unwrap();
+        branch["head_commit"]["id"] = serde_json::json!(commit);
+        assert_eq!(push_of(branch.to_string().as_bytes()).commit, tag_object);
+
+        // A head_commit.id that is no commit id is refused, naming the field.
+        for bad in [
+            serde_json::json!("nothex"),
+            serde_json::json!("c".repeat(39)),
+            serde_json::json!(""),
+            serde_json::json!(5),
+        ] {
+            body["head_commit"] = serde_json::json!({"id": bad, "message": "x"});
+            let err = parse("push", body.to_string().as_bytes()).unwrap_err();
+            assert!(err.0.contains("head_commit"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -66,6 +66,8 @@ struct WirePush {
     git_ref: String,
     before: String,
     after: String,
+    /// The commit `after` peels to (for an annotated tag, the tagged commit); null on deletion.
+    checkout_sha: Option<String>,
     #[serde(default)]
     commits: Vec<WireCommit>,
 }
@@ -80,8 +82,7 @@ struct WireCommit {
 pub fn parse(event: &str, body: &[u8]) -> Result<Outcome, MalformedPayload> {
     match event {
         "Push Hook" | "Tag Push Hook" => {
-            let p: WirePush = serde_json::from_slice(body)
-                .map_err(|e| MalformedPayload(format!("push payload: {e}")))?;
+            let p: WirePush = super::from_json("push payload", body)?;
             if !matches!(p.object_kind.as_str(), "push" | "tag_push") {
                 return Err(MalformedPayload(format!(
                     "object_kind '{}' in a {event}",
@@ -94,16 +95,30 @@ pub fn parse(event: &str, body: &[u8]) -> Result<Outcome, MalformedPayload> {
                 ));
             }
             let deleted = p.after.bytes().all(|b| b == b'0');
+            // GitLab's `after` is the ref's new value (an annotated tag's tag object);
+            // `checkout_sha` is the commit it peels to. Without one, the build worker peels `after`.
+            let commit = match p.checkout_sha.as_deref() {
+                _ if deleted => p.after.clone(),
+                Some(sha) if is_sha(sha) => sha.to_string(),
+                Some(sha) => {
+                    return Err(MalformedPayload(format!(
+                        "push payload: checkout_sha '{}' is not a commit id",
+                        sha.chars().take(64).collect::<String>()
+                    )));
+                }
+                None => p.after.clone(),
+            };
             let message = p
                 .commits
                 .iter()
-                .find(|c| c.id == p.after)
+                .find(|c| c.id == commit)
                 .or(p.commits.last())
                 .and_then(|c| c.message.clone());
             Ok(Outcome::Push(Push {
                 git_ref: p.git_ref,
                 before: p.before,
                 after: p.after,
+                commit,
                 deleted,
                 message,
             }))
@@ -175,6 +190,112 @@ mod tests {
             ("Issue Hook", b"{".to_vec()),
         ] {
             assert!(parse(event, &body).is_err(), "{event}");
+        }
+    }
+
+    fn push_of(event: &str, body: &[u8]) -> Push {
+        match parse(event, body).unwrap() {
+            Outcome::Push(p) => p,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn captured_pushes_name_the_commit_to_build() {
+        let head = "d4b8e2c6f0a3b7e1c5d9f2a6e0b4c8d3f7a1e5b9";
+        let branch = push_of(
+            "Push Hook",
+            include_bytes!("../../tests/data/gitlab/push.json"),
+        );
+        assert_eq!(branch.git_ref, "refs/heads/main");
+        assert_eq!(
+            (branch.after.as_str(), branch.commit.as_str()),
+            (head, head)
+        );
+        assert_eq!(
+            branch.message.as_deref(),
+            Some("Add a HEALTHCHECK to the image\n\nThe orchestrator restarts a stuck widget.\n")
+        );
+        assert!(
+            repository_urls(include_bytes!("../../tests/data/gitlab/push.json"))
+                .contains(&"https://gitlab.example.com/acme/widget".to_string())
+        );
+
+        let light = push_of(
+            "Tag Push Hook",
+            include_bytes!("../../tests/data/gitlab/tag_push.json"),
+        );
+        assert_eq!(light.git_ref, "refs/tags/v1.4.0");
+        assert_eq!((light.after.as_str(), light.commit.as_str()), (head, head));
+
+        // An annotated tag: `after` is the tag object, `checkout_sha` the commit it tags.
+        let annotated = push_of(
+            "Tag Push Hook",
+            include_bytes!("../../tests/data/gitlab/tag_push_annotated.json"),
+        );
+        assert_eq!(annotated.git_ref, "refs/tags/v1.5.0");
+        assert!(!annotated.deleted);
+        assert_eq!(annotated.after, "2c7f1b9e4d6a3c8f0e5b2d7a9c4f1e6b3d8a0c57");
+        assert_eq!(annotated.commit, head);
+        assert_eq!(
+            annotated.message.as_deref().map(|m| m.lines().next()),
+            Some(Some("Add a HEALTHCHECK to the image"))
+        );
+
+        // A deleted tag: checkout_sha is null; it stays a deletion.
+        let deleted = push_of(
+            "Tag Push Hook",
+            include_bytes!("../../tests/data/gitlab/tag_push_delete.json"),
+        );
+        assert_eq!(deleted.git_ref, "refs/tags/v1.3.0");
+        assert!(deleted.deleted);
+        assert_eq!(deleted.commit, "0".repeat(40));
+        assert_eq!(deleted.message, None);
+    }
+
+    #[test]
+    fn checkout_sha_is_the_commit_to_build() {
+        let tag_object = "7".repeat(40);
+        let commit = "c".repeat(40);
+        let mut body: serde_json::Value =
+            serde_json::from_slice(&payload("tag_push", "refs/tags/v1", &tag_object)).unwrap();
+        body["checkout_sha"] = serde_json::json!(commit);
+        let p = push_of("Tag Push Hook", body.to_string().as_bytes());
+        assert_eq!(
+            (p.after.as_str(), p.commit.as_str()),
+            (tag_object.as_str(), commit.as_str())
+        );
+
+        // Without a checkout_sha (a tag GitLab could not peel), `after` is built and the worker
+        // peels it or says why it cannot.
+        body["checkout_sha"] = serde_json::Value::Null;
+        assert_eq!(
+            push_of("Tag Push Hook", body.to_string().as_bytes()).commit,
+            tag_object
+        );
+        body.as_object_mut().unwrap().remove("checkout_sha");
+        assert_eq!(
+            push_of("Tag Push Hook", body.to_string().as_bytes()).commit,
+            tag_object
+        );
+
+        // A deletion ignores checkout_sha.
+        let mut gone: serde_json::Value =
+            serde_json::from_slice(&payload("tag_push", "refs/tags/v1", &"0".repeat(40))).unwrap();
+        gone["checkout_sha"] = serde_json::json!(commit);
+        let p = push_of("Tag Push Hook", gone.to_string().as_bytes());
+        assert!(p.deleted);
+        assert_eq!(p.commit, "0".repeat(40));
+
+        for bad in [
+            serde_json::json!("nothex"),
+            serde_json::json!("c".repeat(41)),
+            serde_json::json!(""),
+            serde_json::json!(["c"]),
+        ] {
+            body["checkout_sha"] = bad.clone();
+            let err = parse("Tag Push Hook", body.to_string().as_bytes()).unwrap_err();
+            assert!(err.0.contains("checkout_sha"), "{bad}: {err}");
         }
     }
 

@@ -19,8 +19,13 @@ pub struct Push {
     /// Full ref name: `refs/heads/main`, `refs/tags/v1.0`.
     pub git_ref: String,
     pub before: String,
-    /// The commit the ref now points at (all zeros when deleted).
+    /// The object the ref now points at, as the forge reports it (all zeros when deleted). For an
+    /// annotated tag this is the tag object, not a commit: build [`Push::commit`] instead.
     pub after: String,
+    /// The commit to build: `after` peeled to its commit as the forge reports it (GitHub's and
+    /// Gitea's `head_commit.id`, GitLab's `checkout_sha`), else `after` (the build worker peels a
+    /// tag object it is given). Equal to `after` (all zeros) when deleted.
+    pub commit: String,
     pub deleted: bool,
     /// The head commit's message (for skip markers).
     pub message: Option<String>,
@@ -29,6 +34,25 @@ pub struct Push {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct MalformedPayload(pub String);
+
+/// Reads a payload into a wire struct; a type error names the field it is in
+/// (`push payload: head_commit.id: invalid type: …`).
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(
+    what: &str,
+    body: &[u8],
+) -> Result<T, MalformedPayload> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        match path.as_str() {
+            "." | "" | "?" => MalformedPayload(format!("{what}: {}", e.inner())),
+            _ => MalformedPayload(format!("{what}: {path}: {}", e.inner())),
+        }
+    })?;
+    de.end()
+        .map_err(|e| MalformedPayload(format!("{what}: {e}")))?;
+    Ok(value)
+}
 
 /// Checks a hex HMAC-SHA256 of `body` under `secret`, in constant time (GitHub's and Gitea's scheme).
 pub fn verify_hex_hmac(secret: &[u8], body: &[u8], hex_sig: &str) -> bool {
