@@ -41,6 +41,9 @@ pub async fn connect(url: &str) -> anyhow::Result<Db> {
     let options = options(url)?;
     let pool = SqlitePoolOptions::new()
         .max_connections(8)
+        // A local SQLite connection does not go stale: no ping before every use (a round trip to the
+        // connection's worker thread per query).
+        .test_before_acquire(false)
         .connect_with(options)
         .await
         .with_context(|| format!("cannot open database {url}"))?;
