@@ -186,6 +186,60 @@ fn an_unopenable_database_fails_fast_with_one_line() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("KILN_LISTEN"));
 }
 
+/// A child's output, line by line, read on a thread: wait for a line, and keep every line seen.
+struct Lines {
+    rx: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Lines {
+    fn of(stream: impl std::io::Read + Send + 'static) -> Lines {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Lines { rx, seen: vec![] }
+    }
+
+    /// Waits up to 30 s for a line containing `needle`.
+    fn wait_for(&mut self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(line) = self.rx.recv_timeout(Duration::from_millis(200)) {
+                let found = line.contains(needle);
+                self.seen.push(line);
+                if found {
+                    return;
+                }
+            }
+        }
+        panic!("no line with '{needle}' within 30 s; seen:\n{}", self.seen.join("\n"));
+    }
+}
+
+#[test]
+fn logs_written_to_a_pipe_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = kiln_cmd(dir.path(), support::free_port()).spawn().unwrap();
+    let mut log = Lines::of(child.stderr.take().unwrap());
+    let _running = Running(child);
+    log.wait_for("kiln is serving");
+    let coloured: Vec<&String> = log.seen.iter().filter(|l| l.contains("\x1b[")).collect();
+    assert!(
+        coloured.is_empty(),
+        "ANSI escapes in a log written to a pipe: {coloured:?}"
+    );
+    assert!(
+        log.seen
+            .iter()
+            .any(|l| l.contains(" INFO ") && l.contains("kiln is serving addr=127.0.0.1:")),
+        "{:?}",
+        log.seen
+    );
+}
+
 #[test]
 fn help_documents_every_option() {
     let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
