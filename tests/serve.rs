@@ -215,7 +215,10 @@ impl Lines {
                 }
             }
         }
-        panic!("no line with '{needle}' within 30 s; seen:\n{}", self.seen.join("\n"));
+        panic!(
+            "no line with '{needle}' within 30 s; seen:\n{}",
+            self.seen.join("\n")
+        );
     }
 }
 
@@ -278,15 +281,11 @@ async fn a_second_kiln_on_the_same_data_dir_refuses_to_start_and_the_first_keeps
     let mut second = kiln_cmd(dir.path(), port2).spawn().unwrap();
     let mut second_stderr = second.stderr.take().unwrap();
     let mut status = None;
-    support::wait_until(
-        "the second kiln to exit",
-        Duration::from_secs(30),
-        || {
-            status = second.try_wait().unwrap();
-            let exited = status.is_some();
-            async move { exited }
-        },
-    )
+    support::wait_until("the second kiln to exit", Duration::from_secs(30), || {
+        status = second.try_wait().unwrap();
+        let exited = status.is_some();
+        async move { exited }
+    })
     .await;
     let _second = Running(second);
     assert!(!status.unwrap().success(), "{status:?}");
@@ -330,7 +329,11 @@ async fn a_second_kiln_on_the_same_data_dir_refuses_to_start_and_the_first_keeps
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200, "same data: the first kiln's admin token still works");
+    assert_eq!(
+        r.status(),
+        200,
+        "same data: the first kiln's admin token still works"
+    );
     // While it runs, it holds the lock in turn: a real kiln is now the one refused.
     let out = kiln_cmd(dir.path(), support::free_port()).output().unwrap();
     assert!(!out.status.success());
