@@ -47,7 +47,8 @@ impl App {
             &config.registry_url,
             config.registry_username.clone(),
             config.registry_password.clone(),
-        )?;
+        )?
+        .with_page_size(config.registry_page_size);
         let admin_token_hash = config
             .admin_token
             .as_ref()

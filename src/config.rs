@@ -19,6 +19,7 @@ struct FileConfig {
     registry_url: Option<String>,
     registry_username: Option<String>,
     registry_password: Option<String>,
+    registry_page_size: Option<u64>,
     admin_token: Option<String>,
     registry_events_token: Option<String>,
     public_url: Option<String>,
@@ -45,6 +46,8 @@ pub struct Config {
     pub registry_url: String,
     pub registry_username: Option<String>,
     pub registry_password: Option<SecretString>,
+    /// Entries asked for per page of the registry's catalog and tag lists (`?n=`); every page is read.
+    pub registry_page_size: usize,
     pub admin_token: Option<SecretString>,
     pub registry_events_token: Option<SecretString>,
     pub public_url: String,
@@ -220,6 +223,14 @@ impl Config {
         if !(1..=65_536).contains(&hook_queue) {
             bail!("KILN_HOOK_QUEUE: must be 1 to 65536, got {hook_queue}");
         }
+        let registry_page_size = number(
+            "KILN_REGISTRY_PAGE_SIZE",
+            f.registry_page_size,
+            crate::registry::client::DEFAULT_PAGE_SIZE as u64,
+        )?;
+        if !(1..=10_000).contains(&registry_page_size) {
+            bail!("KILN_REGISTRY_PAGE_SIZE: must be 1 to 10000, got {registry_page_size}");
+        }
         let allow_text = pick("KILN_WEBHOOK_ALLOW", f.webhook_allow).unwrap_or_default();
         let webhook_allow = crate::notify::guard::AllowList::parse(&allow_text)
             .map_err(|e| anyhow::anyhow!("KILN_WEBHOOK_ALLOW: {e}"))?;
@@ -232,6 +243,7 @@ impl Config {
             registry_url,
             registry_username,
             registry_password,
+            registry_page_size: registry_page_size as usize,
             admin_token,
             registry_events_token,
             public_url,
@@ -326,6 +338,8 @@ mod tests {
                 "KILN_EVENT_RETENTION_DAYS",
             ),
             ("KILN_REGISTRY_PASSWORD", "pw", "KILN_REGISTRY_USERNAME"),
+            ("KILN_REGISTRY_PAGE_SIZE", "0", "KILN_REGISTRY_PAGE_SIZE"),
+            ("KILN_REGISTRY_PAGE_SIZE", "ten", "KILN_REGISTRY_PAGE_SIZE"),
         ] {
             let err = Config::resolve(FileConfig::default(), &env(&[(var, value)])).unwrap_err();
             assert!(err.to_string().contains(expect), "{var}={value}: {err}");

@@ -4,6 +4,7 @@ pub mod app;
 pub mod build;
 pub mod cli;
 pub mod config;
+pub mod data_dir;
 pub mod db;
 pub mod domain;
 pub mod forge;
@@ -27,11 +28,15 @@ pub struct Server {
     pub admin_token: Option<String>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     stop: tokio_util::sync::CancellationToken,
+    /// Declared last, so it is released only after everything above is dropped.
+    _data_dir_lock: data_dir::DataDirLock,
 }
 
 impl Server {
-    /// Binds the HTTP listener, opens the database, starts the workers, serves.
+    /// Locks the data directory, binds the HTTP listener, opens the database, starts the workers, serves.
+    /// Fails when another kiln holds the data directory, before touching anything in it.
     pub async fn start(mut config: Config) -> anyhow::Result<Server> {
+        let data_dir_lock = data_dir::DataDirLock::acquire(&config.data_dir)?;
         let listen = config.listen;
         let listener = TcpListener::bind(listen)
             .await
@@ -57,6 +62,7 @@ impl Server {
             admin_token,
             task: Some(task),
             stop,
+            _data_dir_lock: data_dir_lock,
         })
     }
 

@@ -36,13 +36,19 @@ enum Command {
     Client(kiln::cli::ClientCommand),
 }
 
+/// Logs go to standard error: as JSON with `KILN_LOG_FORMAT=json`, otherwise as text, coloured only
+/// when standard error is a terminal (never in a file, a pipe or journald) and `NO_COLOR` is unset.
 fn init_tracing() {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("KILN_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,tower_http=warn,sqlx=warn"));
     let json = std::env::var("KILN_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();

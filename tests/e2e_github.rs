@@ -354,6 +354,66 @@ async fn build_now_builds_the_branch_head() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_build_log_ends_with_the_pushed_reference_tag_included() {
+    let (registry, kiln, git, secret) = setup("acme", "logged").await;
+    let rule = kiln
+        .rule(
+            "acme",
+            "logged",
+            json!({"type": "branch", "name": "main", "overwrite": true}),
+        )
+        .await;
+    let last_line = |log: String| log.lines().last().unwrap_or_default().to_string();
+
+    // A push: the build carries its tag from the start.
+    let pushed = one_build(
+        &kiln,
+        kiln.github_hook(
+            "push",
+            "d-logged",
+            &secret,
+            &push(&git, "refs/heads/main", &git.head()),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(pushed["status"], "succeeded", "{pushed}");
+    let digest = registry
+        .manifest_digest("acme/logged", "main")
+        .await
+        .expect("pushed");
+    assert_eq!(pushed["digest"], digest.as_str());
+    assert_eq!(
+        last_line(kiln.log(pushed["id"].as_str().unwrap()).await),
+        format!("Pushed {}/acme/logged:main ({digest})", registry.addr)
+    );
+
+    // "Build now": the tag is only known once the worker has resolved the branch head.
+    git.write("hello.txt", "built now\n");
+    git.commit("second");
+    git.push("main");
+    let (s, queued) = kiln
+        .post(
+            &format!("/namespaces/acme/repos/logged/rules/{rule}/builds"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{queued}");
+    assert_eq!(queued["tag"], Value::Null, "{queued}");
+    let built = kiln.wait_build(queued["id"].as_str().unwrap()).await;
+    assert_eq!(built["status"], "succeeded", "{built}");
+    let digest = registry
+        .manifest_digest("acme/logged", "main")
+        .await
+        .expect("pushed");
+    assert_eq!(built["digest"], digest.as_str());
+    assert_eq!(
+        last_line(kiln.log(built["id"].as_str().unwrap()).await),
+        format!("Pushed {}/acme/logged:main ({digest})", registry.addr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn ping_deleted_ref_unknown_event_malformed_and_oversized_bodies() {
     let (_registry, kiln, git, secret) = setup("acme", "edges").await;
     kiln.rule("acme", "edges", json!({"type": "branch", "name": "main"}))

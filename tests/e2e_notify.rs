@@ -1596,11 +1596,8 @@ async fn registry_events_are_accepted_while_deliveries_are_recorded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_allow_list_internal_addresses_are_refused_and_never_sent_to() {
     let registry = Registry::start();
-    let kiln = notify_kiln(
-        &registry,
-        &[("KILN_WEBHOOK_ALLOW", ""), ("KILN_DELIVERY_ATTEMPTS", "2")],
-    )
-    .await;
+    // Six attempts allowed, 0.1 s apart at first: a refusal must still end after the first.
+    let kiln = notify_kiln(&registry, &[("KILN_WEBHOOK_ALLOW", "")]).await;
     make_repo(&kiln, "acme", "api").await;
     let receiver = Receiver::start().await;
     let port = receiver.base.rsplit(':').next().unwrap().to_string();
@@ -1638,7 +1635,8 @@ async fn without_the_allow_list_internal_addresses_are_refused_and_never_sent_to
         let list = all_finished(&kiln, "acme", "api", &id(hook), 1).await;
         let d = delivery(&kiln, &id(&list[0])).await;
         assert_eq!(d["status"], "failed", "{name}: {d}");
-        assert_eq!(d["attempts"], 2, "{name}: retried, then failed: {d}");
+        assert_eq!(d["attempts"], 1, "{name}: failed at once, not retried: {d}");
+        assert_eq!(d["attempt_log"].as_array().unwrap().len(), 1, "{name}: {d}");
         assert_eq!(d["response_status"], Value::Null, "{name}");
         assert_eq!(d["response"], Value::Null, "{name}: {d}");
         let error = d["error"].as_str().unwrap_or_default();
@@ -1676,7 +1674,8 @@ async fn without_the_allow_list_internal_addresses_are_refused_and_never_sent_to
         "{d}"
     );
     assert_eq!(d["response"], Value::Null);
-    finished(&kiln, &id(&d)).await;
+    assert_eq!(d["status"], "failed", "{d}");
+    assert_eq!(d["next_attempt_at"], Value::Null, "{d}");
     for path in ["/literal", "/by-name"] {
         assert!(
             receiver.hits(path).is_empty(),
@@ -1684,6 +1683,107 @@ async fn without_the_allow_list_internal_addresses_are_refused_and_never_sent_to
             receiver.hits(path)
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_destination_fails_after_one_attempt_saying_why_while_others_retry() {
+    let registry = Registry::start();
+    // 127.0.0.2 is allowed (the failing receiver that keeps time below); 127.0.0.1 and 10/8 are not.
+    let kiln = notify_kiln(&registry, &[("KILN_WEBHOOK_ALLOW", "127.0.0.2")]).await;
+    make_repo(&kiln, "acme", "api").await;
+    let allowed = Receiver::listen(
+        tokio::net::TcpListener::bind("127.0.0.2:0")
+            .await
+            .expect("bind 127.0.0.2"),
+    );
+    allowed.script("/failing", &[Answer::Status(500); 10]);
+    let port = support::free_port();
+    let literal = subscribe(
+        &kiln,
+        "acme",
+        "api",
+        json!({"name": "literal", "url": "http://10.0.0.5:9/hook"}),
+    )
+    .await;
+    let by_name = subscribe(
+        &kiln,
+        "acme",
+        "api",
+        json!({"name": "by-name", "url": format!("http://localhost:{port}/hook")}),
+    )
+    .await;
+    let failing = subscribe(
+        &kiln,
+        "acme",
+        "api",
+        json!({"name": "failing", "url": allowed.url("/failing")}),
+    )
+    .await;
+    registry_notifies(
+        &kiln.url,
+        vec![manifest_push("acme/api", "v1", &digest_of("refused"))],
+    )
+    .await;
+
+    let first_attempt = |hook: Value| {
+        let kiln = &kiln;
+        async move {
+            let list = poll("the first attempt", || async {
+                let list = deliveries(kiln, "acme", "api", &id(&hook)).await;
+                (
+                    list.len() == 1 && list[0]["attempts"].as_i64() >= Some(1),
+                    list,
+                )
+            })
+            .await;
+            delivery(kiln, &id(&list[0])).await
+        }
+    };
+    let literal_delivery = first_attempt(literal).await;
+    let by_name_delivery = first_attempt(by_name).await;
+    for (d, reason) in [
+        (
+            &literal_delivery,
+            "refused: 10.0.0.5 is a private address; allow it by adding 10.0.0.5 to \
+             KILN_WEBHOOK_ALLOW"
+                .to_string(),
+        ),
+        (
+            &by_name_delivery,
+            "a loopback address; allow it by adding localhost to KILN_WEBHOOK_ALLOW".to_string(),
+        ),
+    ] {
+        assert_eq!(d["status"], "failed", "failed at once: {d}");
+        assert_eq!(d["attempts"], 1, "{d}");
+        assert_eq!(d["next_attempt_at"], Value::Null, "{d}");
+        assert!(d["finished_at"].is_string(), "{d}");
+        let error = d["error"].as_str().unwrap_or_default();
+        assert!(
+            error.starts_with("refused: ") && error.ends_with(&reason),
+            "{error}"
+        );
+        let log = d["attempt_log"].as_array().unwrap();
+        assert_eq!(log.len(), 1, "{d}");
+        assert_eq!(log[0]["error"], d["error"], "{d}");
+    }
+    assert!(
+        by_name_delivery["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("refused: localhost resolves to "),
+        "{by_name_delivery}"
+    );
+
+    // The allowed receiver's 500s are retried meanwhile (0.1 s, 0.3 s, 0.9 s later); the refused
+    // deliveries get no second attempt in that time.
+    allowed.wait_hits("/failing", 4).await;
+    for d in [&literal_delivery, &by_name_delivery] {
+        let now = delivery(&kiln, &id(d)).await;
+        assert_eq!(now["attempts"], 1, "not retried: {now}");
+        assert_eq!(now["status"], "failed", "{now}");
+    }
+    let retried = deliveries(&kiln, "acme", "api", &id(&failing)).await;
+    assert_eq!(retried[0]["status"], "pending", "{retried:?}");
 }
 
 // ---------------------------------------------------------------------------------------------

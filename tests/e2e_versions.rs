@@ -369,6 +369,352 @@ async fn registry_sync_finds_what_was_pushed_while_kiln_was_away_and_deletion_cl
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn registry_sync_reads_every_page_of_a_real_registry() {
+    support::ensure_docker();
+    let registry = Registry::start();
+    let unique = format!("{:?}", std::time::SystemTime::now());
+    let digest = push_by_hand(&registry, "acme/many", "t1", &unique).await;
+    let first = registry.image("acme/many", "t1");
+    for tag in ["t2", "t3", "t4", "t5"] {
+        let image = registry.image("acme/many", tag);
+        support::docker_async(&["tag", &first, &image]).await;
+        support::docker_async(&["push", &image]).await;
+    }
+    push_by_hand(&registry, "acme/other", "x", &format!("other {unique}")).await;
+    push_by_hand(&registry, "elsewhere/thing", "x", &format!("x {unique}")).await;
+
+    // Pages of 2: the catalog (3 repositories) takes two, followed through Distribution's Link header.
+    let kiln = Kiln::start(&registry, &[("KILN_REGISTRY_PAGE_SIZE", "2")]).await;
+    kiln.post("/namespaces", json!({"name": "acme"})).await;
+    let (s, report) = kiln.post("/registry/sync", json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{report}");
+    assert_eq!(report["repositories"], 2, "{report}");
+    assert_eq!(report["skipped"], json!(["elsewhere/thing"]), "{report}");
+    assert_eq!(report["errors"], json!([]), "{report}");
+    let mut tags: Vec<(Value, Value)> = versions(&kiln, "acme", "many", false)
+        .await
+        .iter()
+        .map(|v| (v["tag"].clone(), v["digest"].clone()))
+        .collect();
+    tags.sort_by_key(|(t, _)| t.to_string());
+    let want: Vec<(Value, Value)> = ["t1", "t2", "t3", "t4", "t5"]
+        .iter()
+        .map(|t| (json!(t), json!(digest)))
+        .collect();
+    assert_eq!(tags, want);
+    assert_eq!(versions(&kiln, "acme", "other", false).await.len(), 1);
+}
+
+/// How a repository of [`FakeRegistry`] answers `GET /v2/{repo}/tags/list`.
+#[derive(Clone)]
+enum TagsAnswer {
+    /// The tags, sorted, in pages as Distribution gives them.
+    Tags(Vec<&'static str>),
+    /// 404 with Distribution's `NAME_UNKNOWN` error body.
+    NameUnknown,
+    /// 500 with Distribution's `UNKNOWN` error body.
+    ServerError,
+    /// 200 with a body cut short.
+    Truncated,
+    /// A first page whose `Link` sends the client to another host.
+    LinkElsewhere,
+}
+
+/// A registry's HTTP API answering as CNCF Distribution (v3) does: `GET /v2/_catalog` and
+/// `GET /v2/{repo}/tags/list` in sorted pages of `?n=` entries (at most 3: like many registries it caps
+/// the page size, and without `?n=` a page is 3 entries), each page but the last with
+/// `Link: </v2/…?last=LAST&n=N>; rel="next"`; manifest `HEAD`/`GET` answering a
+/// `Docker-Content-Digest` derived from `repo:tag`. What each repository answers can change mid-test.
+struct FakeRegistry {
+    addr: String,
+    repos: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, TagsAnswer>>>,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+const FAKE_PAGE_CAP: usize = 3;
+
+impl FakeRegistry {
+    async fn start(repos: &[(&str, TagsAnswer)]) -> FakeRegistry {
+        use axum::extract::State;
+        use axum::http::{Method, StatusCode as S, Uri, header};
+        use axum::response::{IntoResponse, Response};
+        type Shared = (
+            std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, TagsAnswer>>>,
+            std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+        );
+
+        fn page(all: &[String], query: &str, path: &str) -> (Vec<String>, Option<String>) {
+            let params: std::collections::HashMap<String, String> =
+                form_urlencoded::parse(query.as_bytes())
+                    .into_owned()
+                    .collect();
+            let n = params
+                .get("n")
+                .and_then(|n| n.parse::<usize>().ok())
+                .unwrap_or(FAKE_PAGE_CAP)
+                .min(FAKE_PAGE_CAP);
+            let after: Vec<String> = all
+                .iter()
+                .filter(|e| params.get("last").is_none_or(|l| e.as_str() > l.as_str()))
+                .cloned()
+                .collect();
+            let page: Vec<String> = after.iter().take(n).cloned().collect();
+            let link = (after.len() > n).then(|| {
+                let query: String = form_urlencoded::Serializer::new(String::new())
+                    .append_pair("last", page.last().unwrap())
+                    .append_pair("n", &n.to_string())
+                    .finish();
+                format!("<{path}?{query}>; rel=\"next\"")
+            });
+            (page, link)
+        }
+
+        fn distribution_error(status: S, code: &str, message: &str) -> Response {
+            (
+                status,
+                [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+                json!({"errors": [{"code": code, "message": message, "detail": null}]}).to_string(),
+            )
+                .into_response()
+        }
+
+        fn json_page(body: Value, link: Option<String>) -> Response {
+            let mut resp = (
+                [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+                body.to_string(),
+            )
+                .into_response();
+            if let Some(link) = link {
+                resp.headers_mut()
+                    .insert(header::LINK, link.parse().unwrap());
+            }
+            resp
+        }
+
+        async fn answer(
+            State((repos, requests)): State<Shared>,
+            method: Method,
+            uri: Uri,
+        ) -> Response {
+            let path = uri.path().to_string();
+            let query = uri.query().unwrap_or_default().to_string();
+            requests
+                .lock()
+                .unwrap()
+                .push(format!("{method} {}", uri.path_and_query().unwrap()));
+            let repos = repos.lock().unwrap().clone();
+            if path == "/v2/" {
+                return json_page(json!({}), None);
+            }
+            if path == "/v2/_catalog" {
+                let names: Vec<String> = repos.keys().cloned().collect();
+                let (page, link) = page(&names, &query, &path);
+                return json_page(json!({"repositories": page}), link);
+            }
+            let Some(rest) = path.strip_prefix("/v2/") else {
+                return S::NOT_FOUND.into_response();
+            };
+            if let Some(repo) = rest.strip_suffix("/tags/list") {
+                return match repos.get(repo) {
+                    None | Some(TagsAnswer::NameUnknown) => distribution_error(
+                        S::NOT_FOUND,
+                        "NAME_UNKNOWN",
+                        "repository name not known to registry",
+                    ),
+                    Some(TagsAnswer::ServerError) => {
+                        distribution_error(S::INTERNAL_SERVER_ERROR, "UNKNOWN", "unknown error")
+                    }
+                    Some(TagsAnswer::Truncated) => {
+                        json_page_raw(&format!("{{\"name\":\"{repo}\",\"tags\":[\"x\",\"y"))
+                    }
+                    Some(TagsAnswer::LinkElsewhere) => json_page(
+                        json!({"name": repo, "tags": ["x"]}),
+                        Some(format!(
+                            "<http://127.0.0.2:9/v2/{repo}/tags/list?last=x&n=1>; rel=\"next\""
+                        )),
+                    ),
+                    Some(TagsAnswer::Tags(tags)) => {
+                        let mut all: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+                        all.sort();
+                        let (page, link) = page(&all, &query, &path);
+                        json_page(json!({"name": repo, "tags": page}), link)
+                    }
+                };
+            }
+            if let Some((repo, tag)) = rest.split_once("/manifests/") {
+                use sha2::Digest;
+                let digest = format!(
+                    "sha256:{}",
+                    hex::encode(sha2::Sha256::digest(format!("{repo}:{tag}")))
+                );
+                return (
+                    [
+                        (
+                            header::CONTENT_TYPE,
+                            "application/vnd.docker.distribution.manifest.v2+json".to_string(),
+                        ),
+                        (
+                            header::HeaderName::from_static("docker-content-digest"),
+                            digest,
+                        ),
+                    ],
+                    "{}",
+                )
+                    .into_response();
+            }
+            S::NOT_FOUND.into_response()
+        }
+
+        fn json_page_raw(body: &str) -> Response {
+            (
+                [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+                body.to_string(),
+            )
+                .into_response()
+        }
+
+        let repos = std::sync::Arc::new(std::sync::Mutex::new(
+            repos
+                .iter()
+                .map(|(name, answer)| (name.to_string(), answer.clone()))
+                .collect(),
+        ));
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let router = axum::Router::new()
+            .fallback(answer)
+            .with_state((repos.clone(), requests.clone()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router).await.unwrap();
+        });
+        FakeRegistry {
+            addr,
+            repos,
+            requests,
+            task,
+        }
+    }
+
+    fn set(&self, repo: &str, answer: TagsAnswer) {
+        self.repos.lock().unwrap().insert(repo.to_string(), answer);
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FakeRegistry {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn tags_of(kiln: &Kiln, repo: &str) -> Vec<String> {
+    let mut tags: Vec<String> = versions(kiln, "acme", repo, true)
+        .await
+        .iter()
+        .map(|v| v["tag"].as_str().unwrap().to_string())
+        .collect();
+    tags.sort();
+    tags
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registry_sync_follows_tag_pages_and_never_takes_an_error_for_no_tags() {
+    let fake = FakeRegistry::start(&[
+        (
+            "acme/paged",
+            TagsAnswer::Tags(vec!["v1", "v2", "v3", "v4", "v5"]),
+        ),
+        ("acme/gone", TagsAnswer::Tags(vec!["x", "y"])),
+        ("acme/broken", TagsAnswer::Tags(vec!["x", "y"])),
+        ("acme/garbled", TagsAnswer::Tags(vec!["x", "y"])),
+        ("acme/offsite", TagsAnswer::Tags(vec!["x", "y"])),
+    ])
+    .await;
+    // The harness starts kiln against a registry; this test points it at the fake one instead.
+    let unused = Registry::start();
+    let kiln = Kiln::start(
+        &unused,
+        &[
+            ("KILN_REGISTRY", fake.addr.as_str()),
+            ("KILN_REGISTRY_PAGE_SIZE", "2"),
+        ],
+    )
+    .await;
+    kiln.post("/namespaces", json!({"name": "acme"})).await;
+
+    // Five tags in pages of two: all five become versions.
+    let (s, report) = kiln.post("/registry/sync", json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{report}");
+    assert_eq!(report["repositories"], 5, "{report}");
+    assert_eq!(report["errors"], json!([]), "{report}");
+    assert_eq!(
+        tags_of(&kiln, "paged").await,
+        ["v1", "v2", "v3", "v4", "v5"]
+    );
+    for repo in ["gone", "broken", "garbled", "offsite"] {
+        assert_eq!(tags_of(&kiln, repo).await, ["x", "y"], "{repo}");
+    }
+    let asked = fake.requests();
+    for page in [
+        "GET /v2/acme/paged/tags/list?n=2",
+        "GET /v2/acme/paged/tags/list?last=v2&n=2",
+        "GET /v2/acme/paged/tags/list?last=v4&n=2",
+        "GET /v2/_catalog?n=2",
+        "GET /v2/_catalog?last=acme%2Fgarbled&n=2",
+        "GET /v2/_catalog?last=acme%2Foffsite&n=2",
+    ] {
+        assert!(asked.iter().any(|r| r == page), "{page} not in {asked:#?}");
+    }
+
+    // Now the registry fails for four repositories, and v3 really is gone from the fifth.
+    fake.set("acme/gone", TagsAnswer::NameUnknown);
+    fake.set("acme/broken", TagsAnswer::ServerError);
+    fake.set("acme/garbled", TagsAnswer::Truncated);
+    fake.set("acme/offsite", TagsAnswer::LinkElsewhere);
+    fake.set("acme/paged", TagsAnswer::Tags(vec!["v1", "v2", "v4", "v5"]));
+    let (s, report) = kiln.post("/registry/sync", json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{report}");
+    assert_eq!(report["versions_removed"], 1, "only v3: {report}");
+    assert_eq!(tags_of(&kiln, "paged").await, ["v1", "v2", "v4", "v5"]);
+    for repo in ["gone", "broken", "garbled", "offsite"] {
+        assert_eq!(
+            tags_of(&kiln, repo).await,
+            ["x", "y"],
+            "{repo}: versions kept after an error"
+        );
+    }
+    let errors: Vec<&str> = report["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert_eq!(errors.len(), 4, "{report}");
+    for (repo, why) in [
+        ("acme/broken", "HTTP 500 UNKNOWN"),
+        ("acme/garbled", "not the expected JSON"),
+        ("acme/gone", "404 NAME_UNKNOWN"),
+        ("acme/offsite", "on another host"),
+    ] {
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with(&format!("{repo}: ")) && e.contains(why)),
+            "no '{why}' error for {repo}: {errors:#?}"
+        );
+    }
+    assert!(
+        !fake.requests().iter().any(|r| r.contains("127.0.0.2")),
+        "never followed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn events_say_why_each_rule_did_or_did_not_build_and_preview_shows_tags() {
     support::ensure_docker();
     let registry = Registry::start();

@@ -186,6 +186,168 @@ fn an_unopenable_database_fails_fast_with_one_line() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("KILN_LISTEN"));
 }
 
+/// A child's output, line by line, read on a thread: wait for a line, and keep every line seen.
+struct Lines {
+    rx: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Lines {
+    fn of(stream: impl std::io::Read + Send + 'static) -> Lines {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Lines { rx, seen: vec![] }
+    }
+
+    /// Waits up to 30 s for a line containing `needle`.
+    fn wait_for(&mut self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(line) = self.rx.recv_timeout(Duration::from_millis(200)) {
+                let found = line.contains(needle);
+                self.seen.push(line);
+                if found {
+                    return;
+                }
+            }
+        }
+        panic!(
+            "no line with '{needle}' within 30 s; seen:\n{}",
+            self.seen.join("\n")
+        );
+    }
+}
+
+#[test]
+fn logs_written_to_a_pipe_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = kiln_cmd(dir.path(), support::free_port()).spawn().unwrap();
+    let mut log = Lines::of(child.stderr.take().unwrap());
+    let _running = Running(child);
+    log.wait_for("kiln is serving");
+    let coloured: Vec<&String> = log.seen.iter().filter(|l| l.contains("\x1b[")).collect();
+    assert!(
+        coloured.is_empty(),
+        "ANSI escapes in a log written to a pipe: {coloured:?}"
+    );
+    assert!(
+        log.seen
+            .iter()
+            .any(|l| l.contains(" INFO ") && l.contains("kiln is serving addr=127.0.0.1:")),
+        "{:?}",
+        log.seen
+    );
+}
+
+/// The one line a kiln refused over a locked data dir prints.
+fn refusal(data_dir: &std::path::Path, holder_pid: u32) -> String {
+    format!(
+        "data dir {} is in use by another kiln (pid {holder_pid}): stop it first, or give this one \
+         its own KILN_DATA_DIR",
+        data_dir.display()
+    )
+}
+
+fn in_process_config(data_dir: &std::path::Path) -> kiln::Config {
+    let vars: std::collections::HashMap<String, String> = [
+        ("KILN_LISTEN", "127.0.0.1:0".to_string()),
+        ("KILN_DATA_DIR", data_dir.display().to_string()),
+        ("KILN_REGISTRY", "127.0.0.1:1".to_string()),
+        ("KILN_ADMIN_TOKEN", "kiln_test_lock_admin_token".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    kiln::Config::load(None, &vars).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_kiln_on_the_same_data_dir_refuses_to_start_and_the_first_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::free_port();
+    let mut first = kiln_cmd(dir.path(), port).spawn().unwrap();
+    let first_pid = first.id();
+    let token = read_token(&mut first);
+    let first = Running(first);
+    let base = format!("http://127.0.0.1:{port}");
+    wait_http(&format!("{base}/healthz")).await;
+
+    // Another process, on another port, over the same data dir: refused at once, with one line.
+    let port2 = support::free_port();
+    let mut second = kiln_cmd(dir.path(), port2).spawn().unwrap();
+    let mut second_stderr = second.stderr.take().unwrap();
+    let mut status = None;
+    support::wait_until("the second kiln to exit", Duration::from_secs(30), || {
+        status = second.try_wait().unwrap();
+        let exited = status.is_some();
+        async move { exited }
+    })
+    .await;
+    let _second = Running(second);
+    assert!(!status.unwrap().success(), "{status:?}");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second_stderr, &mut stderr).unwrap();
+    assert_eq!(
+        stderr,
+        format!("kiln: {}\n", refusal(dir.path(), first_pid)),
+        "exactly one line on stderr"
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port2)).is_err(),
+        "the refused kiln never listened"
+    );
+
+    // The first is unharmed.
+    let http = reqwest::Client::new();
+    let r = http
+        .get(format!("{base}/api/v1/namespaces"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // The same in-process.
+    let refused = kiln::Server::start(in_process_config(dir.path()))
+        .await
+        .err()
+        .expect("a second Server::start on a locked data dir fails");
+    assert_eq!(format!("{refused:#}"), refusal(dir.path(), first_pid));
+
+    // Once the first has stopped, the data dir is free again (no stale lock, even after a kill -9).
+    drop(first);
+    let server = kiln::Server::start(in_process_config(dir.path()))
+        .await
+        .expect("the data dir is free once its kiln has stopped");
+    let r = http
+        .get(format!("http://{}/api/v1/namespaces", server.addr))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "same data: the first kiln's admin token still works"
+    );
+    // While it runs, it holds the lock in turn: a real kiln is now the one refused.
+    let out = kiln_cmd(dir.path(), support::free_port()).output().unwrap();
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("kiln: {}\n", refusal(dir.path(), std::process::id()))
+    );
+    drop(server);
+    let server = kiln::Server::start(in_process_config(dir.path()))
+        .await
+        .expect("dropping the Server releases the data dir");
+    drop(server);
+}
+
 #[test]
 fn help_documents_every_option() {
     let out = Command::new(env!("CARGO_BIN_EXE_kiln"))

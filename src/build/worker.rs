@@ -53,12 +53,8 @@ pub async fn run(app: &App, build: BuildRow, cancel: CancellationToken) {
         _ = tokio::time::sleep(timeout) => Err(Failure::Failed(format!("timed out after {} s", timeout.as_secs()))),
     };
     let recorded = match outcome {
-        Ok(digest) => {
-            log.line(&format!(
-                "Pushed {} ({digest})",
-                image_ref(app, &build, None)
-            ))
-            .await;
+        Ok(Pushed { reference, digest }) => {
+            log.line(&format!("Pushed {reference} ({digest})")).await;
             record_success(app, &build.id, &digest).await
         }
         Err(Failure::Cancelled) => {
@@ -178,15 +174,13 @@ async fn end_build(
     Ok(true)
 }
 
-fn image_ref(app: &App, build: &BuildRow, tag: Option<&str>) -> String {
-    let image = app.image_name(&build.namespace, &build.repository);
-    match tag.or(build.tag.as_deref()) {
-        Some(t) => format!("{image}:{t}"),
-        None => image,
-    }
+/// What a successful build pushed: `{registry}/{namespace}/{repo}:{tag}` and its manifest digest.
+struct Pushed {
+    reference: String,
+    digest: String,
 }
 
-async fn execute(app: &App, build: &BuildRow, log: &mut BuildLog) -> Result<String, Failure> {
+async fn execute(app: &App, build: &BuildRow, log: &mut BuildLog) -> Result<Pushed, Failure> {
     let db_err = |e: sqlx::Error| Failure::Failed(format!("database error: {e}"));
     let source = db::sources::for_repo(&app.db, &build.repository_id)
         .await
@@ -298,7 +292,10 @@ async fn execute(app: &App, build: &BuildRow, log: &mut BuildLog) -> Result<Stri
     let digest = docker::push_image(&docker, &image, &target.tag, credentials, log)
         .await
         .map_err(|e| format!("push refused: {e}"))?;
-    Ok(digest)
+    Ok(Pushed {
+        reference: full_ref,
+        digest,
+    })
 }
 
 /// Blocking: fetch the mirror, find the exact commit, decide the tag, tar the context.

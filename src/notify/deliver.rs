@@ -143,7 +143,8 @@ fn describe(e: &reqwest::Error, timeout: Duration) -> String {
     parts.join(": ")
 }
 
-/// One attempt at one delivery, recorded whatever happens.
+/// One attempt at one delivery, recorded whatever happens. A failure is retried with backoff, unless
+/// the address guard refused the destination.
 async fn attempt(app: &App, d: DeliveryRow) {
     let attempt_no = d.attempts + 1;
     let Ok(Some(hook)) = db::webhooks::get(&app.db, &d.webhook_id).await else {
@@ -168,8 +169,12 @@ async fn attempt(app: &App, d: DeliveryRow) {
         )),
         Err(e) => error = Some(format!("the webhook's secret is unusable: {}", e.message)),
     }
+    // Refused by the address guard: that holds until the operator changes the allow-list, so the
+    // delivery fails now rather than being retried for an hour.
+    let mut refused = false;
     if error.is_none() {
         error = literal_host_refused(app, &hook.url);
+        refused = error.is_some();
     }
     let start = Instant::now();
     let (mut status, mut resp_headers, mut resp_body, mut resp_cut) = (None, None, None, false);
@@ -215,7 +220,13 @@ async fn attempt(app: &App, d: DeliveryRow) {
                 resp_body = Some(text);
                 resp_cut = truncated;
             }
-            Err(e) => error = Some(describe(&e, app.config.delivery_timeout)),
+            Err(e) => match guard::refusal_in(&e) {
+                Some(refusal) => {
+                    refused = true;
+                    error = Some(refusal.to_string());
+                }
+                None => error = Some(describe(&e, app.config.delivery_timeout)),
+            },
         }
     }
     let duration_ms = start.elapsed().as_millis() as i64;
@@ -223,7 +234,8 @@ async fn attempt(app: &App, d: DeliveryRow) {
     if !succeeded && error.is_none() {
         error = status.map(|s| format!("the receiver answered HTTP {s}"));
     }
-    let next = (!succeeded && attempt_no < i64::from(app.config.delivery_attempts)).then(|| {
+    let retry = !succeeded && !refused && attempt_no < i64::from(app.config.delivery_attempts);
+    let next = retry.then(|| {
         let delay = backoff(app.config.delivery_backoff, attempt_no as u32);
         db::format_time(chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default())
     });

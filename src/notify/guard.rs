@@ -94,14 +94,49 @@ pub fn internal_kind(ip: IpAddr) -> Option<&'static str> {
     }
 }
 
-/// Refuses `ip` unless it is public or allow-listed (by address, or by the host name it came from).
+/// Refuses `ip` unless it is public or allow-listed (by address, or by the host name it came from). The
+/// refusal says what was refused and how to allow it.
 pub fn check(allow: &AllowList, host: &str, ip: IpAddr) -> Result<(), String> {
     match internal_kind(ip) {
-        Some(kind) if !allow.allows_ip(ip) && !allow.allows_host(host) => Err(format!(
-            "refused: {host} resolves to {ip}, a {kind} address (open it with KILN_WEBHOOK_ALLOW)"
-        )),
+        Some(kind) if !allow.allows_ip(ip) && !allow.allows_host(host) => {
+            let literal = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .is_ok_and(|h| h == ip);
+            Err(if literal {
+                format!(
+                    "refused: {host} is a {kind} address; allow it by adding {ip} to \
+                     KILN_WEBHOOK_ALLOW"
+                )
+            } else {
+                format!(
+                    "refused: {host} resolves to {ip}, a {kind} address; allow it by adding {host} \
+                     to KILN_WEBHOOK_ALLOW"
+                )
+            })
+        }
         _ => Ok(()),
     }
+}
+
+/// A destination the guard refused (the message of [`check`]). It stays refused until the operator
+/// changes `KILN_WEBHOOK_ALLOW`, so a delivery refused this way fails at once instead of being retried.
+/// The resolver returns it inside reqwest's error, where [`refusal_in`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused(pub String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// The guard's refusal somewhere in an error's chain of causes, if that is why it failed.
+pub fn refusal_in<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a Refused> {
+    std::iter::successors(Some(error), |e| e.source()).find_map(|e| e.downcast_ref::<Refused>())
 }
 
 /// reqwest's DNS step with the check applied to every resolved address, so the connection goes only to
@@ -121,7 +156,7 @@ impl reqwest::dns::Resolve for GuardedResolver {
                 return Err(format!("{host} has no address").into());
             }
             for a in &addrs {
-                check(&allow, &host, a.ip())?;
+                check(&allow, &host, a.ip()).map_err(Refused)?;
             }
             let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
             Ok(addrs)
@@ -174,10 +209,28 @@ mod tests {
         assert!(check(&allow, "x", "127.0.0.1".parse().unwrap()).is_ok());
         assert!(check(&allow, "x", "10.200.0.1".parse().unwrap()).is_ok());
         assert!(check(&allow, "x", "::1".parse().unwrap()).is_ok());
-        let e = check(&allow, "x", "192.168.0.1".parse().unwrap()).unwrap_err();
-        assert!(
-            e.contains("192.168.0.1") && e.contains("private") && e.contains("KILN_WEBHOOK_ALLOW"),
-            "{e}"
+        assert_eq!(
+            check(&allow, "x", "192.168.0.1".parse().unwrap()).unwrap_err(),
+            "refused: x resolves to 192.168.0.1, a private address; allow it by adding x to \
+             KILN_WEBHOOK_ALLOW"
+        );
+        assert_eq!(
+            check(&allow, "10.0.0.5", "10.0.0.5".parse().unwrap()),
+            Ok(()),
+            "allowed by its network"
+        );
+        assert_eq!(
+            check(
+                &AllowList::default(),
+                "10.0.0.5",
+                "10.0.0.5".parse().unwrap()
+            )
+            .unwrap_err(),
+            "refused: 10.0.0.5 is a private address; allow it by adding 10.0.0.5 to KILN_WEBHOOK_ALLOW"
+        );
+        assert_eq!(
+            check(&AllowList::default(), "[::1]", "::1".parse().unwrap()).unwrap_err(),
+            "refused: [::1] is a loopback address; allow it by adding ::1 to KILN_WEBHOOK_ALLOW"
         );
         assert!(
             check(

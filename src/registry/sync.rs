@@ -16,6 +16,7 @@ pub struct SyncReport {
     pub versions_removed: usize,
     /// Registry repositories left alone: not `namespace/name` of an existing kiln namespace.
     pub skipped: Vec<String>,
+    /// `{repository}: {why} (no version removed)` for each repository that could not be read in full.
     pub errors: Vec<String>,
 }
 
@@ -32,7 +33,9 @@ pub async fn sync_all(app: &App) -> anyhow::Result<SyncReport> {
         };
         report.repositories += 1;
         if let Err(e) = sync_repo(app, &name, &repo.id, &mut report).await {
-            report.errors.push(format!("{name}: {e:#}"));
+            report
+                .errors
+                .push(format!("{name}: {e:#} (no version removed)"));
         }
     }
     Ok(report)
@@ -44,7 +47,12 @@ async fn sync_repo(
     repository_id: &str,
     report: &mut SyncReport,
 ) -> anyhow::Result<()> {
-    let tags = app.registry.tags(name).await?;
+    // Only a complete tag list may remove versions: a failure (a 404 included) leaves them all.
+    let Some(tags) = app.registry.tags(name).await? else {
+        anyhow::bail!(
+            "the registry answers 404 NAME_UNKNOWN for its tags though its catalog lists it"
+        );
+    };
     for tag in &tags {
         if db::builds::running_with_tag(&app.db, repository_id, tag).await? {
             continue;

@@ -237,7 +237,9 @@ pub async fn delete_repo(
             tag: "*".into(),
             reason: format!("{e:#}"),
         }),
-        Ok(tags) => {
+        // The registry has no such repository: nothing to delete there.
+        Ok(None) => {}
+        Ok(Some(tags)) => {
             for tag in tags {
                 let result = match app.registry.manifest_digest(&name, &tag).await {
                     Ok(Some(digest)) => app.registry.delete_manifest(&name, &digest).await,
