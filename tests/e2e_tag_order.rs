@@ -60,18 +60,18 @@ async fn setup(repo: &str) -> Setup {
     }
 }
 
-/// Commits a Dockerfile (slow: a `RUN sleep`) and a file unique to this commit, pushes it to `main`.
+/// Commits a Dockerfile (slow: a `RUN sleep`) and a file unique to this commit. The commits of a round
+/// are pushed together (`push`) before any hook is sent, so the hooks follow each other closely
+/// whatever the machine's load; each commit stays reachable from `main`.
 fn commit(s: &Setup, label: &str, slow: bool) -> String {
     let base = support::ensure_base_image();
-    let run = if slow { "RUN sleep 3\n" } else { "" };
+    let run = if slow { "RUN sleep 5\n" } else { "" };
     s.git
         .write("Dockerfile", format!("FROM {base}\n{run}COPY x /x\n"));
     // Unique per run, so Docker's build cache never makes A as fast as B.
     s.git
         .write("x", format!("{label} {}\n", support::new_delivery_id()));
-    let sha = s.git.commit(label);
-    s.git.push("main");
-    sha
+    s.git.commit(label)
 }
 
 /// Sends the GitHub push for `sha` and returns the one build it queued.
@@ -119,8 +119,9 @@ async fn two_quick_pushes_to_one_branch_leave_the_tag_on_the_newest_commit() {
     for round in 0..3 {
         // A's Dockerfile sleeps; B, pushed a moment later, is fast. Two workers are free.
         let a_sha = commit(&s, &format!("A{round}"), true);
-        let a = hook(&s, &a_sha).await;
         let b_sha = commit(&s, &format!("B{round}"), false);
+        s.git.push("main");
+        let a = hook(&s, &a_sha).await;
         let b = hook(&s, &b_sha).await;
 
         let b_build = s.kiln.wait_build(&b).await;
@@ -177,14 +178,15 @@ async fn a_newer_push_supersedes_queued_builds_and_builds_of_one_tag_never_overl
     let s = setup("queue").await;
     // A builds (slow); B and C are pushed while it runs: C supersedes B at once.
     let a_sha = commit(&s, "A", true);
+    let b_sha = commit(&s, "B", false);
+    let c_sha = commit(&s, "C", false);
+    s.git.push("main");
     let a = hook(&s, &a_sha).await;
     support::wait_until("A to start", Duration::from_secs(60), || async {
         s.kiln.get(&format!("/builds/{a}")).await.1["status"] == "building"
     })
     .await;
-    let b_sha = commit(&s, "B", false);
     let b = hook(&s, &b_sha).await;
-    let c_sha = commit(&s, "C", false);
     let c = hook(&s, &c_sha).await;
 
     let (_, b_build) = s.kiln.get(&format!("/builds/{b}")).await;
