@@ -8,6 +8,7 @@ pub mod db;
 pub mod domain;
 pub mod forge;
 pub mod http;
+pub mod local_sources;
 pub mod notify;
 pub mod registry;
 pub mod retention;
