@@ -189,11 +189,21 @@ async fn execute(app: &App, build: &BuildRow, log: &mut BuildLog) -> Result<Stri
     let guard = lock.lock().await;
     let target = {
         let build = build.clone();
-        let url = source.clone_url.clone();
         let mirror: PathBuf = mirror.clone();
-        tokio::task::spawn_blocking(move || resolve_target(&mirror, &url, &build, rule.as_ref()))
-            .await
-            .map_err(|e| format!("the fetch task failed: {e}"))??
+        let local_sources = app.config.local_sources.clone();
+        tokio::task::spawn_blocking(move || {
+            // Checked again now (KILN_LOCAL_SOURCES, the scheme): nothing is fetched from a source
+            // the API would refuse today.
+            let remote = git::Remote::resolve(
+                &source.clone_url,
+                source.credentials.as_deref(),
+                &local_sources,
+            )
+            .map_err(|e| e.to_string())?;
+            resolve_target(&mirror, &remote, &build, rule.as_ref())
+        })
+        .await
+        .map_err(|e| format!("the fetch task failed: {e}"))??
     };
     drop(guard);
 
@@ -251,11 +261,11 @@ async fn execute(app: &App, build: &BuildRow, log: &mut BuildLog) -> Result<Stri
 /// Blocking: fetch the mirror, find the exact commit, decide the tag, tar the context.
 fn resolve_target(
     mirror: &std::path::Path,
-    url: &str,
+    remote: &git::Remote,
     build: &BuildRow,
     rule: Option<&RuleSpec>,
 ) -> Result<Target, String> {
-    let repo = git::fetch_mirror(mirror, url).map_err(|e| e.to_string())?;
+    let repo = git::fetch_mirror(mirror, remote).map_err(|e| e.to_string())?;
     let (git_ref, oid): (String, git2::Oid) = match (&build.commit_sha, build.git_ref.as_str()) {
         (Some(sha), r) => (
             r.to_string(),
