@@ -422,9 +422,15 @@ async fn execute(
             repository,
             provider,
             clone_url,
+            credentials,
             webhook_secret_env,
             action,
         } => {
+            // Credentials travel in the URL they came in, to kiln only; nothing prints this body.
+            let clone_url = match credentials {
+                Some(c) => c.embed_in(clone_url),
+                None => clone_url.clone(),
+            };
             let mut body = json!({"provider": provider, "clone_url": clone_url});
             if let Some(var) = webhook_secret_env {
                 body["webhook_secret"] = json!(secret_from(secrets, var)?);

@@ -70,20 +70,27 @@ fn render_change(out: &mut String, change: &Change) {
             repository,
             provider,
             clone_url,
+            credentials,
             webhook_secret_env,
             action,
         } => {
+            // Credentials are never shown: only that the file gives some.
+            let credentials = if credentials.is_some() {
+                "; credentials from the file's clone_url"
+            } else {
+                ""
+            };
             let secret = match webhook_secret_env {
                 Some(var) => format!("webhook secret from ${var}"),
                 None => "kiln generates the webhook secret".to_string(),
             };
             match action {
                 SourceAction::Create => line(format!(
-                    "+ create source {namespace}/{repository}: {provider} {clone_url} ({secret})"
+                    "+ create source {namespace}/{repository}: {provider} {clone_url} ({secret}{credentials})"
                 )),
                 SourceAction::Update { changes } => {
                     line(format!(
-                        "~ update source {namespace}/{repository} ({})",
+                        "~ update source {namespace}/{repository} ({}{credentials})",
                         match webhook_secret_env {
                             Some(var) => format!("webhook secret from ${var}"),
                             None => "the webhook secret is kept".to_string(),
@@ -92,7 +99,7 @@ fn render_change(out: &mut String, change: &Change) {
                     field_lines(&mut line, changes);
                 }
                 SourceAction::RotateSecret => line(format!(
-                    "~ update source {namespace}/{repository}: rotate the webhook secret ({})",
+                    "~ update source {namespace}/{repository}: rotate the webhook secret ({}{credentials})",
                     match webhook_secret_env {
                         Some(var) => format!("set from ${var}"),
                         None => "kiln generates a new one".to_string(),
@@ -321,6 +328,7 @@ mod tests {
     use super::super::plan::{Options, ServerState, plan};
     use super::super::schema::{RulesFile, load};
     use super::*;
+    use crate::domain::clone_url::Credentials;
 
     fn rule() -> RuleFields {
         RuleFields {
@@ -390,6 +398,7 @@ mod tests {
                     repository: "api".into(),
                     provider: "github".into(),
                     clone_url: "https://github.com/acme/api.git".into(),
+                    credentials: None,
                     webhook_secret_env: Some("API_SECRET".into()),
                     action: SourceAction::Create,
                 },
@@ -401,6 +410,7 @@ mod tests {
                     repository: "api".into(),
                     provider: "github".into(),
                     clone_url: "https://x/new".into(),
+                    credentials: None,
                     webhook_secret_env: None,
                     action: SourceAction::Update {
                         changes: vec![FieldChange {
@@ -418,10 +428,11 @@ mod tests {
                     repository: "api".into(),
                     provider: "github".into(),
                     clone_url: "https://x/new".into(),
+                    credentials: Credentials::from_userinfo("bot:s3cr3t-token"),
                     webhook_secret_env: Some("S".into()),
                     action: SourceAction::RotateSecret,
                 },
-                "~ update source acme/api: rotate the webhook secret (set from $S)\n",
+                "~ update source acme/api: rotate the webhook secret (set from $S; credentials from the file's clone_url)\n",
             ),
             (
                 Change::CreateRule {

@@ -13,6 +13,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::domain::FieldError;
+use crate::domain::clone_url::{CloneUrl, Credentials};
 use crate::domain::names::{
     validate_category, validate_namespace_name, validate_repo_name, validate_summary,
 };
@@ -93,7 +94,11 @@ pub struct DesiredRepo {
 #[derive(Debug, Clone)]
 pub struct DesiredSource {
     pub provider: String,
+    /// Without credentials: any in the file's URL are taken out, into `credentials`.
     pub clone_url: String,
+    /// The user info written in the file's `clone_url` (`https://user:token@host/…`): sent to
+    /// kiln, never printed.
+    pub credentials: Option<Credentials>,
     /// The name of the environment variable holding the webhook secret (never the secret).
     pub webhook_secret_env: Option<String>,
     pub at: Location,
@@ -491,20 +496,20 @@ fn read_source(cx: &mut Cx, mut t: Table, repo: &str) -> Option<DesiredSource> {
         });
     let clone_url = cx
         .string(&t, "clone_url", Required::Yes)
-        .and_then(
-            |(url, span)| match crate::http::api::sources::validate_clone_url(&url) {
-                Ok(()) => Some(url),
-                Err(e) => {
-                    let message = e.message.strip_prefix("clone_url ").unwrap_or(&e.message);
-                    cx.key_error(&t, "clone_url", span, message.to_string());
-                    None
-                }
-            },
-        );
+        .and_then(|(url, span)| match CloneUrl::parse(&url) {
+            Ok(parsed) => Some(parsed),
+            Err(e) => {
+                let message = e.message.strip_prefix("clone_url ").unwrap_or(&e.message);
+                cx.key_error(&t, "clone_url", span, message.to_string());
+                None
+            }
+        });
     let env = cx.env_name(&t, "webhook_secret_env");
+    let clone_url = clone_url?;
     Some(DesiredSource {
         provider: provider?,
-        clone_url: clone_url?,
+        credentials: clone_url.credentials().cloned(),
+        clone_url: clone_url.url().to_string(),
         webhook_secret_env: env?,
         at: cx.loc(t.span.start),
     })
