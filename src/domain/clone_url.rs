@@ -208,6 +208,18 @@ impl Credentials {
         (!userinfo.is_empty()).then(|| Credentials(userinfo.to_string()))
     }
 
+    /// From `user:password` or a lone token as people write them (not percent-encoded): both
+    /// parts are percent-encoded. None when empty.
+    pub fn from_plain(text: &str) -> Option<Credentials> {
+        let userinfo = match text.split_once(':') {
+            Some((user, password)) => {
+                format!("{}:{}", percent_encode(user), percent_encode(password))
+            }
+            None => percent_encode(text),
+        };
+        (!text.is_empty()).then_some(Credentials(userinfo))
+    }
+
     /// The user info as stored: `user:password`, percent-encoded.
     pub fn userinfo(&self) -> &str {
         &self.0
@@ -292,6 +304,19 @@ pub fn origin_of(url: &str) -> Option<String> {
         scheme.to_ascii_lowercase(),
         host_port.to_ascii_lowercase()
     ))
+}
+
+/// Every byte but the URL's unreserved characters as `%XX`.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for &byte in text.as_bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// `%XX` escapes decoded (invalid ones kept as they are), as git decodes URLs.
@@ -415,6 +440,17 @@ mod tests {
             ("ghp_abc".into(), String::new())
         );
         assert_eq!(Credentials::from_userinfo(""), None);
+        let plain = Credentials::from_plain("bot@acme:p@ss/w:rd").unwrap();
+        assert_eq!(plain.userinfo(), "bot%40acme:p%40ss%2Fw%3Ard");
+        assert_eq!(
+            (plain.username(), plain.password()),
+            ("bot@acme".into(), "p@ss/w:rd".into())
+        );
+        assert_eq!(
+            Credentials::from_plain("ghp_x-1").unwrap().userinfo(),
+            "ghp_x-1"
+        );
+        assert_eq!(Credentials::from_plain(""), None);
         assert_eq!(
             Credentials::from_userinfo("u:p%2Fw").unwrap().secrets(),
             ["p%2Fw", "p/w", "u:p%2Fw", "u:p/w"]

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::schema::{Desired, DesiredRepo, DesiredRule, DesiredWebhook, RuleKey};
-use crate::domain::clone_url::{Credentials, origin_of};
+use crate::domain::clone_url::origin_of;
 
 /// The server's state, as far as the files can describe it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -224,9 +224,9 @@ pub enum Change {
         provider: String,
         /// Without credentials.
         clone_url: String,
-        /// Sent embedded in the clone URL; never shown (not in `--json` either).
-        #[serde(skip)]
-        credentials: Option<Credentials>,
+        /// The variable holding the credentials to set (`user:token`), sent embedded in the clone
+        /// URL, never shown.
+        credentials_env: Option<String>,
         webhook_secret_env: Option<String>,
         action: SourceAction,
     },
@@ -459,7 +459,7 @@ fn plan_repo(
                         Some(have),
                         &want.provider,
                         &want.clone_url,
-                        want.credentials.is_some(),
+                        want.credentials_env.is_some(),
                     );
                     diff_bool(
                         &mut changes,
@@ -482,7 +482,7 @@ fn plan_repo(
                     repository: repo.name.clone(),
                     provider: want.provider.clone(),
                     clone_url: want.clone_url.clone(),
-                    credentials: want.credentials.clone(),
+                    credentials_env: want.credentials_env.clone(),
                     webhook_secret_env: want.webhook_secret_env.clone(),
                     action,
                 });
@@ -731,7 +731,7 @@ pub fn simulate(state: &ServerState, changes: &[Change]) -> Result<ServerState, 
                 repository,
                 provider,
                 clone_url,
-                credentials,
+                credentials_env,
                 ..
             } => {
                 let repo = repo_mut(&mut s, namespace, repository)?;
@@ -739,7 +739,7 @@ pub fn simulate(state: &ServerState, changes: &[Change]) -> Result<ServerState, 
                     repo.source.as_ref(),
                     provider,
                     clone_url,
-                    credentials.is_some(),
+                    credentials_env.is_some(),
                 ));
             }
             Change::CreateRule {

@@ -70,15 +70,14 @@ fn render_change(out: &mut String, change: &Change) {
             repository,
             provider,
             clone_url,
-            credentials,
+            credentials_env,
             webhook_secret_env,
             action,
         } => {
-            // Credentials are never shown: only that the file gives some.
-            let credentials = if credentials.is_some() {
-                "; credentials from the file's clone_url"
-            } else {
-                ""
+            // Credentials are never shown: only where they come from.
+            let credentials = match credentials_env {
+                Some(var) => format!("; credentials from ${var}"),
+                None => String::new(),
             };
             let secret = match webhook_secret_env {
                 Some(var) => format!("webhook secret from ${var}"),
@@ -328,7 +327,6 @@ mod tests {
     use super::super::plan::{Options, ServerState, plan};
     use super::super::schema::{RulesFile, load};
     use super::*;
-    use crate::domain::clone_url::Credentials;
 
     fn rule() -> RuleFields {
         RuleFields {
@@ -398,7 +396,7 @@ mod tests {
                     repository: "api".into(),
                     provider: "github".into(),
                     clone_url: "https://github.com/acme/api.git".into(),
-                    credentials: None,
+                    credentials_env: None,
                     webhook_secret_env: Some("API_SECRET".into()),
                     action: SourceAction::Create,
                 },
@@ -410,7 +408,7 @@ mod tests {
                     repository: "api".into(),
                     provider: "github".into(),
                     clone_url: "https://x/new".into(),
-                    credentials: None,
+                    credentials_env: None,
                     webhook_secret_env: None,
                     action: SourceAction::Update {
                         changes: vec![FieldChange {
@@ -428,11 +426,11 @@ mod tests {
                     repository: "api".into(),
                     provider: "github".into(),
                     clone_url: "https://x/new".into(),
-                    credentials: Credentials::from_userinfo("bot:s3cr3t-token"),
+                    credentials_env: Some("API_GIT_TOKEN".into()),
                     webhook_secret_env: Some("S".into()),
                     action: SourceAction::RotateSecret,
                 },
-                "~ update source acme/api: rotate the webhook secret (set from $S; credentials from the file's clone_url)\n",
+                "~ update source acme/api: rotate the webhook secret (set from $S; credentials from $API_GIT_TOKEN)\n",
             ),
             (
                 Change::CreateRule {
