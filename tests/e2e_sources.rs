@@ -715,3 +715,71 @@ async fn credentials_are_offered_once_and_only_to_the_sources_host() {
     );
     assert!(!format!("{error} {error:?}").contains(TOKEN));
 }
+
+/// A source stored before credentials were kept apart (its clone URL holds them): at start kiln
+/// moves them out of the URL, the API shows only that there are some, and the mirror named after
+/// the old URL (where git may have written it) is removed.
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_stored_in_a_clone_url_are_moved_apart_at_start() {
+    use sqlx::sqlite::SqliteConnectOptions;
+    use std::str::FromStr;
+    const TOKEN: &str = "ghp_storedBeforeTheSplit0123";
+    let registry = Registry::start();
+    let data_dir = tempfile::tempdir().unwrap();
+    let db_url = format!("sqlite://{}", data_dir.path().join("kiln.db").display());
+    let pool = sqlx::SqlitePool::connect_with(
+        SqliteConnectOptions::from_str(&db_url)
+            .unwrap()
+            .create_if_missing(true),
+    )
+    .await
+    .unwrap();
+    kiln::db::MIGRATOR.run_to(3, &pool).await.unwrap();
+    let old_url = format!("https://kiln-bot:{TOKEN}@github.com/acme/api.git");
+    for (sql, binds) in [
+        (
+            "INSERT INTO namespaces (id, name, created_at) VALUES ('n1', 'acme', '2026-01-01T00:00:00.000000Z')",
+            vec![],
+        ),
+        (
+            "INSERT INTO repositories (id, namespace_id, name, created_at, updated_at) \
+             VALUES ('r1', 'n1', 'api', '2026-01-01T00:00:00.000000Z', '2026-01-01T00:00:00.000000Z')",
+            vec![],
+        ),
+        (
+            "INSERT INTO sources (repository_id, provider, clone_url, match_url, webhook_secret, created_at) \
+             VALUES ('r1', 'github', ?, 'https://github.com/acme/api', 's3cret-s3cret-s3cret', '2026-01-01T00:00:00.000000Z')",
+            vec![old_url.clone()],
+        ),
+    ] {
+        let mut q = sqlx::query(sql);
+        for b in binds {
+            q = q.bind(b);
+        }
+        q.execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+    let mirrors = data_dir.path().join("mirrors");
+    let old_mirror = git::mirror_path(&mirrors, &old_url);
+    std::fs::create_dir_all(&old_mirror).unwrap();
+    std::fs::write(
+        old_mirror.join("FETCH_HEAD"),
+        format!("0123\t\tbranch 'main' of {old_url}\n"),
+    )
+    .unwrap();
+
+    let kiln = Kiln::start_in(&registry, &[], data_dir).await;
+    let (s, source) = kiln.get("/namespaces/acme/repos/api/source").await;
+    assert_eq!(s, StatusCode::OK, "{source}");
+    assert_eq!(source["clone_url"], "https://github.com/acme/api.git");
+    assert_eq!(source["has_credentials"], true);
+    assert!(!source.to_string().contains(TOKEN));
+    assert!(!old_mirror.exists(), "the old mirror is removed");
+    for file in walk(&mirrors) {
+        assert!(
+            !std::fs::read_to_string(&file)
+                .unwrap_or_default()
+                .contains(TOKEN)
+        );
+    }
+}

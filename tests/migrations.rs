@@ -111,7 +111,7 @@ async fn every_migration_applies_over_a_database_holding_rows() {
 }
 
 /// Sources stored before credentials were kept apart hold them in `clone_url`: kiln moves them to
-/// their own column at start, once, and leaves every other URL as it is.
+/// their own column at start (`App::open`), once, and leaves every other URL as it is.
 #[tokio::test]
 async fn credentials_stored_in_clone_urls_are_moved_apart_at_start() {
     let dir = tempfile::tempdir().unwrap();
@@ -172,8 +172,12 @@ async fn credentials_stored_in_clone_urls_are_moved_apart_at_start() {
         ("r6", "ssh://git@github.com/acme/f.git", None),
     ];
     // Twice: the second start finds nothing to do and changes nothing.
-    for _ in 0..2 {
+    for moved in [2, 0] {
         let db = kiln::db::connect(&url).await.unwrap();
+        let urls = kiln::db::sources::move_embedded_credentials(&db)
+            .await
+            .unwrap();
+        assert_eq!(urls.len(), moved, "{urls:?}");
         for (id, clone_url, credentials) in want {
             let source = kiln::db::sources::for_repo(&db, id)
                 .await

@@ -40,16 +40,6 @@ pub async fn connect(url: &str) -> anyhow::Result<Db> {
         .run(&pool)
         .await
         .with_context(|| format!("cannot migrate database {url}"))?;
-    // Data fix-ups SQL alone can't do, idempotent: run at every start.
-    let moved = sources::move_embedded_credentials(&pool)
-        .await
-        .with_context(|| format!("cannot move credentials out of clone URLs in {url}"))?;
-    if moved > 0 {
-        tracing::info!(
-            sources = moved,
-            "credentials moved out of stored clone URLs"
-        );
-    }
     Ok(pool)
 }
 

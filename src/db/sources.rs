@@ -61,21 +61,21 @@ pub async fn upsert(db: &Db, s: &NewSource<'_>) -> Result<SourceRow, sqlx::Error
 
 /// Takes the credentials out of clone URLs stored with them (`https://user:token@host/…`, as every
 /// source was stored before they were kept apart) into the `credentials` column. Idempotent: kiln
-/// runs it at every start; a row is changed only if its URL is still the one read. Returns how many
-/// rows were changed.
-pub async fn move_embedded_credentials(db: &Db) -> Result<u64, sqlx::Error> {
+/// runs it at every start; a row is changed only if its URL is still the one read. Returns the URLs
+/// as they were (with their credentials) of the rows changed.
+pub async fn move_embedded_credentials(db: &Db) -> Result<Vec<String>, sqlx::Error> {
     let rows: Vec<(String, String)> =
         sqlx::query_as("SELECT repository_id, clone_url FROM sources WHERE clone_url LIKE '%@%'")
             .fetch_all(db)
             .await?;
-    let mut moved = 0;
+    let mut moved = Vec::new();
     for (repository_id, clone_url) in rows {
         let Some((url, credentials)) =
             crate::domain::clone_url::split_embedded_credentials(&clone_url)
         else {
             continue;
         };
-        moved += sqlx::query(
+        let changed = sqlx::query(
             "UPDATE sources SET clone_url = ?, credentials = ? \
              WHERE repository_id = ? AND clone_url = ?",
         )
@@ -86,6 +86,9 @@ pub async fn move_embedded_credentials(db: &Db) -> Result<u64, sqlx::Error> {
         .execute(db)
         .await?
         .rows_affected();
+        if changed > 0 {
+            moved.push(clone_url);
+        }
     }
     Ok(moved)
 }
