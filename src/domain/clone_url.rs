@@ -115,9 +115,21 @@ fn ssh_refused(text: &str, https_form: Option<String>) -> FieldError {
         format!(
             "ssh URLs are not supported ('{}'); use {instead} instead (credentials may be \
              embedded, as in https://user:token@host/path; kiln keeps them secret)",
-            escape(text)
+            escape(&shown(text))
         ),
     )
+}
+
+/// A URL for an error message: `scheme://user:password@…` loses its `user:password@` (an
+/// scp-like `user@host:path` has no password and is shown as it is).
+fn shown(text: &str) -> String {
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return text.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    format!("{scheme}://{host}{tail}")
 }
 
 /// `ssh://[user@]host[:port]/path` → `https://host/path`.
@@ -142,7 +154,7 @@ fn parse_remote(text: &str, scheme: &str, rest: &str) -> Result<CloneUrl, FieldE
     if host.is_empty() || host.starts_with(':') {
         return Err(invalid(format!(
             "clone_url '{}' names no host",
-            escape(text)
+            escape(&shown(text))
         )));
     }
     if tail.trim_matches('/').is_empty() {
@@ -180,7 +192,7 @@ fn parse_file_url(text: &str, rest: &str) -> Result<CloneUrl, FieldError> {
             "invalid_url",
             format!(
                 "clone_url '{}': a file:// URL names a path on kiln's host, as file:///path",
-                escape(text)
+                escape(&shown(text))
             ),
         ));
     };
@@ -516,10 +528,19 @@ mod tests {
         let long = format!("https://x/{}", "a".repeat(3000));
         assert!(CloneUrl::parse(&long).unwrap_err().message.contains("2048"));
         // No refusal shows the credentials.
-        let e = CloneUrl::parse("git://user:pw-s3cr3t@host/x").unwrap_err();
-        assert!(!e.message.contains("s3cr3t"), "{e}");
-        let e = CloneUrl::parse("https://user:pw-s3cr3t@host").unwrap_err();
-        assert!(!e.message.contains("s3cr3t"), "{e}");
+        for text in [
+            "git://user:pw-s3cr3t@host/x",
+            "https://user:pw-s3cr3t@host",
+            "https://user:pw-s3cr3t@",
+            "https://user:pw-s3cr3t@:8080/x",
+            "ssh://user:pw-s3cr3t@host/x",
+            "git+ssh://pw-s3cr3t@host",
+            "file://user:pw-s3cr3t@host/x",
+            "ftp://user:pw-s3cr3t@host/x",
+        ] {
+            let e = CloneUrl::parse(text).unwrap_err();
+            assert!(!e.message.contains("s3cr3t"), "{text}: {e}");
+        }
     }
 
     #[test]
