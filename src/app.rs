@@ -37,6 +37,7 @@ impl App {
         std::fs::create_dir_all(config.mirrors_dir())
             .with_context(|| format!("cannot create {}", config.mirrors_dir().display()))?;
         let db = db::connect(&config.database_url).await?;
+        move_credentials_out_of_clone_urls(&db, &config.mirrors_dir()).await?;
         static GIT_TIMEOUTS: std::sync::Once = std::sync::Once::new();
         GIT_TIMEOUTS.call_once(|| {
             if let Err(e) = crate::build::git::set_network_timeouts() {
@@ -105,4 +106,32 @@ impl App {
 /// `{registry}/{namespace}/{repo}`: the name images of a repository are pushed as.
 pub fn image_name(registry: &str, namespace: &str, repo: &str) -> String {
     format!("{registry}/{namespace}/{repo}")
+}
+
+/// Sources stored before credentials were kept apart hold them in their clone URL: move them to
+/// their own column (idempotent, at every start), and remove the mirrors named after those URLs
+/// (git may have written the URL into them; the next build fetches into a mirror named after the
+/// URL without credentials).
+async fn move_credentials_out_of_clone_urls(
+    db: &Db,
+    mirrors: &std::path::Path,
+) -> anyhow::Result<()> {
+    let moved = db::sources::move_embedded_credentials(db)
+        .await
+        .context("cannot move credentials out of stored clone URLs")?;
+    for old_url in &moved {
+        let mirror = crate::build::git::mirror_path(mirrors, old_url);
+        if mirror.exists()
+            && let Err(e) = std::fs::remove_dir_all(&mirror)
+        {
+            tracing::warn!(mirror = %mirror.display(), error = %e, "cannot remove an old mirror");
+        }
+    }
+    if !moved.is_empty() {
+        tracing::info!(
+            sources = moved.len(),
+            "credentials moved out of stored clone URLs"
+        );
+    }
+    Ok(())
 }

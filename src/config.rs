@@ -33,6 +33,7 @@ struct FileConfig {
     delivery_backoff_ms: Option<u64>,
     delivery_retention_days: Option<u64>,
     webhook_allow: Option<String>,
+    local_sources: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -67,6 +68,8 @@ pub struct Config {
     pub delivery_retention: Duration,
     /// Internal hosts/networks webhooks may reach (`KILN_WEBHOOK_ALLOW`).
     pub webhook_allow: crate::notify::guard::AllowList,
+    /// Directories under which local git sources are allowed (`KILN_LOCAL_SOURCES`); none by default.
+    pub local_sources: crate::local_sources::LocalSources,
 }
 
 /// Where configuration values come from: a variable lookup, so tests can pass a map instead of the process env.
@@ -234,6 +237,10 @@ impl Config {
         let allow_text = pick("KILN_WEBHOOK_ALLOW", f.webhook_allow).unwrap_or_default();
         let webhook_allow = crate::notify::guard::AllowList::parse(&allow_text)
             .map_err(|e| anyhow::anyhow!("KILN_WEBHOOK_ALLOW: {e}"))?;
+        let local_sources_text = pick("KILN_LOCAL_SOURCES", f.local_sources).unwrap_or_default();
+        let local_sources =
+            crate::local_sources::LocalSources::parse(&local_sources_text, &data_dir)
+                .map_err(|e| anyhow::anyhow!("KILN_LOCAL_SOURCES: {e}"))?;
 
         Ok(Config {
             listen,
@@ -257,6 +264,7 @@ impl Config {
             delivery_backoff: Duration::from_millis(delivery_backoff_ms),
             delivery_retention: Duration::from_secs(delivery_retention_days * 86_400),
             webhook_allow,
+            local_sources,
         })
     }
 
@@ -296,6 +304,35 @@ mod tests {
         assert_eq!(c.public_url, "http://127.0.0.1:8080");
         assert_eq!(c.build_workers, 2);
         assert!(c.admin_token.is_none());
+        assert!(
+            c.local_sources.is_empty(),
+            "no local source is allowed by default"
+        );
+    }
+
+    #[test]
+    fn local_sources_from_env_or_file() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let list = format!("{}:{}:", a.path().display(), b.path().display());
+        let c = Config::resolve(
+            FileConfig::default(),
+            &env(&[("KILN_LOCAL_SOURCES", &list)]),
+        )
+        .unwrap();
+        assert_eq!(c.local_sources.dirs(), [a.path(), b.path()]);
+        let file: FileConfig =
+            toml::from_str(&format!("local_sources = \"{}\"\n", a.path().display())).unwrap();
+        let c = Config::resolve(file, &env(&[])).unwrap();
+        assert_eq!(c.local_sources.dirs(), [a.path()]);
+        let missing = a.path().join("missing");
+        let err = Config::resolve(
+            FileConfig::default(),
+            &env(&[("KILN_LOCAL_SOURCES", &missing.display().to_string())]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().starts_with("KILN_LOCAL_SOURCES: "), "{err}");
+        assert!(err.to_string().contains("missing"), "{err}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod domain;
 pub mod forge;
 pub mod http;
 pub mod ingest;
+pub mod local_sources;
 pub mod notify;
 pub mod registry;
 pub mod retention;

@@ -164,12 +164,13 @@ async fn repo(kiln: &Kiln, ns: &str, name: &str) -> Value {
     body
 }
 
-/// Links a GitHub source whose clone URL points nowhere (no test here waits for a build to run).
+/// Links a GitHub source whose clone URL points nowhere (`.invalid` never resolves; no test here
+/// waits for a build to run).
 async fn link_source(kiln: &Kiln, ns: &str, name: &str) {
     let (s, body) = kiln
         .put(
             &format!("/namespaces/{ns}/repos/{name}/source"),
-            json!({"provider": "github", "clone_url": format!("/nonexistent/{ns}/{name}.git")}),
+            json!({"provider": "github", "clone_url": format!("https://git.invalid/{ns}/{name}.git")}),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "source of {ns}/{name}: {body}");
@@ -1423,9 +1424,9 @@ async fn sources_validate_and_keep_their_secret() {
     // A secret given by the caller: never returned.
     let given = "my-own-webhook-secret-1234";
     for clone_url in [
-        "git@github.com:acme/api.git",
-        "ssh://git@github.com/acme/api.git",
-        "/srv/git/api.git",
+        "https://gitlab.com/acme/api.git",
+        "git://git.example.com/acme/api.git",
+        "http://git.local:3000/acme/api",
     ] {
         let (s, body) = kiln
             .put(
@@ -1476,6 +1477,159 @@ async fn sources_validate_and_keep_their_secret() {
         "not_found",
         None,
     );
+}
+
+/// What kiln can't fetch is refused when the source is set (SSH URLs; local repositories outside
+/// `KILN_LOCAL_SOURCES`, which the harness sets to where the test repositories live), and
+/// credentials embedded in a clone URL are a write-only secret: never in an answer, kept by a PUT
+/// of the same URL without them, dropped when the URL moves to another host.
+#[tokio::test(flavor = "multi_thread")]
+async fn sources_refuse_what_kiln_cannot_fetch_and_keep_credentials_secret() {
+    let (_registry, kiln) = start().await;
+    namespace(&kiln, "acme").await;
+    repo(&kiln, "acme", "api").await;
+    let path = "/namespaces/acme/repos/api/source";
+    let put = |clone_url: String, extra: Value| {
+        let mut body = json!({"provider": "github", "clone_url": clone_url});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        kiln.put(path, body)
+    };
+
+    for (url, https) in [
+        (
+            "git@github.com:acme/api.git",
+            "https://github.com/acme/api.git",
+        ),
+        (
+            "ssh://git@github.com/acme/api.git",
+            "https://github.com/acme/api.git",
+        ),
+        (
+            "ssh://git@git.local:2222/acme/api",
+            "https://git.local/acme/api",
+        ),
+    ] {
+        let got = put(url.into(), json!({})).await;
+        assert_invalid(url, &got, "clone_url", "ssh_not_supported");
+        let message = got.1["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("ssh URLs are not supported") && message.contains(https),
+            "{message}"
+        );
+    }
+    let repo_dir = support::git_repos_root().join("kiln-test-not-a-repo-here");
+    for url in [
+        "/srv/git/api.git".to_string(),
+        "file:///srv/git/api.git".to_string(),
+        format!("file://{}/../..", support::git_repos_root().display()),
+        repo_dir.display().to_string(),
+    ] {
+        let got = put(url.clone(), json!({})).await;
+        assert_invalid(&url, &got, "clone_url", "local_source_not_allowed");
+    }
+    assert_error(
+        "nothing was linked",
+        &kiln.get(path).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        None,
+    );
+    // A local repository where the operator allows them is fine.
+    let git = support::GitRepo::new();
+    let (s, body) = put(git.clone_url(), json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["clone_url"], git.clone_url());
+    assert_eq!(body["has_credentials"], false, "{body}");
+
+    // Credentials: taken out of the URL, never shown again, to anyone.
+    let token = "ghp_apiTestToken0123456789";
+    let with = format!("https://kiln-bot:{token}@github.com/acme/api.git");
+    let (s, body) = put(with.clone(), json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["clone_url"], "https://github.com/acme/api.git");
+    assert_eq!(body["has_credentials"], true);
+    assert!(!body.to_string().contains(token), "{body}");
+    let stored = || async {
+        let (c,): (Option<String>,) = sqlx::query_as("SELECT credentials FROM sources")
+            .fetch_one(&kiln.server.app.db)
+            .await
+            .unwrap();
+        c
+    };
+    assert_eq!(
+        stored().await.as_deref(),
+        Some(&*format!("kiln-bot:{token}"))
+    );
+    let (_, reader) = self::token(
+        &kiln,
+        json!({"name": "reader", "namespace": "acme", "role": "read"}),
+    )
+    .await;
+    for who in [ADMIN_TOKEN, &reader] {
+        for p in [path, "/namespaces/acme/repos/api", "/namespaces/acme/repos"] {
+            let (s, got) = as_token(&kiln, who, Method::GET, p, None).await;
+            assert_eq!(s, StatusCode::OK, "{p}: {got}");
+            assert!(!got.to_string().contains(token), "{p}: {got}");
+        }
+        let (_, got) = as_token(&kiln, who, Method::GET, path, None).await;
+        assert_eq!(got["clone_url"], "https://github.com/acme/api.git");
+        assert_eq!(got["has_credentials"], true);
+    }
+
+    // Kept: the same URL, another path on the same host, another provider.
+    for (url, provider) in [
+        ("https://github.com/acme/api.git", "github"),
+        ("https://GitHub.com/acme/api-renamed.git", "github"),
+        ("https://github.com/acme/api-renamed.git", "gitea"),
+    ] {
+        let (s, body) = kiln
+            .put(path, json!({"provider": provider, "clone_url": url}))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        assert_eq!(body["has_credentials"], true, "{url}: {body}");
+        assert_eq!(
+            stored().await.as_deref(),
+            Some(&*format!("kiln-bot:{token}"))
+        );
+    }
+    // Dropped: another host, or another scheme (never sent anywhere else).
+    for url in [
+        "http://github.com/acme/api.git",
+        "https://gitlab.com/acme/api.git",
+    ] {
+        put(with.clone(), json!({})).await;
+        let (s, body) = put(url.into(), json!({})).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        assert_eq!(body["has_credentials"], false, "{url}: {body}");
+        assert_eq!(stored().await, None);
+    }
+    // Removed on request; asking both to remove and to set is refused.
+    put(with.clone(), json!({})).await;
+    let got = put(with.clone(), json!({"remove_credentials": true})).await;
+    assert_invalid(
+        "remove and set",
+        &got,
+        "remove_credentials",
+        "invalid_value",
+    );
+    assert!(!got.1.to_string().contains(token), "{}", got.1);
+    let (s, body) = put(
+        "https://github.com/acme/api.git".into(),
+        json!({"remove_credentials": true}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["has_credentials"], false);
+    assert_eq!(stored().await, None);
+    // A token alone, percent-encoded characters: kept as written.
+    put("https://to%40ken@github.com/acme/api.git".into(), json!({})).await;
+    assert_eq!(stored().await.as_deref(), Some("to%40ken"));
+    // git:// carries no credentials.
+    let got = put("git://user:pw@git.local/acme/api.git".into(), json!({})).await;
+    assert_invalid("git:// with credentials", &got, "clone_url", "invalid_url");
+    assert!(!got.1.to_string().contains("pw@"), "{}", got.1);
 }
 
 // ---------------------------------------------------------------------------------------------

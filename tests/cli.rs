@@ -820,6 +820,86 @@ async fn webhooks_are_created_updated_and_pruned_and_a_generated_secret_is_print
     );
 }
 
+/// A source's clone URL credentials come from the environment variable `credentials_env` names,
+/// are sent to kiln, and are never printed by `kiln apply`, in any mode; written into the file's
+/// `clone_url`, they are refused without being repeated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_takes_clone_url_credentials_from_the_environment_and_never_prints_them() {
+    const TOKEN: &str = "ghp_applyTestToken0123456789";
+    let s = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("web.toml");
+    let write = |clone_url: &str, credentials_env: &str| {
+        std::fs::write(
+            &file,
+            format!(
+                "[[namespace]]\nname = \"shop\"\n\n[[namespace.repository]]\nname = \"web\"\n\n\
+                 [namespace.repository.source]\nprovider = \"github\"\nclone_url = \"{clone_url}\"\n\
+                 {credentials_env}"
+            ),
+        )
+        .unwrap();
+    };
+    let url = "https://git.invalid/shop/web.git";
+    write(url, "credentials_env = \"WEB_GIT\"\n");
+    let path = file.to_str().unwrap();
+    let credentials = format!("kiln-bot:{TOKEN}");
+    let env = [("WEB_GIT", credentials.as_str())];
+    let mut printed = String::new();
+
+    let r = kiln_env(&s, &["apply", "--dry-run", path], &env).await;
+    printed.push_str(&format!("{}{}", r.ok().stdout, r.stderr));
+    assert!(
+        r.stdout.contains("credentials from $WEB_GIT"),
+        "{}",
+        r.stdout
+    );
+    let r = kiln_env(&s, &["apply", path], &env).await;
+    printed.push_str(&format!("{}{}", r.ok().stdout, r.stderr));
+    let (_, source) = s.kiln.get("/namespaces/shop/repos/web/source").await;
+    assert_eq!(source["clone_url"], url, "{source}");
+    assert_eq!(source["has_credentials"], true, "{source}");
+    let (stored,): (Option<String>,) = sqlx::query_as("SELECT credentials FROM sources")
+        .fetch_one(&s.kiln.server.app.db)
+        .await
+        .unwrap();
+    assert_eq!(stored.as_deref(), Some(credentials.as_str()));
+
+    // Set: nothing to do, the variable not even needed; rotating sends them again.
+    let r = kiln(&s, &["apply", path]).await;
+    assert_eq!(r.ok().stdout, "no changes\n");
+    for args in [
+        &["apply", "--rotate-secrets", "--json", path][..],
+        &["apply", "--rotate-secrets", path],
+    ] {
+        let r = kiln_env(&s, args, &env).await;
+        printed.push_str(&format!("{}{}", r.ok().stdout, r.stderr));
+    }
+    let r = kiln(&s, &["apply", "--rotate-secrets", path]).await;
+    r.failed();
+    assert!(r.stderr.contains("WEB_GIT is not set"), "{}", r.stderr);
+
+    // In the file itself: refused, not repeated, nothing applied.
+    write(
+        &format!("https://kiln-bot:{TOKEN}@git.invalid/shop/other.git"),
+        "",
+    );
+    let before = api_state(&s.kiln).await;
+    for args in [&["apply", path][..], &["apply", "--json", path]] {
+        let r = kiln(&s, args).await;
+        r.failed();
+        assert!(
+            r.stderr
+                .contains("clone_url: credentials never go in a rules file"),
+            "{}",
+            r.stderr
+        );
+        printed.push_str(&format!("{}{}", r.stdout, r.stderr));
+    }
+    assert_eq!(api_state(&s.kiln).await, before);
+    assert!(!printed.contains(TOKEN), "{printed}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_file_lists_every_error_and_nothing_is_applied() {
     let s = start().await;

@@ -109,3 +109,95 @@ async fn every_migration_applies_over_a_database_holding_rows() {
     );
     assert_eq!(kiln::db::tokens::list(&db).await.unwrap().len(), 1);
 }
+
+/// Sources stored before credentials were kept apart hold them in `clone_url`: kiln moves them to
+/// their own column at start (`App::open`), once, and leaves every other URL as it is.
+#[tokio::test]
+async fn credentials_stored_in_clone_urls_are_moved_apart_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("kiln.db").display());
+    let pool = sqlx::SqlitePool::connect_with(
+        SqliteConnectOptions::from_str(&url)
+            .unwrap()
+            .create_if_missing(true),
+    )
+    .await
+    .unwrap();
+    kiln::db::MIGRATOR.run_to(3, &pool).await.unwrap();
+    sqlx::query("INSERT INTO namespaces (id, name, created_at) VALUES ('n1', 'acme', '2026-01-01T00:00:00.000000Z')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let sources = [
+        ("r1", "https://kiln-bot:s3cr3t@github.com/acme/a.git"),
+        ("r2", "http://ghp_token%2F1@git.local:3000/acme/b"),
+        ("r3", "https://github.com/acme/x@y.git"),
+        ("r4", "git@github.com:acme/d.git"),
+        ("r5", "/srv/git/e.git"),
+        ("r6", "ssh://git@github.com/acme/f.git"),
+    ];
+    for (id, clone_url) in sources {
+        sqlx::query(
+            "INSERT INTO repositories (id, namespace_id, name, created_at, updated_at) \
+             VALUES (?, 'n1', ?, '2026-01-01T00:00:00.000000Z', '2026-01-01T00:00:00.000000Z')",
+        )
+        .bind(id)
+        .bind(format!("repo-{id}"))
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO sources (repository_id, provider, clone_url, match_url, webhook_secret, created_at) \
+             VALUES (?, 'github', ?, ?, 's3cret-s3cret-s3cret', '2026-01-01T00:00:00.000000Z')",
+        )
+        .bind(id)
+        .bind(clone_url)
+        .bind(kiln::forge::normalize_url(clone_url))
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    pool.close().await;
+
+    let want = [
+        (
+            "r1",
+            "https://github.com/acme/a.git",
+            Some("kiln-bot:s3cr3t"),
+        ),
+        ("r2", "http://git.local:3000/acme/b", Some("ghp_token%2F1")),
+        ("r3", "https://github.com/acme/x@y.git", None),
+        ("r4", "git@github.com:acme/d.git", None),
+        ("r5", "/srv/git/e.git", None),
+        ("r6", "ssh://git@github.com/acme/f.git", None),
+    ];
+    // Twice: the second start finds nothing to do and changes nothing.
+    for moved in [2, 0] {
+        let db = kiln::db::connect(&url).await.unwrap();
+        let urls = kiln::db::sources::move_embedded_credentials(&db)
+            .await
+            .unwrap();
+        assert_eq!(urls.len(), moved, "{urls:?}");
+        for (id, clone_url, credentials) in want {
+            let source = kiln::db::sources::for_repo(&db, id)
+                .await
+                .unwrap()
+                .expect("source kept");
+            assert_eq!(source.clone_url, clone_url, "{id}");
+            assert_eq!(source.credentials.as_deref(), credentials, "{id}");
+            assert_eq!(source.webhook_secret, "s3cret-s3cret-s3cret");
+            assert!(!format!("{source:?}").contains("s3cr3t"), "{source:?}");
+        }
+        // Hooks still find them by their normalized URL.
+        let found = kiln::db::sources::candidates(
+            &db,
+            "github",
+            &["https://github.com/acme/a".to_string()],
+        )
+        .await
+        .unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].repository_id, "r1");
+        db.close().await;
+    }
+}

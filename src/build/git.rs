@@ -5,13 +5,22 @@ use std::cmp::Ordering;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use git2::{AutotagOption, ErrorCode, FetchOptions, FetchPrune, ObjectType, Oid, Repository};
+use git2::{
+    AutotagOption, Cred, CredentialType, ErrorCode, FetchOptions, FetchPrune, ObjectType, Oid,
+    RemoteCallbacks, Repository,
+};
 use sha2::{Digest, Sha256};
+
+use crate::domain::clone_url::{CloneUrl, Credentials, host_of};
+use crate::forge::display_url;
+use crate::local_sources::LocalSources;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
     #[error("cannot fetch {url}: {message}")]
     Fetch { url: String, message: String },
+    #[error("refused to fetch {url}: {reason}")]
+    Refused { url: String, reason: String },
     #[error("commit {0} not found in the repository")]
     CommitNotFound(String),
     #[error("{sha} is a tag of a {kind}, not of a commit")]
@@ -29,41 +38,119 @@ pub enum GitError {
 const REFSPECS: [&str; 2] = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"];
 
 /// Directory of the bare mirror for a clone URL under `mirrors_root`:
-/// `{root}/{first 16 hex of sha256(url)}.git`.
+/// `{root}/{first 16 hex of sha256(url)}.git`. The URL is the source's stored one, which never
+/// holds credentials.
 pub fn mirror_path(mirrors_root: &Path, clone_url: &str) -> PathBuf {
     let digest = hex::encode(Sha256::digest(clone_url.as_bytes()));
     mirrors_root.join(format!("{}.git", &digest[..16]))
 }
 
+/// Where a mirror fetches from, checked. Only [`Remote::resolve`] makes one, so every fetch has
+/// passed the same checks as the API: a scheme kiln can fetch and, for a local repository, a real
+/// path under `KILN_LOCAL_SOURCES`.
+pub struct Remote {
+    /// What libgit2 is given: the URL without credentials, or `file://` and the resolved path.
+    fetch_url: String,
+    /// The URL for messages: as stored, without credentials.
+    shown: String,
+    /// The host credentials are for (they are offered to no other, e.g. after a redirect).
+    host: Option<String>,
+    credentials: Option<Credentials>,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote")
+            .field("fetch_url", &self.fetch_url)
+            .field("has_credentials", &self.credentials.is_some())
+            .finish()
+    }
+}
+
+impl Remote {
+    /// Checks a source's clone URL (as stored) with its credentials (the user info kept apart;
+    /// any left in the URL are taken out too) at fetch time. A local repository is resolved now,
+    /// and the fetch uses the resolved path: what was checked is what is read. Blocking (it looks
+    /// at the disk).
+    pub fn resolve(
+        clone_url: &str,
+        credentials: Option<&str>,
+        local_sources: &LocalSources,
+    ) -> Result<Remote, GitError> {
+        let parsed = CloneUrl::parse(clone_url).map_err(|e| GitError::Refused {
+            url: display_url(clone_url),
+            reason: e.message,
+        })?;
+        match parsed {
+            CloneUrl::Remote {
+                url,
+                credentials: in_url,
+            } => Ok(Remote {
+                host: host_of(&url),
+                credentials: credentials.and_then(Credentials::from_userinfo).or(in_url),
+                fetch_url: url.clone(),
+                shown: url,
+            }),
+            CloneUrl::Local { url, path } => {
+                let real = local_sources
+                    .resolve(&path)
+                    .map_err(|e| GitError::Refused {
+                        url: url.clone(),
+                        reason: e.to_string(),
+                    })?;
+                Ok(Remote {
+                    fetch_url: file_url(&real),
+                    shown: url,
+                    host: None,
+                    credentials: None,
+                })
+            }
+        }
+    }
+
+    /// The URL as shown: without credentials.
+    pub fn url(&self) -> &str {
+        &self.shown
+    }
+}
+
+/// `file://` and the path, percent-encoded (libgit2 decodes it), so that no character in the
+/// path (`:`, `%`, `?`) changes how it is read.
+fn file_url(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut url = String::from("file://");
+    for &byte in path.as_os_str().as_bytes() {
+        if byte.is_ascii_alphanumeric() || b"/._-~".contains(&byte) {
+            url.push(byte as char);
+        } else {
+            url.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    url
+}
+
 /// Open or create (init bare) the mirror, then fetch `+refs/heads/*:refs/heads/*` and
-/// `+refs/tags/*:refs/tags/*` with prune from `clone_url`. Works with https://, file:// and
-/// plain local paths (a full fetch: shallow fetch is not supported by the local transport).
+/// `+refs/tags/*:refs/tags/*` with prune from `remote`. Works with https://, http://, git:// and
+/// local repositories (a full fetch: shallow fetch is not supported by the local transport).
 ///
 /// A mirror that can't be opened (left half-made by a crash) is removed and made again; a new
 /// mirror is made in a temporary directory beside it and renamed into place, so it is never
 /// seen half-made. A fetch that fails on a lock file left by a crashed fetch removes the
 /// stale locks and tries once more (the caller holds the per-mirror lock, so no other fetch
 /// owns them). The URL is used as an anonymous remote: it is never written to the mirror's
-/// config. Errors carry one line, with any `user:password@` taken out of the URL.
-pub fn fetch_mirror(mirror: &Path, clone_url: &str) -> Result<Repository, GitError> {
-    // libgit2 takes a local path that doesn't exist for a URL and says "unsupported URL
-    // protocol": say what is wrong instead.
-    if is_local_path(clone_url) && !Path::new(clone_url).exists() {
-        return Err(GitError::Fetch {
-            url: clone_url.to_string(),
-            message: "no such file or directory".to_string(),
-        });
-    }
+/// config; credentials are given to git only when the server asks for them, only for the
+/// source's own host. Errors carry one line, without the credentials.
+pub fn fetch_mirror(mirror: &Path, remote: &Remote) -> Result<Repository, GitError> {
     let repo = open_or_init(mirror)?;
-    let fetched = match fetch_into(&repo, clone_url) {
+    let fetched = match fetch_into(&repo, remote) {
         Err(error) if is_lock_error(&error) => {
             tracing::warn!(mirror = %mirror.display(), "removing stale lock files left in the mirror");
             remove_stale_locks(mirror);
-            fetch_into(&repo, clone_url)
+            fetch_into(&repo, remote)
         }
         other => other,
     };
-    fetched.map_err(|error| fetch_error(clone_url, &error))?;
+    fetched.map_err(|error| fetch_error(remote, &error))?;
     Ok(repo)
 }
 
@@ -73,26 +160,46 @@ fn is_lock_error(error: &git2::Error) -> bool {
     error.code() == ErrorCode::Locked || error.message().starts_with("failed to lock file")
 }
 
-/// A plain path rather than a URL: no `scheme://`, and not git's scp-like `host:path` (a `:`
-/// before any `/`).
-fn is_local_path(clone_url: &str) -> bool {
-    if clone_url.contains("://") {
-        return false;
-    }
-    match (clone_url.find(':'), clone_url.find('/')) {
-        (Some(colon), Some(slash)) => slash < colon,
-        (Some(_), None) => false,
-        (None, _) => true,
-    }
-}
-
-fn fetch_into(repo: &Repository, clone_url: &str) -> Result<(), git2::Error> {
-    let mut remote = repo.remote_anonymous(clone_url)?;
+fn fetch_into(repo: &Repository, remote: &Remote) -> Result<(), git2::Error> {
+    let mut anonymous = repo.remote_anonymous(&remote.fetch_url)?;
+    let mut callbacks = RemoteCallbacks::new();
+    let mut offered = false;
+    callbacks.credentials(|url, _username, allowed| {
+        let refuse = |message: String| Err(git2::Error::from_str(&message));
+        let Some(credentials) = &remote.credentials else {
+            return refuse(
+                "the server asks for credentials and the source has none (give them in its \
+                 clone_url, as https://user:token@host/path; kiln keeps them secret)"
+                    .into(),
+            );
+        };
+        let asking = host_of(url);
+        if asking.is_none() || asking != remote.host {
+            return refuse(format!(
+                "{} asks for credentials: the source's are only sent to {}",
+                asking.as_deref().unwrap_or("another server"),
+                remote.host.as_deref().unwrap_or("its own host")
+            ));
+        }
+        if offered {
+            return refuse("the server refused the source's credentials".into());
+        }
+        if !allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
+            return refuse(
+                "the server asks for a kind of authentication kiln does not support (only a \
+                 user name and a password or token)"
+                    .into(),
+            );
+        }
+        offered = true;
+        Cred::userpass_plaintext(&credentials.username(), &credentials.password())
+    });
     let mut options = FetchOptions::new();
     options
+        .remote_callbacks(callbacks)
         .prune(FetchPrune::On)
         .download_tags(AutotagOption::None);
-    remote.fetch(&REFSPECS, Some(&mut options), None)
+    anonymous.fetch(&REFSPECS, Some(&mut options), None)
 }
 
 fn open_or_init(mirror: &Path) -> Result<Repository, GitError> {
@@ -180,13 +287,11 @@ fn remove_stale_locks(mirror: &Path) {
 }
 
 /// The fetch error for a log line or an API answer: the URL without credentials, the message
-/// on one line, and neither the user:password nor the password anywhere in it.
-fn fetch_error(clone_url: &str, error: &git2::Error) -> GitError {
-    let (url, secrets) = redact_url(clone_url);
+/// on one line, and none of the credentials anywhere in it.
+fn fetch_error(remote: &Remote, error: &git2::Error) -> GitError {
     let mut message = error.message().to_string();
-    if !secrets.is_empty() {
-        message = message.replace(clone_url, &url);
-        for secret in &secrets {
+    if let Some(credentials) = &remote.credentials {
+        for secret in credentials.secrets() {
             message = message.replace(secret.as_str(), "***");
         }
     }
@@ -194,62 +299,10 @@ fn fetch_error(clone_url: &str, error: &git2::Error) -> GitError {
     if message.is_empty() {
         message = format!("{:?} error", error.class());
     }
-    GitError::Fetch { url, message }
-}
-
-/// The URL without its `userinfo@`, and the strings that must not be shown (the userinfo, the
-/// password, and its percent-decoded form).
-fn redact_url(url: &str) -> (String, Vec<String>) {
-    let Some(scheme_end) = url.find("://") else {
-        return (url.to_string(), Vec::new());
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return (url.to_string(), Vec::new());
-    };
-    let userinfo = &authority[..at];
-    let redacted = format!(
-        "{}://{}{}",
-        &url[..scheme_end],
-        &authority[at + 1..],
-        &rest[authority_end..]
-    );
-    let mut secrets = vec![format!("{userinfo}@"), userinfo.to_string()];
-    // The password, or a lone user name (a token is often passed as the user name).
-    let secret = userinfo
-        .split_once(':')
-        .map_or(userinfo, |(_, password)| password);
-    if !secret.is_empty() {
-        secrets.push(secret.to_string());
-        let decoded = percent_decode(secret);
-        if decoded != secret && !decoded.is_empty() {
-            secrets.push(decoded);
-        }
+    GitError::Fetch {
+        url: remote.shown.clone(),
+        message,
     }
-    secrets.retain(|s| !s.is_empty());
-    (redacted, secrets)
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(byte) = text
-                .get(i + 1..i + 3)
-                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-        {
-            out.push(byte);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The commit at an exact 40-hex sha (or an unambiguous prefix ≥ 7). A sha naming an annotated
@@ -438,6 +491,16 @@ mod tests {
             format!("file://{}", self.path().display())
         }
 
+        /// The forge as a source: its file:// URL, its directory allowed.
+        fn remote(&self) -> Remote {
+            remote(&self.file_url(), self.dir.path())
+        }
+
+        /// The same, named by its plain path.
+        fn remote_at_path(&self) -> Remote {
+            remote(&self.path().display().to_string(), self.dir.path())
+        }
+
         /// Commits `files` on top of `branch` (created if missing) at `time`, returns the oid.
         fn commit(&self, branch: &str, files: &[(&str, &str)], message: &str, time: i64) -> Oid {
             let refname = format!("refs/heads/{branch}");
@@ -498,6 +561,12 @@ mod tests {
         tempfile::tempdir().unwrap()
     }
 
+    /// `url` checked as kiln checks a source, with local repositories allowed under `allowed`.
+    fn remote(url: &str, allowed: &Path) -> Remote {
+        let local = LocalSources::new(vec![allowed.to_path_buf()], None);
+        Remote::resolve(url, None, &local).unwrap()
+    }
+
     #[test]
     fn mirror_path_is_a_hash_of_the_url() {
         let root = Path::new("/var/lib/kiln/mirrors");
@@ -516,7 +585,7 @@ mod tests {
         let root = mirrors();
         let mirror = mirror_path(root.path(), &forge.path().display().to_string());
 
-        let repo = fetch_mirror(&mirror, forge.path().to_str().unwrap()).unwrap();
+        let repo = fetch_mirror(&mirror, &forge.remote_at_path()).unwrap();
         assert!(repo.is_bare());
         assert_eq!(repo.path(), mirror.join("").as_path());
         assert_eq!(branch_head(&repo, "main").unwrap(), first);
@@ -531,7 +600,7 @@ mod tests {
         );
         let feature = forge.commit("feature/x", &[("x", "x")], "feature", 1_700_000_200);
         drop(repo);
-        let repo = fetch_mirror(&mirror, forge.path().to_str().unwrap()).unwrap();
+        let repo = fetch_mirror(&mirror, &forge.remote_at_path()).unwrap();
         assert_eq!(branch_head(&repo, "main").unwrap(), second);
         assert_eq!(branch_head(&repo, "feature/x").unwrap(), feature);
         assert_eq!(find_commit(&repo, &first.to_string()).unwrap(), first);
@@ -544,7 +613,7 @@ mod tests {
         let first = forge.commit("main", &[("a", "1")], "first", 1_700_000_000);
         let root = mirrors();
         let mirror = mirror_path(root.path(), &forge.file_url());
-        let repo = fetch_mirror(&mirror, &forge.file_url()).unwrap();
+        let repo = fetch_mirror(&mirror, &forge.remote()).unwrap();
         assert_eq!(branch_head(&repo, "main").unwrap(), first);
 
         // Rewrite main to an unrelated commit (a force push).
@@ -555,7 +624,7 @@ mod tests {
             .delete()
             .unwrap();
         let rewritten = forge.commit("main", &[("b", "2")], "rewritten", 1_700_000_500);
-        let repo = fetch_mirror(&mirror, &forge.file_url()).unwrap();
+        let repo = fetch_mirror(&mirror, &forge.remote()).unwrap();
         assert_eq!(branch_head(&repo, "main").unwrap(), rewritten);
     }
 
@@ -567,7 +636,7 @@ mod tests {
         forge.lightweight_tag("v0.1", main);
         let root = mirrors();
         let mirror = mirror_path(root.path(), &forge.file_url());
-        let repo = fetch_mirror(&mirror, &forge.file_url()).unwrap();
+        let repo = fetch_mirror(&mirror, &forge.remote()).unwrap();
         assert!(branch_head(&repo, "doomed").is_ok());
         assert_eq!(newest_tag(&repo, |_| true).unwrap().0, "v0.1");
 
@@ -578,7 +647,7 @@ mod tests {
             .delete()
             .unwrap();
         forge.repo.tag_delete("v0.1").unwrap();
-        let repo = fetch_mirror(&mirror, &forge.file_url()).unwrap();
+        let repo = fetch_mirror(&mirror, &forge.remote()).unwrap();
         assert!(matches!(
             branch_head(&repo, "doomed"),
             Err(GitError::BranchNotFound(name)) if name == "doomed"
@@ -628,7 +697,8 @@ mod tests {
 
         let root = mirrors();
         let url = format!("file://{}", work.display());
-        let repo = fetch_mirror(&mirror_path(root.path(), &url), &url).unwrap();
+        let repo =
+            fetch_mirror(&mirror_path(root.path(), &url), &remote(&url, dir.path())).unwrap();
         let head = Oid::from_str(&head).unwrap();
         assert_eq!(branch_head(&repo, "main").unwrap(), head);
         assert_eq!(
@@ -771,7 +841,7 @@ mod tests {
         let tag_object = forge.repo.refname_to_id("refs/tags/v1.0.0").unwrap();
         let mirrors = mirrors();
         let mirror = mirror_path(mirrors.path(), &forge.file_url());
-        let repo = fetch_mirror(&mirror, &forge.file_url()).unwrap();
+        let repo = fetch_mirror(&mirror, &forge.remote()).unwrap();
         assert_eq!(find_commit(&repo, &tag_object.to_string()).unwrap(), oid);
     }
 
@@ -879,46 +949,117 @@ mod tests {
     }
 
     #[test]
-    fn fetching_a_missing_repository_gives_a_readable_error() {
+    fn a_refused_source_fetches_nothing() {
+        let forge = Forge::new();
+        forge.commit("main", &[("a", "1")], "c", 1_700_000_000);
+        let elsewhere = tempfile::tempdir().unwrap();
         let root = mirrors();
-        let gone = root.path().join("no-such-repo.git");
-        for url in [
-            gone.display().to_string(),
-            format!("file://{}", gone.display()),
-        ] {
-            let error = fetch_mirror(&mirror_path(root.path(), &url), &url)
-                .err()
-                .expect("the fetch fails");
-            let GitError::Fetch {
-                url: shown,
-                message,
-            } = &error
-            else {
-                panic!("expected a fetch error, got {error:?}");
+        let gone = forge.dir.path().join("no-such-repo.git");
+        let forge_path = forge.path().display().to_string();
+        let link = elsewhere.path().join("link.git");
+        std::os::unix::fs::symlink(forge.path(), &link).unwrap();
+        let only_elsewhere = LocalSources::new(vec![elsewhere.path().to_path_buf()], None);
+        let cases = [
+            (forge.file_url(), &only_elsewhere, "not a repository under"),
+            (
+                forge_path.clone(),
+                &only_elsewhere,
+                "not a repository under",
+            ),
+            (
+                link.display().to_string(),
+                &only_elsewhere,
+                "not a repository under",
+            ),
+            (
+                format!("{}/../{}", elsewhere.path().display(), forge_path),
+                &only_elsewhere,
+                "not a repository under",
+            ),
+            (
+                gone.display().to_string(),
+                &only_elsewhere,
+                "not a repository under",
+            ),
+            (
+                forge.file_url(),
+                &LocalSources::default(),
+                "KILN_LOCAL_SOURCES",
+            ),
+            (
+                "git@github.com:org/app.git".to_string(),
+                &only_elsewhere,
+                "ssh URLs are not supported",
+            ),
+            (
+                "ssh://git@host/org/app.git".to_string(),
+                &only_elsewhere,
+                "ssh URLs",
+            ),
+        ];
+        for (url, allowed, reason) in cases {
+            let error = Remote::resolve(&url, None, allowed).unwrap_err();
+            let GitError::Refused { url: shown, .. } = &error else {
+                panic!("{url}: expected a refusal, got {error:?}");
             };
-            assert_eq!(shown, &url);
-            assert!(!message.is_empty());
-            assert!(!message.contains('\n'));
+            assert_eq!(shown, &display_url(&url));
             let text = error.to_string();
-            assert!(text.starts_with(&format!("cannot fetch {url}: ")), "{text}");
-            assert!(text.contains("no-such-repo"), "{text}");
             assert!(
-                message.to_lowercase().contains("no such file or directory"),
+                text.starts_with(&format!("refused to fetch {shown}: ")),
                 "{text}"
             );
+            assert!(text.contains(reason), "{text}");
+            assert!(!text.contains('\n'), "{text}");
         }
+        // Nothing was made: the refusal comes before the mirror.
+        assert_eq!(fs::read_dir(root.path()).unwrap().count(), 0);
+        // Allowed, the same link is read at its real place.
+        let allowed = LocalSources::new(vec![forge.dir.path().to_path_buf()], None);
+        let remote = Remote::resolve(&link.display().to_string(), None, &allowed).unwrap();
+        assert_eq!(remote.url(), link.display().to_string());
+        assert_eq!(
+            remote.fetch_url,
+            file_url(&fs::canonicalize(forge.path()).unwrap())
+        );
+        let remote = Remote::resolve(&forge_path, None, &allowed).unwrap();
+        assert_eq!(remote.url(), forge_path);
+        let mirror = mirror_path(root.path(), &forge_path);
+        assert!(branch_head(&fetch_mirror(&mirror, &remote).unwrap(), "main").is_ok());
+    }
+
+    #[test]
+    fn a_local_repository_is_fetched_from_its_real_path() {
+        // Characters that mean something in a URL or to libgit2's transport lookup.
+        let dir = tempfile::tempdir().unwrap();
+        let odd = dir.path().join("a:b%41?#c.git");
+        let forge = Forge::new();
+        let head = forge.commit("main", &[("a", "1")], "c", 1_700_000_000);
+        fs::rename(forge.path(), &odd).unwrap();
+        let allowed = LocalSources::new(vec![dir.path().to_path_buf()], None);
+        let root = mirrors();
+        let remote = Remote::resolve(&odd.display().to_string(), None, &allowed).unwrap();
+        let repo = fetch_mirror(&mirror_path(root.path(), "x"), &remote).unwrap();
+        assert_eq!(branch_head(&repo, "main").unwrap(), head);
+        assert_eq!(file_url(Path::new("/a:b/%/é")), "file:///a%3Ab/%25/%C3%A9");
     }
 
     #[test]
     fn credentials_never_show_in_fetch_errors() {
         let root = mirrors();
+        let none = LocalSources::default();
         // Port 1 on the loopback address: nothing listens, the connection is refused.
-        for url in [
-            "https://kiln-bot:s3cr3t-pa55@127.0.0.1:1/org/app.git",
-            "https://ghp_tokenvalue123@127.0.0.1:1/org/app.git",
-            "http://user:p%40ss%2Fword@127.0.0.1:1/org/app.git",
+        for (url, stored) in [
+            ("https://kiln-bot:s3cr3t-pa55@127.0.0.1:1/org/app.git", None),
+            ("https://ghp_tokenvalue123@127.0.0.1:1/org/app.git", None),
+            ("http://user:p%40ss%2Fword@127.0.0.1:1/org/app.git", None),
+            (
+                "https://127.0.0.1:1/org/app.git",
+                Some("kiln-bot:s3cr3t-pa55"),
+            ),
         ] {
-            let error = fetch_mirror(&mirror_path(root.path(), url), url)
+            let remote = Remote::resolve(url, stored, &none).unwrap();
+            assert!(!format!("{remote:?}").contains("s3cr3t"), "{remote:?}");
+            let error = fetch_mirror(&mirror_path(root.path(), remote.url()), &remote)
                 .err()
                 .expect("the fetch fails");
             let text = format!("{error} {error:?}");
@@ -941,39 +1082,6 @@ mod tests {
     }
 
     #[test]
-    fn local_paths_and_urls() {
-        for path in ["/srv/git/app.git", "./app", "app.git", "../x:y/z"] {
-            assert!(is_local_path(path), "{path}");
-        }
-        for url in [
-            "https://host/x.git",
-            "file:///srv/x.git",
-            "git@github.com:org/x.git",
-            "host:x.git",
-        ] {
-            assert!(!is_local_path(url), "{url}");
-        }
-    }
-
-    #[test]
-    fn redacting_urls() {
-        let cases = [
-            ("https://u:p@host/x.git", "https://host/x.git"),
-            (
-                "https://token@host:8443/x.git?a=b",
-                "https://host:8443/x.git?a=b",
-            ),
-            ("https://host/x@y.git", "https://host/x@y.git"),
-            ("file:///srv/git/x.git", "file:///srv/git/x.git"),
-            ("/srv/git/x.git", "/srv/git/x.git"),
-            ("git@github.com:org/x.git", "git@github.com:org/x.git"),
-        ];
-        for (url, redacted) in cases {
-            assert_eq!(redact_url(url).0, redacted, "{url}");
-        }
-    }
-
-    #[test]
     fn a_broken_mirror_is_made_again() {
         let forge = Forge::new();
         let head = forge.commit("main", &[("a", "1")], "c", 1_700_000_000);
@@ -981,13 +1089,13 @@ mod tests {
         let mirror = mirror_path(root.path(), &forge.file_url());
         // A crash left an empty directory, then one with only a stray file.
         fs::create_dir_all(&mirror).unwrap();
-        let repo = fetch_mirror(&mirror, &forge.file_url()).unwrap();
+        let repo = fetch_mirror(&mirror, &forge.remote()).unwrap();
         assert_eq!(branch_head(&repo, "main").unwrap(), head);
         drop(repo);
         fs::remove_dir_all(&mirror).unwrap();
         fs::create_dir_all(&mirror).unwrap();
         fs::write(mirror.join("HEAD"), "garbage").unwrap();
-        let repo = fetch_mirror(&mirror, &forge.file_url()).unwrap();
+        let repo = fetch_mirror(&mirror, &forge.remote()).unwrap();
         assert_eq!(branch_head(&repo, "main").unwrap(), head);
         // No staging directory is left beside the mirror.
         let leftovers: Vec<_> = fs::read_dir(root.path()).unwrap().flatten().collect();
@@ -1000,11 +1108,11 @@ mod tests {
         forge.commit("main", &[("a", "1")], "c", 1_700_000_000);
         let root = mirrors();
         let mirror = mirror_path(root.path(), &forge.file_url());
-        fetch_mirror(&mirror, &forge.file_url()).unwrap();
+        fetch_mirror(&mirror, &forge.remote()).unwrap();
         let head = forge.commit("main", &[("a", "2")], "c2", 1_700_000_100);
         // A crashed fetch left the lock of the ref it was updating.
         fs::write(mirror.join("refs/heads/main.lock"), "").unwrap();
-        let repo = fetch_mirror(&mirror, &forge.file_url()).unwrap();
+        let repo = fetch_mirror(&mirror, &forge.remote()).unwrap();
         assert_eq!(branch_head(&repo, "main").unwrap(), head);
         assert!(!mirror.join("refs/heads/main.lock").exists());
     }

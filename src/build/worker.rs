@@ -217,11 +217,21 @@ async fn execute(app: &App, build: &BuildRow, log: &mut BuildLog) -> Result<Push
     let guard = lock.lock().await;
     let target = {
         let build = build.clone();
-        let url = source.clone_url.clone();
         let mirror: PathBuf = mirror.clone();
-        tokio::task::spawn_blocking(move || resolve_target(&mirror, &url, &build, rule.as_ref()))
-            .await
-            .map_err(|e| format!("the fetch task failed: {e}"))??
+        let local_sources = app.config.local_sources.clone();
+        tokio::task::spawn_blocking(move || {
+            // Checked again now (KILN_LOCAL_SOURCES, the scheme): nothing is fetched from a source
+            // the API would refuse today.
+            let remote = git::Remote::resolve(
+                &source.clone_url,
+                source.credentials.as_deref(),
+                &local_sources,
+            )
+            .map_err(|e| e.to_string())?;
+            resolve_target(&mirror, &remote, &build, rule.as_ref())
+        })
+        .await
+        .map_err(|e| format!("the fetch task failed: {e}"))??
     };
     drop(guard);
     if let Some(tag_object) = &target.peeled_from {
@@ -301,11 +311,11 @@ async fn execute(app: &App, build: &BuildRow, log: &mut BuildLog) -> Result<Push
 /// Blocking: fetch the mirror, find the exact commit, decide the tag, tar the context.
 fn resolve_target(
     mirror: &std::path::Path,
-    url: &str,
+    remote: &git::Remote,
     build: &BuildRow,
     rule: Option<&RuleSpec>,
 ) -> Result<Target, String> {
-    let repo = git::fetch_mirror(mirror, url).map_err(|e| e.to_string())?;
+    let repo = git::fetch_mirror(mirror, remote).map_err(|e| e.to_string())?;
     let (git_ref, oid): (String, git2::Oid) = match (&build.commit_sha, build.git_ref.as_str()) {
         (Some(sha), r) => (
             r.to_string(),
@@ -429,13 +439,17 @@ mod tests {
             }
         }
 
-        fn url(&self) -> String {
-            format!("file://{}", self.dir.path().join("source.git").display())
+        /// The source as the worker fetches it: its own directory allowed as a local source.
+        fn remote(&self) -> git::Remote {
+            let url = format!("file://{}", self.dir.path().join("source.git").display());
+            let allowed =
+                crate::local_sources::LocalSources::new(vec![self.dir.path().to_path_buf()], None);
+            git::Remote::resolve(&url, None, &allowed).unwrap()
         }
 
         fn resolve(&self, build: &BuildRow, rule: Option<&RuleSpec>) -> Result<Target, String> {
             let mirror = self.dir.path().join("mirror.git");
-            resolve_target(&mirror, &self.url(), build, rule)
+            resolve_target(&mirror, &self.remote(), build, rule)
         }
     }
 
@@ -537,7 +551,7 @@ mod tests {
         assert!(error.contains(&sha7(source.commit)), "{error}");
 
         let mirror = source.dir.path().join("mirror.git");
-        let tree_tag = git::fetch_mirror(&mirror, &source.url())
+        let tree_tag = git::fetch_mirror(&mirror, &source.remote())
             .unwrap()
             .refname_to_id("refs/tags/tree-tag")
             .unwrap()

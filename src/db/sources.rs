@@ -9,6 +9,9 @@ pub struct SourceRow {
     /// Needed in clear to verify HMAC signatures; never returned by the API after creation, never logged.
     pub webhook_secret: String,
     pub created_at: String,
+    /// The user info taken out of the clone URL (`user:password` or a token, percent-encoded), given to
+    /// git when it asks; never returned by the API, never logged, never put back into a URL.
+    pub credentials: Option<String>,
 }
 
 impl std::fmt::Debug for SourceRow {
@@ -18,6 +21,10 @@ impl std::fmt::Debug for SourceRow {
             .field("provider", &self.provider)
             .field("clone_url", &self.clone_url)
             .field("webhook_secret", &"[redacted]")
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|_| "[redacted]"),
+            )
             .finish()
     }
 }
@@ -28,24 +35,62 @@ pub struct NewSource<'a> {
     pub clone_url: &'a str,
     pub match_url: &'a str,
     pub webhook_secret: &'a str,
+    /// The clone URL's credentials, kept apart from it (`clone_url` holds none).
+    pub credentials: Option<&'a str>,
 }
 
 /// Creates or replaces the repository's one source.
 pub async fn upsert(db: &Db, s: &NewSource<'_>) -> Result<SourceRow, sqlx::Error> {
     sqlx::query_as(
-        "INSERT INTO sources (repository_id, provider, clone_url, match_url, webhook_secret, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?) \
+        "INSERT INTO sources (repository_id, provider, clone_url, match_url, webhook_secret, credentials, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?) \
          ON CONFLICT (repository_id) DO UPDATE SET provider = excluded.provider, clone_url = excluded.clone_url, \
-         match_url = excluded.match_url, webhook_secret = excluded.webhook_secret RETURNING *",
+         match_url = excluded.match_url, webhook_secret = excluded.webhook_secret, \
+         credentials = excluded.credentials RETURNING *",
     )
     .bind(s.repository_id)
     .bind(s.provider)
     .bind(s.clone_url)
     .bind(s.match_url)
     .bind(s.webhook_secret)
+    .bind(s.credentials)
     .bind(now())
     .fetch_one(db)
     .await
+}
+
+/// Takes the credentials out of clone URLs stored with them (`https://user:token@host/…`, as every
+/// source was stored before they were kept apart) into the `credentials` column. Idempotent: kiln
+/// runs it at every start; a row is changed only if its URL is still the one read. Returns the URLs
+/// as they were (with their credentials) of the rows changed.
+pub async fn move_embedded_credentials(db: &Db) -> Result<Vec<String>, sqlx::Error> {
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT repository_id, clone_url FROM sources WHERE clone_url LIKE '%@%'")
+            .fetch_all(db)
+            .await?;
+    let mut moved = Vec::new();
+    for (repository_id, clone_url) in rows {
+        let Some((url, credentials)) =
+            crate::domain::clone_url::split_embedded_credentials(&clone_url)
+        else {
+            continue;
+        };
+        let changed = sqlx::query(
+            "UPDATE sources SET clone_url = ?, credentials = ? \
+             WHERE repository_id = ? AND clone_url = ?",
+        )
+        .bind(&url)
+        .bind(credentials.userinfo())
+        .bind(&repository_id)
+        .bind(&clone_url)
+        .execute(db)
+        .await?
+        .rows_affected();
+        if changed > 0 {
+            moved.push(clone_url);
+        }
+    }
+    Ok(moved)
 }
 
 pub async fn for_repo(db: &Db, repository_id: &str) -> Result<Option<SourceRow>, sqlx::Error> {

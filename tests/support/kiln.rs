@@ -19,7 +19,8 @@ pub struct Kiln {
 }
 
 impl Kiln {
-    /// Starts kiln pushing to `registry`, with `extra` KILN_* variables on top of the test defaults.
+    /// Starts kiln pushing to `registry`, with `extra` KILN_* variables on top of the test defaults
+    /// (`KILN_LOCAL_SOURCES` allows [`super::git_repos_root`]; an empty value in `extra` unsets it).
     pub async fn start(registry: &Registry, extra: &[(&str, &str)]) -> Kiln {
         let data_dir = tempfile::tempdir().expect("temp dir");
         Self::start_in(registry, extra, data_dir).await
@@ -39,6 +40,11 @@ impl Kiln {
         );
         vars.insert("KILN_REGISTRY".into(), registry.addr.clone());
         vars.insert("KILN_ADMIN_TOKEN".into(), ADMIN_TOKEN.into());
+        // The test repositories ([`GitRepo`]) are local: allow their directory, and only it.
+        vars.insert(
+            "KILN_LOCAL_SOURCES".into(),
+            super::git_repos_root().display().to_string(),
+        );
         for (k, v) in extra {
             vars.insert(k.to_string(), v.to_string());
         }

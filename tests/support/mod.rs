@@ -9,11 +9,14 @@
 //! - [`Registry`] runs a CNCF Distribution registry (`docker-registry serve`) on a free loopback
 //!   port, optionally sending its notifications somewhere; it is stopped when dropped.
 //! - [`GitRepo`] is a bare repository (what kiln clones from, as a `file://` URL) plus a work tree
-//!   to commit and push from, driven by the real `git` CLI.
+//!   to commit and push from, driven by the real `git` CLI; all of them live under
+//!   [`git_repos_root`], the directory `Kiln::start` allows as `KILN_LOCAL_SOURCES`.
 //! - [`github_signature`], [`github_push_payload`], [`github_ping_payload`] and
 //!   [`post_github_hook`] send what GitHub sends.
 //! - [`RecordingServer`] is a real HTTP server that records what it receives (a webhook receiver,
 //!   the registry's notification target, any outside service).
+//! - [`GitHttpServer`] serves bare repositories over git's smart HTTP protocol (`git
+//!   http-backend`), optionally behind HTTP Basic authentication: a private repository.
 //! - [`free_port`], [`wait_until`] and [`wait_until_blocking`]: wait on a condition with a
 //!   timeout, never a fixed sleep.
 //!
@@ -793,6 +796,18 @@ fn http_get_status(addr: &str, path: &str, timeout: Duration) -> Option<u16> {
 // Git
 // ---------------------------------------------------------------------------------------------
 
+/// The directory every [`GitRepo`] is made in (each in its own temp dir): what the tests allow
+/// kiln to fetch local repositories from (`KILN_LOCAL_SOURCES`, set by `Kiln::start`). Shared by
+/// the test processes, never removed; the repositories in it are, when dropped.
+pub fn git_repos_root() -> &'static Path {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let root = std::env::temp_dir().join("kiln-test-git-repos");
+        fs::create_dir_all(&root).unwrap_or_else(|e| panic!("create {}: {e}", root.display()));
+        root
+    })
+}
+
 /// A bare repository that kiln clones from ([`GitRepo::clone_url`]) and a work tree whose
 /// `origin` it is, both in a temp dir removed on drop. Everything goes through the real `git`
 /// CLI, isolated from the user's and the system's git config; the default branch is `main`.
@@ -814,7 +829,7 @@ impl GitRepo {
     pub fn named(name: &str) -> GitRepo {
         let dir = tempfile::Builder::new()
             .prefix("kiln-test-git-")
-            .tempdir()
+            .tempdir_in(git_repos_root())
             .expect("create a temp dir for the git repos");
         let bare = dir.path().join(format!("{name}.git"));
         let work = dir.path().join("work");
@@ -1657,6 +1672,229 @@ fn decode_chunked(mut data: &[u8]) -> Option<Vec<u8>> {
         body.extend_from_slice(&data[..size]);
         data = &data[size + 2..];
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A git server over HTTP
+// ---------------------------------------------------------------------------------------------
+
+/// `git http-backend`, git's own smart-HTTP server (a CGI program).
+pub const GIT_HTTP_BACKEND: &str = "/usr/lib/git-core/git-http-backend";
+
+/// What a [`GitHttpServer`] does with each request.
+#[derive(Clone)]
+enum GitHttpMode {
+    /// Serve the repositories under `root`, asking for HTTP Basic `user:password` when set.
+    Serve {
+        root: PathBuf,
+        basic: Option<(String, String)>,
+    },
+    /// Answer `302 Found` to the same path and query at `base`.
+    Redirect { base: String },
+}
+
+/// A real git server over HTTP on a free loopback port: each request goes to `git http-backend`
+/// (the CGI program git ships) over the bare repositories of a directory, behind HTTP Basic
+/// authentication when asked, the way a private repository on a forge is. Every request is
+/// recorded (its `authorization` header included). Stops when dropped; needs a tokio runtime.
+pub struct GitHttpServer {
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    requests: std::sync::Arc<Mutex<Vec<RecordedRequest>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl GitHttpServer {
+    /// Serves the bare repositories under `root` (`{url}/{name}.git`), to anyone, or only with
+    /// `basic` = (user, password).
+    pub async fn start(root: &Path, basic: Option<(&str, &str)>) -> GitHttpServer {
+        assert!(
+            Path::new(GIT_HTTP_BACKEND).exists(),
+            "{GIT_HTTP_BACKEND} is missing: `apt-get install -y git`"
+        );
+        Self::start_mode(GitHttpMode::Serve {
+            root: root.to_path_buf(),
+            basic: basic.map(|(u, p)| (u.to_string(), p.to_string())),
+        })
+        .await
+    }
+
+    /// Redirects every request to the same path on `base` (`http://host:port`).
+    pub async fn redirecting_to(base: &str) -> GitHttpServer {
+        Self::start_mode(GitHttpMode::Redirect {
+            base: base.trim_end_matches('/').to_string(),
+        })
+        .await
+    }
+
+    async fn start_mode(mode: GitHttpMode) -> GitHttpServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the git HTTP server");
+        let addr = listener.local_addr().expect("local addr").to_string();
+        let requests = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let recorded = requests.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let recorded = recorded.clone();
+                let mode = mode.clone();
+                tokio::spawn(async move {
+                    let _ = serve_git_http(stream, recorded, mode).await;
+                });
+            }
+        });
+        GitHttpServer {
+            url: format!("http://{addr}"),
+            addr,
+            requests,
+            task,
+        }
+    }
+
+    /// Every request received so far, oldest first.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl Drop for GitHttpServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// `Authorization: Basic …` for `user:password`.
+pub fn basic_auth(user: &str, password: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+async fn serve_git_http(
+    mut stream: tokio::net::TcpStream,
+    recorded: std::sync::Arc<Mutex<Vec<RecordedRequest>>>,
+    mode: GitHttpMode,
+) -> io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let Some(request) = read_request(&mut stream).await? else {
+        return Ok(());
+    };
+    recorded
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(request.clone());
+    let respond = |status: &str, headers: &[(&str, String)], body: &[u8]| {
+        let mut out = format!("HTTP/1.1 {status}\r\n").into_bytes();
+        for (name, value) in headers {
+            out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+        }
+        out.extend_from_slice(
+            format!(
+                "Content-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        out.extend_from_slice(body);
+        out
+    };
+    let answer = match mode {
+        GitHttpMode::Redirect { base } => respond(
+            "302 Found",
+            &[("Location", format!("{base}{}", request.path))],
+            b"",
+        ),
+        GitHttpMode::Serve { basic, .. }
+            if basic.as_ref().is_some_and(|(u, p)| {
+                request.header("authorization") != Some(&*basic_auth(u, p))
+            }) =>
+        {
+            respond(
+                "401 Unauthorized",
+                &[("WWW-Authenticate", "Basic realm=\"git\"".to_string())],
+                b"authentication required\n",
+            )
+        }
+        GitHttpMode::Serve { root, basic } => {
+            let (path, query) = request
+                .path
+                .split_once('?')
+                .unwrap_or((request.path.as_str(), ""));
+            let mut cgi = tokio::process::Command::new(GIT_HTTP_BACKEND);
+            cgi.env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env("HOME", &root)
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .env("GIT_PROJECT_ROOT", &root)
+                .env("GIT_HTTP_EXPORT_ALL", "1")
+                .env("REQUEST_METHOD", &request.method)
+                .env("PATH_INFO", path)
+                .env("QUERY_STRING", query)
+                .env("CONTENT_LENGTH", request.body.len().to_string())
+                .env("REMOTE_ADDR", "127.0.0.1")
+                .env("SERVER_PROTOCOL", "HTTP/1.1")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null());
+            if let Some((user, _)) = &basic {
+                cgi.env("REMOTE_USER", user);
+            }
+            for (header, var) in [
+                ("content-type", "CONTENT_TYPE"),
+                ("content-encoding", "HTTP_CONTENT_ENCODING"),
+                ("git-protocol", "GIT_PROTOCOL"),
+            ] {
+                if let Some(value) = request.header(header) {
+                    cgi.env(var, value);
+                }
+            }
+            let mut child = cgi.spawn()?;
+            let mut stdin = child.stdin.take().expect("stdin");
+            let body = request.body.clone();
+            let writer = tokio::spawn(async move {
+                let _ = stdin.write_all(&body).await;
+            });
+            let output = child.wait_with_output().await?;
+            let _ = writer.await;
+            let out = output.stdout;
+            let (head_end, skip) = match out.windows(4).position(|w| w == b"\r\n\r\n") {
+                Some(i) => (i, 4),
+                None => (
+                    out.windows(2)
+                        .position(|w| w == b"\n\n")
+                        .unwrap_or(out.len()),
+                    2,
+                ),
+            };
+            let head = String::from_utf8_lossy(&out[..head_end]).into_owned();
+            let body = out.get(head_end + skip..).unwrap_or_default();
+            let mut status = "200 OK".to_string();
+            let mut headers = Vec::new();
+            for line in head.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                let Some((name, value)) = line.split_once(':') else {
+                    continue;
+                };
+                if name.eq_ignore_ascii_case("status") {
+                    status = value.trim().to_string();
+                } else {
+                    headers.push((name.trim(), value.trim().to_string()));
+                }
+            }
+            respond(&status, &headers, body)
+        }
+    };
+    stream.write_all(&answer).await?;
+    stream.shutdown().await
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -20,6 +20,8 @@ use plan::{
 };
 use schema::{Desired, RulesFile};
 
+use crate::domain::clone_url::Credentials;
+
 /// The webhook secrets the API accepts: 16 to 256 characters, no control characters.
 const SECRET_CHARS: std::ops::RangeInclusive<usize> = 16..=256;
 
@@ -251,9 +253,21 @@ pub async fn fetch_state(client: &Client, desired: &Desired) -> CliResult<Server
     Ok(state)
 }
 
-/// The webhook secrets the plan sets, by variable name, read with `env`; and, for every variable
-/// that is needed but unset or unusable, an error naming its file, line and key. A source's
-/// secret is 16 to 256 characters; a webhook's has the Standard Webhooks form `whsec_<base64>`.
+/// What a variable named in a rules file holds.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum SecretKind {
+    /// A source's webhook secret: 16 to 256 characters.
+    SourceSecret,
+    /// A webhook's secret: `whsec_<base64>`.
+    WebhookSecret,
+    /// A source's clone URL credentials: `user:token` or a token.
+    Credentials,
+}
+
+/// The secrets the plan sets (webhook secrets, clone URL credentials), by variable name, read with
+/// `env`; and, for every variable that is needed but unset or unusable, an error naming its file,
+/// line and key. A source's secret is 16 to 256 characters; a webhook's has the Standard Webhooks
+/// form `whsec_<base64>`; credentials are `user:token` or a token alone.
 pub fn resolve_secrets(
     plan: &Plan,
     desired: &Desired,
@@ -269,33 +283,51 @@ pub fn resolve_secrets(
             .find(|n| n.name == namespace)
             .and_then(|n| n.repos.iter().find(|r| r.name == repository))
     };
-    let webhook_secret = |var, namespace: &str, repository: &str, name: &str| {
-        (
-            var,
+    let webhook_secret = |var: &String, namespace: &str, repository: &str, name: &str| {
+        vec![(
+            var.clone(),
             repo(namespace, repository)
                 .and_then(|r| r.webhooks.iter().find(|h| h.name == name))
                 .map(|h| h.at.to_string()),
             format!("webhook \"{name}\" of {namespace}/{repository}"),
             "secret_env",
-            true,
-        )
+            SecretKind::WebhookSecret,
+        )]
     };
     for change in &plan.changes {
-        let (var, at, what, key, webhook): (&String, _, _, _, _) = match change {
+        let needed = match change {
             Change::PutSource {
                 namespace,
                 repository,
-                webhook_secret_env: Some(var),
+                webhook_secret_env,
+                credentials_env,
                 ..
-            } => (
-                var,
-                repo(namespace, repository)
+            } => {
+                let at = repo(namespace, repository)
                     .and_then(|r| r.source.as_ref())
-                    .map(|s| s.at.to_string()),
-                format!("source of {namespace}/{repository}"),
-                "webhook_secret_env",
-                false,
-            ),
+                    .map(|s| s.at.to_string());
+                let what = format!("source of {namespace}/{repository}");
+                let mut needed = Vec::new();
+                if let Some(var) = webhook_secret_env {
+                    needed.push((
+                        var.clone(),
+                        at.clone(),
+                        what.clone(),
+                        "webhook_secret_env",
+                        SecretKind::SourceSecret,
+                    ));
+                }
+                if let Some(var) = credentials_env {
+                    needed.push((
+                        var.clone(),
+                        at,
+                        what,
+                        "credentials_env",
+                        SecretKind::Credentials,
+                    ));
+                }
+                needed
+            }
             Change::CreateWebhook {
                 namespace,
                 repository,
@@ -311,43 +343,66 @@ pub fn resolve_secrets(
             } => webhook_secret(var, namespace, repository, name),
             _ => continue,
         };
-        let at = at.unwrap_or_default();
-        if !checked.insert((var.clone(), at.clone())) {
-            continue;
-        }
-        let problem = match env(var) {
-            None => Some("is not set".to_string()),
-            Some(s) if webhook => match crate::notify::signing::secret_key(&s) {
-                Ok(_) => {
+        for (var, at, what, key, kind) in needed {
+            let at = at.unwrap_or_default();
+            if !checked.insert((var.clone(), at.clone(), kind)) {
+                continue;
+            }
+            let problem = match env(&var) {
+                None => Some("is not set".to_string()),
+                Some(s) if kind == SecretKind::WebhookSecret => {
+                    match crate::notify::signing::secret_key(&s) {
+                        Ok(_) => {
+                            secrets.insert(var.clone(), s);
+                            None
+                        }
+                        Err(e) => Some(format!(
+                            "does not hold a webhook secret of the form whsec_<standard base64 of \
+                             24 to 64 bytes> ({})",
+                            e.message
+                        )),
+                    }
+                }
+                Some(s) if kind == SecretKind::Credentials => {
+                    if s.is_empty()
+                        || s.len() > 1024
+                        || s.chars().any(|c| c.is_control() || c.is_whitespace())
+                    {
+                        Some(
+                            "must hold user:token or a token alone: 1 to 1024 characters, no \
+                             spaces or control characters"
+                                .to_string(),
+                        )
+                    } else {
+                        secrets.insert(var.clone(), s);
+                        None
+                    }
+                }
+                Some(s) if !SECRET_CHARS.contains(&s.chars().count()) => Some(format!(
+                    "must hold {} to {} characters (it holds {})",
+                    SECRET_CHARS.start(),
+                    SECRET_CHARS.end(),
+                    s.chars().count()
+                )),
+                Some(s) if s.chars().any(char::is_control) => {
+                    Some("must not hold control characters".to_string())
+                }
+                Some(s) => {
                     secrets.insert(var.clone(), s);
                     None
                 }
-                Err(e) => Some(format!(
-                    "does not hold a webhook secret of the form whsec_<standard base64 of 24 to 64 \
-                     bytes> ({})",
-                    e.message
-                )),
-            },
-            Some(s) if !SECRET_CHARS.contains(&s.chars().count()) => Some(format!(
-                "must hold {} to {} characters (it holds {})",
-                SECRET_CHARS.start(),
-                SECRET_CHARS.end(),
-                s.chars().count()
-            )),
-            Some(s) if s.chars().any(char::is_control) => {
-                Some("must not hold control characters".to_string())
+            };
+            if let Some(problem) = problem {
+                errors.push(format!(
+                    "{at}: {what}: {key}: the environment variable {var} {problem} (it holds the \
+                     {} this apply sets)",
+                    match kind {
+                        SecretKind::SourceSecret => "webhook secret",
+                        SecretKind::WebhookSecret => "webhook's secret",
+                        SecretKind::Credentials => "clone URL's credentials",
+                    }
+                ));
             }
-            Some(s) => {
-                secrets.insert(var.clone(), s);
-                None
-            }
-        };
-        if let Some(problem) = problem {
-            errors.push(format!(
-                "{at}: {what}: {key}: the environment variable {var} {problem} (it holds the \
-                 {} secret this apply sets)",
-                if webhook { "webhook's" } else { "webhook" }
-            ));
         }
     }
     (secrets, errors)
@@ -422,9 +477,16 @@ async fn execute(
             repository,
             provider,
             clone_url,
+            credentials_env,
             webhook_secret_env,
             action,
         } => {
+            // Credentials travel in the clone URL, to kiln only; nothing prints this body.
+            let clone_url = match credentials_env {
+                Some(var) => Credentials::from_plain(secret_from(secrets, var)?)
+                    .map_or_else(|| clone_url.clone(), |c| c.embed_in(clone_url)),
+                None => clone_url.clone(),
+            };
             let mut body = json!({"provider": provider, "clone_url": clone_url});
             if let Some(var) = webhook_secret_env {
                 body["webhook_secret"] = json!(secret_from(secrets, var)?);
@@ -693,6 +755,74 @@ mod tests {
         let unset = resolve_secrets(&plan, &d, &|_| None).1;
         assert_eq!(unset.len(), 2);
         assert!(unset[0].contains("API_SECRET is not set"), "{unset:?}");
+    }
+
+    #[test]
+    fn clone_url_credentials_come_from_the_environment_and_are_never_shown() {
+        let file = |extra: &str| {
+            desired(&format!(
+                "[[namespace]]\nname = \"acme\"\n\
+                 [[namespace.repository]]\nname = \"api\"\n\
+                 [namespace.repository.source]\nprovider = \"github\"\n\
+                 clone_url = \"https://github.com/acme/api.git\"\n{extra}"
+            ))
+        };
+        let d = file("credentials_env = \"API_GIT\"\n");
+        let plan = plan::plan(&d, &ServerState::default(), Options::default());
+        let token = "bot@acme:ghp_s3cr3t/token";
+        let env = |var: &str| (var == "API_GIT").then(|| token.to_string());
+        let (secrets, errors) = resolve_secrets(&plan, &d, &env);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(secrets["API_GIT"], token);
+        let shown = format!(
+            "{}{}",
+            render::render_plan(&plan),
+            serde_json::to_string(&plan.changes).unwrap()
+        );
+        assert!(shown.contains("credentials from $API_GIT"), "{shown}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        // What the PUT sends: the credentials percent-encoded into the URL, which kiln takes apart.
+        let sent = Credentials::from_plain(token)
+            .unwrap()
+            .embed_in("https://github.com/acme/api.git");
+        let parsed = crate::domain::clone_url::CloneUrl::parse(&sent).unwrap();
+        assert_eq!(parsed.url(), "https://github.com/acme/api.git");
+        let credentials = parsed.credentials().unwrap();
+        assert_eq!(credentials.username(), "bot@acme");
+        assert_eq!(credentials.password(), "ghp_s3cr3t/token");
+
+        // Set on the server: nothing to do, unless secrets are rotated.
+        let after = plan::simulate(&ServerState::default(), &plan.changes).unwrap();
+        assert!(
+            plan::plan(&d, &after, Options::default())
+                .changes
+                .is_empty()
+        );
+        let rotate = Options {
+            rotate_secrets: true,
+            ..Options::default()
+        };
+        assert_eq!(plan::plan(&d, &after, rotate).changes.len(), 1);
+        // A file without credentials_env keeps the server's.
+        let kept = file("");
+        assert!(
+            plan::plan(&kept, &after, Options::default())
+                .changes
+                .is_empty()
+        );
+
+        // Unset or unusable: named, never shown.
+        let unset = resolve_secrets(&plan, &d, &|_| None).1;
+        assert_eq!(
+            unset,
+            [
+                "t.toml:5:1: source of acme/api: credentials_env: the environment variable \
+              API_GIT is not set (it holds the clone URL's credentials this apply sets)"
+            ]
+        );
+        let spaced = resolve_secrets(&plan, &d, &|_| Some("bot:my t0ken".into())).1;
+        assert!(spaced[0].contains("no spaces"), "{spaced:?}");
+        assert!(!spaced[0].contains("t0ken"), "{spaced:?}");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::schema::{Desired, DesiredRepo, DesiredRule, DesiredWebhook, RuleKey};
+use crate::domain::clone_url::origin_of;
 
 /// The server's state, as far as the files can describe it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,7 +80,32 @@ impl From<&DesiredWebhook> for WebhookFields {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerSource {
     pub provider: String,
+    /// Never with credentials (the API keeps them apart and never shows them).
     pub clone_url: String,
+    #[serde(default)]
+    pub has_credentials: bool,
+}
+
+impl ServerSource {
+    /// The source as kiln keeps it after a PUT of `clone_url` (without credentials) and maybe
+    /// `credentials`: credentials not given are kept while the URL stays on the same origin.
+    pub fn after_put(
+        old: Option<&ServerSource>,
+        provider: &str,
+        clone_url: &str,
+        credentials: bool,
+    ) -> ServerSource {
+        let kept = old.is_some_and(|old| {
+            old.has_credentials
+                && origin_of(&old.clone_url).is_some()
+                && origin_of(&old.clone_url) == origin_of(clone_url)
+        });
+        ServerSource {
+            provider: provider.to_string(),
+            clone_url: clone_url.to_string(),
+            has_credentials: credentials || kept,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -196,7 +222,11 @@ pub enum Change {
         namespace: String,
         repository: String,
         provider: String,
+        /// Without credentials.
         clone_url: String,
+        /// The variable holding the credentials to set (`user:token`), sent embedded in the clone
+        /// URL, never shown.
+        credentials_env: Option<String>,
         webhook_secret_env: Option<String>,
         action: SourceAction,
     },
@@ -425,6 +455,18 @@ fn plan_repo(
                     let mut changes = Vec::new();
                     diff_str(&mut changes, "provider", &have.provider, &want.provider);
                     diff_str(&mut changes, "clone_url", &have.clone_url, &want.clone_url);
+                    let after = ServerSource::after_put(
+                        Some(have),
+                        &want.provider,
+                        &want.clone_url,
+                        want.credentials_env.is_some(),
+                    );
+                    diff_bool(
+                        &mut changes,
+                        "has_credentials",
+                        have.has_credentials,
+                        after.has_credentials,
+                    );
                     if !changes.is_empty() {
                         Some(SourceAction::Update { changes })
                     } else if options.rotate_secrets {
@@ -440,6 +482,7 @@ fn plan_repo(
                     repository: repo.name.clone(),
                     provider: want.provider.clone(),
                     clone_url: want.clone_url.clone(),
+                    credentials_env: want.credentials_env.clone(),
                     webhook_secret_env: want.webhook_secret_env.clone(),
                     action,
                 });
@@ -688,12 +731,16 @@ pub fn simulate(state: &ServerState, changes: &[Change]) -> Result<ServerState, 
                 repository,
                 provider,
                 clone_url,
+                credentials_env,
                 ..
             } => {
-                repo_mut(&mut s, namespace, repository)?.source = Some(ServerSource {
-                    provider: provider.clone(),
-                    clone_url: clone_url.clone(),
-                });
+                let repo = repo_mut(&mut s, namespace, repository)?;
+                repo.source = Some(ServerSource::after_put(
+                    repo.source.as_ref(),
+                    provider,
+                    clone_url,
+                    credentials_env.is_some(),
+                ));
             }
             Change::CreateRule {
                 namespace,
@@ -921,6 +968,7 @@ url = "https://hooks.example.com/x"
                             source: Some(ServerSource {
                                 provider: "github".into(),
                                 clone_url: "https://github.com/acme/api.git".into(),
+                                has_credentials: false,
                             }),
                             rules: vec![rule("r1", "branch", "main"), tag],
                             webhooks: vec![hook(
@@ -1087,6 +1135,7 @@ url = "https://hooks.example.com/x"
         acme.repos[1].source = Some(ServerSource {
             provider: "github".into(),
             clone_url: "https://x/web".into(),
+            has_credentials: false,
         });
         acme.repos.push(ServerRepo {
             name: "legacy".into(),
@@ -1228,6 +1277,7 @@ url = "https://hooks.example.com/x"
             source: Some(ServerSource {
                 provider: "github".into(),
                 clone_url: "https://x/z".into(),
+                has_credentials: false,
             }),
             rules: vec![rule("z1", "branch", "main")],
             ..ServerRepo::default()

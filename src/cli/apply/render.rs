@@ -70,20 +70,26 @@ fn render_change(out: &mut String, change: &Change) {
             repository,
             provider,
             clone_url,
+            credentials_env,
             webhook_secret_env,
             action,
         } => {
+            // Credentials are never shown: only where they come from.
+            let credentials = match credentials_env {
+                Some(var) => format!("; credentials from ${var}"),
+                None => String::new(),
+            };
             let secret = match webhook_secret_env {
                 Some(var) => format!("webhook secret from ${var}"),
                 None => "kiln generates the webhook secret".to_string(),
             };
             match action {
                 SourceAction::Create => line(format!(
-                    "+ create source {namespace}/{repository}: {provider} {clone_url} ({secret})"
+                    "+ create source {namespace}/{repository}: {provider} {clone_url} ({secret}{credentials})"
                 )),
                 SourceAction::Update { changes } => {
                     line(format!(
-                        "~ update source {namespace}/{repository} ({})",
+                        "~ update source {namespace}/{repository} ({}{credentials})",
                         match webhook_secret_env {
                             Some(var) => format!("webhook secret from ${var}"),
                             None => "the webhook secret is kept".to_string(),
@@ -92,7 +98,7 @@ fn render_change(out: &mut String, change: &Change) {
                     field_lines(&mut line, changes);
                 }
                 SourceAction::RotateSecret => line(format!(
-                    "~ update source {namespace}/{repository}: rotate the webhook secret ({})",
+                    "~ update source {namespace}/{repository}: rotate the webhook secret ({}{credentials})",
                     match webhook_secret_env {
                         Some(var) => format!("set from ${var}"),
                         None => "kiln generates a new one".to_string(),
@@ -390,6 +396,7 @@ mod tests {
                     repository: "api".into(),
                     provider: "github".into(),
                     clone_url: "https://github.com/acme/api.git".into(),
+                    credentials_env: None,
                     webhook_secret_env: Some("API_SECRET".into()),
                     action: SourceAction::Create,
                 },
@@ -401,6 +408,7 @@ mod tests {
                     repository: "api".into(),
                     provider: "github".into(),
                     clone_url: "https://x/new".into(),
+                    credentials_env: None,
                     webhook_secret_env: None,
                     action: SourceAction::Update {
                         changes: vec![FieldChange {
@@ -418,10 +426,11 @@ mod tests {
                     repository: "api".into(),
                     provider: "github".into(),
                     clone_url: "https://x/new".into(),
+                    credentials_env: Some("API_GIT_TOKEN".into()),
                     webhook_secret_env: Some("S".into()),
                     action: SourceAction::RotateSecret,
                 },
-                "~ update source acme/api: rotate the webhook secret (set from $S)\n",
+                "~ update source acme/api: rotate the webhook secret (set from $S; credentials from $API_GIT_TOKEN)\n",
             ),
             (
                 Change::CreateRule {

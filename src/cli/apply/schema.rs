@@ -13,6 +13,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::domain::FieldError;
+use crate::domain::clone_url::CloneUrl;
 use crate::domain::names::{
     validate_category, validate_namespace_name, validate_repo_name, validate_summary,
 };
@@ -93,7 +94,11 @@ pub struct DesiredRepo {
 #[derive(Debug, Clone)]
 pub struct DesiredSource {
     pub provider: String,
+    /// Never with credentials (they never go in a rules file).
     pub clone_url: String,
+    /// The name of the environment variable holding the clone URL's credentials, `user:token`
+    /// (never the credentials).
+    pub credentials_env: Option<String>,
     /// The name of the environment variable holding the webhook secret (never the secret).
     pub webhook_secret_env: Option<String>,
     pub at: Location,
@@ -165,12 +170,21 @@ pub fn display_context(context: &str) -> Option<String> {
     normalize_repo_path(context).map(|c| if c.is_empty() { ".".into() } else { c })
 }
 
+/// Why a source's credentials are refused in a rules file (the value is never repeated).
+const CREDENTIALS_IN_FILE: &str = "credentials never go in a rules file: give clone_url without \
+     them, put user:token in an environment variable and name that variable with credentials_env";
+
 const TOP_KEYS: &[&str] = &["namespace"];
 const NAMESPACE_KEYS: &[&str] = &["name", "repository"];
 const REPO_KEYS: &[&str] = &[
     "name", "summary", "detail", "category", "hidden", "source", "rule", "webhook",
 ];
-const SOURCE_KEYS: &[&str] = &["provider", "clone_url", "webhook_secret_env"];
+const SOURCE_KEYS: &[&str] = &[
+    "provider",
+    "clone_url",
+    "webhook_secret_env",
+    "credentials_env",
+];
 const WEBHOOK_KEYS: &[&str] = &[
     "name",
     "url",
@@ -467,12 +481,14 @@ fn read_repo(cx: &mut Cx, mut t: Table, ns: &str, index: usize) -> Option<Desire
 
 fn read_source(cx: &mut Cx, mut t: Table, repo: &str) -> Option<DesiredSource> {
     t.what = format!("source of {repo}");
-    cx.check_keys(&t, SOURCE_KEYS, |key| {
-        matches!(key, "webhook_secret" | "secret").then(|| {
+    cx.check_keys(&t, SOURCE_KEYS, |key| match key {
+        "webhook_secret" | "secret" => Some(
             "secrets never go in a rules file: put the secret in an environment variable and \
              name that variable with webhook_secret_env"
-                .to_string()
-        })
+                .to_string(),
+        ),
+        "credentials" | "password" | "token" => Some(CREDENTIALS_IN_FILE.to_string()),
+        _ => None,
     });
     let provider = cx
         .string(&t, "provider", Required::Yes)
@@ -491,20 +507,36 @@ fn read_source(cx: &mut Cx, mut t: Table, repo: &str) -> Option<DesiredSource> {
         });
     let clone_url = cx
         .string(&t, "clone_url", Required::Yes)
-        .and_then(
-            |(url, span)| match crate::http::api::sources::validate_clone_url(&url) {
-                Ok(()) => Some(url),
-                Err(e) => {
-                    let message = e.message.strip_prefix("clone_url ").unwrap_or(&e.message);
-                    cx.key_error(&t, "clone_url", span, message.to_string());
-                    None
-                }
-            },
-        );
+        .and_then(|(url, span)| match CloneUrl::parse(&url) {
+            Ok(parsed) if parsed.credentials().is_some() => {
+                cx.key_error(&t, "clone_url", span, CREDENTIALS_IN_FILE.to_string());
+                None
+            }
+            Ok(parsed) => Some(parsed),
+            Err(e) => {
+                let message = e.message.strip_prefix("clone_url ").unwrap_or(&e.message);
+                cx.key_error(&t, "clone_url", span, message.to_string());
+                None
+            }
+        });
     let env = cx.env_name(&t, "webhook_secret_env");
+    let credentials_env = cx.env_name(&t, "credentials_env");
+    let clone_url = clone_url?;
+    if credentials_env.as_ref().is_some_and(Option::is_some)
+        && !matches!(clone_url, CloneUrl::Remote { .. })
+    {
+        cx.error(
+            t.span.clone(),
+            format!(
+                "{}: credentials_env: a local repository takes no credentials",
+                t.what
+            ),
+        );
+    }
     Some(DesiredSource {
         provider: provider?,
-        clone_url: clone_url?,
+        credentials_env: credentials_env?,
+        clone_url: clone_url.url().to_string(),
         webhook_secret_env: env?,
         at: cx.loc(t.span.start),
     })
@@ -1488,6 +1520,56 @@ url = "https://hooks.example.com/y"
                 "{text:?}: no error containing {want:?} in {got:#?}"
             );
         }
+    }
+
+    #[test]
+    fn clone_url_credentials_never_go_in_a_file() {
+        let base = "[[namespace]]\nname = \"acme\"\n[[namespace.repository]]\nname = \"api\"\n\
+                    [namespace.repository.source]\nprovider = \"github\"\n";
+        for (text, want) in [
+            (
+                "clone_url = \"https://bot:s3cr3t-tok@github.com/acme/api.git\"\n",
+                "source of acme/api: clone_url: credentials never go in a rules file",
+            ),
+            (
+                "clone_url = \"https://s3cr3t-tok@github.com/acme/api.git\"\n",
+                "clone_url: credentials never go in a rules file",
+            ),
+            (
+                "clone_url = \"https://github.com/acme/api.git\"\ntoken = \"s3cr3t-tok\"\n",
+                "token: credentials never go in a rules file",
+            ),
+            (
+                "clone_url = \"https://github.com/acme/api.git\"\ncredentials_env = \"bot:s3cr3t-tok\"\n",
+                "credentials_env: must be the name of an environment variable",
+            ),
+            (
+                "clone_url = \"/srv/git/api.git\"\ncredentials_env = \"API_GIT\"\n",
+                "credentials_env: a local repository takes no credentials",
+            ),
+            (
+                "clone_url = \"git@github.com:acme/api.git\"\n",
+                "clone_url: ssh URLs are not supported",
+            ),
+        ] {
+            let got = errors(&format!("{base}{text}"));
+            assert!(
+                got.iter().any(|e| e.contains(want)),
+                "{text:?}: no error containing {want:?} in {got:#?}"
+            );
+            assert!(!got.iter().any(|e| e.contains("s3cr3t")), "{got:#?}");
+        }
+        let file = format!(
+            "{base}clone_url = \"https://github.com/acme/api.git\"\ncredentials_env = \"API_GIT\"\n"
+        );
+        let d = load(&[RulesFile {
+            path: "t.toml".into(),
+            text: file,
+        }])
+        .unwrap();
+        let source = d.namespaces[0].repos[0].source.as_ref().unwrap();
+        assert_eq!(source.credentials_env.as_deref(), Some("API_GIT"));
+        assert_eq!(source.clone_url, "https://github.com/acme/api.git");
     }
 
     #[test]

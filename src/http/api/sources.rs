@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::load_repo;
 use crate::app::App;
 use crate::db;
+use crate::domain::clone_url::{CloneUrl, origin_of};
 use crate::forge::{display_url, normalize_url};
 use crate::http::auth::{Caller, Role};
 use crate::http::error::{ApiError, ApiJson, ApiPath, ApiResult};
@@ -16,7 +17,10 @@ pub const PROVIDERS: &[&str] = &["github", "gitlab", "gitea"];
 #[derive(Serialize)]
 pub struct SourceView {
     pub provider: String,
+    /// Never with credentials: they are kept apart, write-only.
     pub clone_url: String,
+    /// True when the source has credentials for its clone URL (they are never shown).
+    pub has_credentials: bool,
     /// Where to point the forge's webhook.
     pub webhook_url: String,
     /// Only when kiln generated it, only in the answer to the PUT that did.
@@ -24,53 +28,50 @@ pub struct SourceView {
     pub webhook_secret: Option<String>,
 }
 
+impl SourceView {
+    fn new(app: &App, source: db::sources::SourceRow, webhook_secret: Option<String>) -> Self {
+        SourceView {
+            webhook_url: format!("{}/hooks/{}", app.config.public_url, source.provider),
+            has_credentials: source.credentials.is_some(),
+            provider: source.provider,
+            clone_url: source.clone_url,
+            webhook_secret,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PutSource {
     provider: String,
+    /// Credentials may be embedded (`https://user:token@host/…`): they are taken out and kept apart.
     clone_url: String,
     webhook_secret: Option<String>,
     /// Without `webhook_secret`: true makes kiln generate a new secret even for a linked source.
     #[serde(default)]
     regenerate_secret: bool,
+    /// With a clone URL without credentials: true drops the credentials the source has (by
+    /// default they are kept while the URL stays on the same scheme, host and port).
+    #[serde(default)]
+    remove_credentials: bool,
 }
 
-/// A clone URL git2 can fetch: http(s)://, ssh://, git://, file://, scp-like `user@host:path`, or an
-/// absolute local path.
+/// A clone URL kiln can fetch (see [`CloneUrl::parse`]): https://, http://, git://, or a local
+/// repository (`file://`, an absolute path); not SSH. Whether a local path is allowed is checked
+/// apart ([`check_local_source`]): it depends on the server's `KILN_LOCAL_SOURCES`.
 pub fn validate_clone_url(url: &str) -> ApiResult<()> {
-    let bad = |msg: &str| ApiError::invalid("clone_url", "invalid_url", msg.to_string());
-    if url.trim().is_empty() {
-        return Err(bad("clone_url is required"));
-    }
-    if url.len() > 2048 {
-        return Err(bad("clone_url must be at most 2048 characters"));
-    }
-    if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(bad(
-            "clone_url must not contain spaces or control characters",
-        ));
-    }
-    if let Some((scheme, rest)) = url.split_once("://") {
-        if !["https", "http", "ssh", "git", "file"].contains(&scheme.to_ascii_lowercase().as_str())
-        {
-            return Err(bad(
-                "clone_url scheme must be https, http, ssh, git or file",
-            ));
-        }
-        if rest.trim_matches('/').is_empty() {
-            return Err(bad("clone_url names no repository"));
-        }
-        return Ok(());
-    }
-    if url.starts_with('/') {
-        return Ok(());
-    }
-    match url.split_once(':') {
-        Some((host, path)) if !host.is_empty() && !host.contains('/') && !path.is_empty() => Ok(()),
-        _ => Err(bad(
-            "clone_url must be a URL (https://, ssh://, git://, file://), user@host:path, or an absolute path",
-        )),
-    }
+    CloneUrl::parse(url).map(|_| ()).map_err(ApiError::from)
+}
+
+/// A local source must be an existing directory under one of `KILN_LOCAL_SOURCES`: 422 otherwise.
+async fn check_local_source(app: &App, path: &str) -> ApiResult<()> {
+    let allowed = app.config.local_sources.clone();
+    let path = path.to_string();
+    tokio::task::spawn_blocking(move || allowed.resolve(&path))
+        .await
+        .map_err(ApiError::internal)?
+        .map(|_| ())
+        .map_err(|e| ApiError::invalid("clone_url", "local_source_not_allowed", e.to_string()))
 }
 
 fn validate_secret(secret: &str) -> ApiResult<()> {
@@ -112,10 +113,33 @@ pub async fn put_source(
             format!("provider must be one of: {}", PROVIDERS.join(", ")),
         ));
     }
-    validate_clone_url(&body.clone_url)?;
+    let clone_url = CloneUrl::parse(&body.clone_url)?;
+    if let CloneUrl::Local { path, .. } = &clone_url {
+        check_local_source(&app, path).await?;
+    }
+    if body.remove_credentials && clone_url.credentials().is_some() {
+        return Err(ApiError::invalid(
+            "remove_credentials",
+            "invalid_value",
+            "remove_credentials with credentials in clone_url: send one or the other",
+        ));
+    }
     // No secret sent: a linked source keeps its own (a PUT that only moves the clone URL must not
     // break the forge's webhook); a new one gets a generated secret, shown once.
     let existing = db::sources::for_repo(&app.db, &row.id).await?;
+    // No credentials in the URL: a linked source keeps its own while the URL stays on the same
+    // scheme, host and port (they are never sent anywhere else).
+    let credentials = match (clone_url.credentials(), &existing) {
+        (Some(given), _) => Some(given.userinfo().to_string()),
+        (None, _) if body.remove_credentials => None,
+        (None, Some(old))
+            if origin_of(&old.clone_url).is_some()
+                && origin_of(&old.clone_url) == origin_of(clone_url.url()) =>
+        {
+            old.credentials.clone()
+        }
+        (None, _) => None,
+    };
     let (secret, generated) = match (body.webhook_secret, existing) {
         (Some(s), _) => {
             validate_secret(&s)?;
@@ -129,19 +153,24 @@ pub async fn put_source(
         &db::sources::NewSource {
             repository_id: &row.id,
             provider: &body.provider,
-            clone_url: &body.clone_url,
-            match_url: &normalize_url(&body.clone_url),
+            clone_url: clone_url.url(),
+            match_url: &normalize_url(clone_url.url()),
             webhook_secret: &secret,
+            credentials: credentials.as_deref(),
         },
     )
     .await?;
-    tracing::info!(repo = %format!("{ns}/{repo}"), clone_url = %display_url(&source.clone_url), "source linked");
-    Ok(axum::Json(SourceView {
-        webhook_url: format!("{}/hooks/{}", app.config.public_url, source.provider),
-        provider: source.provider,
-        clone_url: source.clone_url,
-        webhook_secret: generated.then_some(secret),
-    }))
+    tracing::info!(
+        repo = %format!("{ns}/{repo}"),
+        clone_url = %display_url(&source.clone_url),
+        has_credentials = source.credentials.is_some(),
+        "source linked"
+    );
+    Ok(axum::Json(SourceView::new(
+        &app,
+        source,
+        generated.then_some(secret),
+    )))
 }
 
 pub async fn get_source(
@@ -153,12 +182,7 @@ pub async fn get_source(
     let source = db::sources::for_repo(&app.db, &row.id)
         .await?
         .ok_or_else(|| ApiError::not_found(&format!("git source of {ns}/{repo}")))?;
-    Ok(axum::Json(SourceView {
-        webhook_url: format!("{}/hooks/{}", app.config.public_url, source.provider),
-        provider: source.provider,
-        clone_url: source.clone_url,
-        webhook_secret: None,
-    }))
+    Ok(axum::Json(SourceView::new(&app, source, None)))
 }
 
 /// Unlinks the source: the repository becomes a plain one; its rules are kept, disabled.
@@ -185,28 +209,31 @@ mod tests {
     fn clone_urls() {
         for ok in [
             "https://github.com/acme/api.git",
+            "https://user:token@github.com/acme/api.git",
             "http://git.local/a/b",
-            "ssh://git@github.com/acme/api.git",
             "git://example.com/x",
             "file:///tmp/repo.git",
             "/srv/git/repo.git",
-            "git@github.com:acme/api.git",
         ] {
             assert!(validate_clone_url(ok).is_ok(), "{ok}");
         }
-        for bad in [
-            "",
-            "   ",
-            "ftp://x/y",
-            "https://",
-            "relative/path",
-            "https://github.com/a b",
-            "https://github.com/a\nb",
-            ":nohost",
-            "host:",
+        for (bad, code) in [
+            ("", "invalid_url"),
+            ("   ", "invalid_url"),
+            ("ftp://x/y", "invalid_url"),
+            ("https://", "invalid_url"),
+            ("relative/path", "invalid_url"),
+            ("https://github.com/a b", "invalid_url"),
+            ("https://github.com/a\nb", "invalid_url"),
+            (":nohost", "invalid_url"),
+            ("host:", "invalid_url"),
+            ("ssh://git@github.com/acme/api.git", "ssh_not_supported"),
+            ("git@github.com:acme/api.git", "ssh_not_supported"),
         ] {
             let e = validate_clone_url(bad).unwrap_err();
             assert_eq!(e.field.as_deref(), Some("clone_url"), "{bad}");
+            assert_eq!(e.code, code, "{bad}");
+            assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
         }
         assert!(validate_clone_url(&format!("https://x/{}", "a".repeat(3000))).is_err());
     }
