@@ -17,7 +17,8 @@
 //!   request that takes longer than the per-request timeout counts as a timeout (its time goes
 //!   into the latencies as what was waited), so a stall shows up instead of hanging the bench.
 //! - Rounds alternate: webhook, kiln, webhook, kiln, … Each server's figures are over all its
-//!   rounds; req/s counts 2xx answers only.
+//!   rounds; req/s counts 2xx answers only; `cpu/req` is the server process's CPU time (user +
+//!   system, with its reaped children: webhook's `/bin/true`s) over the round per request.
 //! - Afterwards: kiln's peak RSS (`VmHWM`), then every stored event read back through the API
 //!   (`GET …/events`, all pages), compared delivery id by delivery id with the 2xx answers.
 //! - The floor is printed with PASS/FAIL: kiln ≥ 1.5× webhook's req/s, kiln's p99 < 50 ms,
