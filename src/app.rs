@@ -13,6 +13,7 @@ use crate::http::auth;
 use crate::ingest::IngestQueue;
 use crate::notify::deliver::Notifier;
 use crate::registry::client::RegistryClient;
+use crate::source_index::SourceIndex;
 
 #[derive(Clone)]
 pub struct App {
@@ -24,6 +25,8 @@ pub struct App {
     pub notifier: Arc<Notifier>,
     /// Verified hook deliveries on their way to the ingest writer.
     pub ingest: Arc<IngestQueue>,
+    /// The sources hooks are routed to, in memory; invalidate after writing sources.
+    pub sources: Arc<SourceIndex>,
     /// SHA-256 of `KILN_ADMIN_TOKEN`, when set.
     pub admin_token_hash: Option<String>,
 }
@@ -60,6 +63,7 @@ impl App {
             registry,
             builds: Arc::new(BuildQueue::default()),
             notifier: Arc::new(Notifier::new(&config)?),
+            sources: Arc::new(SourceIndex::default()),
             ingest: Arc::new(IngestQueue::new(
                 config.hook_queue,
                 (2 * config.hook_body_limit).max(64 << 20),

@@ -14,6 +14,7 @@ pub mod local_sources;
 pub mod notify;
 pub mod registry;
 pub mod retention;
+pub mod source_index;
 pub mod versions;
 
 use anyhow::Context;

@@ -222,3 +222,54 @@ async fn one_delivery_sent_sixteen_times_at_once_is_stored_once_and_builds_once(
     assert_eq!(builds[0]["rule_id"], rule.as_str());
     assert_eq!(builds[0]["commit"], COMMIT);
 }
+
+/// Hooks are routed through an in-memory index of the sources: every change to a source is seen by
+/// the very next delivery (a new link, a rotated secret, an unlinked source, a deleted repository).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_changes_are_seen_by_the_next_delivery() {
+    let registry = Registry::start();
+    let kiln = Kiln::start(&registry, &[]).await;
+    let payload = github_push_payload(CLONE_URL, "refs/heads/main", ZERO_SHA, COMMIT, false);
+    let send = |secret: String| {
+        let kiln = &kiln;
+        let payload = payload.clone();
+        async move {
+            kiln.github_hook("push", &new_delivery_id(), &secret, &payload)
+                .await
+                .0
+        }
+    };
+    // Nothing linked yet: refused (and the index is loaded, empty).
+    assert_eq!(send("whatever".into()).await, StatusCode::UNAUTHORIZED);
+    let first = kiln.ci_repo("acme", "widget", CLONE_URL).await;
+    assert_eq!(send(first.clone()).await, StatusCode::ACCEPTED);
+
+    // A second repository linked to the same git repository: both get the delivery.
+    let second = kiln.ci_repo("other", "widget", CLONE_URL).await;
+    assert_eq!(send(second.clone()).await, StatusCode::ACCEPTED);
+    assert_eq!(events(&kiln, "other", "widget").await.len(), 1);
+
+    // A rotated secret: the old one is refused at once, the new one accepted.
+    let (s, body) = kiln
+        .put(
+            "/namespaces/acme/repos/widget/source",
+            json!({"provider": "github", "clone_url": CLONE_URL, "regenerate_secret": true}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let rotated = body["webhook_secret"].as_str().unwrap().to_string();
+    assert_ne!(rotated, first);
+    assert_eq!(send(first.clone()).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(send(rotated.clone()).await, StatusCode::ACCEPTED);
+
+    // Unlinked: refused.
+    let (s, body) = kiln.delete("/namespaces/acme/repos/widget/source").await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(send(rotated).await, StatusCode::UNAUTHORIZED);
+
+    // The other repository deleted (its source with it): refused.
+    assert_eq!(send(second.clone()).await, StatusCode::ACCEPTED);
+    let (s, body) = kiln.delete("/namespaces/other/repos/widget?confirm=widget").await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(send(second).await, StatusCode::UNAUTHORIZED);
+}

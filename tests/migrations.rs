@@ -189,13 +189,10 @@ async fn credentials_stored_in_clone_urls_are_moved_apart_at_start() {
             assert!(!format!("{source:?}").contains("s3cr3t"), "{source:?}");
         }
         // Hooks still find them by their normalized URL.
-        let found = kiln::db::sources::candidates(
-            &db,
-            "github",
-            &["https://github.com/acme/a".to_string()],
-        )
-        .await
-        .unwrap();
+        let found = kiln::source_index::SourceIndex::default()
+            .candidates(&db, "github", &["https://github.com/acme/a".to_string()])
+            .await
+            .unwrap();
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].repository_id, "r1");
         db.close().await;

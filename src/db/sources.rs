@@ -100,23 +100,11 @@ pub async fn for_repo(db: &Db, repository_id: &str) -> Result<Option<SourceRow>,
         .await
 }
 
-/// Candidate sources for an inbound hook: this provider, and any of the given normalized URLs. None
-/// when the payload named no URL: a delivery is never tried against every source's secret.
-pub async fn candidates(
-    db: &Db,
-    provider: &str,
-    match_urls: &[String],
-) -> Result<Vec<SourceRow>, sqlx::Error> {
-    if match_urls.is_empty() {
-        return Ok(vec![]);
-    }
-    let placeholders = vec!["?"; match_urls.len()].join(", ");
-    let sql = format!("SELECT * FROM sources WHERE provider = ? AND match_url IN ({placeholders})");
-    let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(provider);
-    for u in match_urls {
-        q = q.bind(u);
-    }
-    q.fetch_all(db).await
+/// Every source: the hook path routes by them (`crate::source_index`).
+pub async fn all(db: &Db) -> Result<Vec<SourceRow>, sqlx::Error> {
+    sqlx::query_as("SELECT * FROM sources ORDER BY repository_id")
+        .fetch_all(db)
+        .await
 }
 
 pub async fn delete<'e, E: sqlx::SqliteExecutor<'e>>(

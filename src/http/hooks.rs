@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::error::{ApiError, ApiResult};
 use crate::app::App;
-use crate::db::{self, sources::SourceRow};
+use crate::db::sources::SourceRow;
 use crate::forge::{MalformedPayload, Outcome, gitea, github, gitlab};
 use crate::ingest::{Delivery, SubmitError};
 use sha2::{Digest, Sha256};
@@ -164,7 +164,10 @@ async fn receive(app: &App, forge: &Forge, headers: &HeaderMap, body: Body) -> A
     let signature = header(headers, forge.signature_headers).ok_or_else(|| {
         ApiError::unauthorized(format!("missing {}", forge.signature_headers.join(" or ")))
     })?;
-    let candidates = db::sources::candidates(&app.db, forge.provider, &urls).await?;
+    let candidates = app
+        .sources
+        .candidates(&app.db, forge.provider, &urls)
+        .await?;
     if candidates.is_empty() {
         tracing::info!(provider = forge.provider, urls = ?urls, "hook refused: no source linked to its repository");
         return Err(refused());

@@ -257,6 +257,8 @@ pub async fn delete_repo(
         }
     }
     db::repos::delete(&app.db, &row.id).await?;
+    // Its source went with it (ON DELETE CASCADE).
+    app.sources.invalidate();
     tracing::info!(repo = %name, not_deleted = report.registry_not_deleted.len(), "repository deleted");
     Ok(axum::Json(report))
 }

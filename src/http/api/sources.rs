@@ -160,6 +160,7 @@ pub async fn put_source(
         },
     )
     .await?;
+    app.sources.invalidate();
     tracing::info!(
         repo = %format!("{ns}/{repo}"),
         clone_url = %display_url(&source.clone_url),
@@ -198,6 +199,7 @@ pub async fn delete_source(
     }
     db::rules::disable_all(&mut *tx, &row.id).await?;
     tx.commit().await?;
+    app.sources.invalidate();
     Ok(StatusCode::NO_CONTENT)
 }
 

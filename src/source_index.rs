@@ -1,0 +1,71 @@
+//! The hook path's view of the sources: every source by (provider, normalized clone URL), held in
+//! memory so that routing a delivery costs no database round trip.
+//!
+//! It is loaded from the database on first use and again after any change: the handlers that write
+//! sources (link, unlink, delete a repository) call [`SourceIndex::invalidate`] once their write is
+//! committed. A generation counter keeps a load that raced with a change from being taken as current.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use crate::db::{self, Db, sources::SourceRow};
+
+type Sources = HashMap<(String, String), Vec<SourceRow>>;
+
+#[derive(Default)]
+pub struct SourceIndex {
+    /// Bumped by every change.
+    generation: AtomicU64,
+    /// The sources as loaded at a generation.
+    loaded: RwLock<Option<(u64, Arc<Sources>)>>,
+}
+
+impl SourceIndex {
+    /// Sources of this provider whose normalized clone URL is one of `match_urls`.
+    pub async fn candidates(
+        &self,
+        db: &Db,
+        provider: &str,
+        match_urls: &[String],
+    ) -> Result<Vec<SourceRow>, sqlx::Error> {
+        let sources = self.current(db).await?;
+        let mut found: Vec<SourceRow> = Vec::new();
+        for url in match_urls {
+            if let Some(rows) = sources.get(&(provider.to_string(), url.clone())) {
+                for row in rows {
+                    if !found.iter().any(|f| f.repository_id == row.repository_id) {
+                        found.push(row.clone());
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Sources changed: the next lookup loads them again.
+    pub fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    async fn current(&self, db: &Db) -> Result<Arc<Sources>, sqlx::Error> {
+        let generation = self.generation.load(Ordering::SeqCst);
+        if let Some((at, sources)) = self.loaded.read().expect("source index poisoned").as_ref()
+            && *at == generation
+        {
+            return Ok(sources.clone());
+        }
+        let mut sources = Sources::new();
+        for row in db::sources::all(db).await? {
+            sources
+                .entry((row.provider.clone(), row.match_url.clone()))
+                .or_default()
+                .push(row);
+        }
+        let sources = Arc::new(sources);
+        // Loaded after `generation` was read: if a change came in meanwhile, this load may miss it,
+        // and it is kept under the older generation, so the next lookup loads again.
+        *self.loaded.write().expect("source index poisoned") = Some((generation, sources.clone()));
+        Ok(sources)
+    }
+}
