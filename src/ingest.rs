@@ -21,7 +21,9 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 use crate::build::queue::BuildQueue;
 use crate::db::{self, repos::RepoRow, sources::SourceRow};
-use crate::domain::rules::{GitRef, PlanContext, PushEvent, RuleOutcome, RuleSpec, plan_builds};
+use crate::domain::rules::{
+    BuildPlan, GitRef, PlanContext, PushEvent, RuleOutcome, RuleSpec, plan_builds,
+};
 use crate::forge::Outcome;
 
 /// Deliveries stored in one transaction at most.
@@ -190,21 +192,36 @@ impl Writer {
         }
     }
 
+    /// One transaction for the batch: plan every delivery's event per source, insert all the events in
+    /// one statement, then queue the builds of those stored (and count the redeliveries).
     async fn store(&mut self, jobs: &[Job]) -> Result<Vec<Stored>, sqlx::Error> {
         let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
         let mut repos = RepoCache::default();
-        let mut stored = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            let mut s = Stored::default();
+        let mut planned = Vec::new();
+        for (i, job) in jobs.iter().enumerate() {
             for source in &job.delivery.sources {
-                match store_event(&mut tx, &self.registry, &mut repos, &job.delivery, source)
-                    .await?
-                {
-                    Some(ids) => s.build_ids.extend(ids),
-                    None => s.duplicates += 1,
+                if let Some(p) = plan_event(&mut tx, &mut repos, &job.delivery, source).await? {
+                    planned.push((i, p));
                 }
             }
-            stored.push(s);
+        }
+        let rows: Vec<db::events::NewEvent> = planned
+            .iter()
+            .map(|(i, p)| p.row(&jobs[*i].delivery))
+            .collect();
+        let inserted = db::events::insert_new_many(&mut tx, &rows).await?;
+        drop(rows);
+        let mut stored = vec![Stored::default(); jobs.len()];
+        for (i, p) in planned {
+            let d = &jobs[i].delivery;
+            if inserted.contains(&p.event_id) {
+                let ids = queue_builds(&mut tx, &self.registry, &p).await?;
+                stored[i].build_ids.extend(ids);
+            } else {
+                db::events::count_duplicate(&mut tx, d.provider, &d.delivery_id, &p.repo.0.id)
+                    .await?;
+                stored[i].duplicates += 1;
+            }
         }
         tx.commit().await?;
         Ok(stored)
@@ -234,18 +251,43 @@ impl RepoCache {
     }
 }
 
-/// One source's share of a delivery: the event row (None if this delivery was stored already for it)
-/// and the builds its rules plan. A newer push supersedes the same rule's queued builds of that ref.
-async fn store_event(
+/// One source's share of a delivery, planned: its event row and the builds its rules make.
+struct PlannedEvent {
+    event_id: String,
+    repo: Arc<(RepoRow, Vec<RuleSpec>)>,
+    summary: String,
+    git_ref: Option<String>,
+    commit: Option<String>,
+    plan_json: String,
+    builds: Vec<BuildPlan>,
+}
+
+impl PlannedEvent {
+    fn row<'a>(&'a self, d: &'a Delivery) -> db::events::NewEvent<'a> {
+        db::events::NewEvent {
+            id: &self.event_id,
+            repository_id: &self.repo.0.id,
+            provider: d.provider,
+            delivery_id: &d.delivery_id,
+            kind: &d.event,
+            git_ref: self.git_ref.as_deref(),
+            commit_sha: self.commit.as_deref(),
+            outcome: &self.summary,
+            plan: &self.plan_json,
+            payload: &d.body,
+        }
+    }
+}
+
+/// Plans one source's share of a delivery; None when its repository went away since verification.
+async fn plan_event(
     conn: &mut SqliteConnection,
-    registry: &str,
     repos: &mut RepoCache,
     d: &Delivery,
     source: &SourceRow,
-) -> Result<Option<Vec<String>>, sqlx::Error> {
+) -> Result<Option<PlannedEvent>, sqlx::Error> {
     let Some(entry) = repos.get(conn, &source.repository_id).await? else {
-        // The repository went away between verification and now: nothing to store it under.
-        return Ok(Some(vec![]));
+        return Ok(None);
     };
     let (repo, specs) = (&entry.0, &entry.1);
     let (summary, git_ref, commit, plan) = match &d.outcome {
@@ -290,52 +332,58 @@ async fn store_event(
     let plan_json = plan
         .as_ref()
         .map_or_else(|| "[]".to_string(), |p| decisions_json(&p.outcomes));
-    let Some(event_id) = db::events::insert_new(
-        conn,
-        &db::events::NewEvent {
-            repository_id: &repo.id,
-            provider: d.provider,
-            delivery_id: &d.delivery_id,
-            kind: &d.event,
-            git_ref: git_ref.map(String::as_str),
-            commit_sha: commit.map(String::as_str),
-            outcome: &summary,
-            plan: &plan_json,
-            payload: &d.body,
-        },
-    )
-    .await?
-    else {
-        db::events::count_duplicate(conn, d.provider, &d.delivery_id, &repo.id).await?;
-        return Ok(None);
+    // Builds need both the ref and the commit.
+    let builds = match (plan, git_ref, commit) {
+        (Some(plan), Some(_), Some(_)) => plan.builds,
+        _ => vec![],
     };
-    let mut ids = Vec::new();
-    if let (Some(plan), Some(git_ref), Some(commit)) = (plan, git_ref, commit) {
-        let image = crate::app::image_name(registry, &repo.namespace, &repo.name);
-        for b in plan.builds {
-            let id = db::builds::insert(
-                conn,
-                &db::builds::NewBuild {
-                    repository_id: &repo.id,
-                    rule_id: Some(&b.rule_id),
-                    event_id: Some(&event_id),
-                    trigger: "push",
-                    git_ref,
-                    commit_sha: Some(commit),
-                    tag: Some(&b.tag),
-                    image: Some(&format!("{image}:{}", b.tag)),
-                    dockerfile: &b.dockerfile,
-                    context: &b.context,
-                    version: &b.version,
-                    overwrite: true,
-                },
-            )
-            .await?;
-            db::builds::supersede_queued(conn, &repo.id, &b.rule_id, git_ref, &id).await?;
-            ids.push(id);
-        }
+    Ok(Some(PlannedEvent {
+        event_id: db::new_id(),
+        repo: entry.clone(),
+        summary,
+        git_ref: git_ref.cloned(),
+        commit: commit.cloned(),
+        plan_json,
+        builds,
+    }))
+}
+
+/// Queues the builds of a stored event. A newer push supersedes the same rule's queued builds of
+/// that ref.
+async fn queue_builds(
+    conn: &mut SqliteConnection,
+    registry: &str,
+    p: &PlannedEvent,
+) -> Result<Vec<String>, sqlx::Error> {
+    let (Some(git_ref), Some(commit)) = (&p.git_ref, &p.commit) else {
+        return Ok(vec![]);
+    };
+    let repo = &p.repo.0;
+    let image = crate::app::image_name(registry, &repo.namespace, &repo.name);
+    let mut ids = Vec::with_capacity(p.builds.len());
+    for b in &p.builds {
+        let id = db::builds::insert(
+            conn,
+            &db::builds::NewBuild {
+                repository_id: &repo.id,
+                rule_id: Some(&b.rule_id),
+                event_id: Some(&p.event_id),
+                trigger: "push",
+                git_ref,
+                commit_sha: Some(commit),
+                tag: Some(&b.tag),
+                image: Some(&format!("{image}:{}", b.tag)),
+                dockerfile: &b.dockerfile,
+                context: &b.context,
+                version: &b.version,
+                overwrite: true,
+            },
+        )
+        .await?;
+        db::builds::supersede_queued(conn, &repo.id, &b.rule_id, git_ref, &id).await?;
+        ids.push(id);
     }
-    Ok(Some(ids))
+    Ok(ids)
 }
 
 /// What each rule decided, as the "why didn't it build?" view shows it: the outcome plus a sentence.

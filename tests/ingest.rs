@@ -269,7 +269,9 @@ async fn source_changes_are_seen_by_the_next_delivery() {
 
     // The other repository deleted (its source with it): refused.
     assert_eq!(send(second.clone()).await, StatusCode::ACCEPTED);
-    let (s, body) = kiln.delete("/namespaces/other/repos/widget?confirm=widget").await;
+    let (s, body) = kiln
+        .delete("/namespaces/other/repos/widget?confirm=widget")
+        .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(send(second).await, StatusCode::UNAUTHORIZED);
 }

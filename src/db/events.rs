@@ -1,4 +1,8 @@
-use super::{new_id, now};
+use std::collections::HashSet;
+
+use sqlx::AssertSqlSafe;
+
+use super::now;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EventRow {
@@ -16,6 +20,8 @@ pub struct EventRow {
 }
 
 pub struct NewEvent<'a> {
+    /// Made by the caller (`db::new_id()`), so it can tell which rows were stored.
+    pub id: &'a str,
     pub repository_id: &'a str,
     pub provider: &'a str,
     pub delivery_id: &'a str,
@@ -27,30 +33,45 @@ pub struct NewEvent<'a> {
     pub payload: &'a [u8],
 }
 
-/// Stores the event; `None` when this delivery was already stored for this repository (a redelivery).
-pub async fn insert_new(
+/// Rows per INSERT: 11 parameters each, far below SQLite's 32,766.
+const ROWS_PER_INSERT: usize = 500;
+
+/// Stores the events in as few statements as it can (group commit: one round trip to SQLite for a
+/// whole batch) and returns the ids of those stored. An event whose delivery was stored already for
+/// its repository (a redelivery, or the same delivery twice in `events`) is left out: the first wins.
+pub async fn insert_new_many(
     tx: &mut sqlx::SqliteConnection,
-    e: &NewEvent<'_>,
-) -> Result<Option<String>, sqlx::Error> {
-    let id = new_id();
-    let inserted = sqlx::query(
-        "INSERT INTO events (id, repository_id, provider, delivery_id, kind, git_ref, commit_sha, outcome, plan, payload, received_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (provider, delivery_id, repository_id) DO NOTHING",
-    )
-    .bind(&id)
-    .bind(e.repository_id)
-    .bind(e.provider)
-    .bind(e.delivery_id)
-    .bind(e.kind)
-    .bind(e.git_ref)
-    .bind(e.commit_sha)
-    .bind(e.outcome)
-    .bind(e.plan)
-    .bind(e.payload)
-    .bind(now())
-    .execute(&mut *tx)
-    .await?;
-    Ok((inserted.rows_affected() == 1).then_some(id))
+    events: &[NewEvent<'_>],
+) -> Result<HashSet<String>, sqlx::Error> {
+    let mut stored = HashSet::with_capacity(events.len());
+    let received_at = now();
+    for chunk in events.chunks(ROWS_PER_INSERT) {
+        let mut sql = String::from(
+            "INSERT INTO events (id, repository_id, provider, delivery_id, kind, git_ref, commit_sha, outcome, plan, payload, received_at) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            sql.push_str(if i == 0 { "" } else { ", " });
+            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+        }
+        sql.push_str(" ON CONFLICT (provider, delivery_id, repository_id) DO NOTHING RETURNING id");
+        let mut q = sqlx::query_as::<_, (String,)>(AssertSqlSafe(sql));
+        for e in chunk {
+            q = q
+                .bind(e.id)
+                .bind(e.repository_id)
+                .bind(e.provider)
+                .bind(e.delivery_id)
+                .bind(e.kind)
+                .bind(e.git_ref)
+                .bind(e.commit_sha)
+                .bind(e.outcome)
+                .bind(e.plan)
+                .bind(e.payload)
+                .bind(&received_at);
+        }
+        stored.extend(q.fetch_all(&mut *tx).await?.into_iter().map(|(id,)| id));
+    }
+    Ok(stored)
 }
 
 pub async fn list(
