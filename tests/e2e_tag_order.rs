@@ -65,10 +65,10 @@ async fn setup(repo: &str) -> Setup {
 /// whatever the machine's load; each commit stays reachable from `main`.
 fn commit(s: &Setup, label: &str, slow: bool) -> String {
     let base = support::ensure_base_image();
+    // The slow step comes after the unique file, so Docker's build cache never makes A as fast as B.
     let run = if slow { "RUN sleep 5\n" } else { "" };
     s.git
-        .write("Dockerfile", format!("FROM {base}\n{run}COPY x /x\n"));
-    // Unique per run, so Docker's build cache never makes A as fast as B.
+        .write("Dockerfile", format!("FROM {base}\nCOPY x /x\n{run}"));
     s.git
         .write("x", format!("{label} {}\n", support::new_delivery_id()));
     s.git.commit(label)
