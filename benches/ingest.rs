@@ -8,7 +8,8 @@
 //!   repository and a GitHub source whose one rule (tag `v*`) never matches the pushes (to
 //!   `refs/heads/main`), so every delivery is verified, parsed and stored, and nothing builds.
 //! - webhook runs a hook whose trigger rule checks `payload-hmac-sha256` on `X-Hub-Signature-256`
-//!   with the same secret and executes `/bin/true`.
+//!   with the same secret and runs no command (`KILN_BENCH_WEBHOOK_COMMAND=/bin/true` makes it fork
+//!   one per request).
 //! - One payload of about 7.8 KB shaped as GitHub sends a push (octokit/webhooks' push example,
 //!   with the source's `clone_url` in `repository` and a few real-looking commits), signed once;
 //!   every request carries GitHub's headers and a fresh `X-GitHub-Delivery` UUID.
@@ -352,12 +353,22 @@ async fn start_kiln(data_dir: &Path) -> (Server, String, Vec<String>) {
     (server, base, passed)
 }
 
-/// adnanh/webhook on a free port with one hook that checks the same HMAC and runs `/bin/true`.
+/// The command adnanh/webhook runs for each verified delivery (`KILN_BENCH_WEBHOOK_COMMAND`). By
+/// default a path that does not exist: webhook 2.8 answers first and then finds nothing to run, so
+/// it only verifies the HMAC, as kiln does before storing (no process started per request: that is
+/// the stronger baseline, the one `../shared/stack.md` measured). `/bin/true` makes it fork per
+/// request, as a real deployment would.
+fn webhook_command() -> String {
+    std::env::var("KILN_BENCH_WEBHOOK_COMMAND")
+        .unwrap_or_else(|_| "/nonexistent/kiln-bench-no-command".to_string())
+}
+
+/// adnanh/webhook on a free port with one hook that checks the same HMAC ([`webhook_command`]).
 async fn start_webhook(dir: &Path, secret: &str) -> Server {
     let hooks = dir.join("hooks.json");
     let config = json!([{
         "id": "github",
-        "execute-command": "/bin/true",
+        "execute-command": webhook_command(),
         "command-working-directory": "/",
         "response-message": "ok",
         "trigger-rule-mismatch-http-response-code": 401,
@@ -912,8 +923,9 @@ async fn main() {
         }
     );
     println!(
-        "webhook: {WEBHOOK} (pid {}), payload-hmac-sha256 on X-Hub-Signature-256, runs /bin/true",
-        webhook.pid()
+        "webhook: {WEBHOOK} (pid {}), payload-hmac-sha256 on X-Hub-Signature-256, command {}",
+        webhook.pid(),
+        webhook_command()
     );
     println!(
         "machine: {cpus} CPU(s), load average {} at the start (load generator, kiln and webhook share them)",
