@@ -1479,6 +1479,25 @@ impl RecordedRequest {
     }
 }
 
+/// Accepts connections on `listener` until the task is aborted, each served on its own task.
+fn accept_forever<F, Fut>(
+    listener: tokio::net::TcpListener,
+    serve: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(serve(stream));
+        }
+    })
+}
+
 /// A plain HTTP/1.1 server on a free loopback port that records every request and answers each
 /// with the next status of a script (then 200), an empty JSON object as body, and
 /// `Connection: close`: the stand-in for a webhook receiver or any outside service. Stops when
@@ -1510,16 +1529,10 @@ impl RecordingServer {
             statuses.iter().copied().rev().collect::<Vec<_>>(),
         ));
         let recorded = requests.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let recorded = recorded.clone();
-                let script = script.clone();
-                tokio::spawn(async move {
-                    let _ = serve_one(stream, recorded, script).await;
-                });
+        let task = accept_forever(listener, move |stream| {
+            let (recorded, script) = (recorded.clone(), script.clone());
+            async move {
+                let _ = serve_one(stream, recorded, script).await;
             }
         });
         RecordingServer {
@@ -1736,16 +1749,10 @@ impl GitHttpServer {
         let addr = listener.local_addr().expect("local addr").to_string();
         let requests = std::sync::Arc::new(Mutex::new(Vec::new()));
         let recorded = requests.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let recorded = recorded.clone();
-                let mode = mode.clone();
-                tokio::spawn(async move {
-                    let _ = serve_git_http(stream, recorded, mode).await;
-                });
+        let task = accept_forever(listener, move |stream| {
+            let (recorded, mode) = (recorded.clone(), mode.clone());
+            async move {
+                let _ = serve_git_http(stream, recorded, mode).await;
             }
         });
         GitHttpServer {
