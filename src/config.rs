@@ -131,6 +131,10 @@ impl Config {
         if !database_url.starts_with("sqlite:") {
             bail!("KILN_DATABASE_URL: only sqlite: URLs are supported, got '{database_url}'");
         }
+        if database_url.contains(":memory:") || database_url.contains("mode=memory") {
+            // Hooks are stored through a connection of their own, which would see another database.
+            bail!("KILN_DATABASE_URL: an in-memory database is not supported; give a file");
+        }
 
         let registry = pick("KILN_REGISTRY", f.registry).unwrap_or_else(|| DEFAULT_REGISTRY.into());
         if registry.is_empty() || registry.contains('/') || registry.contains(char::is_whitespace) {
@@ -377,6 +381,15 @@ mod tests {
             ("KILN_REGISTRY_PASSWORD", "pw", "KILN_REGISTRY_USERNAME"),
             ("KILN_REGISTRY_PAGE_SIZE", "0", "KILN_REGISTRY_PAGE_SIZE"),
             ("KILN_REGISTRY_PAGE_SIZE", "ten", "KILN_REGISTRY_PAGE_SIZE"),
+            ("KILN_DATABASE_URL", "sqlite::memory:", "in-memory"),
+            (
+                "KILN_DATABASE_URL",
+                "sqlite://x.db?mode=memory",
+                "in-memory",
+            ),
+            ("KILN_HOOK_QUEUE", "0", "KILN_HOOK_QUEUE"),
+            ("KILN_HOOK_QUEUE", "70000", "KILN_HOOK_QUEUE"),
+            ("KILN_HOOK_QUEUE", "lots", "KILN_HOOK_QUEUE"),
         ] {
             let err = Config::resolve(FileConfig::default(), &env(&[(var, value)])).unwrap_err();
             assert!(err.to_string().contains(expect), "{var}={value}: {err}");
