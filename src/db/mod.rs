@@ -113,3 +113,30 @@ impl Page {
         self.cursor.as_deref().unwrap_or("~")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Hook deliveries are stored through a connection whose commits are fsynced; the pool's are not.
+    #[tokio::test]
+    async fn the_durable_connection_commits_with_synchronous_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/t.db", dir.path().display());
+        let pool = super::connect(&url).await.unwrap();
+        let mut durable = super::connect_durable(&url).await.unwrap();
+        let (full,): (i64,) = sqlx::query_as("PRAGMA synchronous")
+            .fetch_one(&mut durable)
+            .await
+            .unwrap();
+        let (normal,): (i64,) = sqlx::query_as("PRAGMA synchronous")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        // 2 = FULL, 1 = NORMAL.
+        assert_eq!((full, normal), (2, 1));
+        let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+            .fetch_one(&mut durable)
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+}
