@@ -392,7 +392,18 @@ pub async fn docker_build_and_push(
         .to_str()
         .expect("utf-8 temp path")
         .to_string();
-    docker_async(&["build", "--quiet", "--tag", image, &context_path]).await;
+    let build = ["build", "--quiet", "--tag", image, &context_path];
+    // Tests run at once, and a test's `Registry` removes the images tagged for it when dropped: a
+    // build that has just taken one of those as its cache then fails "unable to find image
+    // sha256:…". A race between tests, not something under test here: the hand-made image is built
+    // again (the cache entry is gone by then).
+    let mut attempt = 1;
+    while let Err(failure) = docker_async_result(&build).await {
+        if attempt == 3 || !failure.contains("unable to find image") {
+            panic!("{failure}");
+        }
+        attempt += 1;
+    }
     let pushed = docker_async(&["push", image]).await;
     parse_push_digest(&pushed)
         .unwrap_or_else(|| panic!("no digest in the output of `docker push {image}`:\n{pushed}"))
@@ -409,6 +420,13 @@ pub fn parse_push_digest(output: &str) -> Option<String> {
 
 /// [`docker`] without blocking the runtime (tokio's process support); panics on failure.
 pub async fn docker_async(args: &[&str]) -> String {
+    docker_async_result(args)
+        .await
+        .unwrap_or_else(|failure| panic!("{failure}"))
+}
+
+/// [`docker_async`], with a failure as the command's description and output instead of a panic.
+pub async fn docker_async_result(args: &[&str]) -> Result<String, String> {
     let run = tokio::process::Command::new(DOCKER)
         .args(args)
         .stdin(Stdio::null())
@@ -425,15 +443,15 @@ pub async fn docker_async(args: &[&str]) -> String {
         })
         .unwrap_or_else(|e| panic!("cannot run `{DOCKER} {}`: {e}", args.join(" ")));
     if !out.status.success() {
-        panic!(
+        return Err(format!(
             "`{DOCKER} {}` failed ({}):\n{}{}",
             args.join(" "),
             out.status,
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
-        );
+        ));
     }
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 // ---------------------------------------------------------------------------------------------
