@@ -1497,23 +1497,40 @@ impl RecordedRequest {
     }
 }
 
-/// Accepts connections on `listener` until the task is aborted, each served on its own task.
-fn accept_forever<F, Fut>(
-    listener: tokio::net::TcpListener,
+/// What a test server received, oldest first.
+type Recorded = std::sync::Arc<Mutex<Vec<RecordedRequest>>>;
+
+/// Binds a free loopback port and serves each connection on its own task with `serve`, which records
+/// into the returned list; the accept loop runs until its task is aborted. Returns the address, the
+/// list and the task.
+async fn serve_on_loopback<F, Fut>(
+    what: &str,
     serve: F,
-) -> tokio::task::JoinHandle<()>
+) -> (String, Recorded, tokio::task::JoinHandle<()>)
 where
-    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    F: Fn(tokio::net::TcpStream, Recorded) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    tokio::spawn(async move {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind {what}: {e}"));
+    let addr = listener.local_addr().expect("local addr").to_string();
+    let requests = Recorded::default();
+    let recorded = requests.clone();
+    let task = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            tokio::spawn(serve(stream));
+            tokio::spawn(serve(stream, recorded.clone()));
         }
-    })
+    });
+    (addr, requests, task)
+}
+
+/// A copy of what a test server received so far.
+fn snapshot(requests: &Recorded) -> Vec<RecordedRequest> {
+    requests.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 /// A plain HTTP/1.1 server on a free loopback port that records every request and answers each
@@ -1525,7 +1542,7 @@ pub struct RecordingServer {
     pub addr: String,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
-    requests: std::sync::Arc<Mutex<Vec<RecordedRequest>>>,
+    requests: Recorded,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -1538,21 +1555,17 @@ impl RecordingServer {
     /// Answers the n-th request with `statuses[n]`, and 200 once they are used up (e.g.
     /// `&[500, 503]` to see retries).
     pub async fn start_with_statuses(statuses: &[u16]) -> RecordingServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the recording server");
-        let addr = listener.local_addr().expect("local addr").to_string();
-        let requests = std::sync::Arc::new(Mutex::new(Vec::new()));
         let script = std::sync::Arc::new(Mutex::new(
             statuses.iter().copied().rev().collect::<Vec<_>>(),
         ));
-        let recorded = requests.clone();
-        let task = accept_forever(listener, move |stream| {
-            let (recorded, script) = (recorded.clone(), script.clone());
-            async move {
-                let _ = serve_one(stream, recorded, script).await;
-            }
-        });
+        let (addr, requests, task) =
+            serve_on_loopback("the recording server", move |stream, recorded| {
+                let script = script.clone();
+                async move {
+                    let _ = serve_one(stream, recorded, script).await;
+                }
+            })
+            .await;
         RecordingServer {
             url: format!("http://{addr}"),
             addr,
@@ -1563,10 +1576,7 @@ impl RecordingServer {
 
     /// Every request received so far, oldest first.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        snapshot(&self.requests)
     }
 
     /// Waits until a received request satisfies `matches` and returns the first such one.
@@ -1662,7 +1672,7 @@ pub async fn read_request(
 
 async fn serve_one(
     mut stream: tokio::net::TcpStream,
-    recorded: std::sync::Arc<Mutex<Vec<RecordedRequest>>>,
+    recorded: Recorded,
     script: std::sync::Arc<Mutex<Vec<u16>>>,
 ) -> io::Result<()> {
     use tokio::io::AsyncWriteExt;
@@ -1733,7 +1743,7 @@ pub struct GitHttpServer {
     pub addr: String,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
-    requests: std::sync::Arc<Mutex<Vec<RecordedRequest>>>,
+    requests: Recorded,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -1761,18 +1771,14 @@ impl GitHttpServer {
     }
 
     async fn start_mode(mode: GitHttpMode) -> GitHttpServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the git HTTP server");
-        let addr = listener.local_addr().expect("local addr").to_string();
-        let requests = std::sync::Arc::new(Mutex::new(Vec::new()));
-        let recorded = requests.clone();
-        let task = accept_forever(listener, move |stream| {
-            let (recorded, mode) = (recorded.clone(), mode.clone());
-            async move {
-                let _ = serve_git_http(stream, recorded, mode).await;
-            }
-        });
+        let (addr, requests, task) =
+            serve_on_loopback("the git HTTP server", move |stream, recorded| {
+                let mode = mode.clone();
+                async move {
+                    let _ = serve_git_http(stream, recorded, mode).await;
+                }
+            })
+            .await;
         GitHttpServer {
             url: format!("http://{addr}"),
             addr,
@@ -1783,10 +1789,7 @@ impl GitHttpServer {
 
     /// Every request received so far, oldest first.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        snapshot(&self.requests)
     }
 }
 
@@ -1807,7 +1810,7 @@ pub fn basic_auth(user: &str, password: &str) -> String {
 
 async fn serve_git_http(
     mut stream: tokio::net::TcpStream,
-    recorded: std::sync::Arc<Mutex<Vec<RecordedRequest>>>,
+    recorded: Recorded,
     mode: GitHttpMode,
 ) -> io::Result<()> {
     use tokio::io::AsyncWriteExt;
