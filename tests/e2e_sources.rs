@@ -49,30 +49,6 @@ fn captured_logs() -> String {
     String::from_utf8_lossy(&logs.lock().unwrap()).into_owned()
 }
 
-/// `method /api/v1{path}` as `token`.
-async fn call(
-    kiln: &Kiln,
-    token: &str,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut req = kiln
-        .http
-        .request(method, format!("{}/api/v1{path}", kiln.url))
-        .bearer_auth(token);
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    let resp = req.send().await.expect("request to kiln");
-    let status = resp.status();
-    let text = resp.text().await.expect("body");
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
 /// A token made by the admin for `namespace` with `role`.
 async fn token(kiln: &Kiln, name: &str, namespace: &str, role: &str) -> String {
     let (s, body) = kiln
@@ -87,14 +63,14 @@ async fn token(kiln: &Kiln, name: &str, namespace: &str, role: &str) -> String {
 
 /// "Build now" of `rule` as `token`; waits for the build to end and returns it.
 async fn build_now(kiln: &Kiln, token: &str, ns: &str, repo: &str, rule: &str) -> Value {
-    let (s, build) = call(
-        kiln,
-        token,
-        Method::POST,
-        &format!("/namespaces/{ns}/repos/{repo}/rules/{rule}/builds"),
-        None,
-    )
-    .await;
+    let (s, build) = kiln
+        .call_as(
+            token,
+            Method::POST,
+            &format!("/namespaces/{ns}/repos/{repo}/rules/{rule}/builds"),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{build}");
     kiln.wait_build(build["id"].as_str().unwrap()).await
 }
@@ -196,14 +172,14 @@ async fn a_tenant_cannot_build_another_namespaces_repository() {
     let (s, body) = kiln.post("/namespaces", json!({"name": "evil"})).await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
     let evil = token(&kiln, "evil", "evil", "write").await;
-    let (s, body) = call(
-        &kiln,
-        &evil,
-        Method::POST,
-        "/namespaces/evil/repos",
-        Some(json!({"name": "steal"})),
-    )
-    .await;
+    let (s, body) = kiln
+        .call_as(
+            &evil,
+            Method::POST,
+            "/namespaces/evil/repos",
+            Some(json!({"name": "steal"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
     let source = "/namespaces/evil/repos/steal/source";
     let link = allowed.join("escape.git");
@@ -265,16 +241,16 @@ async fn a_tenant_cannot_build_another_namespaces_repository() {
             "ssh_not_supported",
         ),
     ] {
-        let got = call(
-            &kiln,
-            &evil,
-            Method::PUT,
-            source,
-            Some(json!({"provider": "github", "clone_url": url})),
-        )
-        .await;
+        let got = kiln
+            .call_as(
+                &evil,
+                Method::PUT,
+                source,
+                Some(json!({"provider": "github", "clone_url": url})),
+            )
+            .await;
         assert_refused(what, &got, code);
-        let (s, body) = call(&kiln, &evil, Method::GET, source, None).await;
+        let (s, body) = kiln.call_as(&evil, Method::GET, source, None).await;
         assert_eq!(s, StatusCode::NOT_FOUND, "{what}: nothing linked: {body}");
     }
     // The refusal for a missing path and for a path outside reads the same: it can't be used to
@@ -284,14 +260,14 @@ async fn a_tenant_cannot_build_another_namespaces_repository() {
         let kiln = &kiln;
         let evil = &evil;
         async move {
-            let (_, body) = call(
-                kiln,
-                evil,
-                Method::PUT,
-                source,
-                Some(json!({"provider": "github", "clone_url": url.clone()})),
-            )
-            .await;
+            let (_, body) = kiln
+                .call_as(
+                    evil,
+                    Method::PUT,
+                    source,
+                    Some(json!({"provider": "github", "clone_url": url.clone()})),
+                )
+                .await;
             body["error"]["message"]
                 .as_str()
                 .unwrap()
@@ -307,23 +283,23 @@ async fn a_tenant_cannot_build_another_namespaces_repository() {
     let link_to_shared = allowed.join("current.git");
     std::os::unix::fs::symlink(&shared.bare, &link_to_shared).unwrap();
     let url = link_to_shared.display().to_string();
-    let (s, body) = call(
-        &kiln,
-        &evil,
-        Method::PUT,
-        source,
-        Some(json!({"provider": "github", "clone_url": url})),
-    )
-    .await;
+    let (s, body) = kiln
+        .call_as(
+            &evil,
+            Method::PUT,
+            source,
+            Some(json!({"provider": "github", "clone_url": url})),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{body}");
-    let (s, rule) = call(
-        &kiln,
-        &evil,
-        Method::POST,
-        "/namespaces/evil/repos/steal/rules",
-        Some(json!({"type": "branch", "name": "main"})),
-    )
-    .await;
+    let (s, rule) = kiln
+        .call_as(
+            &evil,
+            Method::POST,
+            "/namespaces/evil/repos/steal/rules",
+            Some(json!({"type": "branch", "name": "main"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{rule}");
     let rule = rule["id"].as_str().unwrap().to_string();
     let first = build_now(&kiln, &evil, "evil", "steal", &rule).await;
@@ -361,8 +337,7 @@ async fn a_tenant_cannot_build_another_namespaces_repository() {
     assert_eq!(registry.manifest_digest("evil/steal", "main").await, digest);
 
     // acme's own URL without its credentials: kiln fetches, the server asks, evil has none.
-    let (s, body) = call(
-        &kiln,
+    let (s, body) = kiln.call_as(
         &evil,
         Method::PUT,
         source,
@@ -479,11 +454,11 @@ async fn credentials_are_a_write_only_secret_used_to_fetch() {
             "/namespaces/acme/repos".into(),
             format!("/namespaces/acme/repos/app/rules/{rule}"),
         ] {
-            let (s, body) = call(&kiln, token, Method::GET, &path, None).await;
+            let (s, body) = kiln.call_as(token, Method::GET, &path, None).await;
             assert_eq!(s, StatusCode::OK, "{path}: {body}");
             answers.push(body.to_string());
         }
-        let (_, shown) = call(&kiln, token, Method::GET, path, None).await;
+        let (_, shown) = kiln.call_as(token, Method::GET, path, None).await;
         assert_eq!(shown["clone_url"], plain_url, "{shown}");
         assert_eq!(shown["has_credentials"], true, "{shown}");
     }
@@ -574,14 +549,14 @@ async fn credentials_are_a_write_only_secret_used_to_fetch() {
     let last = build_now(&kiln, &write, "acme", "app", &rule).await;
     assert_eq!(last["status"], "succeeded", "{last}");
     assert_eq!(last["commit"], third_sha);
-    let (_, builds) = call(
-        &kiln,
-        &read,
-        Method::GET,
-        "/namespaces/acme/repos/app/builds",
-        None,
-    )
-    .await;
+    let (_, builds) = kiln
+        .call_as(
+            &read,
+            Method::GET,
+            "/namespaces/acme/repos/app/builds",
+            None,
+        )
+        .await;
     answers.push(builds.to_string());
 
     // Nowhere to be seen: API answers, build logs, kiln's log lines, the files of the mirror.

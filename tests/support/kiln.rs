@@ -60,8 +60,29 @@ impl Kiln {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        self.send_as(ADMIN_TOKEN, req).await
+    }
+
+    /// An API call made with `token` instead of the admin's: `path` under `/api/v1`, `body` as JSON.
+    pub async fn call_as(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}/api/v1{path}", self.url));
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        self.send_as(token, req).await
+    }
+
+    async fn send_as(&self, token: &str, req: reqwest::RequestBuilder) -> (StatusCode, Value) {
         let resp = req
-            .bearer_auth(ADMIN_TOKEN)
+            .bearer_auth(token)
             .send()
             .await
             .expect("request to kiln");
