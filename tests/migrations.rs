@@ -4,8 +4,8 @@
 use sqlx::sqlite::SqliteConnectOptions;
 use std::str::FromStr;
 
-#[tokio::test]
-async fn every_migration_applies_over_a_database_holding_rows() {
+/// A new database file with the migrations up to `version` applied: its dir, URL and a pool.
+async fn migrated_to(version: i64) -> (tempfile::TempDir, String, sqlx::SqlitePool) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("kiln.db").display());
     let pool = sqlx::SqlitePool::connect_with(
@@ -15,7 +15,13 @@ async fn every_migration_applies_over_a_database_holding_rows() {
     )
     .await
     .unwrap();
-    kiln::db::MIGRATOR.run_to(1, &pool).await.unwrap();
+    kiln::db::MIGRATOR.run_to(version, &pool).await.unwrap();
+    (dir, url, pool)
+}
+
+#[tokio::test]
+async fn every_migration_applies_over_a_database_holding_rows() {
+    let (_dir, url, pool) = migrated_to(1).await;
 
     for sql in [
         "INSERT INTO namespaces (id, name, created_at) VALUES ('n1', 'acme', '2026-01-01T00:00:00.000000Z')",
@@ -114,16 +120,7 @@ async fn every_migration_applies_over_a_database_holding_rows() {
 /// their own column at start (`App::open`), once, and leaves every other URL as it is.
 #[tokio::test]
 async fn credentials_stored_in_clone_urls_are_moved_apart_at_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("kiln.db").display());
-    let pool = sqlx::SqlitePool::connect_with(
-        SqliteConnectOptions::from_str(&url)
-            .unwrap()
-            .create_if_missing(true),
-    )
-    .await
-    .unwrap();
-    kiln::db::MIGRATOR.run_to(3, &pool).await.unwrap();
+    let (_dir, url, pool) = migrated_to(3).await;
     sqlx::query("INSERT INTO namespaces (id, name, created_at) VALUES ('n1', 'acme', '2026-01-01T00:00:00.000000Z')")
         .execute(&pool)
         .await
