@@ -78,6 +78,30 @@ pub async fn build_image(
     image_ref: &str,
     log: &mut BuildLog,
 ) -> Result<String, String> {
+    let context = bytes::Bytes::from(context_tar);
+    let result = build_once(docker, context.clone(), dockerfile, image_ref, log).await;
+    match result {
+        // The classic builder can lose an image it has just taken from its cache when that image
+        // is removed meanwhile (another build's clean-up, `docker image prune`; moby/moby#18976).
+        // Nothing in the build was wrong: it runs once more, and the cache entry is gone by then.
+        Err(e) if e.starts_with("unable to find image") => {
+            log.line(&format!(
+                "The Docker daemon lost a cached image during the build ({e}); building again."
+            ))
+            .await;
+            build_once(docker, context, dockerfile, image_ref, log).await
+        }
+        other => other,
+    }
+}
+
+async fn build_once(
+    docker: &Docker,
+    context: bytes::Bytes,
+    dockerfile: &str,
+    image_ref: &str,
+    log: &mut BuildLog,
+) -> Result<String, String> {
     let options = BuildImageOptionsBuilder::default()
         .dockerfile(dockerfile)
         .t(image_ref)
@@ -85,8 +109,7 @@ pub async fn build_image(
         .forcerm(true)
         .version(BuilderVersion::BuilderV1)
         .build();
-    let mut stream =
-        docker.build_image(options, None, Some(bollard::body_full(context_tar.into())));
+    let mut stream = docker.build_image(options, None, Some(bollard::body_full(context)));
     let mut image_id = None;
     let mut pending = String::new();
     while let Some(item) = stream.next().await {
