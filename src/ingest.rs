@@ -362,6 +362,13 @@ async fn queue_builds(
     let image = crate::app::image_name(registry, &repo.namespace, &repo.name);
     let mut ids = Vec::with_capacity(p.builds.len());
     for b in &p.builds {
+        let settings = p
+            .repo
+            .1
+            .iter()
+            .find(|r| r.id == b.rule_id)
+            .map(|r| r.settings.clone())
+            .unwrap_or_default();
         let id = db::builds::insert(
             conn,
             &db::builds::NewBuild {
@@ -377,6 +384,7 @@ async fn queue_builds(
                 context: &b.context,
                 version: &b.version,
                 overwrite: true,
+                settings: &settings,
             },
         )
         .await?;

@@ -463,6 +463,7 @@ mod tests {
             version: version.into(),
             overwrite,
             enabled: true,
+            settings: Default::default(),
         }
     }
 
@@ -490,6 +491,7 @@ mod tests {
             created_at: String::new(),
             started_at: None,
             finished_at: None,
+            settings: "{}".into(),
         }
     }
 

@@ -51,11 +51,20 @@ pub struct BuildRow {
     pub created_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
+    /// The rule's build settings when the build was queued, as JSON (issue 9); see `settings()`.
+    pub settings: String,
+}
+
+impl BuildRow {
+    /// The settings the build runs with (`{}`, or an unreadable value: the defaults).
+    pub fn settings(&self) -> crate::domain::build_settings::BuildSettings {
+        serde_json::from_str(&self.settings).unwrap_or_default()
+    }
 }
 
 const SELECT: &str = "SELECT b.id, b.repository_id, n.name AS namespace, r.name AS repository, b.rule_id, b.event_id, \
      b.trigger, b.git_ref, b.commit_sha, b.tag, b.image, b.dockerfile, b.context, b.version, b.overwrite, b.status, \
-     b.error, b.digest, b.created_at, b.started_at, b.finished_at \
+     b.error, b.digest, b.created_at, b.started_at, b.finished_at, b.settings \
      FROM builds b JOIN repositories r ON r.id = b.repository_id JOIN namespaces n ON n.id = r.namespace_id";
 
 /// A build to queue. `commit_sha`/`tag` are None when the worker must resolve them ("build now" of a
@@ -73,6 +82,8 @@ pub struct NewBuild<'a> {
     pub context: &'a str,
     pub version: &'a str,
     pub overwrite: bool,
+    /// The rule's build settings, copied (issue 9).
+    pub settings: &'a crate::domain::build_settings::BuildSettings,
 }
 
 pub async fn insert(
@@ -82,7 +93,7 @@ pub async fn insert(
     let id = new_id();
     sqlx::query(
         "INSERT INTO builds (id, repository_id, rule_id, event_id, trigger, git_ref, commit_sha, tag, image, dockerfile, \
-         context, version, overwrite, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?)",
+         context, version, overwrite, status, created_at, settings) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
     )
     .bind(&id)
     .bind(b.repository_id)
@@ -98,6 +109,7 @@ pub async fn insert(
     .bind(b.version)
     .bind(b.overwrite)
     .bind(now())
+    .bind(serde_json::to_string(b.settings).unwrap_or_else(|_| "{}".into()))
     .execute(&mut *tx)
     .await?;
     Ok(id)

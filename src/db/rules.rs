@@ -1,4 +1,5 @@
 use super::{Db, new_id, now};
+use crate::domain::build_settings::BuildSettings;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RuleRow {
@@ -13,6 +14,14 @@ pub struct RuleRow {
     pub enabled: bool,
     pub created_at: String,
     pub updated_at: String,
+    // Build settings (issue 9): see `settings()`.
+    /// JSON object of build argument names to values.
+    pub build_args: String,
+    pub target: String,
+    pub no_cache: bool,
+    /// JSON array of tag templates.
+    pub extra_tags: String,
+    pub timeout_minutes: Option<i64>,
 }
 
 impl RuleRow {
@@ -31,6 +40,21 @@ impl RuleRow {
             version: self.version.clone(),
             overwrite: self.overwrite,
             enabled: self.enabled,
+            settings: self.settings(),
+        }
+    }
+
+    /// The rule's build settings (validated on the way in; a stored value that no longer reads is
+    /// the default).
+    pub fn settings(&self) -> BuildSettings {
+        BuildSettings {
+            build_args: serde_json::from_str(&self.build_args).unwrap_or_default(),
+            target: self.target.clone(),
+            no_cache: self.no_cache,
+            extra_tags: serde_json::from_str(&self.extra_tags).unwrap_or_default(),
+            timeout_minutes: self
+                .timeout_minutes
+                .and_then(|m| u32::try_from(m).ok()),
         }
     }
 }
@@ -45,6 +69,8 @@ pub struct RuleFields {
     pub version: String,
     pub overwrite: bool,
     pub enabled: bool,
+    /// Build settings (issue 9).
+    pub settings: BuildSettings,
 }
 
 impl From<&RuleRow> for RuleFields {
@@ -57,15 +83,29 @@ impl From<&RuleRow> for RuleFields {
             version: r.version.clone(),
             overwrite: r.overwrite,
             enabled: r.enabled,
+            settings: r.settings(),
         }
     }
 }
 
+/// The settings columns as stored: (build_args JSON, target, no_cache, extra_tags JSON, timeout_minutes).
+fn settings_columns(s: &BuildSettings) -> (String, &str, bool, String, Option<i64>) {
+    (
+        serde_json::to_string(&s.build_args).unwrap_or_else(|_| "{}".into()),
+        &s.target,
+        s.no_cache,
+        serde_json::to_string(&s.extra_tags).unwrap_or_else(|_| "[]".into()),
+        s.timeout_minutes.map(i64::from),
+    )
+}
+
 pub async fn insert(db: &Db, repository_id: &str, f: &RuleFields) -> Result<RuleRow, sqlx::Error> {
     let ts = now();
+    let (build_args, target, no_cache, extra_tags, timeout_minutes) = settings_columns(&f.settings);
     sqlx::query_as(
-        "INSERT INTO rules (id, repository_id, kind, name, dockerfile, context, version, overwrite, enabled, created_at, updated_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+        "INSERT INTO rules (id, repository_id, kind, name, dockerfile, context, version, overwrite, enabled, created_at, updated_at, \
+         build_args, target, no_cache, extra_tags, timeout_minutes) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
     )
     .bind(new_id())
     .bind(repository_id)
@@ -78,13 +118,20 @@ pub async fn insert(db: &Db, repository_id: &str, f: &RuleFields) -> Result<Rule
     .bind(f.enabled)
     .bind(&ts)
     .bind(&ts)
+    .bind(build_args)
+    .bind(target)
+    .bind(no_cache)
+    .bind(extra_tags)
+    .bind(timeout_minutes)
     .fetch_one(db)
     .await
 }
 
 pub async fn update(db: &Db, id: &str, f: &RuleFields) -> Result<RuleRow, sqlx::Error> {
+    let (build_args, target, no_cache, extra_tags, timeout_minutes) = settings_columns(&f.settings);
     sqlx::query_as(
         "UPDATE rules SET kind = ?, name = ?, dockerfile = ?, context = ?, version = ?, overwrite = ?, enabled = ?, \
+         build_args = ?, target = ?, no_cache = ?, extra_tags = ?, timeout_minutes = ?, \
          updated_at = ? WHERE id = ? RETURNING *",
     )
     .bind(&f.kind)
@@ -94,6 +141,11 @@ pub async fn update(db: &Db, id: &str, f: &RuleFields) -> Result<RuleRow, sqlx::
     .bind(&f.version)
     .bind(f.overwrite)
     .bind(f.enabled)
+    .bind(build_args)
+    .bind(target)
+    .bind(no_cache)
+    .bind(extra_tags)
+    .bind(timeout_minutes)
     .bind(now())
     .bind(id)
     .fetch_one(db)

@@ -131,6 +131,8 @@ pub struct RuleSpec {
     /// build; `false`: the tag is `{version}-{sha7}`.
     pub overwrite: bool,
     pub enabled: bool,
+    /// Build settings (issue 9), copied onto each build the rule queues.
+    pub settings: super::build_settings::BuildSettings,
 }
 
 /// The longest `dockerfile` or `context`, in bytes.
@@ -455,6 +457,7 @@ mod tests {
             version: version.to_string(),
             overwrite,
             enabled: true,
+            settings: Default::default(),
         }
     }
 

@@ -34,6 +34,8 @@ pub struct BuildView {
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
     pub digest: Option<String>,
+    /// The rule's build settings when the build was queued (issue 9).
+    pub settings: crate::domain::build_settings::BuildSettings,
 }
 
 impl From<BuildRow> for BuildView {
@@ -53,6 +55,7 @@ impl From<BuildRow> for BuildView {
             created_at: b.created_at,
             started_at: b.started_at,
             finished_at: b.finished_at,
+            settings: b.settings(),
             digest: b.digest,
         }
     }
@@ -200,6 +203,7 @@ pub async fn create_build(
             context: &rule.context,
             version: &rule.version,
             overwrite: rule.overwrite,
+            settings: &rule.settings(),
         },
     )
     .await?;

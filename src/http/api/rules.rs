@@ -7,6 +7,8 @@ use super::{PageQuery, load_repo, paginate};
 use crate::app::App;
 use crate::db::{self, rules::RuleFields, rules::RuleRow};
 use crate::domain::FieldError;
+use crate::domain::build_settings::{self, BuildSettings, SettingError};
+use crate::domain::pattern::RefPattern;
 use crate::domain::rules::{
     GitRef, PlanContext, PushEvent, RefKind, normalize_repo_path, plan_builds, validate_rule,
 };
@@ -26,11 +28,29 @@ pub struct RuleView {
     pub enabled: bool,
     pub created_at: String,
     pub updated_at: String,
+    // Build settings (issue 9).
+    pub build_args: std::collections::BTreeMap<String, String>,
+    /// `""`: the Dockerfile's last stage.
+    pub target: String,
+    pub no_cache: bool,
+    pub extra_tags: Vec<String>,
+    /// `null`: the server's default, shown in `effective_timeout_minutes`.
+    pub timeout_minutes: Option<u32>,
+    pub effective_timeout_minutes: u64,
 }
 
-impl From<RuleRow> for RuleView {
-    fn from(r: RuleRow) -> Self {
+impl RuleView {
+    /// The view, with the server's default timeout (`KILN_BUILD_TIMEOUT_MINUTES`) filled in.
+    pub fn new(r: RuleRow, default_timeout: std::time::Duration) -> Self {
+        let settings = r.settings();
+        let effective = build_settings::effective_timeout(&settings, default_timeout);
         RuleView {
+            build_args: settings.build_args,
+            target: settings.target,
+            no_cache: settings.no_cache,
+            extra_tags: settings.extra_tags,
+            timeout_minutes: settings.timeout_minutes,
+            effective_timeout_minutes: build_settings::whole_minutes(effective),
             id: r.id,
             kind: r.kind,
             name: r.name,
@@ -60,6 +80,17 @@ pub struct CreateRule {
     version: Option<String>,
     overwrite: Option<bool>,
     enabled: Option<bool>,
+    // Build settings (issue 9); see `SettingsInput`.
+    #[serde(default, deserialize_with = "present")]
+    build_args: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "present")]
+    target: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    no_cache: Option<Option<bool>>,
+    #[serde(default, deserialize_with = "present")]
+    extra_tags: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "present")]
+    timeout_minutes: Option<Option<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -73,6 +104,76 @@ pub struct UpdateRule {
     version: Option<String>,
     overwrite: Option<bool>,
     enabled: Option<bool>,
+    // Build settings (issue 9); see `SettingsInput`.
+    #[serde(default, deserialize_with = "present")]
+    build_args: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "present")]
+    target: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    no_cache: Option<Option<bool>>,
+    #[serde(default, deserialize_with = "present")]
+    extra_tags: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "present")]
+    timeout_minutes: Option<Option<i64>>,
+}
+
+/// The build settings of a create or update body (issue 9). Absent: the default (create) or unchanged
+/// (update); `null`: the default.
+struct SettingsInput {
+    build_args: Option<serde_json::Value>,
+    target: Option<Option<String>>,
+    no_cache: Option<Option<bool>>,
+    extra_tags: Option<Option<Vec<String>>>,
+    timeout_minutes: Option<Option<i64>>,
+}
+
+macro_rules! settings_input {
+    ($body:expr) => {
+        SettingsInput {
+            build_args: $body.build_args,
+            target: $body.target,
+            no_cache: $body.no_cache,
+            extra_tags: $body.extra_tags,
+            timeout_minutes: $body.timeout_minutes,
+        }
+    };
+}
+
+/// A field that is in the body, `null` included (`Some(None)` for `null`; absent stays `None`).
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+impl SettingsInput {
+    /// `base` with the fields the body gives (each checked as it is read).
+    fn apply(self, mut base: BuildSettings) -> Result<BuildSettings, SettingError> {
+        if let Some(v) = self.build_args {
+            base.build_args = build_settings::build_args_from_json(&v)?;
+        }
+        if let Some(t) = self.target {
+            base.target = t.unwrap_or_default();
+        }
+        if let Some(n) = self.no_cache {
+            base.no_cache = n.unwrap_or_default();
+        }
+        if let Some(t) = self.extra_tags {
+            base.extra_tags = t.unwrap_or_default();
+        }
+        if let Some(m) = self.timeout_minutes {
+            base.timeout_minutes = m
+                .map(build_settings::validate_timeout_minutes)
+                .transpose()?;
+        }
+        Ok(base)
+    }
+}
+
+fn setting_error(e: SettingError) -> ApiError {
+    ApiError::invalid(&e.field, e.code, e.message)
 }
 
 /// Validates and normalizes a full set of rule fields.
@@ -95,6 +196,8 @@ fn checked(mut f: RuleFields) -> ApiResult<RuleFields> {
         )
     })?;
     validate_rule(kind, &f.name, &f.version, &f.dockerfile, &f.context)?;
+    let pattern = RefPattern::parse(&f.name)?;
+    build_settings::validate_settings(&f.settings, &pattern).map_err(setting_error)?;
     f.kind = kind.as_str().to_string();
     Ok(f)
 }
@@ -122,9 +225,15 @@ pub async fn create_rule(
         version: body.version.unwrap_or_default(),
         overwrite: body.overwrite.unwrap_or(true),
         enabled: body.enabled.unwrap_or(true),
+        settings: settings_input!(body)
+            .apply(BuildSettings::default())
+            .map_err(setting_error)?,
     })?;
     let rule = db::rules::insert(&app.db, &row.id, &fields).await?;
-    Ok((StatusCode::CREATED, axum::Json(rule.into())))
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(RuleView::new(rule, app.config.build_timeout)),
+    ))
 }
 
 /// Newest first, like every list (rules are matched oldest first: the first of two rules that would
@@ -138,7 +247,13 @@ pub async fn list_rules(
     let row = load_repo(&app, &caller, &ns, &repo, Role::Read).await?;
     let mut rules = db::rules::list(&app.db, &row.id).await?;
     rules.reverse();
-    paginate(rules, &q, |r| r.id.clone(), RuleView::from)
+    let default_timeout = app.config.build_timeout;
+    paginate(
+        rules,
+        &q,
+        |r| r.id.clone(),
+        |r| RuleView::new(r, default_timeout),
+    )
 }
 
 pub async fn load_rule(
@@ -162,7 +277,7 @@ pub async fn get_rule(
     ApiPath((ns, repo, id)): ApiPath<(String, String, String)>,
 ) -> ApiResult<axum::Json<RuleView>> {
     let (_, rule) = load_rule(&app, &caller, &ns, &repo, &id, Role::Read).await?;
-    Ok(axum::Json(rule.into()))
+    Ok(axum::Json(RuleView::new(rule, app.config.build_timeout)))
 }
 
 pub async fn update_rule(
@@ -181,9 +296,12 @@ pub async fn update_rule(
         version: body.version.unwrap_or(old.version),
         overwrite: body.overwrite.unwrap_or(old.overwrite),
         enabled: body.enabled.unwrap_or(old.enabled),
+        settings: settings_input!(body)
+            .apply(old.settings)
+            .map_err(setting_error)?,
     })?;
     let rule = db::rules::update(&app.db, &rule.id, &fields).await?;
-    Ok(axum::Json(rule.into()))
+    Ok(axum::Json(RuleView::new(rule, app.config.build_timeout)))
 }
 
 pub async fn delete_rule(
