@@ -40,6 +40,7 @@ pub struct BuildView {
 
 impl From<BuildRow> for BuildView {
     fn from(b: BuildRow) -> Self {
+        let settings = b.settings();
         BuildView {
             id: b.id,
             namespace: b.namespace,
@@ -55,7 +56,7 @@ impl From<BuildRow> for BuildView {
             created_at: b.created_at,
             started_at: b.started_at,
             finished_at: b.finished_at,
-            settings: b.settings(),
+            settings,
             digest: b.digest,
         }
     }
