@@ -25,6 +25,7 @@ struct FileConfig {
     public_url: Option<String>,
     build_workers: Option<usize>,
     build_timeout_secs: Option<u64>,
+    build_timeout_minutes: Option<u64>,
     hook_body_limit: Option<usize>,
     hook_queue: Option<usize>,
     event_retention_days: Option<u64>,
@@ -53,6 +54,8 @@ pub struct Config {
     pub registry_events_token: Option<SecretString>,
     pub public_url: String,
     pub build_workers: usize,
+    /// How long a build may run when its rule sets no `timeout_minutes`: `KILN_BUILD_TIMEOUT_MINUTES`
+    /// (default 60), or `KILN_BUILD_TIMEOUT_SECS`, which wins when both are set (finer grained).
     pub build_timeout: Duration,
     pub hook_body_limit: usize,
     /// Verified hook deliveries waiting for the ingest writer; beyond it hooks answer 503 + Retry-After.
@@ -95,6 +98,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_REGISTRY: &str = "localhost:5000";
 /// GitHub caps webhook payloads at 25 MB; so do we.
 pub const DEFAULT_HOOK_BODY_LIMIT: usize = 25 * 1024 * 1024;
+/// A build's time limit when neither its rule nor the configuration sets one.
+pub const DEFAULT_BUILD_TIMEOUT_MINUTES: u64 = 60;
 /// Deliveries that may wait for the ingest writer at once.
 pub const DEFAULT_HOOK_QUEUE: usize = 1024;
 
@@ -171,14 +176,36 @@ impl Config {
         if !(1..=64).contains(&build_workers) {
             bail!("KILN_BUILD_WORKERS: must be between 1 and 64, got {build_workers}");
         }
-        let build_timeout_secs = match vars.get("KILN_BUILD_TIMEOUT_SECS") {
-            Some(v) => v
+        // KILN_BUILD_TIMEOUT_SECS (the older, finer-grained form) wins over KILN_BUILD_TIMEOUT_MINUTES.
+        let build_timeout_secs = match (
+            vars.get("KILN_BUILD_TIMEOUT_SECS"),
+            vars.get("KILN_BUILD_TIMEOUT_MINUTES"),
+        ) {
+            (Some(v), _) => v
                 .parse()
                 .with_context(|| format!("KILN_BUILD_TIMEOUT_SECS: '{v}' is not a number"))?,
-            None => f.build_timeout_secs.unwrap_or(3600),
+            (None, Some(v)) => {
+                let minutes: u64 = v.parse().with_context(|| {
+                    format!("KILN_BUILD_TIMEOUT_MINUTES: '{v}' is not a whole number of minutes")
+                })?;
+                if !(1..=u64::from(crate::domain::build_settings::MAX_TIMEOUT_MINUTES))
+                    .contains(&minutes)
+                {
+                    bail!(
+                        "KILN_BUILD_TIMEOUT_MINUTES: must be 1 to {}, got {minutes}",
+                        crate::domain::build_settings::MAX_TIMEOUT_MINUTES
+                    );
+                }
+                minutes * 60
+            }
+            (None, None) => match (f.build_timeout_secs, f.build_timeout_minutes) {
+                (Some(secs), _) => secs,
+                (None, Some(minutes)) => minutes.saturating_mul(60),
+                (None, None) => DEFAULT_BUILD_TIMEOUT_MINUTES * 60,
+            },
         };
         if build_timeout_secs == 0 {
-            bail!("KILN_BUILD_TIMEOUT_SECS: must be positive");
+            bail!("KILN_BUILD_TIMEOUT_SECS / KILN_BUILD_TIMEOUT_MINUTES: must be positive");
         }
 
         let event_retention_days = match vars.get("KILN_EVENT_RETENTION_DAYS") {
@@ -393,6 +420,55 @@ mod tests {
         ] {
             let err = Config::resolve(FileConfig::default(), &env(&[(var, value)])).unwrap_err();
             assert!(err.to_string().contains(expect), "{var}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn build_timeout_in_minutes_or_seconds() {
+        let timeout = |pairs: &[(&str, &str)], file: &str| {
+            let file: FileConfig = toml::from_str(file).unwrap();
+            Config::resolve(file, &env(pairs)).map(|c| c.build_timeout.as_secs())
+        };
+        assert_eq!(timeout(&[], "").unwrap(), 3600);
+        assert_eq!(
+            timeout(&[("KILN_BUILD_TIMEOUT_MINUTES", "5")], "").unwrap(),
+            300
+        );
+        assert_eq!(
+            timeout(&[("KILN_BUILD_TIMEOUT_SECS", "90")], "").unwrap(),
+            90
+        );
+        // both: the seconds win
+        assert_eq!(
+            timeout(
+                &[
+                    ("KILN_BUILD_TIMEOUT_SECS", "90"),
+                    ("KILN_BUILD_TIMEOUT_MINUTES", "5")
+                ],
+                ""
+            )
+            .unwrap(),
+            90
+        );
+        assert_eq!(timeout(&[], "build_timeout_minutes = 2").unwrap(), 120);
+        assert_eq!(
+            timeout(&[], "build_timeout_minutes = 2\nbuild_timeout_secs = 7").unwrap(),
+            7
+        );
+        assert_eq!(
+            timeout(
+                &[("KILN_BUILD_TIMEOUT_MINUTES", "3")],
+                "build_timeout_secs = 7"
+            )
+            .unwrap(),
+            180
+        );
+        for bad in ["0", "1441", "-1", "1.5", "an hour"] {
+            let err = timeout(&[("KILN_BUILD_TIMEOUT_MINUTES", bad)], "").unwrap_err();
+            assert!(
+                err.to_string().contains("KILN_BUILD_TIMEOUT_MINUTES"),
+                "{bad}: {err}"
+            );
         }
     }
 

@@ -26,7 +26,8 @@ enum Command {
     /// Every setting can come from a TOML file (--config) and is overridden by its KILN_* variable:
     /// KILN_LISTEN, KILN_DATA_DIR, KILN_DATABASE_URL, KILN_REGISTRY, KILN_REGISTRY_URL,
     /// KILN_REGISTRY_USERNAME, KILN_REGISTRY_PASSWORD, KILN_ADMIN_TOKEN, KILN_REGISTRY_EVENTS_TOKEN,
-    /// KILN_PUBLIC_URL, KILN_BUILD_WORKERS, KILN_BUILD_TIMEOUT_SECS, KILN_HOOK_QUEUE (verified hook deliveries
+    /// KILN_PUBLIC_URL, KILN_BUILD_WORKERS, KILN_BUILD_TIMEOUT_MINUTES (a rule's default; KILN_BUILD_TIMEOUT_SECS
+    /// wins when set), KILN_HOOK_QUEUE (verified hook deliveries
     /// waiting to be stored; beyond it hooks answer 503 with Retry-After). DOCKER_HOST picks the Docker daemon.
     /// KILN_LOCAL_SOURCES (`:`-separated directories) allows local git repositories under them as
     /// sources; unset, none is allowed.

@@ -52,9 +52,7 @@ impl RuleRow {
             target: self.target.clone(),
             no_cache: self.no_cache,
             extra_tags: serde_json::from_str(&self.extra_tags).unwrap_or_default(),
-            timeout_minutes: self
-                .timeout_minutes
-                .and_then(|m| u32::try_from(m).ok()),
+            timeout_minutes: self.timeout_minutes.and_then(|m| u32::try_from(m).ok()),
         }
     }
 }
