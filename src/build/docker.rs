@@ -1,12 +1,14 @@
 //! bollard: build an image from a tar context, push it, read the digest. The daemon's API version is
 //! negotiated on first use (Docker 20.10 speaks 1.41).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use bollard::query_parameters::{
-    BuildImageOptionsBuilder, BuilderVersion, PushImageOptionsBuilder,
+    BuildImageOptionsBuilder, BuilderVersion, CreateImageOptionsBuilder, PushImageOptionsBuilder,
+    TagImageOptionsBuilder,
 };
 use futures_util::StreamExt;
 use tokio::sync::OnceCell;
@@ -69,17 +71,34 @@ pub fn one_line(e: &bollard::errors::Error) -> String {
         .join(" ")
 }
 
+/// What to build besides the context: the Dockerfile, the tag, and the rule's settings as the
+/// daemon takes them (issue 9).
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    pub dockerfile: String,
+    /// `{registry}/{namespace}/{repo}:{tag}`.
+    pub image_ref: String,
+    /// The rule's build arguments plus `KILN_COMMIT`, `KILN_REF`, `KILN_TAG`.
+    pub build_args: HashMap<String, String>,
+    /// The OCI labels.
+    pub labels: HashMap<String, String>,
+    /// `""`: the last stage.
+    pub target: String,
+    pub no_cache: bool,
+    /// Images whose layers may be used as cache (`--cache-from`).
+    pub cache_from: Vec<String>,
+}
+
 /// Builds the context with the classic builder, streaming every output line into the build log.
 /// Returns the image id; any error in the stream is the build's failure reason.
 pub async fn build_image(
     docker: &Docker,
     context_tar: Vec<u8>,
-    dockerfile: &str,
-    image_ref: &str,
+    options: &BuildOptions,
     log: &mut BuildLog,
 ) -> Result<String, String> {
     let context = bytes::Bytes::from(context_tar);
-    let result = build_once(docker, context.clone(), dockerfile, image_ref, log).await;
+    let result = build_once(docker, context.clone(), options, log).await;
     match result {
         // The classic builder can lose an image it has just taken from its cache when that image
         // is removed meanwhile (another build's clean-up, `docker image prune`; moby/moby#18976).
@@ -89,7 +108,7 @@ pub async fn build_image(
                 "The Docker daemon lost a cached image during the build ({e}); building again."
             ))
             .await;
-            build_once(docker, context, dockerfile, image_ref, log).await
+            build_once(docker, context, options, log).await
         }
         other => other,
     }
@@ -98,17 +117,25 @@ pub async fn build_image(
 async fn build_once(
     docker: &Docker,
     context: bytes::Bytes,
-    dockerfile: &str,
-    image_ref: &str,
+    o: &BuildOptions,
     log: &mut BuildLog,
 ) -> Result<String, String> {
-    let options = BuildImageOptionsBuilder::default()
-        .dockerfile(dockerfile)
-        .t(image_ref)
+    let mut options = BuildImageOptionsBuilder::default()
+        .dockerfile(&o.dockerfile)
+        .t(&o.image_ref)
         .rm(true)
         .forcerm(true)
-        .version(BuilderVersion::BuilderV1)
-        .build();
+        .buildargs(&o.build_args)
+        .labels(&o.labels)
+        .nocache(o.no_cache)
+        .version(BuilderVersion::BuilderV1);
+    if !o.target.is_empty() {
+        options = options.target(&o.target);
+    }
+    if !o.cache_from.is_empty() {
+        options = options.cachefrom(&o.cache_from);
+    }
+    let options = options.build();
     let mut stream = docker.build_image(options, None, Some(bollard::body_full(context)));
     let mut image_id = None;
     let mut pending = String::new();
@@ -171,6 +198,49 @@ pub async fn push_image(
         }
     }
     digest.ok_or_else(|| "the Docker daemon did not report the pushed digest".to_string())
+}
+
+/// Gives the local image `image_ref` another tag: `{image}:{tag}`.
+pub async fn tag_image(docker: &Docker, image_ref: &str, image: &str, tag: &str) -> Result<(), String> {
+    let options = TagImageOptionsBuilder::default().repo(image).tag(tag).build();
+    docker
+        .tag_image(image_ref, Some(options))
+        .await
+        .map_err(|e| one_line(&e))
+}
+
+/// Whether the local store has `image_ref` (a name:tag, name@digest or id).
+pub async fn has_image(docker: &Docker, image_ref: &str) -> Result<bool, String> {
+    match docker.inspect_image(image_ref).await {
+        Ok(_) => Ok(true),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(false),
+        Err(e) => Err(one_line(&e)),
+    }
+}
+
+/// Pulls `image_ref` (`name@sha256:…` or `name:tag`) with the registry's credentials.
+pub async fn pull_image(
+    docker: &Docker,
+    image_ref: &str,
+    credentials: DockerCredentials,
+) -> Result<(), String> {
+    let options = CreateImageOptionsBuilder::default()
+        .from_image(image_ref)
+        .build();
+    let mut stream = docker.create_image(Some(options), None, Some(credentials));
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(info) => {
+                if let Some(detail) = info.error_detail {
+                    return Err(detail.message.unwrap_or_else(|| "pull failed".into()));
+                }
+            }
+            Err(e) => return Err(one_line(&e)),
+        }
+    }
+    Ok(())
 }
 
 /// `"main: digest: sha256:… size: 528"` → `sha256:…`.

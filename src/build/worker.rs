@@ -10,7 +10,10 @@ use super::log::BuildLog;
 use super::{context, docker, git};
 use crate::app::App;
 use crate::db::{self, builds::BuildRow, builds::BuildStatus};
+use crate::domain::build_settings::{self, BuildFacts, BuildSettings};
+use crate::domain::pattern::RefPattern;
 use crate::domain::rules::{GitRef, PushEvent, RuleSpec, plan_rule};
+use crate::domain::template::TemplateVars;
 use crate::forge::display_url;
 use crate::notify::outbox;
 
@@ -46,16 +49,21 @@ pub async fn run(app: &App, build: BuildRow, cancel: CancellationToken) {
     if let Err(e) = announce(app, &build.id, "build.started").await {
         tracing::error!(build_id = %build.id, error = %e, "cannot queue build.started");
     }
-    let timeout = app.config.build_timeout;
+    // The rule's timeout_minutes when the build was queued, else the server's default.
+    let timeout = build_settings::effective_timeout(&build.settings(), app.config.build_timeout);
     let outcome = tokio::select! {
         r = execute(app, &build, &mut log) => r,
         _ = cancel.cancelled() => Err(Failure::Cancelled),
-        _ = tokio::time::sleep(timeout) => Err(Failure::Failed(format!("timed out after {} s", timeout.as_secs()))),
+        _ = tokio::time::sleep(timeout) => Err(Failure::Failed(build_settings::timeout_message(timeout))),
     };
     let recorded = match outcome {
-        Ok(Pushed { reference, digest }) => {
+        Ok(Pushed {
+            reference,
+            digest,
+            extra_tags,
+        }) => {
             log.line(&format!("Pushed {reference} ({digest})")).await;
-            record_success(app, &build.id, &digest).await
+            record_success(app, &build.id, &digest, &extra_tags).await
         }
         Err(Failure::Cancelled) => {
             log.line("Cancelled.").await;
@@ -91,22 +99,33 @@ pub async fn run(app: &App, build: BuildRow, cancel: CancellationToken) {
     }
 }
 
-async fn record_success(app: &App, build_id: &str, digest: &str) -> Result<(), sqlx::Error> {
+async fn record_success(
+    app: &App,
+    build_id: &str,
+    digest: &str,
+    extra_tags: &[String],
+) -> Result<(), sqlx::Error> {
     let Some(b) = db::builds::get(&app.db, build_id).await? else {
         return Ok(());
     };
-    crate::versions::record(
-        app,
-        &db::versions::NewVersion {
-            repository_id: &b.repository_id,
-            tag: b.tag.as_deref().unwrap_or_default(),
-            digest,
-            source: "build",
-            build_id: Some(build_id),
-            commit_sha: b.commit_sha.as_deref(),
-        },
-    )
-    .await?;
+    // The tag, then each extra tag (same digest), while the build still runs: the registry's
+    // notifications of these pushes are the build's own.
+    for tag in std::iter::once(b.tag.as_deref().unwrap_or_default())
+        .chain(extra_tags.iter().map(String::as_str))
+    {
+        crate::versions::record(
+            app,
+            &db::versions::NewVersion {
+                repository_id: &b.repository_id,
+                tag,
+                digest,
+                source: "build",
+                build_id: Some(build_id),
+                commit_sha: b.commit_sha.as_deref(),
+            },
+        )
+        .await?;
+    }
     if end_build(app, build_id, BuildStatus::Succeeded, None, Some(digest)).await? {
         tracing::info!(build_id, digest, "build succeeded");
     }
@@ -174,10 +193,12 @@ async fn end_build(
     Ok(true)
 }
 
-/// What a successful build pushed: `{registry}/{namespace}/{repo}:{tag}` and its manifest digest.
+/// What a successful build pushed: `{registry}/{namespace}/{repo}:{tag}` and its manifest digest,
+/// and the extra tags pushed with the same digest.
 struct Pushed {
     reference: String,
     digest: String,
+    extra_tags: Vec<String>,
 }
 
 async fn execute(app: &App, build: &BuildRow, log: &mut BuildLog) -> Result<Pushed, Failure> {
@@ -210,8 +231,10 @@ async fn execute(app: &App, build: &BuildRow, log: &mut BuildLog) -> Result<Push
         _ => {}
     }
 
-    log.line(&format!("Fetching {}", display_url(&source.clone_url)))
-        .await;
+    // The clone URL without credentials: the image's `org.opencontainers.image.source` label.
+    let source_url = display_url(&source.clone_url);
+    let rule_name = rule.as_ref().map(|r| r.name.clone());
+    log.line(&format!("Fetching {source_url}")).await;
     let mirror = git::mirror_path(&app.config.mirrors_dir(), &source.clone_url);
     let lock = app.builds.mirror_lock(&mirror);
     let guard = lock.lock().await;
@@ -268,15 +291,37 @@ async fn execute(app: &App, build: &BuildRow, log: &mut BuildLog) -> Result<Push
     ))
     .await;
 
+    // Build settings (issue 9): the copy taken when the build was queued.
+    let settings = build.settings();
+    let facts = BuildFacts {
+        commit: &target.commit,
+        git_ref: &target.git_ref,
+        tag: &target.tag,
+        source: &source_url,
+        created: chrono::Utc::now(),
+    };
+    let extra_tags = render_extra_tags_for(&settings, rule_name.as_deref(), &target, log).await;
+    db::builds::set_extra_tags(&app.db, &build.id, &extra_tags)
+        .await
+        .map_err(db_err)?;
+    log.line(&settings_line(&settings, &extra_tags)).await;
+
     let docker = app.docker.client().await.map_err(|e| format!("{e:#}"))?;
-    docker::build_image(
-        &docker,
-        target.context.tar,
-        &target.context.dockerfile,
-        &full_ref,
-        log,
-    )
-    .await?;
+    let cache_from = if settings.no_cache {
+        Vec::new()
+    } else {
+        layer_cache(app, &docker, build, log).await
+    };
+    let options = docker::BuildOptions {
+        dockerfile: target.context.dockerfile.clone(),
+        image_ref: full_ref.clone(),
+        build_args: build_settings::build_args_for(&settings, &facts),
+        labels: build_settings::oci_labels(&facts),
+        target: settings.target.clone(),
+        no_cache: settings.no_cache,
+        cache_from,
+    };
+    docker::build_image(&docker, target.context.tar, &options, log).await?;
     // Only the newest build of a tag may move it (domain::tag_owner): checked as late as possible.
     if let Some(by) =
         db::builds::newer_owner_of_tag(&app.db, &build.id, &build.repository_id, &target.tag)
@@ -289,7 +334,43 @@ async fn execute(app: &App, build: &BuildRow, log: &mut BuildLog) -> Result<Push
         });
     }
     log.line(&format!("Pushing {full_ref}")).await;
-    let credentials = DockerCredentials {
+    let digest = docker::push_image(
+        &docker,
+        &image,
+        &target.tag,
+        registry_credentials(app),
+        log,
+    )
+    .await
+    .map_err(|e| format!("push refused: {e}"))?;
+    for tag in &extra_tags {
+        let extra_ref = format!("{image}:{tag}");
+        log.line(&format!("Pushing {extra_ref} (extra tag)")).await;
+        docker::tag_image(&docker, &full_ref, &image, tag)
+            .await
+            .map_err(|e| format!("cannot tag {extra_ref}: {e}"))?;
+        let extra_digest =
+            docker::push_image(&docker, &image, tag, registry_credentials(app), log)
+                .await
+                .map_err(|e| format!("push of {extra_ref} refused: {e}"))?;
+        if extra_digest != digest {
+            return Err(Failure::Failed(format!(
+                "{extra_ref} was pushed as {extra_digest}, not as {digest} like {full_ref}"
+            )));
+        }
+        log.line(&format!("Pushed {extra_ref} ({extra_digest})"))
+            .await;
+    }
+    Ok(Pushed {
+        reference: full_ref,
+        digest,
+        extra_tags,
+    })
+}
+
+/// The registry credentials pushes (and layer cache pulls) use.
+fn registry_credentials(app: &App) -> DockerCredentials {
+    DockerCredentials {
         username: app.config.registry_username.clone(),
         password: app
             .config
@@ -298,14 +379,120 @@ async fn execute(app: &App, build: &BuildRow, log: &mut BuildLog) -> Result<Push
             .map(|p| p.expose_secret().to_string()),
         serveraddress: Some(app.config.registry.clone()),
         ..Default::default()
+    }
+}
+
+/// The extra tags of this build: the settings' templates rendered for its ref and commit, with the
+/// rule's name for captures (the ref's own name when the rule is gone). What cannot render is said
+/// in the log and left out.
+async fn render_extra_tags_for(
+    settings: &BuildSettings,
+    rule_name: Option<&str>,
+    target: &Target,
+    log: &mut BuildLog,
+) -> Vec<String> {
+    if settings.extra_tags.is_empty() {
+        return Vec::new();
+    }
+    let ref_name = GitRef::parse(&target.git_ref).map_or_else(|| target.git_ref.clone(), |r| r.name);
+    let pattern = rule_name
+        .and_then(|n| RefPattern::parse(n).ok())
+        .or_else(|| RefPattern::parse(&ref_name).ok());
+    let Some(pattern) = pattern else {
+        log.line("Extra tags left out: the rule's name cannot be read").await;
+        return Vec::new();
     };
-    let digest = docker::push_image(&docker, &image, &target.tag, credentials, log)
-        .await
-        .map_err(|e| format!("push refused: {e}"))?;
-    Ok(Pushed {
-        reference: full_ref,
-        digest,
-    })
+    let captures = pattern.matches(&ref_name).unwrap_or_default();
+    let rendered = build_settings::render_extra_tags(
+        &settings.extra_tags,
+        &pattern,
+        &TemplateVars {
+            ref_name: &ref_name,
+            sha: &target.commit,
+            date: chrono::Utc::now().date_naive(),
+            captures: &captures,
+        },
+        &target.tag,
+    );
+    for (template, why) in &rendered.skipped {
+        log.line(&format!("Extra tag {template:?} left out: {why}"))
+            .await;
+    }
+    rendered.tags
+}
+
+/// One log line saying what the settings change (build argument names, never their values).
+fn settings_line(settings: &BuildSettings, extra_tags: &[String]) -> String {
+    let mut args: Vec<&str> = settings.build_args.keys().map(String::as_str).collect();
+    args.extend(build_settings::RESERVED_BUILD_ARGS);
+    let mut parts = vec![format!("build arguments {}", args.join(", "))];
+    if !settings.target.is_empty() {
+        parts.push(format!("target stage {}", settings.target));
+    }
+    if settings.no_cache {
+        parts.push("no cache".into());
+    }
+    if !extra_tags.is_empty() {
+        parts.push(format!("extra tags {}", extra_tags.join(", ")));
+    }
+    format!("Build settings: {}", parts.join("; "))
+}
+
+/// The layer cache when the local store lost it: the previous succeeded build of the same rule
+/// pushed an image that is no longer here, so it is pulled from the registry and given to the
+/// builder as `cache_from`. Nothing here fails the build: a problem is a log line.
+async fn layer_cache(
+    app: &App,
+    docker: &bollard::Docker,
+    build: &BuildRow,
+    log: &mut BuildLog,
+) -> Vec<String> {
+    let Some(rule_id) = &build.rule_id else {
+        return Vec::new();
+    };
+    let (image_ref, digest) = match db::builds::previous_success(&app.db, rule_id, &build.id).await
+    {
+        Ok(Some(previous)) => previous,
+        Ok(None) => return Vec::new(),
+        Err(e) => {
+            log.line(&format!(
+                "Layer cache: cannot look up the previous build ({e}); building without it"
+            ))
+            .await;
+            return Vec::new();
+        }
+    };
+    // `{registry}/{ns}/{repo}:{tag}` → `{registry}/{ns}/{repo}@{digest}`: exactly that image.
+    let name = image_ref.rsplit_once(':').map_or(image_ref.as_str(), |(n, _)| n);
+    let by_digest = format!("{name}@{digest}");
+    match docker::has_image(docker, &by_digest).await {
+        Ok(true) => return Vec::new(), // still here: the builder finds its layers itself
+        Ok(false) => {}
+        Err(e) => {
+            log.line(&format!(
+                "Layer cache: cannot inspect {by_digest} ({e}); building without it"
+            ))
+            .await;
+            return Vec::new();
+        }
+    }
+    log.line(&format!(
+        "Layer cache: the previous image {by_digest} is not in the local store; pulling it"
+    ))
+    .await;
+    match docker::pull_image(docker, &by_digest, registry_credentials(app)).await {
+        Ok(()) => {
+            log.line(&format!("Layer cache: pulled {by_digest}")).await;
+            vec![by_digest]
+        }
+        Err(e) => {
+            log.line(&format!(
+                "Layer cache: cannot pull {by_digest} ({e}); building without it"
+            ))
+            .await;
+            Vec::new()
+        }
+    }
 }
 
 /// Blocking: fetch the mirror, find the exact commit, decide the tag, tar the context.

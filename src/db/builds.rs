@@ -322,20 +322,71 @@ pub async fn log_lines(db: &Db, id: &str, after: i64) -> Result<Vec<(i64, String
     .await
 }
 
-/// Is a build of this repository and tag running now? (It will record the version itself.)
+/// Is a build of this repository and tag running now? (It will record the version itself.) Its extra
+/// tags count.
 pub async fn running_with_tag(
     db: &Db,
     repository_id: &str,
     tag: &str,
 ) -> Result<bool, sqlx::Error> {
     let row: Option<(i64,)> = sqlx::query_as(
-        "SELECT 1 FROM builds WHERE repository_id = ? AND tag = ? AND status = 'building' LIMIT 1",
+        "SELECT 1 FROM builds b WHERE b.repository_id = ? AND b.status = 'building' \
+         AND (b.tag = ? OR EXISTS (SELECT 1 FROM build_extra_tags t WHERE t.build_id = b.id AND t.tag = ?)) \
+         LIMIT 1",
     )
     .bind(repository_id)
+    .bind(tag)
     .bind(tag)
     .fetch_optional(db)
     .await?;
     Ok(row.is_some())
+}
+
+// Build settings (issue 9).
+
+/// The extra tags the build pushes (rendered from its settings when it runs), replacing any earlier
+/// list.
+pub async fn set_extra_tags(db: &Db, build_id: &str, tags: &[String]) -> Result<(), sqlx::Error> {
+    let mut tx = super::write_tx(db).await?;
+    sqlx::query("DELETE FROM build_extra_tags WHERE build_id = ?")
+        .bind(build_id)
+        .execute(&mut *tx)
+        .await?;
+    for tag in tags {
+        sqlx::query("INSERT INTO build_extra_tags (build_id, tag) VALUES (?, ?)")
+            .bind(build_id)
+            .bind(tag)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await
+}
+
+/// The extra tags of a build, in name order.
+pub async fn extra_tags(db: &Db, build_id: &str) -> Result<Vec<String>, sqlx::Error> {
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT tag FROM build_extra_tags WHERE build_id = ? ORDER BY tag")
+            .bind(build_id)
+            .fetch_all(db)
+            .await?;
+    Ok(rows.into_iter().map(|(t,)| t).collect())
+}
+
+/// The image (`{registry}/{ns}/{repo}:{tag}`) and digest of the newest succeeded build of `rule_id`
+/// queued before `build_id`: the layer cache of the next build.
+pub async fn previous_success(
+    db: &Db,
+    rule_id: &str,
+    build_id: &str,
+) -> Result<Option<(String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT image, digest FROM builds WHERE rule_id = ? AND id < ? AND status = 'succeeded' \
+         AND image IS NOT NULL AND digest IS NOT NULL ORDER BY id DESC LIMIT 1",
+    )
+    .bind(rule_id)
+    .bind(build_id)
+    .fetch_optional(db)
+    .await
 }
 
 /// A build created by a hook event, as the events view lists it.
