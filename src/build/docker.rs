@@ -201,8 +201,16 @@ pub async fn push_image(
 }
 
 /// Gives the local image `image_ref` another tag: `{image}:{tag}`.
-pub async fn tag_image(docker: &Docker, image_ref: &str, image: &str, tag: &str) -> Result<(), String> {
-    let options = TagImageOptionsBuilder::default().repo(image).tag(tag).build();
+pub async fn tag_image(
+    docker: &Docker,
+    image_ref: &str,
+    image: &str,
+    tag: &str,
+) -> Result<(), String> {
+    let options = TagImageOptionsBuilder::default()
+        .repo(image)
+        .tag(tag)
+        .build();
     docker
         .tag_image(image_ref, Some(options))
         .await

@@ -334,25 +334,18 @@ async fn execute(app: &App, build: &BuildRow, log: &mut BuildLog) -> Result<Push
         });
     }
     log.line(&format!("Pushing {full_ref}")).await;
-    let digest = docker::push_image(
-        &docker,
-        &image,
-        &target.tag,
-        registry_credentials(app),
-        log,
-    )
-    .await
-    .map_err(|e| format!("push refused: {e}"))?;
+    let digest = docker::push_image(&docker, &image, &target.tag, registry_credentials(app), log)
+        .await
+        .map_err(|e| format!("push refused: {e}"))?;
     for tag in &extra_tags {
         let extra_ref = format!("{image}:{tag}");
         log.line(&format!("Pushing {extra_ref} (extra tag)")).await;
         docker::tag_image(&docker, &full_ref, &image, tag)
             .await
             .map_err(|e| format!("cannot tag {extra_ref}: {e}"))?;
-        let extra_digest =
-            docker::push_image(&docker, &image, tag, registry_credentials(app), log)
-                .await
-                .map_err(|e| format!("push of {extra_ref} refused: {e}"))?;
+        let extra_digest = docker::push_image(&docker, &image, tag, registry_credentials(app), log)
+            .await
+            .map_err(|e| format!("push of {extra_ref} refused: {e}"))?;
         if extra_digest != digest {
             return Err(Failure::Failed(format!(
                 "{extra_ref} was pushed as {extra_digest}, not as {digest} like {full_ref}"
@@ -394,12 +387,14 @@ async fn render_extra_tags_for(
     if settings.extra_tags.is_empty() {
         return Vec::new();
     }
-    let ref_name = GitRef::parse(&target.git_ref).map_or_else(|| target.git_ref.clone(), |r| r.name);
+    let ref_name =
+        GitRef::parse(&target.git_ref).map_or_else(|| target.git_ref.clone(), |r| r.name);
     let pattern = rule_name
         .and_then(|n| RefPattern::parse(n).ok())
         .or_else(|| RefPattern::parse(&ref_name).ok());
     let Some(pattern) = pattern else {
-        log.line("Extra tags left out: the rule's name cannot be read").await;
+        log.line("Extra tags left out: the rule's name cannot be read")
+            .await;
         return Vec::new();
     };
     let captures = pattern.matches(&ref_name).unwrap_or_default();
@@ -463,7 +458,9 @@ async fn layer_cache(
         }
     };
     // `{registry}/{ns}/{repo}:{tag}` → `{registry}/{ns}/{repo}@{digest}`: exactly that image.
-    let name = image_ref.rsplit_once(':').map_or(image_ref.as_str(), |(n, _)| n);
+    let name = image_ref
+        .rsplit_once(':')
+        .map_or(image_ref.as_str(), |(n, _)| n);
     let by_digest = format!("{name}@{digest}");
     match docker::has_image(docker, &by_digest).await {
         Ok(true) => return Vec::new(), // still here: the builder finds its layers itself
