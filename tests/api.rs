@@ -2196,3 +2196,197 @@ async fn every_list_takes_limit_and_query_errors_name_the_parameter() {
             .join("\n")
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Build settings per rule (issue 9)
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rule_build_settings_have_defaults_and_every_bad_value_names_its_field() {
+    let registry = Registry::start();
+    let kiln = Kiln::start(&registry, &[("KILN_BUILD_TIMEOUT_MINUTES", "45")]).await;
+    namespace(&kiln, "acme").await;
+    repo(&kiln, "acme", "api").await;
+    link_source(&kiln, "acme", "api").await;
+    let rules = "/namespaces/acme/repos/api/rules";
+
+    // Defaults, shown.
+    let (s, rule) = kiln
+        .post(rules, json!({"type": "branch", "name": "main"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{rule}");
+    for (key, want) in [
+        ("build_args", json!({})),
+        ("target", json!("")),
+        ("no_cache", json!(false)),
+        ("extra_tags", json!([])),
+        ("timeout_minutes", json!(null)),
+        ("effective_timeout_minutes", json!(45)),
+    ] {
+        assert_eq!(rule[key], want, "{key}: {rule}");
+    }
+    let id = rule["id"].as_str().unwrap().to_string();
+    let one = format!("{rules}/{id}");
+
+    // Every setting, stored and shown by GET and the list.
+    let settings = json!({
+        "build_args": {"GREETING": "hello", "EMPTY": ""},
+        "target": "build",
+        "no_cache": true,
+        "extra_tags": ["latest", "{branch}-latest"],
+        "timeout_minutes": 5,
+    });
+    let mut body =
+        json!({"type": "tag", "name": "/^v(\\d+)\\.(\\d+)$/", "extra_tags": ["{1}", "{1}.{2}"]});
+    let (s, regex_rule) = kiln.post(rules, body.clone()).await;
+    assert_eq!(s, StatusCode::CREATED, "{regex_rule}");
+    assert_eq!(regex_rule["extra_tags"], json!(["{1}", "{1}.{2}"]));
+    body = json!({"type": "branch", "name": "dev"});
+    for (k, v) in settings.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let (s, full) = kiln.post(rules, body).await;
+    assert_eq!(s, StatusCode::CREATED, "{full}");
+    let full_path = format!("{rules}/{}", full["id"].as_str().unwrap());
+    let (_, got) = kiln.get(&full_path).await;
+    for (k, v) in settings.as_object().unwrap() {
+        assert_eq!(&got[k], v, "{k}: {got}");
+    }
+    assert_eq!(got["effective_timeout_minutes"], 5);
+    let (_, list) = kiln.get(rules).await;
+    let listed = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == full["id"])
+        .unwrap();
+    assert_eq!(listed["build_args"], settings["build_args"]);
+
+    // Bad values: 422 naming the field, on create and on update.
+    let long_value = "v".repeat(4097);
+    #[rustfmt::skip]
+    let bad: Vec<(Value, &str, &str)> = vec![
+        (json!({"build_args": {"KILN_COMMIT": "x"}}), "build_args.KILN_COMMIT", "reserved"),
+        (json!({"build_args": {"KILN_REF": "x"}}), "build_args.KILN_REF", "reserved"),
+        (json!({"build_args": {"KILN_TAG": "x"}}), "build_args.KILN_TAG", "reserved"),
+        (json!({"build_args": {"PORT": 8080}}), "build_args.PORT", "invalid_type"),
+        (json!({"build_args": {"ON": true}}), "build_args.ON", "invalid_type"),
+        (json!({"build_args": {"N": null}}), "build_args.N", "invalid_type"),
+        (json!({"build_args": {"1X": "a"}}), "build_args.1X", "invalid_name"),
+        (json!({"build_args": {"A-B": "a"}}), "build_args.A-B", "invalid_name"),
+        (json!({"build_args": {"BIG": long_value}}), "build_args.BIG", "too_long"),
+        (json!({"build_args": ["A=B"]}), "build_args", "invalid_type"),
+        (json!({"build_args": "A=B"}), "build_args", "invalid_type"),
+        (json!({"target": "-x"}), "target", "invalid_stage"),
+        (json!({"target": "a b"}), "target", "invalid_stage"),
+        (json!({"target": "s".repeat(129)}), "target", "too_long"),
+        (json!({"target": 5}), "target", "invalid_field"),
+        (json!({"no_cache": "yes"}), "no_cache", "invalid_field"),
+        (json!({"extra_tags": "latest"}), "extra_tags", "invalid_field"),
+        (json!({"extra_tags": [1]}), "extra_tags[0]", "invalid_field"),
+        (json!({"extra_tags": ["ok", ""]}), "extra_tags[1]", "required"),
+        (json!({"extra_tags": ["bad tag"]}), "extra_tags[0]", "invalid_character"),
+        (json!({"extra_tags": ["{1}"]}), "extra_tags[0]", "unknown_capture"),
+        (json!({"extra_tags": ["{nope}"]}), "extra_tags[0]", "unknown_placeholder"),
+        (json!({"extra_tags": ["-x"]}), "extra_tags[0]", "invalid_start"),
+        (json!({"extra_tags": (0..17).map(|i| format!("t{i}")).collect::<Vec<_>>()}), "extra_tags", "too_many"),
+        (json!({"timeout_minutes": 0}), "timeout_minutes", "out_of_range"),
+        (json!({"timeout_minutes": -5}), "timeout_minutes", "out_of_range"),
+        (json!({"timeout_minutes": 1441}), "timeout_minutes", "out_of_range"),
+        (json!({"timeout_minutes": 1.5}), "timeout_minutes", "invalid_field"),
+        (json!({"timeout_minutes": "60"}), "timeout_minutes", "invalid_field"),
+    ];
+    for (fields, field, code) in &bad {
+        let mut body = json!({"type": "branch", "name": "main"});
+        for (k, v) in fields.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let got = kiln.post(rules, body).await;
+        assert_invalid(&format!("POST rule with {fields}"), &got, field, code);
+        let got = kiln.patch(&one, fields.clone()).await;
+        assert_invalid(&format!("PATCH rule with {fields}"), &got, field, code);
+    }
+    let (_, got) = kiln.get(&one).await;
+    assert_eq!(
+        got["build_args"],
+        json!({}),
+        "refused PATCHes change nothing"
+    );
+    let e = &kiln
+        .post(
+            rules,
+            json!({"type": "branch", "name": "main", "build_args": {"KILN_COMMIT": "x"}}),
+        )
+        .await
+        .1["error"];
+    assert!(
+        e["message"].as_str().unwrap().contains("ARG KILN_COMMIT"),
+        "{e}"
+    );
+    // A new name must still suit the extra tags' captures.
+    let regex_path = format!("{rules}/{}", regex_rule["id"].as_str().unwrap());
+    let got = kiln.patch(&regex_path, json!({"name": "v*"})).await;
+    assert_invalid(
+        "PATCH a name without the captures",
+        &got,
+        "extra_tags[0]",
+        "unknown_capture",
+    );
+
+    // PATCH: what the body gives changes, the rest stays; null is the default.
+    let (s, patched) = kiln
+        .patch(
+            &full_path,
+            json!({"no_cache": false, "timeout_minutes": 90}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{patched}");
+    assert_eq!(patched["no_cache"], false);
+    assert_eq!(patched["timeout_minutes"], 90);
+    assert_eq!(patched["effective_timeout_minutes"], 90);
+    assert_eq!(patched["build_args"], settings["build_args"]);
+    assert_eq!(patched["extra_tags"], settings["extra_tags"]);
+    assert_eq!(patched["target"], "build");
+    let (s, reset) = kiln
+        .patch(
+            &full_path,
+            json!({"build_args": null, "target": null, "extra_tags": null, "timeout_minutes": null}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{reset}");
+    for (key, want) in [
+        ("build_args", json!({})),
+        ("target", json!("")),
+        ("extra_tags", json!([])),
+        ("timeout_minutes", json!(null)),
+        ("effective_timeout_minutes", json!(45)),
+    ] {
+        assert_eq!(reset[key], want, "{key}: {reset}");
+    }
+
+    // A build copies its rule's settings when it is queued.
+    let (s, _) = kiln
+        .patch(
+            &one,
+            json!({"build_args": {"A": "1"}, "timeout_minutes": 3}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, build) = kiln.post(&format!("{one}/builds"), json!({})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{build}");
+    let (s, _) = kiln
+        .patch(
+            &one,
+            json!({"build_args": {"A": "2"}, "timeout_minutes": 4}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, build) = kiln
+        .get(&format!("/builds/{}", build["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(
+        build["settings"],
+        json!({"build_args": {"A": "1"}, "target": "", "no_cache": false, "extra_tags": [], "timeout_minutes": 3}),
+        "{build}"
+    );
+}
