@@ -6,6 +6,8 @@
 //! webhooks, sources, repositories). Without `prune`, nothing is deleted: what the server has and the files don't
 //! is reported as a [`Note`].
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::schema::{Desired, DesiredRepo, DesiredRule, DesiredWebhook, RuleKey};
@@ -116,7 +118,7 @@ pub struct ServerRule {
 }
 
 /// A rule's fields as the API takes and shows them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleFields {
     #[serde(rename = "type")]
     pub kind: String,
@@ -126,6 +128,18 @@ pub struct RuleFields {
     pub version: String,
     pub overwrite: bool,
     pub enabled: bool,
+    // Build settings (issue 9); a server without them shows the defaults.
+    #[serde(default)]
+    pub build_args: BTreeMap<String, String>,
+    #[serde(default)]
+    pub target: String,
+    #[serde(default)]
+    pub no_cache: bool,
+    #[serde(default)]
+    pub extra_tags: Vec<String>,
+    /// `None`: the server's default.
+    #[serde(default)]
+    pub timeout_minutes: Option<u32>,
 }
 
 impl RuleFields {
@@ -149,6 +163,11 @@ impl From<&DesiredRule> for RuleFields {
             version: r.version.clone(),
             overwrite: r.overwrite,
             enabled: r.enabled,
+            build_args: r.settings.build_args.clone(),
+            target: r.settings.target.clone(),
+            no_cache: r.settings.no_cache,
+            extra_tags: r.settings.extra_tags.clone(),
+            timeout_minutes: r.settings.timeout_minutes,
         }
     }
 }
@@ -168,8 +187,12 @@ pub struct Options {
 pub enum Value {
     Str(String),
     Bool(bool),
-    /// A set of strings (webhook events), sorted.
+    /// A set of strings (webhook events), sorted; or a list in its order (a rule's extra tags).
     List(Vec<String>),
+    /// A rule's build arguments.
+    Map(BTreeMap<String, String>),
+    /// A rule's timeout in minutes; `None` (null): the server's default.
+    Minutes(Option<u32>),
 }
 
 impl std::fmt::Display for Value {
@@ -178,6 +201,9 @@ impl std::fmt::Display for Value {
             Value::Str(s) => write!(f, "{s:?}"),
             Value::Bool(b) => write!(f, "{b}"),
             Value::List(l) => write!(f, "{l:?}"),
+            Value::Map(m) => write!(f, "{m:?}"),
+            Value::Minutes(Some(m)) => write!(f, "{m}"),
+            Value::Minutes(None) => f.write_str("default"),
         }
     }
 }
@@ -526,6 +552,7 @@ fn plan_repo(
                     want.overwrite,
                 );
                 diff_bool(&mut changes, "enabled", have.fields.enabled, want.enabled);
+                diff_rule_settings(&mut changes, &have.fields, &want);
                 if !changes.is_empty() {
                     plan.changes.push(Change::UpdateRule {
                         namespace: ns.to_string(),
@@ -640,6 +667,33 @@ fn diff_str(out: &mut Vec<FieldChange>, field: &'static str, old: &str, new: &st
             field,
             old: Value::Str(old.to_string()),
             new: Value::Str(new.to_string()),
+        });
+    }
+}
+
+/// A rule's build settings (issue 9), field by field.
+fn diff_rule_settings(out: &mut Vec<FieldChange>, have: &RuleFields, want: &RuleFields) {
+    if have.build_args != want.build_args {
+        out.push(FieldChange {
+            field: "build_args",
+            old: Value::Map(have.build_args.clone()),
+            new: Value::Map(want.build_args.clone()),
+        });
+    }
+    diff_str(out, "target", &have.target, &want.target);
+    diff_bool(out, "no_cache", have.no_cache, want.no_cache);
+    if have.extra_tags != want.extra_tags {
+        out.push(FieldChange {
+            field: "extra_tags",
+            old: Value::List(have.extra_tags.clone()),
+            new: Value::List(want.extra_tags.clone()),
+        });
+    }
+    if have.timeout_minutes != want.timeout_minutes {
+        out.push(FieldChange {
+            field: "timeout_minutes",
+            old: Value::Minutes(have.timeout_minutes),
+            new: Value::Minutes(want.timeout_minutes),
         });
     }
 }
@@ -932,6 +986,7 @@ url = "https://hooks.example.com/x"
                 version: String::new(),
                 overwrite: true,
                 enabled: true,
+                ..Default::default()
             },
         }
     }

@@ -211,12 +211,38 @@ fn field_lines(line: &mut impl FnMut(String), changes: &[FieldChange]) {
 }
 
 fn rule_settings(rule: &RuleFields) -> String {
-    format!(
+    let mut s = format!(
         "version: {}, overwrite: {}, enabled: {}",
         shown(&rule.version),
         rule.overwrite,
         rule.enabled
-    )
+    );
+    // Build settings (issue 9): only those that are not the default.
+    if !rule.build_args.is_empty() {
+        s.push_str(&format!(", build_args: {}", shown_map(&rule.build_args)));
+    }
+    if !rule.target.is_empty() {
+        s.push_str(&format!(", target: {}", shown(&rule.target)));
+    }
+    if rule.no_cache {
+        s.push_str(", no_cache: true");
+    }
+    if !rule.extra_tags.is_empty() {
+        s.push_str(&format!(", extra_tags: {}", shown_list(&rule.extra_tags)));
+    }
+    if let Some(m) = rule.timeout_minutes {
+        s.push_str(&format!(", timeout_minutes: {m}"));
+    }
+    s
+}
+
+/// Build arguments as `{NAME: "value", …}`.
+fn shown_map(m: &std::collections::BTreeMap<String, String>) -> String {
+    let items: Vec<String> = m
+        .iter()
+        .map(|(k, v)| format!("{k}: {}", shown(v)))
+        .collect();
+    format!("{{{}}}", items.join(", "))
 }
 
 /// A webhook's settings but its name and URL; `tag_filter` only when there is one.
@@ -243,6 +269,9 @@ fn shown_value(v: &Value) -> String {
         Value::Str(s) => shown(s),
         Value::Bool(b) => b.to_string(),
         Value::List(l) => shown_list(l),
+        Value::Map(m) => shown_map(m),
+        Value::Minutes(Some(m)) => m.to_string(),
+        Value::Minutes(None) => "default".to_string(),
     }
 }
 
@@ -337,6 +366,7 @@ mod tests {
             version: "{1}.{2}".into(),
             overwrite: false,
             enabled: true,
+            ..Default::default()
         }
     }
 

@@ -13,6 +13,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::domain::FieldError;
+use crate::domain::build_settings::{self, BuildSettings};
 use crate::domain::clone_url::CloneUrl;
 use crate::domain::names::{
     validate_category, validate_namespace_name, validate_repo_name, validate_summary,
@@ -131,6 +132,8 @@ pub struct DesiredRule {
     pub version: String,
     pub overwrite: bool,
     pub enabled: bool,
+    /// Build settings (issue 9), validated as the server does.
+    pub settings: BuildSettings,
     pub at: Location,
 }
 
@@ -202,6 +205,12 @@ const RULE_KEYS: &[&str] = &[
     "version",
     "overwrite",
     "enabled",
+    // build settings (issue 9)
+    "build_args",
+    "target",
+    "no_cache",
+    "extra_tags",
+    "timeout_minutes",
 ];
 
 /// Reads, validates and merges rules files. `Err` holds every problem found, in file order.
@@ -611,6 +620,7 @@ fn read_rule(cx: &mut Cx, mut t: Table, repo: &str, index: usize) -> Option<Desi
             _ => break,
         }
     }
+    let settings = read_rule_settings(cx, &t, name.as_ref().map(|(n, _)| n.as_str()));
     if !valid {
         return None;
     }
@@ -622,8 +632,134 @@ fn read_rule(cx: &mut Cx, mut t: Table, repo: &str, index: usize) -> Option<Desi
         version: check.version,
         overwrite: overwrite.unwrap_or(Some(true))?,
         enabled: enabled.unwrap_or(Some(true))?,
+        settings: settings?,
         at: cx.loc(t.span.start),
     })
+}
+
+/// A rule's build settings (`build_args`, `target`, `no_cache`, `extra_tags`, `timeout_minutes`),
+/// each checked by the server's own rules; `None` when one is wrong (reported). `extra_tags` are
+/// checked against the rule's `name` (its captures), when the name is valid.
+fn read_rule_settings(cx: &mut Cx, t: &Table, name: Option<&str>) -> Option<BuildSettings> {
+    let mut ok = true;
+    let mut settings = BuildSettings::default();
+    if let Some(v) = lookup(t.table, "build_args") {
+        match v.get_ref() {
+            DeValue::Table(table) => {
+                for (key, value) in entries(table) {
+                    let arg: &str = key.get_ref();
+                    let checked = build_settings::validate_build_arg_name(arg).and_then(|()| {
+                        match value.get_ref() {
+                            DeValue::String(s) => {
+                                build_settings::validate_build_arg_value(arg, s)
+                                    .map(|()| s.to_string())
+                            }
+                            other => Err(build_settings::SettingError {
+                                field: format!("build_args.{arg}"),
+                                code: "invalid_type",
+                                message: format!(
+                                    "must be a string (got {}); quote numbers and booleans, like \"8080\"",
+                                    other.type_str()
+                                ),
+                            }),
+                        }
+                    });
+                    match checked {
+                        Ok(s) => {
+                            settings.build_args.insert(arg.to_string(), s);
+                        }
+                        Err(e) => {
+                            let at = key.span().start.min(value.span().start);
+                            cx.error(at..at, format!("{}: {}: {}", t.what, e.field, e.message));
+                            ok = false;
+                        }
+                    }
+                }
+                if let Err(e) = build_settings::validate_build_args(&settings.build_args) {
+                    cx.key_error(t, &e.field, v.span(), e.message);
+                    ok = false;
+                }
+            }
+            other => {
+                cx.key_error(
+                    t,
+                    "build_args",
+                    v.span(),
+                    format!(
+                        "must be a table of build argument names to strings, like \
+                         build_args = {{ GREETING = \"hello\" }} (got {})",
+                        other.type_str()
+                    ),
+                );
+                ok = false;
+            }
+        }
+    }
+    if let Some((target, span)) = cx.string(t, "target", Required::No) {
+        match build_settings::validate_target(&target) {
+            Ok(()) => settings.target = target,
+            Err(e) => {
+                cx.key_error(t, "target", span, e.message);
+                ok = false;
+            }
+        }
+    }
+    match cx.boolean(t, "no_cache") {
+        Some(Some(b)) => settings.no_cache = b,
+        Some(None) => ok = false,
+        None => {}
+    }
+    match cx.strings(t, "extra_tags") {
+        Some(Some((list, span))) => {
+            let templates: Vec<String> = list.iter().map(|(s, _)| s.clone()).collect();
+            if let Some(pattern) = name.and_then(|n| RefPattern::parse(n).ok())
+                && let Err(e) = build_settings::validate_extra_tags(&templates, &pattern)
+            {
+                // `extra_tags[i]`: point at that item.
+                let at = e
+                    .field
+                    .strip_prefix("extra_tags[")
+                    .and_then(|i| i.trim_end_matches(']').parse::<usize>().ok())
+                    .and_then(|i| list.get(i))
+                    .map_or(span, |(_, s)| s.clone());
+                cx.key_error(t, &e.field, at, e.message);
+                ok = false;
+            }
+            settings.extra_tags = templates;
+        }
+        Some(None) => ok = false,
+        None => {}
+    }
+    if let Some(v) = lookup(t.table, "timeout_minutes") {
+        let minutes = match v.get_ref() {
+            DeValue::Integer(i) => i
+                .as_str()
+                .replace('_', "")
+                .parse::<i64>()
+                .ok()
+                .filter(|_| i.radix() == 10)
+                .ok_or_else(|| {
+                    format!(
+                        "must be a whole number of minutes, in decimal (got {})",
+                        i.as_str()
+                    )
+                })
+                .and_then(|m| build_settings::validate_timeout_minutes(m).map_err(|e| e.message)),
+            other => Err(format!(
+                "must be a whole number of minutes from 1 to {} (got {})",
+                build_settings::MAX_TIMEOUT_MINUTES,
+                other.type_str()
+            )),
+        };
+        match minutes {
+            Ok(m) => settings.timeout_minutes = Some(m),
+            Err(message) => {
+                cx.key_error(t, "timeout_minutes", v.span(), message);
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(settings)
 }
 
 fn read_webhook(cx: &mut Cx, mut t: Table, repo: &str, index: usize) -> Option<DesiredWebhook> {
@@ -1269,6 +1405,92 @@ url = "https://hooks.example.com/y"
             ),
         ];
         let got = errors(text);
+        for (at, text) in cases {
+            assert!(
+                got.iter().any(|e| e.starts_with(at) && e.contains(text)),
+                "no error at {at} containing {text:?} in:\n{}",
+                got.join("\n")
+            );
+        }
+        assert_eq!(got.len(), cases.len(), "{}", got.join("\n"));
+    }
+
+    #[test]
+    fn rule_build_settings_are_read_and_checked_like_the_server() {
+        let head = "[[namespace]]\nname = \"acme\"\n[[namespace.repository]]\nname = \"api\"\n\
+                    [namespace.repository.source]\nprovider = \"github\"\nclone_url = \"https://x.example/a.git\"\n";
+        let good = format!(
+            "{head}[[namespace.repository.rule]]\ntype = \"tag\"\nname = '/^v(\\d+)\\.(\\d+)$/'\n\
+             build_args = {{ GREETING = \"hello\", EMPTY = \"\" }}\ntarget = \"build\"\nno_cache = true\n\
+             extra_tags = [\"latest\", \"{{1}}\", \"{{1}}.{{2}}\"]\ntimeout_minutes = 1_0\n\
+             [[namespace.repository.rule]]\ntype = \"branch\"\nname = \"main\"\n"
+        );
+        let d = load(&[file("t.toml", &good)]).unwrap_or_else(|e| panic!("{e:?}"));
+        let rules = &d.namespaces[0].repos[0].rules;
+        let s = &rules[0].settings;
+        assert_eq!(
+            s.build_args
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect::<Vec<_>>(),
+            vec![("EMPTY", ""), ("GREETING", "hello")]
+        );
+        assert_eq!(s.target, "build");
+        assert!(s.no_cache);
+        assert_eq!(s.extra_tags, vec!["latest", "{1}", "{1}.{2}"]);
+        assert_eq!(s.timeout_minutes, Some(10));
+        assert_eq!(rules[1].settings, BuildSettings::default(), "defaults");
+
+        let bad = format!(
+            "{head}[[namespace.repository.rule]]\ntype = \"branch\"\nname = \"main\"\n\
+             build_args = {{ KILN_COMMIT = \"x\", PORT = 8080, \"A-B\" = \"y\" }}\n\
+             target = \"-x\"\nno_cache = \"yes\"\nextra_tags = [\"ok\", \"{{1}}\"]\ntimeout_minutes = 0\n\
+             [[namespace.repository.rule]]\ntype = \"branch\"\nname = \"dev\"\n\
+             build_args = \"A=B\"\nextra_tags = \"latest\"\ntimeout_minutes = 1.5\n"
+        );
+        let got = errors(&bad);
+        let cases: &[(&str, &str)] = &[
+            (
+                "t.toml:11:16",
+                "rule #1 of acme/api: build_args.KILN_COMMIT: KILN_COMMIT is set by kiln",
+            ),
+            (
+                "t.toml:11:35",
+                "rule #1 of acme/api: build_args.PORT: must be a string (got integer)",
+            ),
+            (
+                "t.toml:11:48",
+                "rule #1 of acme/api: build_args.A-B: 'A-B' is not a build argument name",
+            ),
+            (
+                "t.toml:12:10",
+                "rule #1 of acme/api: target: must be a stage name",
+            ),
+            (
+                "t.toml:13:12",
+                "rule #1 of acme/api: no_cache: must be true or false (got string)",
+            ),
+            (
+                "t.toml:14:21",
+                "rule #1 of acme/api: extra_tags[1]: {1} refers to capture group 1",
+            ),
+            (
+                "t.toml:15:19",
+                "rule #1 of acme/api: timeout_minutes: must be a whole number of minutes from 1 to 1440 (got 0)",
+            ),
+            (
+                "t.toml:19:14",
+                "rule #2 of acme/api: build_args: must be a table",
+            ),
+            (
+                "t.toml:20:14",
+                "rule #2 of acme/api: extra_tags: must be an array of strings (got string)",
+            ),
+            (
+                "t.toml:21:19",
+                "rule #2 of acme/api: timeout_minutes: must be a whole number of minutes from 1 to 1440 (got float)",
+            ),
+        ];
         for (at, text) in cases {
             assert!(
                 got.iter().any(|e| e.starts_with(at) && e.contains(text)),
