@@ -1163,6 +1163,67 @@ url = "https://hooks.example.com/x"
         }
     }
 
+    #[test]
+    fn rule_build_settings_are_updated_in_place_and_back_to_their_defaults() {
+        let with_settings = ACME.replace(
+            "type = \"branch\"\nname = \"main\"\n",
+            "type = \"branch\"\nname = \"main\"\nbuild_args = { GREETING = \"hi\" }\n\
+             target = \"build\"\nno_cache = true\nextra_tags = [\"latest\"]\ntimeout_minutes = 5\n",
+        );
+        let d = desired(&with_settings);
+        let state = matching_state();
+        let p = plan(&d, &state, Options::default());
+        assert_eq!(ops(&p), vec!["update_rule acme/api/main/r1"]);
+        let Change::UpdateRule { changes, .. } = &p.changes[0] else {
+            panic!("{:?}", p.changes)
+        };
+        let lines: Vec<String> = changes
+            .iter()
+            .map(|c| format!("{}: {} → {}", c.field, c.old, c.new))
+            .collect();
+        assert_eq!(
+            lines,
+            vec![
+                "build_args: {} → {\"GREETING\": \"hi\"}",
+                "target: \"\" → \"build\"",
+                "no_cache: false → true",
+                "extra_tags: [] → [\"latest\"]",
+                "timeout_minutes: default → 5",
+            ]
+        );
+        // The PATCH body: each field as the API takes it.
+        let patch: serde_json::Map<String, serde_json::Value> = changes
+            .iter()
+            .map(|c| (c.field.to_string(), serde_json::json!(c.new)))
+            .collect();
+        assert_eq!(
+            serde_json::Value::Object(patch),
+            serde_json::json!({"build_args": {"GREETING": "hi"}, "target": "build", "no_cache": true,
+                               "extra_tags": ["latest"], "timeout_minutes": 5})
+        );
+        let after = simulate(&state, &p.changes).unwrap();
+        assert!(plan(&d, &after, Options::default()).is_empty());
+
+        // A file without them sets them back; the timeout to the server's default (null).
+        let back = plan(&desired(ACME), &after, Options::default());
+        let Change::UpdateRule { changes, .. } = &back.changes[0] else {
+            panic!("{:?}", back.changes)
+        };
+        let timeout = changes
+            .iter()
+            .find(|c| c.field == "timeout_minutes")
+            .unwrap();
+        assert_eq!(serde_json::json!(timeout.new), serde_json::Value::Null);
+        assert_eq!(changes.len(), 5);
+        // An older server shows no settings: they read as the defaults.
+        let old: ServerRule = serde_json::from_value(serde_json::json!({
+            "id": "r1", "type": "branch", "name": "main", "dockerfile": "Dockerfile", "context": ".",
+            "version": "", "overwrite": true, "enabled": true
+        }))
+        .unwrap();
+        assert_eq!(old, rule("r1", "branch", "main"));
+    }
+
     /// The server after people changed things by hand.
     fn drifted_state() -> ServerState {
         let mut s = matching_state();
