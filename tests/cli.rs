@@ -1289,3 +1289,90 @@ async fn build_now_wait_streams_the_log_and_fails_when_the_build_does() {
     let r = kiln(&s, &["registry", "sync"]).await;
     assert!(r.ok().stdout.contains("repositories: 1\n"), "{}", r.stdout);
 }
+
+// Build settings per rule (issue 9): rules files and `kiln apply`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_build_settings_round_trip_through_apply() {
+    let s = start().await;
+    let git = GitRepo::new();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("settings.toml");
+    let file = path.to_str().unwrap();
+    let head = format!(
+        "[[namespace]]\nname = \"shop\"\n[[namespace.repository]]\nname = \"web\"\n\
+         [namespace.repository.source]\nprovider = \"github\"\nclone_url = \"{}\"\n\
+         [[namespace.repository.rule]]\ntype = \"branch\"\nname = \"main\"\n",
+        git.clone_url()
+    );
+    let settings = "build_args = { GREETING = \"hello\", PORT = \"8080\" }\ntarget = \"runtime\"\n\
+                    no_cache = true\nextra_tags = [\"latest\", \"{branch}-latest\"]\ntimeout_minutes = 30\n";
+    std::fs::write(&path, format!("{head}{settings}")).unwrap();
+
+    let r = kiln(&s, &["apply", "--dry-run", file]).await;
+    assert!(
+        r.ok().stdout.contains(
+            "      version: \"\", overwrite: true, enabled: true, build_args: {GREETING: \"hello\", \
+             PORT: \"8080\"}, target: \"runtime\", no_cache: true, extra_tags: [\"latest\", \
+             \"{branch}-latest\"], timeout_minutes: 30\n"
+        ),
+        "{}",
+        r.stdout
+    );
+    kiln(&s, &["apply", file]).await.ok();
+    let (_, rules) = s.kiln.get("/namespaces/shop/repos/web/rules").await;
+    let rule = &rules[0];
+    assert_eq!(
+        rule["build_args"],
+        json!({"GREETING": "hello", "PORT": "8080"})
+    );
+    assert_eq!(rule["target"], "runtime");
+    assert_eq!(rule["no_cache"], true);
+    assert_eq!(rule["extra_tags"], json!(["latest", "{branch}-latest"]));
+    assert_eq!(rule["timeout_minutes"], 30);
+    let id = rule["id"].as_str().unwrap().to_string();
+    let r = kiln(&s, &["apply", file]).await;
+    assert_eq!(r.ok().stdout, "no changes\n");
+
+    // Left out of the file: back to the defaults, in place.
+    std::fs::write(&path, &head).unwrap();
+    let r = kiln(&s, &["apply", file]).await;
+    assert_eq!(
+        r.ok().stdout,
+        format!(
+            "~ update rule shop/web: branch main (Dockerfile in .) (id {id})\n\
+             \x20     build_args: {{GREETING: \"hello\", PORT: \"8080\"}} → {{}}\n\
+             \x20     target: \"runtime\" → \"\"\n\
+             \x20     no_cache: true → false\n\
+             \x20     extra_tags: [\"latest\", \"{{branch}}-latest\"] → []\n\
+             \x20     timeout_minutes: 30 → default\n\
+             \napplied: 0 created, 1 updated, 0 deleted\n"
+        )
+    );
+    let (_, rule) = s
+        .kiln
+        .get(&format!("/namespaces/shop/repos/web/rules/{id}"))
+        .await;
+    assert_eq!(rule["build_args"], json!({}));
+    assert_eq!(rule["timeout_minutes"], Value::Null);
+    assert_eq!(rule["extra_tags"], json!([]));
+    let r = kiln(&s, &["apply", file]).await;
+    assert_eq!(r.ok().stdout, "no changes\n");
+
+    // A bad setting: the file, line and field; nothing applied.
+    std::fs::write(
+        &path,
+        format!("{head}build_args = {{ KILN_TAG = \"x\" }}\ntimeout_minutes = 0\n"),
+    )
+    .unwrap();
+    let r = kiln(&s, &["apply", file]).await;
+    r.failed();
+    assert!(
+        r.stderr.contains(&format!(
+            "{file}:11:16: rule #1 of shop/web: build_args.KILN_TAG: KILN_TAG is set by kiln"
+        )) && r.stderr.contains(&format!(
+            "{file}:12:19: rule #1 of shop/web: timeout_minutes: must be a whole number"
+        )),
+        "{}",
+        r.stderr
+    );
+}

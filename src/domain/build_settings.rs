@@ -254,7 +254,7 @@ pub fn validate_timeout_minutes(minutes: i64) -> Result<u32, SettingError> {
                 "out_of_range",
                 format!(
                     "must be a whole number of minutes from 1 to {MAX_TIMEOUT_MINUTES} (got \
-                     {minutes}); leave it out (null) for the server's default"
+                     {minutes}); leave it out for the server's default"
                 ),
             )
         })
