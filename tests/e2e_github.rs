@@ -76,9 +76,10 @@ async fn branch_push_builds_and_pushes_the_image() {
     assert_eq!(build["digest"], digest);
 
     let log = kiln.log(build["id"].as_str().unwrap()).await;
-    assert!(log.contains("Step 1/2 : FROM scratch"), "{log}");
+    // The Dockerfile's two steps, then kiln's four OCI labels.
+    assert!(log.contains("Step 1/6 : FROM scratch"), "{log}");
     assert!(
-        log.contains("Step 2/2 : COPY hello.txt /hello.txt"),
+        log.contains("Step 2/6 : COPY hello.txt /hello.txt"),
         "{log}"
     );
     assert!(

@@ -109,9 +109,22 @@ async fn every_migration_applies_over_a_database_holding_rows() {
             .unwrap()
             .is_empty()
     );
+    let rule = &kiln::db::rules::list(&db, &repo.id).await.unwrap()[0];
+    assert_eq!(rule.name, "main");
+    // 0005: rules and builds stored before build settings have the defaults.
     assert_eq!(
-        kiln::db::rules::list(&db, &repo.id).await.unwrap()[0].name,
-        "main"
+        rule.settings(),
+        kiln::domain::build_settings::BuildSettings::default()
+    );
+    assert_eq!(
+        build.settings(),
+        kiln::domain::build_settings::BuildSettings::default()
+    );
+    assert!(
+        kiln::db::builds::extra_tags(&db, "b1")
+            .await
+            .unwrap()
+            .is_empty()
     );
     assert_eq!(kiln::db::tokens::list(&db).await.unwrap().len(), 1);
 }
