@@ -375,3 +375,79 @@ async fn no_cache_builds_every_step_again() {
     assert!(!log.contains("Using cache"), "{log}");
     assert!(log.contains("no cache"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_older_build_does_not_move_the_extra_tags_of_a_newer_one() {
+    support::ensure_docker();
+    let base = support::ensure_base_image();
+    let registry = Registry::start();
+    // Two workers: both builds run at once (their tags differ); the older one is slow, so the newer
+    // one pushes :latest first.
+    let kiln = Kiln::start(&registry, &[("KILN_BUILD_WORKERS", "2")]).await;
+    let git = GitRepo::new();
+    git.write(
+        "Dockerfile",
+        format!("FROM {base}\nCOPY x /x\nRUN sleep 5\n"),
+    );
+    git.write("x", format!("old {}\n", support::new_delivery_id()));
+    let old = git.commit("old");
+    git.write("Dockerfile", format!("FROM {base}\nCOPY x /x\n"));
+    git.write("x", format!("new {}\n", support::new_delivery_id()));
+    let new = git.commit("new");
+    git.push("main");
+    let rule = ci_rule(
+        &kiln,
+        &git,
+        "owner",
+        json!({"type": "branch", "name": "main", "overwrite": false, "extra_tags": ["latest"]}),
+    )
+    .await;
+    let mut ids = Vec::new();
+    for commit in [&old, &new] {
+        let (s, build) = kiln
+            .post(
+                &format!("/namespaces/acme/repos/owner/rules/{rule}/builds"),
+                json!({"ref": "refs/heads/main", "commit": commit}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{build}");
+        ids.push(build["id"].as_str().unwrap().to_string());
+    }
+    let older = kiln.wait_build(&ids[0]).await;
+    let newer = kiln.wait_build(&ids[1]).await;
+    let older_log = kiln.log(&ids[0]).await;
+    assert_eq!(older["status"], "succeeded", "{older}\n{older_log}");
+    assert_eq!(newer["status"], "succeeded", "{newer}");
+    assert!(
+        older_log.contains(&format!(
+            "Not moving the extra tags (latest): build {} of the same rule and ref was queued after this one",
+            ids[1]
+        )),
+        "{older_log}"
+    );
+    // :latest is the newer build's image, whichever order the pushes took.
+    assert_eq!(
+        registry
+            .manifest_digest("acme/owner", "latest")
+            .await
+            .as_deref(),
+        newer["digest"].as_str()
+    );
+    let (_, versions) = kiln.get("/namespaces/acme/repos/owner/versions").await;
+    let latest = versions
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["tag"] == "latest")
+        .unwrap_or_else(|| panic!("{versions}"));
+    assert_eq!(latest["build_id"], ids[1].as_str());
+    let mut tags = registry.tags("acme/owner").await;
+    tags.sort();
+    let mut want = vec![
+        "latest".to_string(),
+        format!("main-{}", &old[..7]),
+        format!("main-{}", &new[..7]),
+    ];
+    want.sort();
+    assert_eq!(tags, want);
+}

@@ -337,6 +337,30 @@ async fn execute(app: &App, build: &BuildRow, log: &mut BuildLog) -> Result<Push
     let digest = docker::push_image(&docker, &image, &target.tag, registry_credentials(app), log)
         .await
         .map_err(|e| format!("push refused: {e}"))?;
+    // The extra tags move only when no newer build of the same rule and ref will move them.
+    let newer = match &build.rule_id {
+        Some(rule_id) if !extra_tags.is_empty() => {
+            db::builds::newer_build_of_rule_ref(&app.db, &build.id, rule_id, &target.git_ref)
+                .await
+                .map_err(db_err)?
+        }
+        _ => None,
+    };
+    let extra_tags = match newer {
+        Some(by) => {
+            log.line(&format!(
+                "Not moving the extra tags ({}): build {by} of the same rule and ref was queued \
+                 after this one and owns them now.",
+                extra_tags.join(", ")
+            ))
+            .await;
+            db::builds::set_extra_tags(&app.db, &build.id, &[])
+                .await
+                .map_err(db_err)?;
+            Vec::new()
+        }
+        None => extra_tags,
+    };
     for tag in &extra_tags {
         let extra_ref = format!("{image}:{tag}");
         log.line(&format!("Pushing {extra_ref} (extra tag)")).await;

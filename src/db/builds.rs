@@ -372,6 +372,27 @@ pub async fn extra_tags(db: &Db, build_id: &str) -> Result<Vec<String>, sqlx::Er
     Ok(rows.into_iter().map(|(t,)| t).collect())
 }
 
+/// The newest build of the same rule and ref queued after `build_id` that has started or may still
+/// start (queued, building or succeeded): it pushes the rule's extra tags after this build, so this
+/// build must not move them (a tag has one owner at a time).
+pub async fn newer_build_of_rule_ref(
+    db: &Db,
+    build_id: &str,
+    rule_id: &str,
+    git_ref: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let row: Option<(String,)> = sqlx::query_as(
+        "SELECT id FROM builds WHERE rule_id = ? AND git_ref = ? AND id > ? \
+         AND status IN ('queued', 'building', 'succeeded') ORDER BY id DESC LIMIT 1",
+    )
+    .bind(rule_id)
+    .bind(git_ref)
+    .bind(build_id)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|(id,)| id))
+}
+
 /// The image (`{registry}/{ns}/{repo}:{tag}`) and digest of the newest succeeded build of `rule_id`
 /// queued before `build_id`: the layer cache of the next build.
 pub async fn previous_success(
