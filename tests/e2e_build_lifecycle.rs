@@ -185,6 +185,7 @@ async fn cancel_during_the_push_leaves_no_cancelled_build_with_a_moved_tag() {
     let build = kiln.wait_build(&id).await;
     let tags = registry.tags("acme/bigpush").await;
     let log = kiln.log(&id).await;
+    eprintln!("cancel during the push: {} ({status})", build["status"]);
     // Whichever came first, the outcome is one story: cancelled and nothing in the registry, or
     // (the push had landed) succeeded, the tag there, and the cancel refused.
     if build["status"] == "cancelled" {
