@@ -26,6 +26,8 @@ struct FileConfig {
     build_workers: Option<usize>,
     build_timeout_secs: Option<u64>,
     build_timeout_minutes: Option<u64>,
+    repo_build_limit: Option<usize>,
+    shutdown_grace_secs: Option<u64>,
     hook_body_limit: Option<usize>,
     hook_queue: Option<usize>,
     event_retention_days: Option<u64>,
@@ -57,6 +59,11 @@ pub struct Config {
     /// How long a build may run when its rule sets no `timeout_minutes`: `KILN_BUILD_TIMEOUT_MINUTES`
     /// (default 60), or `KILN_BUILD_TIMEOUT_SECS`, which wins when both are set (finer grained).
     pub build_timeout: Duration,
+    /// Builds of one repository that may run at once (`KILN_REPO_BUILD_LIMIT`).
+    pub repo_build_limit: usize,
+    /// On SIGTERM / Ctrl-C, how long running builds may take to finish before they are stopped and
+    /// queued again (`KILN_SHUTDOWN_GRACE_SECS`).
+    pub shutdown_grace: Duration,
     pub hook_body_limit: usize,
     /// Verified hook deliveries waiting for the ingest writer; beyond it hooks answer 503 + Retry-After.
     pub hook_queue: usize,
@@ -257,6 +264,20 @@ impl Config {
         if !(1..=65_536).contains(&hook_queue) {
             bail!("KILN_HOOK_QUEUE: must be 1 to 65536, got {hook_queue}");
         }
+        let repo_build_limit = number(
+            "KILN_REPO_BUILD_LIMIT",
+            f.repo_build_limit.map(|n| n as u64),
+            1,
+        )?;
+        if !(1..=64).contains(&repo_build_limit) {
+            bail!("KILN_REPO_BUILD_LIMIT: must be between 1 and 64, got {repo_build_limit}");
+        }
+        let shutdown_grace_secs = number("KILN_SHUTDOWN_GRACE_SECS", f.shutdown_grace_secs, 60)?;
+        if shutdown_grace_secs > 86_400 {
+            bail!(
+                "KILN_SHUTDOWN_GRACE_SECS: must be at most 86400 (a day), got {shutdown_grace_secs}"
+            );
+        }
         let registry_page_size = number(
             "KILN_REGISTRY_PAGE_SIZE",
             f.registry_page_size,
@@ -287,6 +308,8 @@ impl Config {
             public_url,
             build_workers,
             build_timeout: Duration::from_secs(build_timeout_secs),
+            repo_build_limit: repo_build_limit as usize,
+            shutdown_grace: Duration::from_secs(shutdown_grace_secs),
             hook_body_limit: f.hook_body_limit.unwrap_or(DEFAULT_HOOK_BODY_LIMIT),
             hook_queue: hook_queue as usize,
             event_retention: Duration::from_secs(event_retention_days * 86_400),
@@ -334,6 +357,8 @@ mod tests {
         assert_eq!(c.registry_url, "http://localhost:5000");
         assert_eq!(c.public_url, "http://127.0.0.1:8080");
         assert_eq!(c.build_workers, 2);
+        assert_eq!(c.repo_build_limit, 1);
+        assert_eq!(c.shutdown_grace, Duration::from_secs(60));
         assert!(c.admin_token.is_none());
         assert!(
             c.local_sources.is_empty(),
@@ -417,6 +442,15 @@ mod tests {
             ("KILN_HOOK_QUEUE", "0", "KILN_HOOK_QUEUE"),
             ("KILN_HOOK_QUEUE", "70000", "KILN_HOOK_QUEUE"),
             ("KILN_HOOK_QUEUE", "lots", "KILN_HOOK_QUEUE"),
+            ("KILN_REPO_BUILD_LIMIT", "0", "KILN_REPO_BUILD_LIMIT"),
+            ("KILN_REPO_BUILD_LIMIT", "65", "KILN_REPO_BUILD_LIMIT"),
+            ("KILN_REPO_BUILD_LIMIT", "one", "KILN_REPO_BUILD_LIMIT"),
+            ("KILN_SHUTDOWN_GRACE_SECS", "-1", "KILN_SHUTDOWN_GRACE_SECS"),
+            (
+                "KILN_SHUTDOWN_GRACE_SECS",
+                "86401",
+                "KILN_SHUTDOWN_GRACE_SECS",
+            ),
         ] {
             let err = Config::resolve(FileConfig::default(), &env(&[(var, value)])).unwrap_err();
             assert!(err.to_string().contains(expect), "{var}={value}: {err}");
@@ -470,6 +504,26 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn queue_limits_and_grace_from_env_or_file() {
+        let file: FileConfig =
+            toml::from_str("repo_build_limit = 3\nshutdown_grace_secs = 5\n").unwrap();
+        let c = Config::resolve(file, &env(&[])).unwrap();
+        assert_eq!(c.repo_build_limit, 3);
+        assert_eq!(c.shutdown_grace, Duration::from_secs(5));
+        let file: FileConfig = toml::from_str("repo_build_limit = 3\n").unwrap();
+        let c = Config::resolve(
+            file,
+            &env(&[
+                ("KILN_REPO_BUILD_LIMIT", "2"),
+                ("KILN_SHUTDOWN_GRACE_SECS", "0"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.repo_build_limit, 2);
+        assert_eq!(c.shutdown_grace, Duration::ZERO);
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub struct Server {
     pub admin_token: Option<String>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     stop: tokio_util::sync::CancellationToken,
+    /// Cancelled: the HTTP server finishes the requests it has and stops.
+    stop_http: tokio_util::sync::CancellationToken,
+    workers: Option<build::queue::Workers>,
     /// Declared last, so it is released only after everything above is dropped.
     _data_dir_lock: data_dir::DataDirLock,
 }
@@ -52,18 +55,26 @@ impl Server {
         let admin_token = app.bootstrap_admin_token().await?;
         let stop = tokio_util::sync::CancellationToken::new();
         ingest::start(&app, stop.clone()).await?;
-        build::queue::start_workers(&app, stop.clone()).await?;
+        let workers = build::queue::start_workers(&app, stop.clone()).await?;
         registry::sync::spawn_initial_sync(&app);
         retention::spawn_pruning(&app, stop.clone());
         notify::deliver::start(&app, stop.clone());
         let router = http::router::create_router(app.clone());
-        let task = tokio::spawn(async move { axum::serve(listener, router).await });
+        let stop_http = tokio_util::sync::CancellationToken::new();
+        let graceful = stop_http.clone().cancelled_owned();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(graceful)
+                .await
+        });
         Ok(Server {
             addr,
             app,
             admin_token,
             task: Some(task),
             stop,
+            stop_http,
+            workers: Some(workers),
             _data_dir_lock: data_dir_lock,
         })
     }
@@ -80,9 +91,56 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Serves until `signal` resolves, then shuts down gracefully (see [`Server::shutdown`]).
+    pub async fn serve_until(
+        mut self,
+        signal: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let Some(mut task) = self.task.take() else {
+            return Ok(());
+        };
+        tokio::select! {
+            r = &mut task => return r.context("server task failed")?.context("server failed"),
+            () = signal => {}
+        }
+        self.task = Some(task);
+        self.shutdown().await;
+        Ok(())
+    }
+
+    /// A graceful stop: workers claim no new build; running builds get `KILN_SHUTDOWN_GRACE_SECS` to
+    /// finish, then are stopped and queued again (they run again at the next start). The HTTP server keeps
+    /// answering meanwhile (status, logs, cancels; hooks and "build now" still queue builds, which the next
+    /// start runs), then finishes the requests it has (at most 5 s more) and stops; the other tasks stop
+    /// and the database is closed.
+    pub async fn shutdown(&mut self) {
+        let grace = self.app.config.shutdown_grace;
+        if let Some(workers) = self.workers.take() {
+            tracing::info!(
+                grace_secs = grace.as_secs(),
+                "stopping: no new builds start; running builds may finish within the grace period"
+            );
+            let drained = workers.drain(&self.app, grace).await;
+            tracing::info!(stopped = drained.stopped, "build workers stopped");
+        }
+        self.stop_http.cancel();
+        if let Some(mut task) = self.task.take()
+            && tokio::time::timeout(std::time::Duration::from_secs(5), &mut task)
+                .await
+                .is_err()
+        {
+            // Long-lived answers (a followed log) would keep it open: end them.
+            task.abort();
+        }
+        self.stop.cancel();
+        self.app.db.close().await;
+    }
+}
+
 impl Drop for Server {
-    /// Stops serving and stops the build workers (a running build is dropped: the next start marks it
-    /// interrupted).
+    /// Stops serving and stops the build workers at once (a running build is dropped: the next start
+    /// queues it again).
     fn drop(&mut self) {
         self.stop.cancel();
         if let Some(task) = &self.task {

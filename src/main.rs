@@ -26,8 +26,10 @@ enum Command {
     /// Every setting can come from a TOML file (--config) and is overridden by its KILN_* variable:
     /// KILN_LISTEN, KILN_DATA_DIR, KILN_DATABASE_URL, KILN_REGISTRY, KILN_REGISTRY_URL,
     /// KILN_REGISTRY_USERNAME, KILN_REGISTRY_PASSWORD, KILN_ADMIN_TOKEN, KILN_REGISTRY_EVENTS_TOKEN,
-    /// KILN_PUBLIC_URL, KILN_BUILD_WORKERS, KILN_BUILD_TIMEOUT_MINUTES (a rule's default; KILN_BUILD_TIMEOUT_SECS
-    /// wins when set), KILN_HOOK_QUEUE (verified hook deliveries
+    /// KILN_PUBLIC_URL, KILN_BUILD_WORKERS, KILN_REPO_BUILD_LIMIT (builds of one repository at once, default 1),
+    /// KILN_BUILD_TIMEOUT_MINUTES (a rule's default; KILN_BUILD_TIMEOUT_SECS wins when set),
+    /// KILN_SHUTDOWN_GRACE_SECS (on SIGTERM/Ctrl-C, how long running builds may
+    /// finish before they are stopped and queued again, default 60), KILN_HOOK_QUEUE (verified hook deliveries
     /// waiting to be stored; beyond it hooks answer 503 with Retry-After). DOCKER_HOST picks the Docker daemon.
     /// KILN_LOCAL_SOURCES (`:`-separated directories) allows local git repositories under them as
     /// sources; unset, none is allowed.
@@ -88,11 +90,35 @@ async fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         println!("kiln: generated an admin token (shown only now, keep it):\n\n    {token}\n");
     }
     tracing::info!(addr = %server.addr, registry = %server.app.config.registry, "kiln is serving");
-    tokio::select! {
-        r = server.wait() => r,
-        _ = tokio::signal::ctrl_c() => {
-            tracing::info!("stopping");
-            Ok(())
+    server
+        .serve_until(async {
+            stop_signal().await;
+            // A second signal while builds get their grace period: stop now. What was running goes
+            // back to the queue at the next start, as after a crash.
+            tokio::spawn(async {
+                stop_signal().await;
+                tracing::warn!("second stop signal: stopping now");
+                std::process::exit(130);
+            });
+        })
+        .await
+}
+
+/// SIGTERM (service managers, `docker stop`) or Ctrl-C.
+async fn stop_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
         }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
     }
 }

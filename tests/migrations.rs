@@ -70,8 +70,9 @@ async fn every_migration_applies_over_a_database_holding_rows() {
         .unwrap()
         .expect("build kept");
     assert_eq!(
-        (build.status.as_str(), build.tag.as_deref()),
-        ("succeeded", Some("main"))
+        (build.status.as_str(), build.tag.as_deref(), build.attempt),
+        ("succeeded", Some("main"), 1),
+        "a build from before attempts were counted ran once"
     );
     assert_eq!(
         kiln::db::builds::log_lines(&db, "b1", -1)

@@ -370,25 +370,31 @@ fn help_documents_every_option() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_build_left_building_by_a_crash_is_failed_interrupted_at_the_next_start() {
+async fn a_build_left_building_by_a_crash_runs_again_at_the_next_start_until_its_attempts_run_out()
+{
     let registry = support::Registry::start();
     let kiln = support::kiln::Kiln::start(&registry, &[("KILN_BUILD_WORKERS", "1")]).await;
     kiln.post("/namespaces", json!({"name": "acme"})).await;
     kiln.post("/namespaces/acme/repos", json!({"name": "api"}))
         .await;
-    // What a crash mid-build leaves behind: a row marked building.
+    // What a crash mid-build leaves behind: rows marked building, one on its first attempt, one on
+    // its last.
     let (repo_id,): (String,) = sqlx::query_as("SELECT id FROM repositories")
         .fetch_one(&kiln.server.app.db)
         .await
         .unwrap();
-    sqlx::query(
-        "INSERT INTO builds (id, repository_id, trigger, git_ref, dockerfile, status, created_at, started_at) \
-         VALUES ('b-crashed', ?, 'push', 'refs/heads/main', 'Dockerfile', 'building', '2026-01-01T00:00:00.000000Z', '2026-01-01T00:00:01.000000Z')",
-    )
-    .bind(&repo_id)
-    .execute(&kiln.server.app.db)
-    .await
-    .unwrap();
+    for (id, attempt) in [("b-crashed", 1), ("b-crashed-thrice", 3)] {
+        sqlx::query(
+            "INSERT INTO builds (id, repository_id, trigger, git_ref, dockerfile, status, created_at, started_at, attempt) \
+             VALUES (?, ?, 'push', 'refs/heads/main', 'Dockerfile', 'building', '2026-01-01T00:00:00.000000Z', '2026-01-01T00:00:01.000000Z', ?)",
+        )
+        .bind(id)
+        .bind(&repo_id)
+        .bind(attempt)
+        .execute(&kiln.server.app.db)
+        .await
+        .unwrap();
+    }
     let data_dir = {
         let support::kiln::Kiln {
             server, data_dir, ..
@@ -398,10 +404,26 @@ async fn a_build_left_building_by_a_crash_is_failed_interrupted_at_the_next_star
         data_dir
     };
     let kiln = support::kiln::Kiln::start_in(&registry, &[], data_dir).await;
-    let (_, build) = kiln.get("/builds/b-crashed").await;
+    // Queued again and run again as attempt 2 (it then fails for its own reason: the repository has
+    // no source).
+    let build = kiln.wait_build("b-crashed").await;
+    assert_eq!(build["attempt"], 2, "{build}");
     assert_eq!(build["status"], "failed", "{build}");
+    assert_eq!(
+        build["error"], "the repository has no git source",
+        "{build}"
+    );
+    let log = kiln.log("b-crashed").await;
     assert!(
-        build["error"].as_str().unwrap().starts_with("interrupted"),
+        log.starts_with("Attempt 2: kiln restarted while this build was running"),
+        "{log}"
+    );
+    // The third interruption fails it, saying why.
+    let (_, build) = kiln.get("/builds/b-crashed-thrice").await;
+    assert_eq!(build["status"], "failed", "{build}");
+    assert_eq!(build["attempt"], 3, "{build}");
+    assert_eq!(
+        build["error"], "interrupted 3 times: kiln stopped during each attempt",
         "{build}"
     );
     assert!(build["finished_at"].is_string());

@@ -251,6 +251,40 @@ pub async fn pull_image(
     Ok(())
 }
 
+/// The container a classic-builder step runs in, from its log line `" ---> Running in 0123456789ab"`.
+pub fn step_container(line: &str) -> Option<&str> {
+    let id = line.trim().strip_prefix("---> Running in ")?.trim();
+    (id.len() >= 12 && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+}
+
+/// Force-removes (killing first when running) the containers a stopped build ran its steps in. The
+/// daemon removes them itself once it sees the build's request closed (Docker 20.10's classic builder
+/// kills and removes the running step's container when the request context ends; `forcerm` removes
+/// the others): this makes it certain and waits for it. Containers already gone are fine. Returns the
+/// ones this call removed.
+pub async fn remove_containers(docker: &Docker, ids: &[&str]) -> Vec<String> {
+    use bollard::errors::Error as E;
+    use bollard::query_parameters::RemoveContainerOptionsBuilder;
+    let mut removed = Vec::new();
+    for id in ids {
+        let options = RemoveContainerOptionsBuilder::default().force(true).build();
+        match docker.remove_container(id, Some(options)).await {
+            Ok(()) => removed.push(id.to_string()),
+            Err(E::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            // 409: the daemon is removing it already.
+            Err(E::DockerResponseServerError {
+                status_code: 409, ..
+            }) => {}
+            Err(e) => {
+                tracing::warn!(container = id, error = %one_line(&e), "cannot remove a build container")
+            }
+        }
+    }
+    removed
+}
+
 /// `"main: digest: sha256:… size: 528"` → `sha256:…`.
 pub fn digest_from_status(status: &str) -> Option<String> {
     let rest = status.split("digest: ").nth(1)?;
@@ -263,6 +297,28 @@ pub fn digest_from_status(status: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn step_containers_are_read_from_the_build_output() {
+        assert_eq!(
+            step_container(" ---> Running in 766d7a53a460"),
+            Some("766d7a53a460")
+        );
+        assert_eq!(
+            step_container("---> Running in 766d7a53a460\n"),
+            Some("766d7a53a460")
+        );
+        for other in [
+            "",
+            " ---> 59d58d5efbde",
+            " ---> Running in ",
+            " ---> Running in xyz123456789",
+            "Step 2/2 : RUN echo ---> Running in 766d7a53a460",
+            "Removing intermediate container 766d7a53a460",
+        ] {
+            assert_eq!(step_container(other), None, "{other}");
+        }
+    }
 
     #[test]
     fn digest_is_read_from_the_push_status_line() {

@@ -1,20 +1,56 @@
 //! The build queue: rows in `builds` are the queue; workers claim them (`queued` → `building`) and an
-//! in-process signal wakes them. Cancellation of running builds and log-follow wake-ups live here too.
+//! in-process signal wakes them. Stopping running builds (cancel, shutdown), restarts, queue positions
+//! and log-follow wake-ups live here too.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::db;
+use crate::domain::{queue_order, tag_owner};
+
+/// Runs of one build before an interruption (a stop or a crash of kiln) fails it instead of queueing
+/// it again: a build that crashes kiln cannot loop forever.
+pub const MAX_ATTEMPTS: i64 = 3;
+
+/// Why a running build is asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// A user cancelled it: it ends `cancelled`.
+    Cancel,
+    /// kiln is shutting down and the grace period is over: it goes back to the queue.
+    Shutdown,
+}
+
+/// Asks one running build to stop; the first reason given wins.
+#[derive(Debug, Clone, Default)]
+pub struct StopSignal {
+    token: CancellationToken,
+    why: Arc<OnceLock<Stop>>,
+}
+
+impl StopSignal {
+    pub fn stop(&self, why: Stop) {
+        let _ = self.why.set(why);
+        self.token.cancel();
+    }
+
+    /// Resolves once a stop is asked for, with its reason.
+    pub async fn stopped(&self) -> Stop {
+        self.token.cancelled().await;
+        self.why.get().copied().unwrap_or(Stop::Cancel)
+    }
+}
 
 pub struct BuildQueue {
     wake: Notify,
-    running: Mutex<HashMap<String, CancellationToken>>,
+    running: Mutex<HashMap<String, StopSignal>>,
     log_version: watch::Sender<u64>,
     mirror_locks: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -37,20 +73,31 @@ impl BuildQueue {
         self.wake.notify_one();
     }
 
-    /// Stops a running build (its worker ends it `cancelled`). False when it does not run here.
-    pub fn cancel_running(&self, build_id: &str) -> bool {
-        match self
-            .running
+    /// Asks a build whose row says `building` to stop. Its worker may not have registered it yet (the
+    /// claim and the registration are two steps): the request is then kept for it.
+    pub fn stop_running(&self, build_id: &str, why: Stop) {
+        self.running
             .lock()
             .expect("build registry poisoned")
-            .get(build_id)
-        {
-            Some(token) => {
-                token.cancel();
-                true
-            }
-            None => false,
+            .entry(build_id.to_string())
+            .or_default()
+            .stop(why);
+    }
+
+    /// Forgets a stop request for a build that ended before its worker saw it.
+    pub fn forget(&self, build_id: &str) {
+        self.running
+            .lock()
+            .expect("build registry poisoned")
+            .remove(build_id);
+    }
+
+    fn stop_all(&self, why: Stop) -> usize {
+        let running = self.running.lock().expect("build registry poisoned");
+        for signal in running.values() {
+            signal.stop(why);
         }
+        running.len()
     }
 
     pub fn log_appended(&self, _build_id: &str) {
@@ -72,13 +119,13 @@ impl BuildQueue {
             .clone()
     }
 
-    fn start(&self, build_id: &str) -> CancellationToken {
-        let token = CancellationToken::new();
+    fn start(&self, build_id: &str) -> StopSignal {
         self.running
             .lock()
             .expect("build registry poisoned")
-            .insert(build_id.to_string(), token.clone());
-        token
+            .entry(build_id.to_string())
+            .or_default()
+            .clone()
     }
 
     fn end(&self, build_id: &str) {
@@ -90,45 +137,110 @@ impl BuildQueue {
     }
 }
 
-/// Marks builds a crash left `building` as failed, then starts `n` workers.
-/// Workers stop when `stop` is cancelled (between builds, or by ending the running one).
-pub async fn start_workers(app: &App, stop: CancellationToken) -> anyhow::Result<()> {
-    let interrupted = db::builds::fail_interrupted(&app.db).await?;
-    if interrupted > 0 {
-        tracing::warn!(
-            count = interrupted,
-            "builds interrupted by the last stop were marked failed"
-        );
-    }
-    for worker in 0..app.config.build_workers {
-        let app = app.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = work(app, worker) => {}
-                _ = stop.cancelled() => {}
-            }
-        });
-    }
-    Ok(())
+/// The build workers: stop them with [`Workers::drain`].
+pub struct Workers {
+    handles: Vec<JoinHandle<()>>,
+    /// Cancelled: workers claim nothing more and end once their build has.
+    draining: CancellationToken,
 }
 
-async fn work(app: App, worker: usize) {
+/// Queues again the builds a crash (or a stop without drain) left `building`, then starts
+/// `KILN_BUILD_WORKERS` workers. They also stop when `stop` is cancelled (the running build is dropped:
+/// the next start queues it again).
+pub async fn start_workers(app: &App, stop: CancellationToken) -> anyhow::Result<Workers> {
+    for b in db::builds::requeue_interrupted(&app.db, None, MAX_ATTEMPTS).await? {
+        let line = if b.requeued {
+            tracing::warn!(build_id = %b.id, attempt = b.attempt, "build interrupted by the last stop queued again");
+            format!(
+                "Attempt {}: kiln restarted while this build was running; it runs again.",
+                b.attempt
+            )
+        } else {
+            tracing::warn!(build_id = %b.id, attempts = b.attempt, "build interrupted too often: failed");
+            format!(
+                "Failed: kiln stopped during each of this build's {} attempts.",
+                b.attempt
+            )
+        };
+        super::log::BuildLog::open(app, &b.id)
+            .await
+            .line(&line)
+            .await;
+    }
+    let draining = CancellationToken::new();
+    let handles = (0..app.config.build_workers)
+        .map(|worker| {
+            let app = app.clone();
+            let stop = stop.clone();
+            let draining = draining.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = work(app, worker, draining) => {}
+                    _ = stop.cancelled() => {}
+                }
+            })
+        })
+        .collect();
+    Ok(Workers { handles, draining })
+}
+
+/// How a drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drained {
+    /// Builds still running when the grace period ran out, stopped and queued again.
+    pub stopped: usize,
+}
+
+impl Workers {
+    /// Stops claiming builds, lets the running ones finish within `grace`, then stops those still
+    /// running (each goes back to the queue, see `worker::run`) and waits for their workers to end.
+    pub async fn drain(self, app: &App, grace: Duration) -> Drained {
+        self.draining.cancel();
+        let mut all = futures_util::future::join_all(self.handles);
+        if tokio::time::timeout(grace, &mut all).await.is_ok() {
+            return Drained { stopped: 0 };
+        }
+        let stopped = app.builds.stop_all(Stop::Shutdown);
+        tracing::warn!(
+            builds = stopped,
+            grace_secs = grace.as_secs(),
+            "grace period over: stopping running builds, they run again at the next start"
+        );
+        // Stopping takes a moment (the daemon kills the build's container; a push is checked).
+        if tokio::time::timeout(Duration::from_secs(30), all)
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                "build workers did not stop within 30 s of the end of the grace period"
+            );
+        }
+        Drained { stopped }
+    }
+}
+
+async fn work(app: App, worker: usize, draining: CancellationToken) {
     loop {
+        if draining.is_cancelled() {
+            return;
+        }
         // Register interest before looking, so a wake-up between the look and the wait is not lost.
         let notified = app.builds.wake.notified();
-        match db::builds::claim_next(&app.db).await {
+        match db::builds::claim_next(&app.db, app.config.repo_build_limit).await {
             Ok(Some(build)) => {
-                let cancel = app.builds.start(&build.id);
+                let stop = app.builds.start(&build.id);
                 let id = build.id.clone();
-                tracing::info!(build_id = %id, worker, "build claimed");
-                super::worker::run(&app, build, cancel).await;
+                tracing::info!(build_id = %id, worker, attempt = build.attempt, "build claimed");
+                super::worker::run(&app, build, stop).await;
                 app.builds.end(&id);
-                // Builds of the same tag may have been waiting for this one.
+                // Builds of the same tag or repository may have been waiting for this one.
                 app.builds.wake_workers();
             }
             Ok(None) => {
-                let _ = tokio::time::timeout(Duration::from_secs(5), notified).await;
+                tokio::select! {
+                    _ = tokio::time::timeout(Duration::from_secs(5), notified) => {}
+                    _ = draining.cancelled() => return,
+                }
             }
             Err(e) => {
                 tracing::error!(error = %e, worker, "cannot claim a build");
@@ -136,4 +248,32 @@ async fn work(app: App, worker: usize) {
             }
         }
     }
+}
+
+/// Each queued build's place in line (1 = the next to start), by `domain::queue_order`.
+pub async fn queue_positions(app: &App) -> Result<HashMap<String, usize>, sqlx::Error> {
+    let rows = db::builds::queue_snapshot(&app.db).await?;
+    let builds: Vec<queue_order::Build<'_>> = rows
+        .iter()
+        .map(|r| queue_order::Build {
+            repo: &r.repository_id,
+            started_at: r.started_at.as_deref(),
+            owner: tag_owner::Build {
+                id: &r.id,
+                rule_id: r.rule_id.as_deref(),
+                tag: r.tag.as_deref(),
+                stage: match r.status.as_str() {
+                    "queued" => tag_owner::Stage::Queued,
+                    "building" => tag_owner::Stage::Building,
+                    _ => tag_owner::Stage::Ended,
+                },
+            },
+        })
+        .collect();
+    Ok(
+        queue_order::queue_positions(&builds, app.config.repo_build_limit)
+            .into_iter()
+            .map(|(id, n)| (id.to_string(), n))
+            .collect(),
+    )
 }

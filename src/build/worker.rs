@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use bollard::auth::DockerCredentials;
 use secrecy::ExposeSecret;
-use tokio_util::sync::CancellationToken;
 
 use super::log::BuildLog;
+use super::queue::{MAX_ATTEMPTS, Stop, StopSignal};
 use super::{context, docker, git};
 use crate::app::App;
 use crate::db::{self, builds::BuildRow, builds::BuildStatus};
@@ -19,7 +19,8 @@ use crate::notify::outbox;
 
 enum Failure {
     Failed(String),
-    Cancelled,
+    /// Stopped from outside (cancel, shutdown) before it pushed.
+    Stopped(Stop),
     /// Built, but a build queued after it owns the tag now: pushing would move the tag back to an older
     /// commit, so nothing was pushed.
     Superseded {
@@ -44,18 +45,28 @@ struct Target {
     context: context::BuildContext,
 }
 
-pub async fn run(app: &App, build: BuildRow, cancel: CancellationToken) {
+/// Runs a claimed build to its end. A stop (cancel, shutdown) or the timeout drops the build where it
+/// is: the Docker daemon, seeing the request closed, kills the step's container (then kiln removes the
+/// build's containers for certain) or aborts the push. A stop that came too late to keep the push from
+/// landing in the registry leaves a succeeded build: a build never says cancelled with its tag moved.
+pub async fn run(app: &App, build: BuildRow, stop: StopSignal) {
     let mut log = BuildLog::open(app, &build.id).await;
     if let Err(e) = announce(app, &build.id, "build.started").await {
         tracing::error!(build_id = %build.id, error = %e, "cannot queue build.started");
     }
     // The rule's timeout_minutes when the build was queued, else the server's default.
     let timeout = build_settings::effective_timeout(&build.settings(), app.config.build_timeout);
-    let outcome = tokio::select! {
-        r = execute(app, &build, &mut log) => r,
-        _ = cancel.cancelled() => Err(Failure::Cancelled),
-        _ = tokio::time::sleep(timeout) => Err(Failure::Failed(build_settings::timeout_message(timeout))),
+    let push = PushWatch::default();
+    let (mut outcome, dropped) = tokio::select! {
+        r = execute(app, &build, &mut log, &push) => (r, false),
+        why = stop.stopped() => (Err(Failure::Stopped(why)), true),
+        _ = tokio::time::sleep(timeout) => (Err(Failure::Failed(build_settings::timeout_message(timeout))), true),
     };
+    if dropped && let Some(pushed) = after_drop(app, &build, &push, &mut log).await {
+        log.line("The push had reached the registry before the build could be stopped: the build succeeded.")
+            .await;
+        outcome = Ok(pushed);
+    }
     let recorded = match outcome {
         Ok(Pushed {
             reference,
@@ -65,11 +76,20 @@ pub async fn run(app: &App, build: BuildRow, cancel: CancellationToken) {
             log.line(&format!("Pushed {reference} ({digest})")).await;
             record_success(app, &build.id, &digest, &extra_tags).await
         }
-        Err(Failure::Cancelled) => {
+        Err(Failure::Stopped(Stop::Cancel)) => {
             log.line("Cancelled.").await;
             tracing::info!(build_id = %build.id, "build cancelled");
-            Ok(())
+            end_build(
+                app,
+                &build.id,
+                BuildStatus::Cancelled,
+                Some("cancelled by user"),
+                None,
+            )
+            .await
+            .map(|_| ())
         }
+        Err(Failure::Stopped(Stop::Shutdown)) => requeue(app, &build, &mut log).await,
         Err(Failure::Superseded { by, tag }) => {
             log.line(&format!(
                 "Not pushed: build {by} was queued after this one for :{tag} and owns the tag now."
@@ -96,6 +116,103 @@ pub async fn run(app: &App, build: BuildRow, cancel: CancellationToken) {
     };
     if let Err(e) = recorded {
         tracing::error!(build_id = %build.id, error = %e, "cannot record the end of a build");
+    }
+}
+
+/// kiln is stopping and the grace period is over: the build goes back to the queue as its next attempt
+/// (or fails, after [`MAX_ATTEMPTS`]).
+async fn requeue(app: &App, build: &BuildRow, log: &mut BuildLog) -> Result<(), sqlx::Error> {
+    let line = if build.attempt >= MAX_ATTEMPTS {
+        format!(
+            "Failed: kiln stopped during each of this build's {} attempts.",
+            build.attempt
+        )
+    } else {
+        format!(
+            "Attempt {}: kiln was stopped while this build was running (its grace period ran out); it runs again.",
+            build.attempt + 1
+        )
+    };
+    log.line(&line).await;
+    for b in db::builds::requeue_interrupted(&app.db, Some(&build.id), MAX_ATTEMPTS).await? {
+        tracing::info!(build_id = %b.id, attempt = b.attempt, requeued = b.requeued, "build stopped by the shutdown");
+    }
+    Ok(())
+}
+
+/// Where a build's push stands, for a stop that comes while it runs.
+#[derive(Default)]
+struct PushWatch(std::sync::Mutex<Option<PushStart>>);
+
+struct PushStart {
+    /// `{namespace}/{repo}` in the registry.
+    repository: String,
+    tag: String,
+    image: String,
+    /// What the tag named before the push (None: no such tag); Err: the registry could not say.
+    before: Result<Option<String>, ()>,
+}
+
+/// After the build was dropped (stopped, timed out): removes its step containers and, when it was
+/// pushing, tells whether the push landed anyway (the tag moved).
+async fn after_drop(
+    app: &App,
+    build: &BuildRow,
+    push: &PushWatch,
+    log: &mut BuildLog,
+) -> Option<Pushed> {
+    remove_step_containers(app, build, log).await;
+    let start = push.0.lock().expect("push watch poisoned").take()?;
+    let Ok(before) = start.before else {
+        tracing::warn!(build_id = %build.id, "stopped during the push; the registry could not say where the tag was before");
+        return None;
+    };
+    // The daemon may still be finishing a manifest upload the stop cut: watch the tag for a moment.
+    for _ in 0..6 {
+        if let Ok(Some(now)) = app
+            .registry
+            .manifest_digest(&start.repository, &start.tag)
+            .await
+            && Some(&now) != before.as_ref()
+        {
+            return Some(Pushed {
+                reference: format!("{}:{}", start.image, start.tag),
+                digest: now,
+                // Stopped before the extra tags were pushed: only the tag that landed is recorded.
+                extra_tags: Vec::new(),
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    None
+}
+
+/// Force-removes the containers the build's steps ran in (named in its log by the daemon).
+async fn remove_step_containers(app: &App, build: &BuildRow, log: &mut BuildLog) {
+    let lines = match db::builds::log_lines(&app.db, &build.id, -1).await {
+        Ok(lines) => lines,
+        Err(e) => {
+            tracing::warn!(build_id = %build.id, error = %e, "cannot read the log for the build's containers");
+            return;
+        }
+    };
+    let ids: Vec<&str> = lines
+        .iter()
+        .filter_map(|(_, l)| docker::step_container(l))
+        .collect();
+    if ids.is_empty() {
+        return;
+    }
+    let Ok(docker) = app.docker.client().await else {
+        return;
+    };
+    let removed = docker::remove_containers(&docker, &ids).await;
+    if !removed.is_empty() {
+        log.line(&format!(
+            "Removed the build's container {}",
+            removed.join(", ")
+        ))
+        .await;
     }
 }
 
@@ -126,10 +243,10 @@ async fn record_success(
         )
         .await?;
     }
+    // Only this worker ends a running build (a cancel asks it to), so this finds it `building`.
     if end_build(app, build_id, BuildStatus::Succeeded, None, Some(digest)).await? {
         tracing::info!(build_id, digest, "build succeeded");
     }
-    // else: cancelled at the last moment; the image is pushed and recorded, the build says cancelled.
     Ok(())
 }
 
@@ -155,7 +272,7 @@ async fn announce(app: &App, build_id: &str, event: &'static str) -> Result<(), 
 }
 
 /// Ends a running build and queues `build.succeeded` / `build.failed`, in one transaction. False when
-/// the build was no longer running (cancelled meanwhile).
+/// the build was no longer running.
 async fn end_build(
     app: &App,
     build_id: &str,
@@ -201,7 +318,12 @@ struct Pushed {
     extra_tags: Vec<String>,
 }
 
-async fn execute(app: &App, build: &BuildRow, log: &mut BuildLog) -> Result<Pushed, Failure> {
+async fn execute(
+    app: &App,
+    build: &BuildRow,
+    log: &mut BuildLog,
+    push: &PushWatch,
+) -> Result<Pushed, Failure> {
     let db_err = |e: sqlx::Error| Failure::Failed(format!("database error: {e}"));
     let source = db::sources::for_repo(&app.db, &build.repository_id)
         .await
@@ -236,13 +358,15 @@ async fn execute(app: &App, build: &BuildRow, log: &mut BuildLog) -> Result<Push
     let rule_name = rule.as_ref().map(|r| r.name.clone());
     log.line(&format!("Fetching {source_url}")).await;
     let mirror = git::mirror_path(&app.config.mirrors_dir(), &source.clone_url);
-    let lock = app.builds.mirror_lock(&mirror);
-    let guard = lock.lock().await;
+    // Owned, and moved into the blocking fetch: a build stopped meanwhile keeps the mirror locked until
+    // its fetch has really ended.
+    let guard = app.builds.mirror_lock(&mirror).lock_owned().await;
     let target = {
         let build = build.clone();
         let mirror: PathBuf = mirror.clone();
         let local_sources = app.config.local_sources.clone();
         tokio::task::spawn_blocking(move || {
+            let _guard = guard;
             // Checked again now (KILN_LOCAL_SOURCES, the scheme): nothing is fetched from a source
             // the API would refuse today.
             let remote = git::Remote::resolve(
@@ -256,7 +380,6 @@ async fn execute(app: &App, build: &BuildRow, log: &mut BuildLog) -> Result<Push
         .await
         .map_err(|e| format!("the fetch task failed: {e}"))??
     };
-    drop(guard);
     if let Some(tag_object) = &target.peeled_from {
         log.line(&format!(
             "{} is an annotated tag object: building the commit it tags, {}",
@@ -334,6 +457,18 @@ async fn execute(app: &App, build: &BuildRow, log: &mut BuildLog) -> Result<Push
         });
     }
     log.line(&format!("Pushing {full_ref}")).await;
+    let repository = format!("{}/{}", build.namespace, build.repository);
+    let before = app
+        .registry
+        .manifest_digest(&repository, &target.tag)
+        .await
+        .map_err(|e| tracing::warn!(build_id = %build.id, error = %format!("{e:#}"), "cannot read the tag before the push"));
+    *push.0.lock().expect("push watch poisoned") = Some(PushStart {
+        repository,
+        tag: target.tag.clone(),
+        image: image.clone(),
+        before,
+    });
     let digest = docker::push_image(&docker, &image, &target.tag, registry_credentials(app), log)
         .await
         .map_err(|e| format!("push refused: {e}"))?;
@@ -700,6 +835,7 @@ mod tests {
             started_at: None,
             finished_at: None,
             settings: "{}".into(),
+            attempt: 1,
         }
     }
 

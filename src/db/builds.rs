@@ -53,6 +53,8 @@ pub struct BuildRow {
     pub finished_at: Option<String>,
     /// The rule's build settings when the build was queued, as JSON (issue 9); see `settings()`.
     pub settings: String,
+    /// Which run of the build this is (1 for the first; one more after each interruption).
+    pub attempt: i64,
 }
 
 impl BuildRow {
@@ -64,7 +66,7 @@ impl BuildRow {
 
 const SELECT: &str = "SELECT b.id, b.repository_id, n.name AS namespace, r.name AS repository, b.rule_id, b.event_id, \
      b.trigger, b.git_ref, b.commit_sha, b.tag, b.image, b.dockerfile, b.context, b.version, b.overwrite, b.status, \
-     b.error, b.digest, b.created_at, b.started_at, b.finished_at, b.settings \
+     b.error, b.digest, b.created_at, b.started_at, b.finished_at, b.settings, b.attempt \
      FROM builds b JOIN repositories r ON r.id = b.repository_id JOIN namespaces n ON n.id = r.namespace_id";
 
 /// A build to queue. `commit_sha`/`tag` are None when the worker must resolve them ("build now" of a
@@ -140,29 +142,65 @@ pub async fn list_for_repo(
     .await
 }
 
-/// Claims the oldest queued build a worker may start: `queued` → `building`, atomically.
+/// Claims the queued build a free worker starts next: `queued` → `building`, atomically. The claim is
+/// the only way a row becomes `building`.
 ///
-/// A tag has one owner at a time: a queued build is skipped while another build of the same image tag
-/// runs, or waits in the queue ahead of it, so builds of one tag run one after the other in queue
-/// (push) order. A build whose tag is not known yet ("build now", resolved by the worker) counts as
-/// every tag of its rule. See `domain::tag_owner` for the rule in plain code.
-pub async fn claim_next(db: &Db) -> Result<Option<BuildRow>, sqlx::Error> {
+/// `domain::queue_order::next_to_start` is this statement in plain code (a test checks they agree):
+/// - a tag has one owner at a time (`domain::tag_owner`): a queued build is skipped while another build
+///   of the same image tag runs, or waits in the queue ahead of it, so builds of one tag run one after
+///   the other in queue (push) order. A build whose tag is not known yet ("build now", resolved by the
+///   worker) counts as every tag of its rule;
+/// - a repository runs at most `repo_limit` builds at once;
+/// - fair between repositories: the repository whose latest build started longest ago (never: first)
+///   goes first, then its oldest build that may start.
+pub async fn claim_next(db: &Db, repo_limit: usize) -> Result<Option<BuildRow>, sqlx::Error> {
     let claimed: Option<(String,)> = sqlx::query_as(
         "UPDATE builds SET status = 'building', started_at = ? \
-         WHERE id = (SELECT b.id FROM builds b WHERE b.status = 'queued' AND NOT EXISTS ( \
+         WHERE id = (SELECT b.id FROM builds b WHERE b.status = 'queued' \
+           AND (SELECT COUNT(*) FROM builds r WHERE r.repository_id = b.repository_id AND r.status = 'building') < ? \
+           AND NOT EXISTS ( \
              SELECT 1 FROM builds o WHERE o.repository_id = b.repository_id AND o.id <> b.id \
                AND (o.status = 'building' OR (o.status = 'queued' AND o.id < b.id)) \
                AND (o.tag = b.tag OR ((o.tag IS NULL OR b.tag IS NULL) AND o.rule_id = b.rule_id))) \
-           ORDER BY b.id LIMIT 1) \
+           ORDER BY (SELECT COALESCE(MAX(s.started_at), '') FROM builds s WHERE s.repository_id = b.repository_id), b.id \
+           LIMIT 1) \
          AND status = 'queued' RETURNING id",
     )
     .bind(now())
+    .bind(i64::try_from(repo_limit).unwrap_or(i64::MAX))
     .fetch_optional(db)
     .await?;
     match claimed {
         Some((id,)) => get(db, &id).await,
         None => Ok(None),
     }
+}
+
+/// A build as the queue sees it (see `domain::queue_order`).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct QueueRow {
+    pub id: String,
+    pub repository_id: String,
+    pub rule_id: Option<String>,
+    pub tag: Option<String>,
+    pub status: String,
+    pub started_at: Option<String>,
+}
+
+/// What the queue order needs: every queued and running build, and for each repository its latest
+/// start among the other builds (as a row with an empty id and status `ended`).
+pub async fn queue_snapshot(db: &Db) -> Result<Vec<QueueRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, repository_id, rule_id, tag, status, started_at FROM builds \
+         WHERE status IN ('queued', 'building') \
+         UNION ALL \
+         SELECT '' AS id, repository_id, NULL AS rule_id, NULL AS tag, 'ended' AS status, MAX(started_at) AS started_at \
+         FROM builds WHERE status NOT IN ('queued', 'building') AND started_at IS NOT NULL \
+         AND repository_id IN (SELECT q.repository_id FROM builds q WHERE q.status = 'queued') \
+         GROUP BY repository_id",
+    )
+    .fetch_all(db)
+    .await
 }
 
 /// The newest build queued after `build_id` for the same image tag that has started or may still
@@ -250,36 +288,67 @@ pub async fn supersede_queued(
     Ok(r.rows_affected())
 }
 
-/// Cancels a queued or running build; returns the status it had (None: no such build).
-pub async fn cancel(db: &Db, id: &str) -> Result<Option<String>, sqlx::Error> {
-    let mut tx = super::write_tx(db).await?;
-    let before: Option<(String,)> = sqlx::query_as("SELECT status FROM builds WHERE id = ?")
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    if let Some((status,)) = &before
-        && (status == "queued" || status == "building")
-    {
-        sqlx::query("UPDATE builds SET status = 'cancelled', error = 'cancelled by user', finished_at = ? WHERE id = ?")
-            .bind(now())
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
-    Ok(before.map(|(s,)| s))
-}
-
-/// At start: builds a crash left `building` cannot resume; they end `failed` ("interrupted").
-pub async fn fail_interrupted(db: &Db) -> Result<u64, sqlx::Error> {
+/// Cancels a queued build. Returns the status the build has (`queued` when this cancelled it; None: no
+/// such build). A running build is not touched: its worker stops it and records how it ended.
+pub async fn cancel_queued(db: &Db, id: &str) -> Result<Option<String>, sqlx::Error> {
     let r = sqlx::query(
-        "UPDATE builds SET status = 'failed', error = 'interrupted: kiln stopped during the build', finished_at = ? \
-         WHERE status = 'building'",
+        "UPDATE builds SET status = 'cancelled', error = 'cancelled by user', finished_at = ? \
+         WHERE id = ? AND status = 'queued'",
     )
     .bind(now())
+    .bind(id)
     .execute(db)
     .await?;
-    Ok(r.rows_affected())
+    if r.rows_affected() == 1 {
+        return Ok(Some("queued".into()));
+    }
+    status(db, id).await
+}
+
+/// A build that was running when kiln stopped, and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Interrupted {
+    pub id: String,
+    /// For a build queued again: the attempt it runs as next. For a failed one: the attempts it had.
+    pub attempt: i64,
+    /// Queued again (true) or failed because it already had `max_attempts` (false).
+    pub requeued: bool,
+}
+
+/// Running builds (all of them, or only `only`) go back to the queue as their next attempt, keeping
+/// their place (their id); one that already ran `max_attempts` times ends `failed` instead, so a build
+/// that crashes kiln cannot loop forever.
+pub async fn requeue_interrupted(
+    db: &Db,
+    only: Option<&str>,
+    max_attempts: i64,
+) -> Result<Vec<Interrupted>, sqlx::Error> {
+    let mut tx = super::write_tx(db).await?;
+    let mut out: Vec<Interrupted> = sqlx::query_as(
+        "UPDATE builds SET status = 'failed', finished_at = ?, \
+         error = 'interrupted ' || attempt || ' times: kiln stopped during each attempt' \
+         WHERE status = 'building' AND attempt >= ? AND (? IS NULL OR id = ?) \
+         RETURNING id, attempt, FALSE AS requeued",
+    )
+    .bind(now())
+    .bind(max_attempts)
+    .bind(only)
+    .bind(only)
+    .fetch_all(&mut *tx)
+    .await?;
+    let requeued: Vec<Interrupted> = sqlx::query_as(
+        "UPDATE builds SET status = 'queued', attempt = attempt + 1, started_at = NULL \
+         WHERE status = 'building' AND (? IS NULL OR id = ?) \
+         RETURNING id, attempt, TRUE AS requeued",
+    )
+    .bind(only)
+    .bind(only)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    out.extend(requeued);
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(out)
 }
 
 pub async fn status(db: &Db, id: &str) -> Result<Option<String>, sqlx::Error> {
@@ -438,6 +507,7 @@ pub async fn for_events(db: &Db, event_ids: &[String]) -> Result<Vec<EventBuildR
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::queue_order;
     use crate::domain::tag_owner::{self, Stage};
     use rand::{Rng, SeedableRng};
 
@@ -447,6 +517,7 @@ mod tests {
         rule: Option<&'static str>,
         tag: Option<&'static str>,
         status: &'static str,
+        started_at: Option<String>,
     }
 
     fn stage(status: &str) -> Stage {
@@ -458,18 +529,14 @@ mod tests {
         }
     }
 
-    /// The claim statement is the domain's tag rule: over random queues, the build SQLite claims is the
-    /// one `tag_owner::next_to_start` picks (the oldest over the repositories), and a finished build's
-    /// newer owner is the domain's too.
-    #[tokio::test]
-    async fn claim_follows_the_domain_tag_rule() {
+    async fn test_db() -> (tempfile::TempDir, Db, Vec<String>) {
         let dir = tempfile::tempdir().unwrap();
         let db = super::super::connect(&format!("sqlite://{}/t.db", dir.path().display()))
             .await
             .unwrap();
         let ns = super::super::namespaces::insert(&db, "ns").await.unwrap();
         let mut repos = Vec::new();
-        for name in ["a", "b"] {
+        for name in ["a", "b", "c"] {
             repos.push(
                 super::super::repos::insert(
                     &db,
@@ -485,33 +552,52 @@ mod tests {
                 .unwrap(),
             );
         }
+        (dir, db, repos)
+    }
+
+    /// The claim statement is the domain's rule: over random queues (three repositories, random tags,
+    /// stages, start times and per-repository limits), the build SQLite claims is the one
+    /// `queue_order::next_to_start` picks (which keeps `tag_owner`'s rule), and a finished build's newer
+    /// owner is `tag_owner`'s too. The queue snapshot gives the domain the same answer.
+    #[tokio::test]
+    async fn claim_follows_the_domain_tag_and_queue_rules() {
+        let (_dir, db, repos) = test_db().await;
         let mut rng = rand::rngs::StdRng::seed_from_u64(8);
-        for round in 0..300 {
+        let mut claimed_some = 0;
+        for round in 0..400 {
             sqlx::query("DELETE FROM builds")
                 .execute(&db)
                 .await
                 .unwrap();
-            let n = rng.random_range(0..9);
+            let n = rng.random_range(0..10);
             let specs: Vec<Spec> = (0..n)
-                .map(|i| Spec {
-                    id: format!("{i:03}"),
-                    repo: rng.random_range(0..2),
-                    rule: [Some("r"), Some("s"), None][rng.random_range(0..3)],
-                    tag: [Some("main"), Some("dev"), None][rng.random_range(0..3)],
-                    status: [
+                .map(|i| {
+                    let status = [
+                        "queued",
                         "queued",
                         "queued",
                         "building",
                         "succeeded",
                         "failed",
                         "cancelled",
-                    ][rng.random_range(0..6)],
+                    ][rng.random_range(0..7)];
+                    // Few distinct times, so ties between repositories happen.
+                    let started_at = (status != "queued" && rng.random_range(0..5) > 0)
+                        .then(|| format!("2026-01-01T00:00:0{}.000000Z", rng.random_range(0..4)));
+                    Spec {
+                        id: format!("{i:03}"),
+                        repo: rng.random_range(0..3),
+                        rule: [Some("r"), Some("s"), None][rng.random_range(0..3)],
+                        tag: [Some("main"), Some("dev"), Some("v1"), None][rng.random_range(0..4)],
+                        status,
+                        started_at,
+                    }
                 })
                 .collect();
             for s in &specs {
                 sqlx::query(
-                    "INSERT INTO builds (id, repository_id, rule_id, trigger, git_ref, tag, dockerfile, status, created_at) \
-                     VALUES (?, ?, ?, 'push', 'refs/heads/main', ?, 'Dockerfile', ?, ?)",
+                    "INSERT INTO builds (id, repository_id, rule_id, trigger, git_ref, tag, dockerfile, status, created_at, started_at) \
+                     VALUES (?, ?, ?, 'push', 'refs/heads/main', ?, 'Dockerfile', ?, ?, ?)",
                 )
                 .bind(&s.id)
                 .bind(&repos[s.repo])
@@ -519,24 +605,25 @@ mod tests {
                 .bind(s.tag)
                 .bind(s.status)
                 .bind(now())
+                .bind(&s.started_at)
                 .execute(&db)
                 .await
                 .unwrap();
             }
-            let per_repo = |repo: usize| -> Vec<tag_owner::Build<'_>> {
-                specs
-                    .iter()
-                    .filter(|s| s.repo == repo)
-                    .map(|s| tag_owner::Build {
-                        id: &s.id,
-                        rule_id: s.rule,
-                        tag: s.tag,
-                        stage: stage(s.status),
-                    })
-                    .collect()
-            };
+            fn owner(s: &Spec) -> tag_owner::Build<'_> {
+                tag_owner::Build {
+                    id: &s.id,
+                    rule_id: s.rule,
+                    tag: s.tag,
+                    stage: stage(s.status),
+                }
+            }
             for s in specs.iter().filter(|s| s.tag.is_some()) {
-                let builds = per_repo(s.repo);
+                let builds: Vec<tag_owner::Build<'_>> = specs
+                    .iter()
+                    .filter(|o| o.repo == s.repo)
+                    .map(owner)
+                    .collect();
                 let me = builds.iter().find(|b| b.id == s.id).unwrap();
                 let tag = s.tag.unwrap();
                 let sql = newer_owner_of_tag(&db, &s.id, &repos[s.repo], tag)
@@ -549,12 +636,110 @@ mod tests {
                     s.id
                 );
             }
-            let want = [0, 1]
-                .into_iter()
-                .filter_map(|r| tag_owner::next_to_start(&per_repo(r)))
-                .min();
-            let got = claim_next(&db).await.unwrap().map(|b| b.id);
-            assert_eq!(got.as_deref(), want, "round {round}");
+            let all: Vec<queue_order::Build<'_>> = specs
+                .iter()
+                .map(|s| queue_order::Build {
+                    repo: &repos[s.repo],
+                    started_at: s.started_at.as_deref(),
+                    owner: owner(s),
+                })
+                .collect();
+            let limit = rng.random_range(1..4);
+            let want = queue_order::next_to_start(&all, limit);
+
+            // The snapshot the API ranks queued builds from leads to the same first place.
+            let snapshot = queue_snapshot(&db).await.unwrap();
+            let from_snapshot: Vec<queue_order::Build<'_>> = snapshot
+                .iter()
+                .map(|r| queue_order::Build {
+                    repo: &r.repository_id,
+                    started_at: r.started_at.as_deref(),
+                    owner: tag_owner::Build {
+                        id: &r.id,
+                        rule_id: r.rule_id.as_deref(),
+                        tag: r.tag.as_deref(),
+                        stage: stage(&r.status),
+                    },
+                })
+                .collect();
+            let first = queue_order::queue_positions(&from_snapshot, limit)
+                .first()
+                .map(|(id, _)| *id);
+            if want.is_some() {
+                assert_eq!(first, want, "round {round}: snapshot's first place");
+            }
+
+            let got = claim_next(&db, limit).await.unwrap().map(|b| b.id);
+            assert_eq!(got.as_deref(), want, "round {round}, limit {limit}");
+            claimed_some += usize::from(got.is_some());
         }
+        assert!(claimed_some > 100, "only {claimed_some} rounds claimed");
+    }
+
+    #[tokio::test]
+    async fn interrupted_builds_are_queued_again_until_their_attempts_run_out() {
+        let (_dir, db, repos) = test_db().await;
+        for (id, status, attempt) in [
+            ("b1", "building", 1),
+            ("b2", "building", 2),
+            ("b3", "building", 3),
+            ("b4", "succeeded", 1),
+            ("b5", "queued", 1),
+        ] {
+            sqlx::query(
+                "INSERT INTO builds (id, repository_id, trigger, git_ref, dockerfile, status, created_at, started_at, attempt) \
+                 VALUES (?, ?, 'push', 'refs/heads/main', 'Dockerfile', ?, ?, ?, ?)",
+            )
+            .bind(id)
+            .bind(&repos[0])
+            .bind(status)
+            .bind(now())
+            .bind((status != "queued").then(now))
+            .bind(attempt)
+            .execute(&db)
+            .await
+            .unwrap();
+        }
+        let only = requeue_interrupted(&db, Some("b1"), 3).await.unwrap();
+        assert_eq!(
+            only,
+            [Interrupted {
+                id: "b1".into(),
+                attempt: 2,
+                requeued: true
+            }]
+        );
+        let all = requeue_interrupted(&db, None, 3).await.unwrap();
+        assert_eq!(
+            all,
+            [
+                Interrupted {
+                    id: "b2".into(),
+                    attempt: 3,
+                    requeued: true
+                },
+                Interrupted {
+                    id: "b3".into(),
+                    attempt: 3,
+                    requeued: false
+                },
+            ]
+        );
+        let b1 = get(&db, "b1").await.unwrap().unwrap();
+        assert_eq!((b1.status.as_str(), b1.attempt), ("queued", 2));
+        assert_eq!(b1.started_at, None);
+        let b3 = get(&db, "b3").await.unwrap().unwrap();
+        assert_eq!(b3.status, "failed");
+        assert_eq!(
+            b3.error.as_deref(),
+            Some("interrupted 3 times: kiln stopped during each attempt")
+        );
+        assert!(b3.finished_at.is_some());
+        for (id, status) in [("b4", "succeeded"), ("b5", "queued")] {
+            assert_eq!(get(&db, id).await.unwrap().unwrap().status, status, "{id}");
+        }
+        // Only a claim makes a row `building` again.
+        let claimed = claim_next(&db, 1).await.unwrap().unwrap();
+        assert_eq!((claimed.id.as_str(), claimed.attempt), ("b1", 2));
     }
 }

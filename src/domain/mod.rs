@@ -9,6 +9,7 @@ pub mod build_settings;
 pub mod clone_url;
 pub mod names;
 pub mod pattern;
+pub mod queue_order;
 pub mod rules;
 pub mod tag;
 pub mod tag_owner;

@@ -36,6 +36,25 @@ pub struct BuildView {
     pub digest: Option<String>,
     /// The rule's build settings when the build was queued (issue 9).
     pub settings: crate::domain::build_settings::BuildSettings,
+    /// Which run of the build this is: 1, then one more each time a stop or crash of kiln interrupted it.
+    pub attempt: i64,
+    /// For a queued build, its place in line (1 = the next to start); null otherwise.
+    pub queue_position: Option<usize>,
+}
+
+impl BuildView {
+    /// The view of a build, with its place in line when it is queued.
+    async fn of(app: &App, build: BuildRow) -> ApiResult<BuildView> {
+        let queued = build.status == BuildStatus::Queued.as_str();
+        let mut view = BuildView::from(build);
+        if queued {
+            view.queue_position = crate::build::queue::queue_positions(app)
+                .await?
+                .get(&view.id)
+                .copied();
+        }
+        Ok(view)
+    }
 }
 
 impl From<BuildRow> for BuildView {
@@ -58,6 +77,8 @@ impl From<BuildRow> for BuildView {
             finished_at: b.finished_at,
             settings,
             digest: b.digest,
+            attempt: b.attempt,
+            queue_position: None,
         }
     }
 }
@@ -214,7 +235,10 @@ pub async fn create_build(
         .await?
         .ok_or_else(|| ApiError::internal("build vanished"))?;
     app.builds.wake_workers();
-    Ok((StatusCode::ACCEPTED, axum::Json(build.into())))
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(BuildView::of(&app, build).await?),
+    ))
 }
 
 pub async fn list_builds(
@@ -227,7 +251,22 @@ pub async fn list_builds(
     let page = q.page()?;
     let builds = db::builds::list_for_repo(&app.db, &row.id, &page).await?;
     let last = builds.last().map(|b| b.id.clone());
-    let views: Vec<BuildView> = builds.into_iter().map(Into::into).collect();
+    let positions = if builds
+        .iter()
+        .any(|b| b.status == BuildStatus::Queued.as_str())
+    {
+        crate::build::queue::queue_positions(&app).await?
+    } else {
+        Default::default()
+    };
+    let views: Vec<BuildView> = builds
+        .into_iter()
+        .map(|b| {
+            let mut view = BuildView::from(b);
+            view.queue_position = positions.get(&view.id).copied();
+            view
+        })
+        .collect();
     Ok(paged(views, &page, last))
 }
 
@@ -245,9 +284,8 @@ pub async fn get_build(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<axum::Json<BuildView>> {
-    Ok(axum::Json(
-        load_build(&app, &caller, &id, Role::Read).await?.into(),
-    ))
+    let build = load_build(&app, &caller, &id, Role::Read).await?;
+    Ok(axum::Json(BuildView::of(&app, build).await?))
 }
 
 #[derive(Deserialize, Default)]
@@ -314,29 +352,74 @@ struct Follow {
     updates: tokio::sync::watch::Receiver<u64>,
 }
 
+/// How long a cancel waits for a running build's worker to stop it and say how it ended.
+const CANCEL_WAIT: Duration = Duration::from_secs(10);
+
+/// Cancels a queued build at once. A running build is stopped by its worker (its step container killed,
+/// a push aborted), and the answer waits for the outcome: `cancelled`, or 409 `already_pushed` when its
+/// push had reached the registry before the stop (the build then succeeded and stays so).
 pub async fn cancel_build(
     State(app): State<App>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<(StatusCode, axum::Json<BuildView>)> {
     let build = load_build(&app, &caller, &id, Role::Write).await?;
-    match db::builds::cancel(&app.db, &build.id).await?.as_deref() {
-        Some("building") => {
-            app.builds.cancel_running(&build.id);
+    let mut updates = app.builds.log_updates();
+    let deadline = tokio::time::Instant::now() + CANCEL_WAIT;
+    let mut asked = false;
+    let ended = loop {
+        match db::builds::cancel_queued(&app.db, &build.id)
+            .await?
+            .as_deref()
+        {
+            Some("queued") => break "cancelled".to_string(),
+            Some("building") => {
+                if !asked {
+                    app.builds
+                        .stop_running(&build.id, crate::build::queue::Stop::Cancel);
+                    asked = true;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    // Still stopping: the answer says so, the worker ends it.
+                    break "building".to_string();
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(250), updates.changed()).await;
+            }
+            Some(other) => {
+                if asked {
+                    // Ended before its worker saw the request: nothing is left to stop.
+                    app.builds.forget(&build.id);
+                }
+                match (other, asked) {
+                    ("cancelled", true) => break other.to_string(),
+                    ("succeeded", true) => {
+                        return Err(ApiError::conflict(
+                            "already_pushed",
+                            format!(
+                                "the build had pushed {} before it could be stopped: it succeeded",
+                                build.image.as_deref().unwrap_or("its image")
+                            ),
+                        ));
+                    }
+                    _ => {
+                        return Err(ApiError::conflict(
+                            "already_finished",
+                            format!("the build already ended: {other}"),
+                        ));
+                    }
+                }
+            }
+            None => return Err(ApiError::not_found(&format!("build {id}"))),
         }
-        Some("queued") => {}
-        Some(other) => {
-            return Err(ApiError::conflict(
-                "already_finished",
-                format!("the build already ended: {other}"),
-            ));
-        }
-        None => return Err(ApiError::not_found(&format!("build {id}"))),
-    }
+    };
+    tracing::info!(build_id = %build.id, status = %ended, "build cancel asked");
     let build = db::builds::get(&app.db, &build.id)
         .await?
         .ok_or_else(|| ApiError::not_found("build"))?;
-    Ok((StatusCode::ACCEPTED, axum::Json(build.into())))
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(BuildView::of(&app, build).await?),
+    ))
 }
 
 #[cfg(test)]
