@@ -1,6 +1,7 @@
 //! One build from start to end: fetch the commit, resolve the tag, tar the context, build, push, record.
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use bollard::auth::DockerCredentials;
 use secrecy::ExposeSecret;
@@ -9,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::log::BuildLog;
 use super::{context, docker, git};
 use crate::app::App;
-use crate::db::{self, builds::BuildRow, builds::BuildStatus};
+use crate::db::{self, builds::BuildRow, builds::BuildStatus, builds::Stage};
 use crate::domain::rules::{GitRef, PushEvent, RuleSpec, plan_rule};
 use crate::forge::display_url;
 use crate::notify::outbox;
@@ -38,11 +39,22 @@ struct Target {
     /// The build named this annotated tag object, peeled to `commit`.
     peeled_from: Option<String>,
     tag: String,
-    context: context::BuildContext,
+    context: context::ContextPlan,
 }
 
 pub async fn run(app: &App, build: BuildRow, cancel: CancellationToken) {
     let mut log = BuildLog::open(app, &build.id).await;
+    if let Some(queued) = queued_for(&build) {
+        stage_done(
+            app,
+            &build.id,
+            &mut log,
+            Stage::Queued,
+            queued,
+            "Waited in the queue for",
+        )
+        .await;
+    }
     if let Err(e) = announce(app, &build.id, "build.started").await {
         tracing::error!(build_id = %build.id, error = %e, "cannot queue build.started");
     }
@@ -174,6 +186,36 @@ async fn end_build(
     Ok(true)
 }
 
+/// How long the build waited between being queued and claimed (its `created_at` and `started_at`).
+fn queued_for(build: &BuildRow) -> Option<Duration> {
+    let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
+    let created = parse(&build.created_at)?;
+    let started = parse(build.started_at.as_deref()?)?;
+    (started - created).to_std().ok()
+}
+
+/// Records a stage's time and says it in the log (`Fetched in 1.2 s`).
+async fn stage_done(
+    app: &App,
+    build_id: &str,
+    log: &mut BuildLog,
+    stage: Stage,
+    took: Duration,
+    what: &str,
+) {
+    record_stage(app, build_id, stage, took).await;
+    log.line(&format!("{what} {:.1} s", took.as_secs_f64()))
+        .await;
+}
+
+/// Records a stage's time (its log line is written where the stage ends).
+async fn record_stage(app: &App, build_id: &str, stage: Stage, took: Duration) {
+    let ms = i64::try_from(took.as_millis()).unwrap_or(i64::MAX);
+    if let Err(e) = db::builds::record_stage(&app.db, build_id, stage, ms).await {
+        tracing::warn!(build_id, error = %e, "cannot record a stage's time");
+    }
+}
+
 /// What a successful build pushed: `{registry}/{namespace}/{repo}:{tag}` and its manifest digest.
 struct Pushed {
     reference: String,
@@ -212,6 +254,7 @@ async fn execute(app: &App, build: &BuildRow, log: &mut BuildLog) -> Result<Push
 
     log.line(&format!("Fetching {}", display_url(&source.clone_url)))
         .await;
+    let fetch_started = Instant::now();
     let mirror = git::mirror_path(&app.config.mirrors_dir(), &source.clone_url);
     let lock = app.builds.mirror_lock(&mirror);
     let guard = lock.lock().await;
@@ -234,6 +277,15 @@ async fn execute(app: &App, build: &BuildRow, log: &mut BuildLog) -> Result<Push
         .map_err(|e| format!("the fetch task failed: {e}"))??
     };
     drop(guard);
+    stage_done(
+        app,
+        &build.id,
+        log,
+        Stage::Fetch,
+        fetch_started.elapsed(),
+        "Fetched in",
+    )
+    .await;
     if let Some(tag_object) = &target.peeled_from {
         log.line(&format!(
             "{} is an annotated tag object: building the commit it tags, {}",
@@ -262,21 +314,21 @@ async fn execute(app: &App, build: &BuildRow, log: &mut BuildLog) -> Result<Push
         target.context.dockerfile
     ))
     .await;
-    log.line(&format!(
-        "Build context: {} files, {} bytes",
-        target.context.files, target.context.bytes
-    ))
-    .await;
-
     let docker = app.docker.client().await.map_err(|e| format!("{e:#}"))?;
-    docker::build_image(
-        &docker,
-        target.context.tar,
-        &target.context.dockerfile,
-        &full_ref,
+    let build_started = Instant::now();
+    let built = docker::build_image(&docker, &target.context, &full_ref, log).await?;
+    let context_took = built.context_sent.saturating_duration_since(build_started);
+    // docker::build_image said it in the log when the tar was sent.
+    record_stage(app, &build.id, Stage::Context, context_took).await;
+    stage_done(
+        app,
+        &build.id,
         log,
+        Stage::Build,
+        built.context_sent.elapsed(),
+        "Built in",
     )
-    .await?;
+    .await;
     // Only the newest build of a tag may move it (domain::tag_owner): checked as late as possible.
     if let Some(by) =
         db::builds::newer_owner_of_tag(&app.db, &build.id, &build.repository_id, &target.tag)
@@ -299,9 +351,19 @@ async fn execute(app: &App, build: &BuildRow, log: &mut BuildLog) -> Result<Push
         serveraddress: Some(app.config.registry.clone()),
         ..Default::default()
     };
+    let push_started = Instant::now();
     let digest = docker::push_image(&docker, &image, &target.tag, credentials, log)
         .await
         .map_err(|e| format!("push refused: {e}"))?;
+    stage_done(
+        app,
+        &build.id,
+        log,
+        Stage::Push,
+        push_started.elapsed(),
+        "Pushed in",
+    )
+    .await;
     Ok(Pushed {
         reference: full_ref,
         digest,
@@ -384,7 +446,7 @@ fn resolve_target(
         }
         (None, None) => return Err("the build has neither a tag nor a rule".into()),
     };
-    let ctx = context::build_context(&repo, oid, &build.context, &build.dockerfile)
+    let ctx = context::plan_context(mirror, &repo, oid, &build.context, &build.dockerfile)
         .map_err(|e| e.to_string())?;
     Ok(Target {
         git_ref,
@@ -490,6 +552,7 @@ mod tests {
             created_at: String::new(),
             started_at: None,
             finished_at: None,
+            stages: Default::default(),
         }
     }
 
