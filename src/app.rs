@@ -46,6 +46,9 @@ impl App {
             if let Err(e) = crate::build::git::set_network_timeouts() {
                 tracing::warn!(error = %e, "cannot set git network timeouts");
             }
+            if let Err(e) = crate::build::git::bound_object_reads() {
+                tracing::warn!(error = %e, "cannot bound libgit2's pack windows");
+            }
         });
         let registry = RegistryClient::new(
             &config.registry_url,

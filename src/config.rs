@@ -28,6 +28,7 @@ struct FileConfig {
     build_timeout_minutes: Option<u64>,
     repo_build_limit: Option<usize>,
     shutdown_grace_secs: Option<u64>,
+    build_log_limit: Option<u64>,
     hook_body_limit: Option<usize>,
     hook_queue: Option<usize>,
     event_retention_days: Option<u64>,
@@ -64,6 +65,9 @@ pub struct Config {
     /// On SIGTERM / Ctrl-C, how long running builds may take to finish before they are stopped and
     /// queued again (`KILN_SHUTDOWN_GRACE_SECS`).
     pub shutdown_grace: Duration,
+    /// Bytes of build log kept per build (`KILN_BUILD_LOG_LIMIT`, default 10 MiB): past it, one line
+    /// says where the log was cut and later output is dropped; the build goes on.
+    pub build_log_limit: u64,
     pub hook_body_limit: usize,
     /// Verified hook deliveries waiting for the ingest writer; beyond it hooks answer 503 + Retry-After.
     pub hook_queue: usize,
@@ -214,6 +218,15 @@ impl Config {
         if build_timeout_secs == 0 {
             bail!("KILN_BUILD_TIMEOUT_SECS / KILN_BUILD_TIMEOUT_MINUTES: must be positive");
         }
+        let build_log_limit = match vars.get("KILN_BUILD_LOG_LIMIT") {
+            Some(v) => v
+                .parse()
+                .with_context(|| format!("KILN_BUILD_LOG_LIMIT: '{v}' is not a number of bytes"))?,
+            None => f.build_log_limit.unwrap_or(10 * 1024 * 1024),
+        };
+        if build_log_limit < 1024 {
+            bail!("KILN_BUILD_LOG_LIMIT: must be at least 1024 bytes, got {build_log_limit}");
+        }
 
         let event_retention_days = match vars.get("KILN_EVENT_RETENTION_DAYS") {
             Some(v) => v.parse().with_context(|| {
@@ -310,6 +323,7 @@ impl Config {
             build_timeout: Duration::from_secs(build_timeout_secs),
             repo_build_limit: repo_build_limit as usize,
             shutdown_grace: Duration::from_secs(shutdown_grace_secs),
+            build_log_limit,
             hook_body_limit: f.hook_body_limit.unwrap_or(DEFAULT_HOOK_BODY_LIMIT),
             hook_queue: hook_queue as usize,
             event_retention: Duration::from_secs(event_retention_days * 86_400),
@@ -359,6 +373,7 @@ mod tests {
         assert_eq!(c.build_workers, 2);
         assert_eq!(c.repo_build_limit, 1);
         assert_eq!(c.shutdown_grace, Duration::from_secs(60));
+        assert_eq!(c.build_log_limit, 10_485_760);
         assert!(c.admin_token.is_none());
         assert!(
             c.local_sources.is_empty(),
@@ -419,6 +434,9 @@ mod tests {
             ("KILN_DATABASE_URL", "postgres://x", "KILN_DATABASE_URL"),
             ("KILN_BUILD_WORKERS", "0", "KILN_BUILD_WORKERS"),
             ("KILN_BUILD_WORKERS", "many", "KILN_BUILD_WORKERS"),
+            ("KILN_BUILD_LOG_LIMIT", "10MiB", "KILN_BUILD_LOG_LIMIT"),
+            ("KILN_BUILD_LOG_LIMIT", "100", "KILN_BUILD_LOG_LIMIT"),
+            ("KILN_BUILD_LOG_LIMIT", "-1", "KILN_BUILD_LOG_LIMIT"),
             ("KILN_REGISTRY_URL", "ftp://x", "KILN_REGISTRY_URL"),
             (
                 "KILN_EVENT_RETENTION_DAYS",

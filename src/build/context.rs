@@ -12,9 +12,10 @@
 //! (gitlinks) are left out: their commits are not in the mirror.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 
-use git2::{ObjectType, Oid, Repository, Tree};
+use git2::{ObjectType, Odb, Oid, Repository, Tree};
 use tar::{EntryType, Header};
 
 use super::dockerignore::DockerIgnore;
@@ -33,27 +34,44 @@ pub enum ContextError {
     Io(#[from] std::io::Error),
 }
 
-pub struct BuildContext {
-    /// The tar archive to send as the build's body.
-    pub tar: Vec<u8>,
-    /// what to pass to Docker's `dockerfile` option (path inside the tar)
-    pub dockerfile: String,
+/// Bytes of tar in one chunk of the pipe to the daemon.
+pub const CHUNK_SIZE: usize = 128 * 1024;
+/// Chunks the pipe holds while the daemon reads: the producer waits when it is full, so at most
+/// `(PIPE_DEPTH + 1) * CHUNK_SIZE` bytes of tar are in memory, whatever the context's size.
+pub const PIPE_DEPTH: usize = 4;
+
+/// What was sent, once the tar is written whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContextSummary {
     /// Entries that are not directories (files and symlinks), the Dockerfile included.
     pub files: usize,
-    /// Bytes of file contents (not of the tar, whose length is `tar.len()`).
+    /// Bytes of file contents.
     pub bytes: u64,
+    /// Bytes of the tar itself.
+    pub tar_bytes: u64,
 }
 
-impl std::fmt::Debug for BuildContext {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The tar's length, not its bytes.
-        f.debug_struct("BuildContext")
-            .field("tar", &format_args!("<{} bytes>", self.tar.len()))
-            .field("dockerfile", &self.dockerfile)
-            .field("files", &self.files)
-            .field("bytes", &self.bytes)
-            .finish()
-    }
+/// A build context checked against the commit: the Dockerfile and the context directory exist.
+/// Nothing is read from the tree's files yet: [`ContextPlan::stream`] writes the tar.
+#[derive(Debug, Clone)]
+pub struct ContextPlan {
+    mirror: PathBuf,
+    mtime: u64,
+    context_tree: Oid,
+    dockerfile_blob: Oid,
+    /// The Dockerfile's path inside the context dir, when it lies there.
+    inside: Option<String>,
+    /// What to pass to Docker's `dockerfile` option (path inside the tar).
+    pub dockerfile: String,
+}
+
+/// The tar being written by its producer thread, as a bounded stream of chunks.
+pub struct ContextStream {
+    /// The tar's bytes, in chunks of at most [`CHUNK_SIZE`]; an error item ends it when the
+    /// producer fails (its reason is in `finished`).
+    pub chunks: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+    /// The producer's result, sent once it wrote the last chunk into the pipe (or failed).
+    pub finished: tokio::sync::oneshot::Receiver<Result<ContextSummary, ContextError>>,
 }
 
 /// Where a Dockerfile that lies outside the context directory goes in the tar.
@@ -67,21 +85,25 @@ const MODE_EXECUTABLE: i32 = 0o100755;
 const MODE_SYMLINK: i32 = 0o120000;
 const MODE_GITLINK: i32 = 0o160000;
 
-/// `context_dir` and `dockerfile` are paths relative to the repository root ("" or "." =
-/// root; already normalised, no "..", no leading "/").
+/// Checks the build context of `commit` in the bare repository at `mirror` (opened as `repo`):
+/// `context_dir` and `dockerfile` are paths relative to the repository root ("" or "." = root;
+/// no "..", no leading "/"). Fails with the reason when the Dockerfile or the context directory
+/// is missing, before anything is sent to the daemon.
 ///
-/// The tar holds the tree under `context_dir` (paths relative to it), minus what the
-/// context's `.dockerignore` excludes, except the Dockerfile and .dockerignore themselves,
-/// which are always sent (as the docker CLI does). If the Dockerfile lies outside the context
-/// dir, it is added to the tar as `.kiln/Dockerfile` and that path is returned; as the docker
-/// CLI does with its own name for it, that path is then added to the context's `.dockerignore`
-/// (one is made, listing itself too, if there is none), so the daemon drops it before `COPY`.
-pub fn build_context(
+/// The tar [`ContextPlan::stream`] writes then holds the tree under `context_dir` (paths
+/// relative to it), minus what the context's `.dockerignore` excludes, except the Dockerfile and
+/// .dockerignore themselves, which are always sent (as the docker CLI does). If the Dockerfile
+/// lies outside the context dir, it is added to the tar as `.kiln/Dockerfile` and that path is
+/// the plan's `dockerfile`; as the docker CLI does with its own name for it, that path is then
+/// added to the context's `.dockerignore` (one is made, listing itself too, if there is none),
+/// so the daemon drops it before `COPY`.
+pub fn plan_context(
+    mirror: &Path,
     repo: &Repository,
     commit: Oid,
     context_dir: &str,
     dockerfile: &str,
-) -> Result<BuildContext, ContextError> {
+) -> Result<ContextPlan, ContextError> {
     let context_dir = normalise(context_dir)?;
     let dockerfile_path = normalise(dockerfile)?;
     if dockerfile_path.is_empty() {
@@ -93,7 +115,7 @@ pub fn build_context(
     let root = commit.tree()?;
 
     // The Dockerfile: a regular file, not a directory, symlink or submodule.
-    let dockerfile_blob = match root.get_path(std::path::Path::new(&dockerfile_path)) {
+    let dockerfile_blob = match root.get_path(Path::new(&dockerfile_path)) {
         Ok(entry)
             if entry.kind() == Some(ObjectType::Blob)
                 && matches!(
@@ -101,7 +123,7 @@ pub fn build_context(
                     MODE_BLOB | MODE_BLOB_GROUP_WRITABLE | MODE_EXECUTABLE
                 ) =>
         {
-            repo.find_blob(entry.id())?
+            entry.id()
         }
         Ok(_) => return Err(ContextError::DockerfileNotFound(dockerfile_path)),
         Err(error) if error.code() == git2::ErrorCode::NotFound => {
@@ -111,10 +133,10 @@ pub fn build_context(
     };
 
     let context_tree = if context_dir.is_empty() {
-        root.clone()
+        root.id()
     } else {
-        match root.get_path(std::path::Path::new(&context_dir)) {
-            Ok(entry) if entry.kind() == Some(ObjectType::Tree) => repo.find_tree(entry.id())?,
+        match root.get_path(Path::new(&context_dir)) {
+            Ok(entry) if entry.kind() == Some(ObjectType::Tree) => entry.id(),
             Ok(_) => return Err(ContextError::ContextNotFound(context_dir)),
             Err(error) if error.code() == git2::ErrorCode::NotFound => {
                 return Err(ContextError::ContextNotFound(context_dir));
@@ -131,39 +153,92 @@ pub fn build_context(
             .strip_prefix(&format!("{context_dir}/"))
             .map(str::to_string)
     };
-
-    let ignore = match context_tree.get_name(DOCKERIGNORE) {
-        Some(entry)
-            if entry.kind() == Some(ObjectType::Blob) && entry.filemode() != MODE_SYMLINK =>
-        {
-            let blob = repo.find_blob(entry.id())?;
-            let ignore = DockerIgnore::parse(&String::from_utf8_lossy(blob.content()));
-            for pattern in ignore.invalid_patterns() {
-                tracing::warn!(%pattern, "the .dockerignore has an invalid pattern; it is ignored");
-            }
-            ignore
-        }
-        _ => DockerIgnore::default(),
-    };
-
-    let mut writer = ContextWriter {
-        repo,
-        ignore,
-        always_sent: inside.clone().unwrap_or_default(),
-        extra_ignore_line: inside.is_none().then_some(OUTSIDE_DOCKERFILE),
-        builder: tar::Builder::new(Vec::new()),
+    Ok(ContextPlan {
+        mirror: mirror.to_path_buf(),
         mtime,
-        open_dirs: Vec::new(),
-        written_dirs: HashSet::new(),
-        wrote_dockerignore: false,
-        files: 0,
-        bytes: 0,
-    };
-    writer.walk(&context_tree, b"")?;
+        context_tree,
+        dockerfile_blob,
+        dockerfile: inside
+            .clone()
+            .unwrap_or_else(|| OUTSIDE_DOCKERFILE.to_string()),
+        inside,
+    })
+}
 
-    let dockerfile = match inside {
-        Some(path) => path,
-        None => {
+impl ContextPlan {
+    /// Starts the producer: a thread that opens the mirror, walks the tree and writes the tar
+    /// into a pipe of [`PIPE_DEPTH`] chunks. It stops early, with an error, when the reader is
+    /// dropped (the build failed or was cancelled).
+    pub fn stream(&self) -> ContextStream {
+        let (chunks_tx, chunks) = tokio::sync::mpsc::channel(PIPE_DEPTH);
+        let (finished_tx, finished) = tokio::sync::oneshot::channel();
+        let plan = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("kiln-context".into())
+            .spawn(move || {
+                let mut pipe = ChunkWriter::new(chunks_tx);
+                let result = plan.write_tar(&mut pipe).and_then(|summary| {
+                    pipe.finish()?;
+                    Ok(summary)
+                });
+                if let Err(error) = &result {
+                    // Ends the body with an error: the daemon must not build a truncated tar.
+                    pipe.fail(error);
+                }
+                drop(pipe);
+                let _ = finished_tx.send(result);
+            });
+        if let Err(error) = spawned {
+            // No thread: the stream ends at once, and says why.
+            let (_, empty) = tokio::sync::mpsc::channel(1);
+            let (tx, finished) = tokio::sync::oneshot::channel();
+            let _ = tx.send(Err(ContextError::Io(error)));
+            return ContextStream {
+                chunks: empty,
+                finished,
+            };
+        }
+        ContextStream { chunks, finished }
+    }
+
+    /// Writes the whole tar to `out` (blocking). The same commit gives the same bytes.
+    pub fn write_tar<W: Write>(&self, out: W) -> Result<ContextSummary, ContextError> {
+        let repo = Repository::open_bare(&self.mirror)?;
+        let context_tree = repo.find_tree(self.context_tree)?;
+        let ignore = match context_tree.get_name(DOCKERIGNORE) {
+            Some(entry)
+                if entry.kind() == Some(ObjectType::Blob) && entry.filemode() != MODE_SYMLINK =>
+            {
+                let blob = repo.find_blob(entry.id())?;
+                let ignore = DockerIgnore::parse(&String::from_utf8_lossy(blob.content()));
+                for pattern in ignore.invalid_patterns() {
+                    tracing::warn!(%pattern, "the .dockerignore has an invalid pattern; it is ignored");
+                }
+                ignore
+            }
+            _ => DockerIgnore::default(),
+        };
+        let odb = repo.odb()?;
+        let mut writer = ContextWriter {
+            repo: &repo,
+            odb: &odb,
+            ignore,
+            always_sent: self.inside.clone().unwrap_or_default(),
+            extra_ignore_line: self.inside.is_none().then_some(OUTSIDE_DOCKERFILE),
+            builder: tar::Builder::new(CountingWriter {
+                inner: out,
+                written: 0,
+            }),
+            mtime: self.mtime,
+            open_dirs: Vec::new(),
+            written_dirs: HashSet::new(),
+            wrote_dockerignore: false,
+            files: 0,
+            bytes: 0,
+        };
+        writer.walk(&context_tree, b"")?;
+
+        if self.inside.is_none() {
             if !writer.wrote_dockerignore {
                 let contents = format!("{OUTSIDE_DOCKERFILE}\n{DOCKERIGNORE}\n");
                 writer.write_file(DOCKERIGNORE.as_bytes(), 0o644, contents.as_bytes())?;
@@ -171,27 +246,96 @@ pub fn build_context(
             if !writer.written_dirs.contains(".kiln".as_bytes()) {
                 writer.write_dir(b".kiln")?;
             }
-            writer.write_file(
-                OUTSIDE_DOCKERFILE.as_bytes(),
-                0o644,
-                dockerfile_blob.content(),
-            )?;
-            OUTSIDE_DOCKERFILE.to_string()
+            let dockerfile = repo.find_blob(self.dockerfile_blob)?;
+            writer.write_file(OUTSIDE_DOCKERFILE.as_bytes(), 0o644, dockerfile.content())?;
         }
-    };
 
-    let ContextWriter {
-        builder,
-        files,
-        bytes,
-        ..
-    } = writer;
-    Ok(BuildContext {
-        tar: builder.into_inner()?,
-        dockerfile,
-        files,
-        bytes,
-    })
+        let ContextWriter {
+            builder,
+            files,
+            bytes,
+            ..
+        } = writer;
+        let counted = builder.into_inner()?;
+        Ok(ContextSummary {
+            files,
+            bytes,
+            tar_bytes: counted.written,
+        })
+    }
+}
+
+/// Counts what goes through, for the summary.
+struct CountingWriter<W> {
+    inner: W,
+    written: u64,
+}
+
+impl<W: Write> Write for CountingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The producer's end of the pipe: collects bytes into chunks of [`CHUNK_SIZE`] and sends each
+/// one, waiting while the pipe is full.
+struct ChunkWriter {
+    tx: tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>,
+    buf: bytes::BytesMut,
+}
+
+impl ChunkWriter {
+    fn new(tx: tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>) -> Self {
+        ChunkWriter {
+            tx,
+            buf: bytes::BytesMut::with_capacity(CHUNK_SIZE),
+        }
+    }
+
+    fn send(&mut self) -> std::io::Result<()> {
+        let chunk = self.buf.split().freeze();
+        self.buf.reserve(CHUNK_SIZE);
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the Docker daemon stopped reading the build context",
+            )
+        })
+    }
+
+    /// Sends what is left.
+    fn finish(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            self.send()
+        }
+    }
+
+    fn fail(&mut self, error: &ContextError) {
+        let _ = self
+            .tx
+            .blocking_send(Err(std::io::Error::other(error.to_string())));
+    }
+}
+
+impl Write for ChunkWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(CHUNK_SIZE - self.buf.len());
+        self.buf.extend_from_slice(&buf[..n]);
+        if self.buf.len() == CHUNK_SIZE {
+            self.send()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// "" for the root; the path with "." parts and repeated or trailing slashes dropped;
@@ -211,14 +355,15 @@ fn normalise(path: &str) -> Result<String, ContextError> {
     Ok(parts.join("/"))
 }
 
-struct ContextWriter<'r> {
+struct ContextWriter<'r, W: Write> {
     repo: &'r Repository,
+    odb: &'r Odb<'r>,
     ignore: DockerIgnore,
     /// The Dockerfile's path in the context ("" when it lies outside): sent even if excluded.
     always_sent: String,
     /// A line to add to the context's `.dockerignore` (the outside Dockerfile's path).
     extra_ignore_line: Option<&'static str>,
-    builder: tar::Builder<Vec<u8>>,
+    builder: tar::Builder<CountingWriter<W>>,
     mtime: u64,
     /// The directories being walked, outermost first, and whether each is in the tar yet: an
     /// excluded directory goes in only when something below it is kept.
@@ -229,7 +374,7 @@ struct ContextWriter<'r> {
     bytes: u64,
 }
 
-impl ContextWriter<'_> {
+impl<W: Write> ContextWriter<'_, W> {
     fn walk(&mut self, tree: &Tree<'_>, prefix: &[u8]) -> Result<(), ContextError> {
         for entry in tree.iter() {
             let mut path = prefix.to_vec();
@@ -266,10 +411,11 @@ impl ContextWriter<'_> {
                         continue;
                     }
                     self.write_open_dirs()?;
-                    let blob = self.repo.find_blob(entry.id())?;
                     if entry.filemode() == MODE_SYMLINK {
+                        let blob = self.repo.find_blob(entry.id())?;
                         self.write_symlink(&path, blob.content())?;
                     } else if is_dockerignore && let Some(line) = self.extra_ignore_line {
+                        let blob = self.repo.find_blob(entry.id())?;
                         let mut contents = blob.content().to_vec();
                         contents.extend_from_slice(format!("\n{line}\n").as_bytes());
                         self.write_file(&path, 0o644, &contents)?;
@@ -280,7 +426,7 @@ impl ContextWriter<'_> {
                         } else {
                             0o644
                         };
-                        self.write_file(&path, mode, blob.content())?;
+                        self.write_blob(&path, mode, entry.id())?;
                         self.wrote_dockerignore |= is_dockerignore;
                     }
                 }
@@ -336,12 +482,59 @@ impl ContextWriter<'_> {
         Ok(())
     }
 
+    /// A file's contents from the object database. A loose object is read through a stream, so
+    /// a large file is never whole in memory; libgit2 has no stream for packed objects, whose
+    /// contents are read whole (one file at a time).
+    fn write_blob(&mut self, path: &[u8], mode: u32, oid: Oid) -> Result<(), ContextError> {
+        if let Ok((reader, size, ObjectType::Blob)) = self.odb.reader(oid) {
+            let mut header = self.header(EntryType::Regular, mode, size as u64);
+            // The tar must hold exactly `size` bytes: a short read is an error, not a short file.
+            let mut contents = ExactReader {
+                inner: reader,
+                left: size as u64,
+            };
+            self.builder
+                .append_data(&mut header, tar_path(path), &mut contents)?;
+            self.files += 1;
+            self.bytes += size as u64;
+            return Ok(());
+        }
+        let blob = self.repo.find_blob(oid)?;
+        self.write_file(path, mode, blob.content())
+    }
+
     fn write_symlink(&mut self, path: &[u8], target: &[u8]) -> Result<(), ContextError> {
         let mut header = self.header(EntryType::Symlink, 0o777, 0);
         self.builder
             .append_link(&mut header, tar_path(path), tar_path(target))?;
         self.files += 1;
         Ok(())
+    }
+}
+
+/// Reads exactly `left` bytes, failing on an early end.
+struct ExactReader<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for ExactReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "an object in the mirror ended early",
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
     }
 }
 
@@ -422,6 +615,48 @@ mod tests {
         (Repo { _dir: dir, repo }, oid)
     }
 
+    /// The tar as the daemon receives it: the chunks of the stream, collected.
+    struct BuildContext {
+        tar: Vec<u8>,
+        dockerfile: String,
+        files: usize,
+        bytes: u64,
+        chunks: Vec<usize>,
+    }
+
+    impl std::fmt::Debug for BuildContext {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "<a tar of {} bytes>", self.tar.len())
+        }
+    }
+
+    fn build_context(
+        repo: &Repository,
+        commit: Oid,
+        context_dir: &str,
+        dockerfile: &str,
+    ) -> Result<BuildContext, ContextError> {
+        let plan = plan_context(repo.path(), repo, commit, context_dir, dockerfile)?;
+        let mut stream = plan.stream();
+        assert_eq!(stream.chunks.max_capacity(), PIPE_DEPTH);
+        let (mut tar, mut chunks) = (Vec::new(), Vec::new());
+        while let Some(chunk) = stream.chunks.blocking_recv() {
+            let chunk = chunk?;
+            assert!(!chunk.is_empty() && chunk.len() <= CHUNK_SIZE);
+            chunks.push(chunk.len());
+            tar.extend_from_slice(&chunk);
+        }
+        let summary = stream.finished.blocking_recv().unwrap()?;
+        assert_eq!(summary.tar_bytes, tar.len() as u64);
+        Ok(BuildContext {
+            tar,
+            dockerfile: plan.dockerfile,
+            files: summary.files,
+            bytes: summary.bytes,
+            chunks,
+        })
+    }
+
     #[derive(Debug, PartialEq)]
     struct Entry {
         path: String,
@@ -455,9 +690,9 @@ mod tests {
                     .to_string_lossy()
                     .into_owned()
             } else {
-                let mut text = String::new();
-                entry.read_to_string(&mut text).unwrap();
-                text
+                let mut bytes = Vec::new();
+                entry.read_to_end(&mut bytes).unwrap();
+                String::from_utf8_lossy(&bytes).into_owned()
             };
             out.push(Entry {
                 path,
@@ -826,13 +1061,98 @@ mod tests {
         let third = build_context(&other.repo, other_commit, "", "Dockerfile").unwrap();
         assert_eq!(first.tar, third.tar);
         assert_eq!(first.tar.len() % 512, 0);
-        assert_eq!(
-            format!("{first:?}"),
-            format!(
-                "BuildContext {{ tar: <{} bytes>, dockerfile: \"Dockerfile\", files: 5, bytes: 30 }}",
-                first.tar.len()
-            )
+        assert_eq!((first.files, first.bytes), (5, 30));
+    }
+
+    /// Incompressible bytes, so neither git nor the test can shrink them.
+    fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                (seed >> 24) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_large_context_streams_in_bounded_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let big = noise(3 * 1024 * 1024 + 17, 7);
+        let mut tree = repo.treebuilder(None).unwrap();
+        let dockerfile = repo.blob(b"FROM scratch\nCOPY . /\n").unwrap();
+        tree.insert("Dockerfile", dockerfile, 0o100644).unwrap();
+        tree.insert("big.bin", repo.blob(&big).unwrap(), 0o100644)
+            .unwrap();
+        let tree = repo.find_tree(tree.write().unwrap()).unwrap();
+        let who =
+            Signature::new("Kiln Test", "test@kiln.invalid", &Time::new(COMMIT_TIME, 0)).unwrap();
+        let commit = repo
+            .commit(Some("refs/heads/main"), &who, &who, "big", &tree, &[])
+            .unwrap();
+
+        let context = build_context(&repo, commit, "", "Dockerfile").unwrap();
+        // Every chunk is full but the last: the tar went through the pipe a chunk at a time.
+        let (last, full) = context.chunks.split_last().unwrap();
+        assert!(
+            full.iter().all(|&n| n == CHUNK_SIZE),
+            "{:?}",
+            context.chunks
         );
+        assert!(*last <= CHUNK_SIZE);
+        assert!(context.chunks.len() > 3 * 1024 * 1024 / CHUNK_SIZE);
+        let all = entries(&context);
+        assert_eq!(all[1].path, "big.bin");
+        let mut archive = tar::Archive::new(context.tar.as_slice());
+        let mut file = archive.entries().unwrap().nth(1).unwrap().unwrap();
+        let mut read = Vec::new();
+        file.read_to_end(&mut read).unwrap();
+        assert!(read == big, "big.bin comes out as it went in");
+
+        // The same tree read from a pack (as a fetched mirror holds it) gives the same bytes.
+        let packed_dir = tempfile::tempdir().unwrap();
+        let packed = Repository::init_bare(packed_dir.path()).unwrap();
+        packed
+            .remote_anonymous(&format!("file://{}", dir.path().display()))
+            .unwrap()
+            .fetch(&["+refs/heads/*:refs/heads/*"], None, None)
+            .unwrap();
+        assert!(packed.odb().unwrap().reader(commit).is_err(), "packed");
+        let from_pack = build_context(&packed, commit, "", "Dockerfile").unwrap();
+        assert!(from_pack.tar == context.tar);
+    }
+
+    #[test]
+    fn the_producer_stops_when_nobody_reads_and_says_why_it_failed() {
+        let (r, commit) =
+            repo_with(&[("Dockerfile", File("FROM scratch\n")), ("a.txt", File("a"))]);
+        let plan = plan_context(r.repo.path(), &r.repo, commit, "", "Dockerfile").unwrap();
+
+        // The reader goes away (the build failed): the producer ends with a broken pipe.
+        let stream = plan.stream();
+        let ContextStream { chunks, finished } = stream;
+        drop(chunks);
+        let error = finished.blocking_recv().unwrap().unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("stopped reading the build context"),
+            "{error}"
+        );
+
+        // The mirror is gone: the body ends with an error item, and the reason comes out.
+        let gone = plan_context(r.repo.path(), &r.repo, commit, "", "Dockerfile").unwrap();
+        drop(r);
+        let mut stream = gone.stream();
+        let mut items = Vec::new();
+        while let Some(item) = stream.chunks.blocking_recv() {
+            items.push(item);
+        }
+        assert!(matches!(items.last(), Some(Err(_))), "{items:?}");
+        let error = stream.finished.blocking_recv().unwrap().unwrap_err();
+        assert!(matches!(error, ContextError::Git(_)), "{error:?}");
     }
 
     #[test]

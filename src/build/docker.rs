@@ -13,7 +13,10 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use tokio::sync::OnceCell;
 
-use super::log::BuildLog;
+use std::time::{Duration, Instant};
+
+use super::context::{ContextPlan, ContextStream, ContextSummary};
+use super::log::{BuildLog, LineBuffer};
 
 #[derive(Clone, Default)]
 pub struct DockerClient {
@@ -71,11 +74,10 @@ pub fn one_line(e: &bollard::errors::Error) -> String {
         .join(" ")
 }
 
-/// What to build besides the context: the Dockerfile, the tag, and the rule's settings as the
-/// daemon takes them (issue 9).
+/// What to build besides the context: the tag, and the rule's settings as the daemon takes them
+/// (issue 9). The Dockerfile is the context plan's.
 #[derive(Debug, Clone, Default)]
 pub struct BuildOptions {
-    pub dockerfile: String,
     /// `{registry}/{namespace}/{repo}:{tag}`.
     pub image_ref: String,
     /// The rule's build arguments plus `KILN_COMMIT`, `KILN_REF`, `KILN_TAG`.
@@ -89,16 +91,25 @@ pub struct BuildOptions {
     pub cache_from: Vec<String>,
 }
 
-/// Builds the context with the classic builder, streaming every output line into the build log.
-/// Returns the image id; any error in the stream is the build's failure reason.
+/// What a build made: the image id, and the context as sent.
+pub struct Built {
+    pub image_id: String,
+    pub context: ContextSummary,
+    /// When the context producer had written the whole tar into the pipe (the daemon has all
+    /// of it soon after: the pipe holds a few chunks).
+    pub context_sent: Instant,
+}
+
+/// Builds the context with the classic builder, its tar streamed from `context` while the daemon
+/// reads it, every output line streamed into the build log. Returns the image id; any error in
+/// the stream is the build's failure reason.
 pub async fn build_image(
     docker: &Docker,
-    context_tar: Vec<u8>,
+    context: &ContextPlan,
     options: &BuildOptions,
     log: &mut BuildLog,
-) -> Result<String, String> {
-    let context = bytes::Bytes::from(context_tar);
-    let result = build_once(docker, context.clone(), options, log).await;
+) -> Result<Built, String> {
+    let result = build_once(docker, context, options, log).await;
     match result {
         // The classic builder can lose an image it has just taken from its cache when that image
         // is removed meanwhile (another build's clean-up, `docker image prune`; moby/moby#18976).
@@ -116,12 +127,12 @@ pub async fn build_image(
 
 async fn build_once(
     docker: &Docker,
-    context: bytes::Bytes,
+    context: &ContextPlan,
     o: &BuildOptions,
     log: &mut BuildLog,
-) -> Result<String, String> {
+) -> Result<Built, String> {
     let mut options = BuildImageOptionsBuilder::default()
-        .dockerfile(&o.dockerfile)
+        .dockerfile(&context.dockerfile)
         .t(&o.image_ref)
         .rm(true)
         .forcerm(true)
@@ -136,22 +147,43 @@ async fn build_once(
         options = options.cachefrom(&o.cache_from);
     }
     let options = options.build();
-    let mut stream = docker.build_image(options, None, Some(bollard::body_full(context)));
+    let started = Instant::now();
+    let ContextStream {
+        chunks,
+        mut finished,
+    } = context.stream();
+    let body = bollard::body_try_stream(tokio_stream::wrappers::ReceiverStream::new(chunks));
+    let mut stream = docker.build_image(options, None, Some(body));
+    let mut sent: Option<(ContextSummary, Instant)> = None;
     let mut image_id = None;
-    let mut pending = String::new();
-    while let Some(item) = stream.next().await {
+    let mut lines = LineBuffer::default();
+    loop {
+        let item = tokio::select! {
+            biased;
+            result = &mut finished, if sent.is_none() => {
+                match result {
+                    Ok(Ok(summary)) => {
+                        log_context_sent(log, &summary, started.elapsed()).await;
+                        sent = Some((summary, Instant::now()));
+                        continue;
+                    }
+                    // The producer failed: its reason is the build's (the daemon saw a broken tar).
+                    Ok(Err(e)) => return Err(format!("cannot make the build context: {e}")),
+                    Err(_) => return Err("the build context producer stopped".into()),
+                }
+            }
+            item = stream.next() => item,
+        };
+        let Some(item) = item else { break };
         match item {
             Ok(info) => {
                 if let Some(text) = info.stream {
-                    pending.push_str(&text);
-                    if let Some(cut) = pending.rfind('\n') {
-                        let complete: String = pending.drain(..=cut).collect();
-                        log.lines(complete.lines()).await;
-                    }
+                    let complete = lines.push(&text);
+                    log.lines(complete.iter().map(String::as_str)).await;
                 }
                 if let Some(detail) = info.error_detail {
                     let msg = detail.message.unwrap_or_else(|| "build failed".into());
-                    log.flush_partial(&mut pending).await;
+                    log.flush_partial(lines.take()).await;
                     return Err(msg);
                 }
                 if let Some(id) = info.aux.and_then(|a| a.id) {
@@ -159,13 +191,49 @@ async fn build_once(
                 }
             }
             Err(e) => {
-                log.flush_partial(&mut pending).await;
+                log.flush_partial(lines.take()).await;
+                // A broken context ends the request early: the producer's reason is the real one.
+                if sent.is_none()
+                    && let Ok(Ok(Err(context_error))) =
+                        tokio::time::timeout(Duration::from_secs(5), &mut finished).await
+                {
+                    return Err(format!("cannot make the build context: {context_error}"));
+                }
                 return Err(one_line(&e));
             }
         }
     }
-    log.flush_partial(&mut pending).await;
-    image_id.ok_or_else(|| "the Docker daemon ended the build without an image".to_string())
+    log.flush_partial(lines.take()).await;
+    let (context, context_sent) = match sent {
+        Some(sent) => sent,
+        // The daemon answered before the producer said it was done (it must have read it all).
+        None => match finished.await {
+            Ok(Ok(summary)) => {
+                log_context_sent(log, &summary, started.elapsed()).await;
+                (summary, Instant::now())
+            }
+            Ok(Err(e)) => return Err(format!("cannot make the build context: {e}")),
+            Err(_) => return Err("the build context producer stopped".into()),
+        },
+    };
+    let image_id =
+        image_id.ok_or_else(|| "the Docker daemon ended the build without an image".to_string())?;
+    Ok(Built {
+        image_id,
+        context,
+        context_sent,
+    })
+}
+
+async fn log_context_sent(log: &mut BuildLog, summary: &ContextSummary, took: Duration) {
+    log.line(&format!(
+        "Context sent in {:.1} s: {} files, {} bytes ({} bytes of tar)",
+        took.as_secs_f64(),
+        summary.files,
+        summary.bytes,
+        summary.tar_bytes
+    ))
+    .await;
 }
 
 /// Pushes `image:tag`, logging the daemon's status lines (not per-layer progress); returns the digest.

@@ -56,6 +56,8 @@ pub struct Remote {
     /// The host credentials are for (they are offered to no other, e.g. after a redirect).
     host: Option<String>,
     credentials: Option<Credentials>,
+    /// A local source's real path: the mirror borrows its objects (see [`fetch_mirror`]).
+    local_path: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Remote {
@@ -90,6 +92,7 @@ impl Remote {
                 credentials: credentials.and_then(Credentials::from_userinfo).or(in_url),
                 fetch_url: url.clone(),
                 shown: url,
+                local_path: None,
             }),
             CloneUrl::Local { url, path } => {
                 let real = local_sources
@@ -103,6 +106,7 @@ impl Remote {
                     shown: url,
                     host: None,
                     credentials: None,
+                    local_path: Some(real),
                 })
             }
         }
@@ -140,8 +144,18 @@ fn file_url(path: &Path) -> String {
 /// owns them). The URL is used as an anonymous remote: it is never written to the mirror's
 /// config; credentials are given to git only when the server asks for them, only for the
 /// source's own host. Errors carry one line, without the credentials.
+///
+/// The mirror of a local source borrows the source's objects (git's alternates, as `git clone
+/// --shared` does) instead of copying them: libgit2's local transport would otherwise repack and
+/// recompress every object of the source into the mirror (delta search and zlib over the whole
+/// repository: minutes and hundreds of MiB for a repository of large files). The fetch then only
+/// updates refs. As with `--shared`, a commit the source itself has dropped (force-pushed away,
+/// then garbage-collected) can no longer be built from the mirror.
 pub fn fetch_mirror(mirror: &Path, remote: &Remote) -> Result<Repository, GitError> {
     let repo = open_or_init(mirror)?;
+    if let Some(source) = &remote.local_path {
+        borrow_objects(mirror, source).map_err(|error| fetch_error(remote, &error))?;
+    }
     let fetched = match fetch_into(&repo, remote) {
         Err(error) if is_lock_error(&error) => {
             tracing::warn!(mirror = %mirror.display(), "removing stale lock files left in the mirror");
@@ -152,6 +166,30 @@ pub fn fetch_mirror(mirror: &Path, remote: &Remote) -> Result<Repository, GitErr
     };
     fetched.map_err(|error| fetch_error(remote, &error))?;
     Ok(repo)
+}
+
+/// Lists the local source's object directory as the mirror's only alternate (rewritten when the
+/// source's real path changed).
+fn borrow_objects(mirror: &Path, source: &Path) -> Result<(), git2::Error> {
+    let objects = Repository::open(source)?.path().join("objects");
+    let objects = fs::canonicalize(&objects).unwrap_or(objects);
+    let Some(line) = objects.to_str() else {
+        return Err(git2::Error::from_str(
+            "the source's path is not UTF-8: its objects can't be listed as an alternate",
+        ));
+    };
+    let file = mirror.join("objects/info/alternates");
+    let wanted = format!("{line}\n");
+    if fs::read_to_string(&file).ok().as_deref() == Some(wanted.as_str()) {
+        return Ok(());
+    }
+    let write = || -> std::io::Result<()> {
+        fs::create_dir_all(mirror.join("objects/info"))?;
+        let staged = mirror.join("objects/info/alternates.kiln-new");
+        fs::write(&staged, &wanted)?;
+        fs::rename(&staged, &file)
+    };
+    write().map_err(|e| git2::Error::from_str(&format!("cannot write {}: {e}", file.display())))
 }
 
 /// A lock file is in the way. libgit2 says so with `ErrorCode::Locked` in some places, and
@@ -463,6 +501,21 @@ pub fn set_network_timeouts() -> Result<(), git2::Error> {
     Ok(())
 }
 
+/// Bounds what reading the object database keeps in memory, and skips re-hashing every object
+/// read: the mirror's objects were checked when fetched (libgit2's indexer hashes each one) or
+/// are a local source's own. libgit2 maps pack files in windows of 1 GiB up to 8 GiB by
+/// default, all of it counted in the process's resident memory once read; here 16 MiB windows,
+/// 64 MiB mapped at most. Global settings: runs once at start, before any git work.
+pub fn bound_object_reads() -> Result<(), git2::Error> {
+    git2::opts::strict_hash_verification(false);
+    // SAFETY: called once at start-up, before any thread uses libgit2.
+    unsafe {
+        git2::opts::set_mwindow_size(16 * 1024 * 1024)?;
+        git2::opts::set_mwindow_mapped_limit(64 * 1024 * 1024)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -576,6 +629,69 @@ mod tests {
         assert_eq!(path.file_name().unwrap().len(), 16 + 4);
         assert_ne!(path, mirror_path(root, "https://example.com/org/other.git"));
         assert_eq!(path, mirror_path(root, "https://example.com/org/app.git"));
+    }
+
+    /// Files under the mirror's `objects/` but its `info/` (the alternates file): what it copied.
+    fn copied_objects(mirror: &Path) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        let mut dirs = vec![mirror.join("objects")];
+        while let Some(dir) = dirs.pop() {
+            for entry in fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    if !path.ends_with("info") {
+                        dirs.push(path);
+                    }
+                } else {
+                    found.push(path);
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn a_local_source_lends_its_objects_to_the_mirror() {
+        let forge = Forge::new();
+        let first = forge.commit(
+            "main",
+            &[("big.bin", &"x".repeat(100_000))],
+            "first",
+            1_700_000_000,
+        );
+        let root = mirrors();
+        let mirror = mirror_path(root.path(), &forge.file_url());
+        let repo = fetch_mirror(&mirror, &forge.remote()).unwrap();
+        assert_eq!(branch_head(&repo, "main").unwrap(), first);
+        let alternates = fs::read_to_string(mirror.join("objects/info/alternates")).unwrap();
+        let source_objects = fs::canonicalize(forge.path().join("objects")).unwrap();
+        assert_eq!(alternates, format!("{}\n", source_objects.display()));
+        assert_eq!(copied_objects(&mirror), Vec::<PathBuf>::new());
+        assert!(
+            repo.find_blob(
+                repo.find_commit(first)
+                    .unwrap()
+                    .tree()
+                    .unwrap()
+                    .get_name("big.bin")
+                    .unwrap()
+                    .id()
+            )
+            .is_ok()
+        );
+
+        // The next fetch only moves refs, and the mirror still copies nothing.
+        let second = forge.commit("main", &[("a.txt", "a")], "second", 1_700_000_100);
+        drop(repo);
+        let repo = fetch_mirror(&mirror, &forge.remote()).unwrap();
+        assert_eq!(branch_head(&repo, "main").unwrap(), second);
+        assert_eq!(copied_objects(&mirror), Vec::<PathBuf>::new());
+
+        // A mirror without the alternates file (made by an older kiln, holding copies) gets it.
+        fs::remove_file(mirror.join("objects/info/alternates")).unwrap();
+        let repo = fetch_mirror(&mirror, &forge.remote()).unwrap();
+        assert_eq!(branch_head(&repo, "main").unwrap(), second);
+        assert!(mirror.join("objects/info/alternates").exists());
     }
 
     #[test]

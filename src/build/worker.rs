@@ -1,6 +1,7 @@
 //! One build from start to end: fetch the commit, resolve the tag, tar the context, build, push, record.
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use bollard::auth::DockerCredentials;
 use secrecy::ExposeSecret;
@@ -9,7 +10,7 @@ use super::log::BuildLog;
 use super::queue::{MAX_ATTEMPTS, Stop, StopSignal};
 use super::{context, docker, git};
 use crate::app::App;
-use crate::db::{self, builds::BuildRow, builds::BuildStatus};
+use crate::db::{self, builds::BuildRow, builds::BuildStatus, builds::Stage};
 use crate::domain::build_settings::{self, BuildFacts, BuildSettings};
 use crate::domain::pattern::RefPattern;
 use crate::domain::rules::{GitRef, PushEvent, RuleSpec, plan_rule};
@@ -42,7 +43,7 @@ struct Target {
     /// The build named this annotated tag object, peeled to `commit`.
     peeled_from: Option<String>,
     tag: String,
-    context: context::BuildContext,
+    context: context::ContextPlan,
 }
 
 /// Runs a claimed build to its end. A stop (cancel, shutdown) or the timeout drops the build where it
@@ -51,6 +52,17 @@ struct Target {
 /// landing in the registry leaves a succeeded build: a build never says cancelled with its tag moved.
 pub async fn run(app: &App, build: BuildRow, stop: StopSignal) {
     let mut log = BuildLog::open(app, &build.id).await;
+    if let Some(queued) = queued_for(&build) {
+        stage_done(
+            app,
+            &build.id,
+            &mut log,
+            Stage::Queued,
+            queued,
+            "Waited in the queue for",
+        )
+        .await;
+    }
     if let Err(e) = announce(app, &build.id, "build.started").await {
         tracing::error!(build_id = %build.id, error = %e, "cannot queue build.started");
     }
@@ -310,6 +322,36 @@ async fn end_build(
     Ok(true)
 }
 
+/// How long the build waited between being queued and claimed (its `created_at` and `started_at`).
+fn queued_for(build: &BuildRow) -> Option<Duration> {
+    let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
+    let created = parse(&build.created_at)?;
+    let started = parse(build.started_at.as_deref()?)?;
+    (started - created).to_std().ok()
+}
+
+/// Records a stage's time and says it in the log (`Fetched in 1.2 s`).
+async fn stage_done(
+    app: &App,
+    build_id: &str,
+    log: &mut BuildLog,
+    stage: Stage,
+    took: Duration,
+    what: &str,
+) {
+    record_stage(app, build_id, stage, took).await;
+    log.line(&format!("{what} {:.1} s", took.as_secs_f64()))
+        .await;
+}
+
+/// Records a stage's time (its log line is written where the stage ends).
+async fn record_stage(app: &App, build_id: &str, stage: Stage, took: Duration) {
+    let ms = i64::try_from(took.as_millis()).unwrap_or(i64::MAX);
+    if let Err(e) = db::builds::record_stage(&app.db, build_id, stage, ms).await {
+        tracing::warn!(build_id, error = %e, "cannot record a stage's time");
+    }
+}
+
 /// What a successful build pushed: `{registry}/{namespace}/{repo}:{tag}` and its manifest digest,
 /// and the extra tags pushed with the same digest.
 struct Pushed {
@@ -357,6 +399,7 @@ async fn execute(
     let source_url = display_url(&source.clone_url);
     let rule_name = rule.as_ref().map(|r| r.name.clone());
     log.line(&format!("Fetching {source_url}")).await;
+    let fetch_started = Instant::now();
     let mirror = git::mirror_path(&app.config.mirrors_dir(), &source.clone_url);
     // Owned, and moved into the blocking fetch: a build stopped meanwhile keeps the mirror locked until
     // its fetch has really ended.
@@ -380,6 +423,15 @@ async fn execute(
         .await
         .map_err(|e| format!("the fetch task failed: {e}"))??
     };
+    stage_done(
+        app,
+        &build.id,
+        log,
+        Stage::Fetch,
+        fetch_started.elapsed(),
+        "Fetched in",
+    )
+    .await;
     if let Some(tag_object) = &target.peeled_from {
         log.line(&format!(
             "{} is an annotated tag object: building the commit it tags, {}",
@@ -408,12 +460,6 @@ async fn execute(
         target.context.dockerfile
     ))
     .await;
-    log.line(&format!(
-        "Build context: {} files, {} bytes",
-        target.context.files, target.context.bytes
-    ))
-    .await;
-
     // Build settings (issue 9): the copy taken when the build was queued.
     let settings = build.settings();
     let facts = BuildFacts {
@@ -436,7 +482,6 @@ async fn execute(
         layer_cache(app, &docker, build, log).await
     };
     let options = docker::BuildOptions {
-        dockerfile: target.context.dockerfile.clone(),
         image_ref: full_ref.clone(),
         build_args: build_settings::build_args_for(&settings, &facts),
         labels: build_settings::oci_labels(&facts),
@@ -444,7 +489,20 @@ async fn execute(
         no_cache: settings.no_cache,
         cache_from,
     };
-    docker::build_image(&docker, target.context.tar, &options, log).await?;
+    let build_started = Instant::now();
+    let built = docker::build_image(&docker, &target.context, &options, log).await?;
+    let context_took = built.context_sent.saturating_duration_since(build_started);
+    // docker::build_image said it in the log when the tar was sent.
+    record_stage(app, &build.id, Stage::Context, context_took).await;
+    stage_done(
+        app,
+        &build.id,
+        log,
+        Stage::Build,
+        built.context_sent.elapsed(),
+        "Built in",
+    )
+    .await;
     // Only the newest build of a tag may move it (domain::tag_owner): checked as late as possible.
     if let Some(by) =
         db::builds::newer_owner_of_tag(&app.db, &build.id, &build.repository_id, &target.tag)
@@ -456,6 +514,7 @@ async fn execute(
             tag: target.tag,
         });
     }
+    let push_started = Instant::now();
     log.line(&format!("Pushing {full_ref}")).await;
     let repository = format!("{}/{}", build.namespace, build.repository);
     let before = app
@@ -513,6 +572,15 @@ async fn execute(
         log.line(&format!("Pushed {extra_ref} ({extra_digest})"))
             .await;
     }
+    stage_done(
+        app,
+        &build.id,
+        log,
+        Stage::Push,
+        push_started.elapsed(),
+        "Pushed in",
+    )
+    .await;
     Ok(Pushed {
         reference: full_ref,
         digest,
@@ -727,7 +795,7 @@ fn resolve_target(
         }
         (None, None) => return Err("the build has neither a tag nor a rule".into()),
     };
-    let ctx = context::build_context(&repo, oid, &build.context, &build.dockerfile)
+    let ctx = context::plan_context(mirror, &repo, oid, &build.context, &build.dockerfile)
         .map_err(|e| e.to_string())?;
     Ok(Target {
         git_ref,
@@ -836,6 +904,7 @@ mod tests {
             finished_at: None,
             settings: "{}".into(),
             attempt: 1,
+            stages: Default::default(),
         }
     }
 

@@ -55,6 +55,51 @@ pub struct BuildRow {
     pub settings: String,
     /// Which run of the build this is (1 for the first; one more after each interruption).
     pub attempt: i64,
+    #[sqlx(flatten)]
+    pub stages: StageTimes,
+}
+
+/// Milliseconds each stage of a build took (None: not reached). What each measures is in
+/// migration 0008 and [`Stage`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct StageTimes {
+    pub queued_ms: Option<i64>,
+    pub fetch_ms: Option<i64>,
+    pub context_ms: Option<i64>,
+    pub build_ms: Option<i64>,
+    pub push_ms: Option<i64>,
+}
+
+/// One stage of a build, as recorded by [`record_stage`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Created → claimed by a worker.
+    Queued,
+    /// Fetching the commit into the mirror, resolving the tag, checking the Dockerfile and context.
+    Fetch,
+    /// The build request sent → the whole context tar written into the pipe to the daemon.
+    Context,
+    /// The context sent → the image built (the daemon's build).
+    Build,
+    /// Pushing the image to the registry.
+    Push,
+}
+
+/// Records how long a stage of a build took.
+pub async fn record_stage(db: &Db, id: &str, stage: Stage, ms: i64) -> Result<(), sqlx::Error> {
+    let sql = match stage {
+        Stage::Queued => "UPDATE builds SET queued_ms = ? WHERE id = ?",
+        Stage::Fetch => "UPDATE builds SET fetch_ms = ? WHERE id = ?",
+        Stage::Context => "UPDATE builds SET context_ms = ? WHERE id = ?",
+        Stage::Build => "UPDATE builds SET build_ms = ? WHERE id = ?",
+        Stage::Push => "UPDATE builds SET push_ms = ? WHERE id = ?",
+    };
+    sqlx::query(sql)
+        .bind(ms)
+        .bind(id)
+        .execute(db)
+        .await
+        .map(|_| ())
 }
 
 impl BuildRow {
@@ -66,7 +111,8 @@ impl BuildRow {
 
 const SELECT: &str = "SELECT b.id, b.repository_id, n.name AS namespace, r.name AS repository, b.rule_id, b.event_id, \
      b.trigger, b.git_ref, b.commit_sha, b.tag, b.image, b.dockerfile, b.context, b.version, b.overwrite, b.status, \
-     b.error, b.digest, b.created_at, b.started_at, b.finished_at, b.settings, b.attempt \
+     b.error, b.digest, b.created_at, b.started_at, b.finished_at, b.settings, b.attempt, \
+     b.queued_ms, b.fetch_ms, b.context_ms, b.build_ms, b.push_ms \
      FROM builds b JOIN repositories r ON r.id = b.repository_id JOIN namespaces n ON n.id = r.namespace_id";
 
 /// A build to queue. `commit_sha`/`tag` are None when the worker must resolve them ("build now" of a
@@ -378,6 +424,35 @@ pub async fn append_log(
             .await?;
     }
     tx.commit().await
+}
+
+/// The next line's seq, and the log's size (characters of each line and its newline).
+pub async fn log_size(db: &Db, id: &str) -> Result<(i64, u64), sqlx::Error> {
+    let (next, size): (i64, i64) = sqlx::query_as(
+        "SELECT COALESCE(MAX(seq) + 1, 0), COALESCE(SUM(LENGTH(line) + 1), 0) \
+         FROM build_log_lines WHERE build_id = ?",
+    )
+    .bind(id)
+    .fetch_one(db)
+    .await?;
+    Ok((next, u64::try_from(size).unwrap_or(0)))
+}
+
+/// At most `limit` log lines with seq > `after`, in order.
+pub async fn log_page(
+    db: &Db,
+    id: &str,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<(i64, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT seq, line FROM build_log_lines WHERE build_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+    )
+    .bind(id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await
 }
 
 /// Log lines with seq > `after`, in order.

@@ -13,9 +13,22 @@ pub const ADMIN_TOKEN: &str = "kiln_test_admin_token_0123456789abcdef";
 
 pub struct Kiln {
     pub server: kiln::Server,
+    /// The API client: `kiln.get(…)`, `kiln.url` reach it through `Deref`.
+    pub api: KilnApi,
+    pub data_dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Kiln {
+    type Target = KilnApi;
+    fn deref(&self) -> &KilnApi {
+        &self.api
+    }
+}
+
+/// A client for a running kiln's API (in this process, or [`super::kiln_process::KilnProcess`]).
+pub struct KilnApi {
     pub url: String,
     pub http: reqwest::Client,
-    pub data_dir: tempfile::TempDir,
 }
 
 impl Kiln {
@@ -53,9 +66,17 @@ impl Kiln {
         let url = format!("http://{}", server.addr);
         Kiln {
             server,
+            api: KilnApi::new(url),
+            data_dir,
+        }
+    }
+}
+
+impl KilnApi {
+    pub fn new(url: String) -> KilnApi {
+        KilnApi {
             url,
             http: reqwest::Client::new(),
-            data_dir,
         }
     }
 

@@ -30,6 +30,7 @@
 #![allow(dead_code)]
 
 pub mod kiln;
+pub mod kiln_process;
 
 use std::collections::HashSet;
 use std::fs;
@@ -2167,4 +2168,18 @@ fn random_hex(n: usize) -> String {
 /// A stable made-up 40-hex SHA for `seed`.
 fn fake_sha(seed: &str) -> String {
     hex::encode(Sha256::digest(seed.as_bytes()))[..40].to_string()
+}
+
+/// `len` bytes no compressor can shrink (xorshift), the same for the same `seed`.
+pub fn incompressible(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
 }

@@ -40,6 +40,8 @@ pub struct BuildView {
     pub attempt: i64,
     /// For a queued build, its place in line (1 = the next to start); null otherwise.
     pub queue_position: Option<usize>,
+    /// Milliseconds per stage, null for a stage not reached.
+    pub stages: StagesView,
 }
 
 impl BuildView {
@@ -55,6 +57,16 @@ impl BuildView {
         }
         Ok(view)
     }
+}
+
+/// How long each stage of a build took, in milliseconds (see `db::builds::Stage`).
+#[derive(Serialize)]
+pub struct StagesView {
+    pub queued_ms: Option<i64>,
+    pub fetch_ms: Option<i64>,
+    pub context_ms: Option<i64>,
+    pub build_ms: Option<i64>,
+    pub push_ms: Option<i64>,
 }
 
 impl From<BuildRow> for BuildView {
@@ -79,6 +91,13 @@ impl From<BuildRow> for BuildView {
             digest: b.digest,
             attempt: b.attempt,
             queue_position: None,
+            stages: StagesView {
+                queued_ms: b.stages.queued_ms,
+                fetch_ms: b.stages.fetch_ms,
+                context_ms: b.stages.context_ms,
+                build_ms: b.stages.build_ms,
+                push_ms: b.stages.push_ms,
+            },
         }
     }
 }
@@ -293,9 +312,22 @@ pub async fn get_build(
 pub struct LogQuery {
     #[serde(default)]
     follow: bool,
+    /// Skip the first `after` lines (lines are numbered from 1).
+    #[serde(default)]
+    after: Option<i64>,
+    /// At most this many lines (1 to [`MAX_LOG_PAGE`]); the answer's `X-Kiln-Log-Next` header is
+    /// the `after` of the next page.
+    #[serde(default)]
+    limit: Option<i64>,
 }
 
-/// The build log as text; with `?follow=true` the answer streams until the build ends.
+/// Lines read from the database at a time, and the largest `limit`.
+const MAX_LOG_PAGE: i64 = 1000;
+
+/// The build log as text. The whole log is streamed a page at a time (never whole in memory);
+/// `?after=N` skips the first N lines; `?limit=N` answers one page of at most N lines, with
+/// `X-Kiln-Log-Next` naming the next page's `after`; with `?follow=true` the answer streams
+/// until the build ends.
 pub async fn get_build_log(
     State(app): State<App>,
     caller: Caller,
@@ -304,16 +336,61 @@ pub async fn get_build_log(
 ) -> ApiResult<Response> {
     let build = load_build(&app, &caller, &id, Role::Read).await?;
     let text_plain = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
-    if !q.follow {
-        let lines = db::builds::log_lines(&app.db, &build.id, -1).await?;
+    let after = match q.after {
+        None => 0,
+        Some(n) if n >= 0 => n,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "after",
+                "invalid_query",
+                "must be a number of lines, 0 or more",
+            ));
+        }
+    };
+    // The database's cursor: seq is the line number less one.
+    let after_seq = after - 1;
+    if let Some(limit) = q.limit {
+        if !(1..=MAX_LOG_PAGE).contains(&limit) {
+            return Err(ApiError::invalid(
+                "limit",
+                "invalid_query",
+                format!("must be between 1 and {MAX_LOG_PAGE}"),
+            ));
+        }
+        if q.follow {
+            return Err(ApiError::invalid(
+                "limit",
+                "invalid_query",
+                "cannot be combined with follow",
+            ));
+        }
+        let lines = db::builds::log_page(&app.db, &build.id, after_seq, limit).await?;
+        let next = after + lines.len() as i64;
         let text: String = lines.into_iter().map(|(_, l)| l + "\n").collect();
-        return Ok((text_plain, text).into_response());
+        return Ok((text_plain, [("x-kiln-log-next", next.to_string())], text).into_response());
+    }
+    if !q.follow {
+        let stream =
+            futures_util::stream::unfold(Some((app, build.id, after_seq)), |state| async move {
+                let (app, id, after) = state?;
+                match db::builds::log_page(&app.db, &id, after, MAX_LOG_PAGE).await {
+                    Ok(lines) if lines.is_empty() => None,
+                    Ok(lines) => {
+                        let last = lines.last().map_or(after, |(seq, _)| *seq);
+                        let text: String = lines.into_iter().map(|(_, l)| l + "\n").collect();
+                        Some((Ok(Bytes::from(text)), Some((app, id, last))))
+                    }
+                    // The status is sent already: the body ends early, with an error.
+                    Err(e) => Some((Err(std::io::Error::other(e.to_string())), None)),
+                }
+            });
+        return Ok((text_plain, Body::from_stream(stream)).into_response());
     }
     let state = Follow {
         updates: app.builds.log_updates(),
         app,
         id: build.id,
-        after: -1,
+        after: after_seq,
         done: false,
     };
     let stream = futures_util::stream::unfold(state, |mut st| async move {
@@ -326,12 +403,13 @@ pub async fn get_build_log(
                 Ok(Some(s)) => BuildStatus::is_finished(&s),
                 _ => true,
             };
-            let lines = db::builds::log_lines(&st.app.db, &st.id, st.after)
+            let lines = db::builds::log_page(&st.app.db, &st.id, st.after, MAX_LOG_PAGE)
                 .await
                 .unwrap_or_default();
             if let Some((last, _)) = lines.last() {
                 st.after = *last;
-                st.done = finished;
+                // More than a page may be waiting: the build is done only once all is read.
+                st.done = finished && lines.len() < MAX_LOG_PAGE as usize;
                 let text: String = lines.into_iter().map(|(_, l)| l + "\n").collect();
                 return Some((Ok::<_, Infallible>(Bytes::from(text)), st));
             }

@@ -1,0 +1,96 @@
+//! A ~300 MB repository (ten 30 MB files no compressor can shrink) built through the real kiln
+//! binary, the real dockerd and a real registry: the build succeeds and kiln's peak memory stays
+//! far below the context's size (the context streams from the mirror to the daemon, the mirror
+//! never holds a second copy of a local source's objects).
+
+mod support;
+
+use serde_json::json;
+use support::kiln_process::KilnProcess;
+use support::{GitRepo, Registry, github_push_payload};
+
+const ZERO: &str = "0000000000000000000000000000000000000000";
+const FILES: usize = 10;
+const FILE_SIZE: usize = 30 * 1024 * 1024;
+/// The ceiling for kiln's peak resident memory during this build.
+const PEAK_RSS_LIMIT_KIB: u64 = 150 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_300_mb_repository_builds_with_kilns_memory_bounded() {
+    support::ensure_docker();
+    let base = support::ensure_base_image();
+    let registry = Registry::start();
+    let git = GitRepo::new();
+    // Quick to commit and push: git stores the large files as they are (no delta search, no
+    // compression). kiln reads the objects it finds.
+    git.git(&["config", "core.bigFileThreshold", "1m"]);
+    git.git(&["config", "core.compression", "0"]);
+    for i in 0..FILES {
+        git.write(
+            &format!("data/blob-{i:02}.bin"),
+            support::incompressible(FILE_SIZE, i as u64 + 1),
+        );
+    }
+    git.write(
+        "Dockerfile",
+        format!("FROM {base}\nCOPY . /app\nRUN du -sk /app/data\n"),
+    );
+    let sha = git.commit("300 MB");
+    git.push("main");
+
+    let kiln = KilnProcess::start(&registry, &[("KILN_BUILD_WORKERS", "1")]).await;
+    let secret = kiln.ci_repo("big", "context", &git.clone_url()).await;
+    kiln.rule(
+        "big",
+        "context",
+        json!({"type": "branch", "name": "main", "overwrite": true}),
+    )
+    .await;
+    let before = kiln.peak_rss_kib();
+    let payload = github_push_payload(&git.clone_url(), "refs/heads/main", ZERO, &sha, false);
+    let (status, body) = kiln.github_hook("push", "big-1", &secret, &payload).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["builds"][0].as_str().unwrap().to_string();
+    let build = kiln.wait_build(&id).await;
+    let log = kiln.log(&id).await;
+    assert_eq!(
+        build["status"],
+        "succeeded",
+        "{build}\n{log}\n{}",
+        kiln.output()
+    );
+    assert!(
+        registry
+            .tags("big/context")
+            .await
+            .contains(&"main".to_string()),
+        "{log}"
+    );
+    // All of it went to the daemon: the build saw the ten files (du -sk prints KiB).
+    let context_bytes = (FILES * FILE_SIZE) as u64;
+    assert!(log.contains(&format!(": {} files, ", FILES + 1)), "{log}");
+    let data_kib: u64 = log
+        .lines()
+        .find_map(|line| line.strip_suffix("\t/app/data"))
+        .and_then(|kib| kib.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no du line in the log\n{log}"));
+    assert!(data_kib >= context_bytes / 1024, "{data_kib} KiB\n{log}");
+
+    let peak = kiln.peak_rss_kib();
+    let stages = &build["stages"];
+    println!(
+        "kiln peak RSS: {} MiB (before the build {} MiB); stages: {stages}",
+        peak / 1024,
+        before / 1024
+    );
+    for stage in ["queued_ms", "fetch_ms", "context_ms", "build_ms", "push_ms"] {
+        assert!(stages[stage].is_u64(), "{stage}: {build}");
+    }
+    assert!(
+        peak < PEAK_RSS_LIMIT_KIB,
+        "kiln's peak RSS was {} MiB (limit {} MiB) building a {} MB context\n{log}",
+        peak / 1024,
+        PEAK_RSS_LIMIT_KIB / 1024,
+        context_bytes / 1_000_000
+    );
+}
