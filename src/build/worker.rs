@@ -7,6 +7,7 @@ use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
 use super::log::BuildLog;
+use super::path_filter::PathDecision;
 use super::{context, docker, git};
 use crate::app::App;
 use crate::db::{self, builds::BuildRow, builds::BuildStatus};
@@ -43,6 +44,21 @@ struct Target {
 
 pub async fn run(app: &App, build: BuildRow, cancel: CancellationToken) {
     let mut log = BuildLog::open(app, &build.id).await;
+    // -- path filters (issue 9): decided before anything is announced; a skipped build announces nothing.
+    match super::path_filter::decide(app, &build).await {
+        PathDecision::Skip(reason) => {
+            log.line(&format!("Not built: {reason}")).await;
+            tracing::info!(build_id = %build.id, %reason, "build skipped by its path filter");
+            if let Err(e) =
+                end_build(app, &build.id, BuildStatus::Skipped, Some(&reason), None).await
+            {
+                tracing::error!(build_id = %build.id, error = %e, "cannot record the end of a build");
+            }
+            return;
+        }
+        PathDecision::Build(Some(line)) => log.line(&line).await,
+        PathDecision::Build(None) => {}
+    }
     if let Err(e) = announce(app, &build.id, "build.started").await {
         tracing::error!(build_id = %build.id, error = %e, "cannot queue build.started");
     }
@@ -490,6 +506,7 @@ mod tests {
             created_at: String::new(),
             started_at: None,
             finished_at: None,
+            before_sha: None,
         }
     }
 

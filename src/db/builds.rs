@@ -9,6 +9,8 @@ pub enum BuildStatus {
     Succeeded,
     Failed,
     Cancelled,
+    /// Ended without building: its rule's path filter excludes the push (issue 9).
+    Skipped,
 }
 
 impl BuildStatus {
@@ -19,11 +21,12 @@ impl BuildStatus {
             BuildStatus::Succeeded => "succeeded",
             BuildStatus::Failed => "failed",
             BuildStatus::Cancelled => "cancelled",
+            BuildStatus::Skipped => "skipped",
         }
     }
 
     pub fn is_finished(status: &str) -> bool {
-        matches!(status, "succeeded" | "failed" | "cancelled")
+        matches!(status, "succeeded" | "failed" | "cancelled" | "skipped")
     }
 }
 
@@ -51,11 +54,13 @@ pub struct BuildRow {
     pub created_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
+    /// The push's `before` (issue 9, path filters).
+    pub before_sha: Option<String>,
 }
 
 const SELECT: &str = "SELECT b.id, b.repository_id, n.name AS namespace, r.name AS repository, b.rule_id, b.event_id, \
      b.trigger, b.git_ref, b.commit_sha, b.tag, b.image, b.dockerfile, b.context, b.version, b.overwrite, b.status, \
-     b.error, b.digest, b.created_at, b.started_at, b.finished_at \
+     b.error, b.digest, b.created_at, b.started_at, b.finished_at, b.before_sha \
      FROM builds b JOIN repositories r ON r.id = b.repository_id JOIN namespaces n ON n.id = r.namespace_id";
 
 /// A build to queue. `commit_sha`/`tag` are None when the worker must resolve them ("build now" of a
@@ -73,6 +78,8 @@ pub struct NewBuild<'a> {
     pub context: &'a str,
     pub version: &'a str,
     pub overwrite: bool,
+    /// The push's `before`, for path filters (None: not a push).
+    pub before_sha: Option<&'a str>,
 }
 
 pub async fn insert(
@@ -82,7 +89,8 @@ pub async fn insert(
     let id = new_id();
     sqlx::query(
         "INSERT INTO builds (id, repository_id, rule_id, event_id, trigger, git_ref, commit_sha, tag, image, dockerfile, \
-         context, version, overwrite, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?)",
+         context, version, overwrite, status, created_at, before_sha) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
     )
     .bind(&id)
     .bind(b.repository_id)
@@ -98,6 +106,7 @@ pub async fn insert(
     .bind(b.version)
     .bind(b.overwrite)
     .bind(now())
+    .bind(b.before_sha)
     .execute(&mut *tx)
     .await?;
     Ok(id)
@@ -236,6 +245,60 @@ pub async fn supersede_queued(
     .execute(&mut *conn)
     .await?;
     Ok(r.rows_affected())
+}
+
+/// The `before` a newer push of `git_ref` must diff from when it supersedes the same rule's queued
+/// builds: the oldest queued one's (`Some(None)` when that build has none, so the newer one builds
+/// whatever changed); `None` when nothing is queued. A push that only touched ignored files must not
+/// swallow an earlier queued push that touched matching ones.
+pub async fn queued_before(
+    conn: &mut sqlx::SqliteConnection,
+    repository_id: &str,
+    rule_id: &str,
+    git_ref: &str,
+) -> Result<Option<Option<String>>, sqlx::Error> {
+    let row: Option<(Option<String>,)> = sqlx::query_as(
+        "SELECT before_sha FROM builds WHERE repository_id = ? AND rule_id = ? AND git_ref = ? \
+         AND status = 'queued' ORDER BY id LIMIT 1",
+    )
+    .bind(repository_id)
+    .bind(rule_id)
+    .bind(git_ref)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(|(b,)| b))
+}
+
+/// Is a build of this rule with this trigger queued or running? (One schedule build at a time.)
+pub async fn active_for_rule(
+    conn: &mut sqlx::SqliteConnection,
+    rule_id: &str,
+    trigger: &str,
+) -> Result<bool, sqlx::Error> {
+    let row: Option<(i64,)> = sqlx::query_as(
+        "SELECT 1 FROM builds WHERE rule_id = ? AND trigger = ? AND status IN ('queued', 'building') LIMIT 1",
+    )
+    .bind(rule_id)
+    .bind(trigger)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.is_some())
+}
+
+/// When a rule's last build with this trigger was queued (the scheduler's memory across restarts).
+pub async fn last_created_for_rule(
+    db: &Db,
+    rule_id: &str,
+    trigger: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let row: Option<(String,)> = sqlx::query_as(
+        "SELECT created_at FROM builds WHERE rule_id = ? AND trigger = ? ORDER BY id DESC LIMIT 1",
+    )
+    .bind(rule_id)
+    .bind(trigger)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|(t,)| t))
 }
 
 /// Cancels a queued or running build; returns the status it had (None: no such build).

@@ -13,9 +13,33 @@ pub struct RuleRow {
     pub enabled: bool,
     pub created_at: String,
     pub updated_at: String,
+    // -- schedules and path filters (issue 9) --
+    /// A cron expression (see `domain::schedule`), or None.
+    pub schedule: Option<String>,
+    /// JSON array of globs.
+    pub paths: String,
+    /// JSON array of globs.
+    pub ignore_paths: String,
 }
 
 impl RuleRow {
+    /// `paths` as a list (a stored list that does not read is no filter).
+    pub fn path_list(&self) -> Vec<String> {
+        serde_json::from_str(&self.paths).unwrap_or_default()
+    }
+
+    /// `ignore_paths` as a list.
+    pub fn ignore_path_list(&self) -> Vec<String> {
+        serde_json::from_str(&self.ignore_paths).unwrap_or_default()
+    }
+
+    /// The rule's path filter; stored patterns were validated on the way in, one that no longer
+    /// compiles makes no filter (the push builds).
+    pub fn path_filter(&self) -> crate::domain::paths::PathFilter {
+        crate::domain::paths::PathFilter::parse(&self.path_list(), &self.ignore_path_list())
+            .unwrap_or_default()
+    }
+
     /// The rule as the pure matcher sees it.
     pub fn spec(&self) -> crate::domain::rules::RuleSpec {
         crate::domain::rules::RuleSpec {
@@ -45,6 +69,10 @@ pub struct RuleFields {
     pub version: String,
     pub overwrite: bool,
     pub enabled: bool,
+    // -- schedules and path filters (issue 9) --
+    pub schedule: Option<String>,
+    pub paths: Vec<String>,
+    pub ignore_paths: Vec<String>,
 }
 
 impl From<&RuleRow> for RuleFields {
@@ -57,15 +85,23 @@ impl From<&RuleRow> for RuleFields {
             version: r.version.clone(),
             overwrite: r.overwrite,
             enabled: r.enabled,
+            schedule: r.schedule.clone(),
+            paths: r.path_list(),
+            ignore_paths: r.ignore_path_list(),
         }
     }
+}
+
+fn json_list(l: &[String]) -> String {
+    serde_json::to_string(l).unwrap_or_else(|_| "[]".into())
 }
 
 pub async fn insert(db: &Db, repository_id: &str, f: &RuleFields) -> Result<RuleRow, sqlx::Error> {
     let ts = now();
     sqlx::query_as(
-        "INSERT INTO rules (id, repository_id, kind, name, dockerfile, context, version, overwrite, enabled, created_at, updated_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+        "INSERT INTO rules (id, repository_id, kind, name, dockerfile, context, version, overwrite, enabled, created_at, updated_at, \
+         schedule, paths, ignore_paths) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
     )
     .bind(new_id())
     .bind(repository_id)
@@ -78,6 +114,9 @@ pub async fn insert(db: &Db, repository_id: &str, f: &RuleFields) -> Result<Rule
     .bind(f.enabled)
     .bind(&ts)
     .bind(&ts)
+    .bind(&f.schedule)
+    .bind(json_list(&f.paths))
+    .bind(json_list(&f.ignore_paths))
     .fetch_one(db)
     .await
 }
@@ -85,7 +124,7 @@ pub async fn insert(db: &Db, repository_id: &str, f: &RuleFields) -> Result<Rule
 pub async fn update(db: &Db, id: &str, f: &RuleFields) -> Result<RuleRow, sqlx::Error> {
     sqlx::query_as(
         "UPDATE rules SET kind = ?, name = ?, dockerfile = ?, context = ?, version = ?, overwrite = ?, enabled = ?, \
-         updated_at = ? WHERE id = ? RETURNING *",
+         updated_at = ?, schedule = ?, paths = ?, ignore_paths = ? WHERE id = ? RETURNING *",
     )
     .bind(&f.kind)
     .bind(&f.name)
@@ -95,6 +134,9 @@ pub async fn update(db: &Db, id: &str, f: &RuleFields) -> Result<RuleRow, sqlx::
     .bind(f.overwrite)
     .bind(f.enabled)
     .bind(now())
+    .bind(&f.schedule)
+    .bind(json_list(&f.paths))
+    .bind(json_list(&f.ignore_paths))
     .bind(id)
     .fetch_one(db)
     .await
@@ -137,4 +179,16 @@ pub async fn disable_all<'e, E: sqlx::SqliteExecutor<'e>>(
         .execute(db)
         .await?;
     Ok(())
+}
+
+/// Enabled rules with a schedule, in repositories that are visible and have a source (schedules of
+/// hidden repositories do not fire, like their pushes).
+pub async fn scheduled(db: &Db) -> Result<Vec<RuleRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT ru.* FROM rules ru JOIN repositories r ON r.id = ru.repository_id \
+         JOIN sources s ON s.repository_id = r.id \
+         WHERE ru.schedule IS NOT NULL AND ru.enabled = 1 AND r.hidden = 0 ORDER BY ru.id",
+    )
+    .fetch_all(db)
+    .await
 }

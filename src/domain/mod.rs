@@ -7,8 +7,10 @@
 
 pub mod clone_url;
 pub mod names;
+pub mod paths;
 pub mod pattern;
 pub mod rules;
+pub mod schedule;
 pub mod tag;
 pub mod tag_owner;
 pub mod template;

@@ -7,9 +7,11 @@ use super::{PageQuery, load_repo, paginate};
 use crate::app::App;
 use crate::db::{self, rules::RuleFields, rules::RuleRow};
 use crate::domain::FieldError;
+use crate::domain::paths::PathFilter;
 use crate::domain::rules::{
     GitRef, PlanContext, PushEvent, RefKind, normalize_repo_path, plan_builds, validate_rule,
 };
+use crate::domain::schedule::validate_rule_schedule;
 use crate::http::auth::{Caller, Role};
 use crate::http::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
 
@@ -26,11 +28,20 @@ pub struct RuleView {
     pub enabled: bool,
     pub created_at: String,
     pub updated_at: String,
+    // -- schedules and path filters (issue 9) --
+    /// Cron expression (UTC), or null.
+    pub schedule: Option<String>,
+    pub paths: Vec<String>,
+    pub ignore_paths: Vec<String>,
 }
 
 impl From<RuleRow> for RuleView {
     fn from(r: RuleRow) -> Self {
+        let (paths, ignore_paths) = (r.path_list(), r.ignore_path_list());
         RuleView {
+            schedule: r.schedule,
+            paths,
+            ignore_paths,
             id: r.id,
             kind: r.kind,
             name: r.name,
@@ -60,6 +71,10 @@ pub struct CreateRule {
     version: Option<String>,
     overwrite: Option<bool>,
     enabled: Option<bool>,
+    // -- schedules and path filters (issue 9) --
+    schedule: Option<String>,
+    paths: Option<Vec<String>>,
+    ignore_paths: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -73,6 +88,21 @@ pub struct UpdateRule {
     version: Option<String>,
     overwrite: Option<bool>,
     enabled: Option<bool>,
+    // -- schedules and path filters (issue 9) --
+    /// `null` removes the schedule; absent keeps it.
+    #[serde(default, deserialize_with = "present")]
+    schedule: Option<Option<String>>,
+    paths: Option<Vec<String>>,
+    ignore_paths: Option<Vec<String>>,
+}
+
+/// A field that may be `null`: `Some(None)` when null, `Some(Some(v))` when set (absent: `None`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// Validates and normalizes a full set of rule fields.
@@ -96,6 +126,16 @@ fn checked(mut f: RuleFields) -> ApiResult<RuleFields> {
     })?;
     validate_rule(kind, &f.name, &f.version, &f.dockerfile, &f.context)?;
     f.kind = kind.as_str().to_string();
+    // -- schedules and path filters (issue 9) --
+    // "" is no schedule, like null; a schedule is stored as written (trimmed).
+    f.schedule = f
+        .schedule
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+    if let Some(schedule) = &f.schedule {
+        validate_rule_schedule(kind, &f.name, schedule)?;
+    }
+    PathFilter::parse(&f.paths, &f.ignore_paths)?;
     Ok(f)
 }
 
@@ -122,6 +162,9 @@ pub async fn create_rule(
         version: body.version.unwrap_or_default(),
         overwrite: body.overwrite.unwrap_or(true),
         enabled: body.enabled.unwrap_or(true),
+        schedule: body.schedule,
+        paths: body.paths.unwrap_or_default(),
+        ignore_paths: body.ignore_paths.unwrap_or_default(),
     })?;
     let rule = db::rules::insert(&app.db, &row.id, &fields).await?;
     Ok((StatusCode::CREATED, axum::Json(rule.into())))
@@ -181,6 +224,9 @@ pub async fn update_rule(
         version: body.version.unwrap_or(old.version),
         overwrite: body.overwrite.unwrap_or(old.overwrite),
         enabled: body.enabled.unwrap_or(old.enabled),
+        schedule: body.schedule.unwrap_or(old.schedule),
+        paths: body.paths.unwrap_or(old.paths),
+        ignore_paths: body.ignore_paths.unwrap_or(old.ignore_paths),
     })?;
     let rule = db::rules::update(&app.db, &rule.id, &fields).await?;
     Ok(axum::Json(rule.into()))
