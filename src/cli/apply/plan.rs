@@ -126,6 +126,13 @@ pub struct RuleFields {
     pub version: String,
     pub overwrite: bool,
     pub enabled: bool,
+    // -- schedules and path filters (issue 9) --
+    #[serde(default)]
+    pub schedule: Option<String>,
+    #[serde(default)]
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub ignore_paths: Vec<String>,
 }
 
 impl RuleFields {
@@ -149,6 +156,9 @@ impl From<&DesiredRule> for RuleFields {
             version: r.version.clone(),
             overwrite: r.overwrite,
             enabled: r.enabled,
+            schedule: r.schedule.clone(),
+            paths: r.paths.clone(),
+            ignore_paths: r.ignore_paths.clone(),
         }
     }
 }
@@ -168,7 +178,7 @@ pub struct Options {
 pub enum Value {
     Str(String),
     Bool(bool),
-    /// A set of strings (webhook events), sorted.
+    /// A set of strings (webhook events), sorted; or an ordered list (a rule's path filters).
     List(Vec<String>),
 }
 
@@ -526,6 +536,21 @@ fn plan_repo(
                     want.overwrite,
                 );
                 diff_bool(&mut changes, "enabled", have.fields.enabled, want.enabled);
+                // -- schedules and path filters (issue 9): "" is no schedule; lists keep their order
+                // (a later `!pattern` overrides an earlier one).
+                diff_str(
+                    &mut changes,
+                    "schedule",
+                    have.fields.schedule.as_deref().unwrap_or(""),
+                    want.schedule.as_deref().unwrap_or(""),
+                );
+                diff_list(&mut changes, "paths", &have.fields.paths, &want.paths);
+                diff_list(
+                    &mut changes,
+                    "ignore_paths",
+                    &have.fields.ignore_paths,
+                    &want.ignore_paths,
+                );
                 if !changes.is_empty() {
                     plan.changes.push(Change::UpdateRule {
                         namespace: ns.to_string(),
@@ -640,6 +665,17 @@ fn diff_str(out: &mut Vec<FieldChange>, field: &'static str, old: &str, new: &st
             field,
             old: Value::Str(old.to_string()),
             new: Value::Str(new.to_string()),
+        });
+    }
+}
+
+/// An ordered list (path filters).
+fn diff_list(out: &mut Vec<FieldChange>, field: &'static str, old: &[String], new: &[String]) {
+    if old != new {
+        out.push(FieldChange {
+            field,
+            old: Value::List(old.to_vec()),
+            new: Value::List(new.to_vec()),
         });
     }
 }
@@ -932,6 +968,9 @@ url = "https://hooks.example.com/x"
                 version: String::new(),
                 overwrite: true,
                 enabled: true,
+                schedule: None,
+                paths: vec![],
+                ignore_paths: vec![],
             },
         }
     }
@@ -1241,6 +1280,54 @@ url = "https://hooks.example.com/x"
                 namespace: "other".into(),
                 repositories: 1
             }]
+        );
+    }
+
+    /// Issue 9: `schedule`, `paths` and `ignore_paths` update a rule in place (paths keep their order),
+    /// and the simulated result plans nothing.
+    #[test]
+    fn schedules_and_path_filters_update_rules_in_place() {
+        let file = ACME.replace(
+            "type = \"branch\"\nname = \"main\"\n",
+            "type = \"branch\"\nname = \"main\"\nschedule = \"0 3 * * *\"\npaths = [\"src/**\", \"!src/**/*.md\"]\nignore_paths = [\"docs/**\"]\n",
+        );
+        let want = desired(&file);
+        let state = matching_state();
+        let p = plan(&want, &state, Options::default());
+        assert_eq!(ops(&p), vec!["update_rule acme/api/main/r1"]);
+        let Change::UpdateRule { changes, .. } = &p.changes[0] else {
+            panic!("{:?}", p.changes)
+        };
+        let fields: Vec<(&str, String)> = changes
+            .iter()
+            .map(|c| (c.field, c.new.to_string()))
+            .collect();
+        assert_eq!(
+            fields,
+            vec![
+                ("schedule", "\"0 3 * * *\"".to_string()),
+                ("paths", "[\"src/**\", \"!src/**/*.md\"]".to_string()),
+                ("ignore_paths", "[\"docs/**\"]".to_string()),
+            ]
+        );
+        let after = simulate(&state, &p.changes).unwrap();
+        assert!(plan(&want, &after, Options::default()).changes.is_empty());
+        // Dropping them from the file sets them back: no schedule, no filters.
+        let p = plan(&desired(ACME), &after, Options::default());
+        let Change::UpdateRule { changes, .. } = &p.changes[0] else {
+            panic!("{:?}", p.changes)
+        };
+        let fields: Vec<(&str, String)> = changes
+            .iter()
+            .map(|c| (c.field, c.new.to_string()))
+            .collect();
+        assert_eq!(
+            fields,
+            vec![
+                ("schedule", "\"\"".to_string()),
+                ("paths", "[]".to_string()),
+                ("ignore_paths", "[]".to_string()),
+            ]
         );
     }
 

@@ -211,12 +211,26 @@ fn field_lines(line: &mut impl FnMut(String), changes: &[FieldChange]) {
 }
 
 fn rule_settings(rule: &RuleFields) -> String {
-    format!(
+    let mut s = format!(
         "version: {}, overwrite: {}, enabled: {}",
         shown(&rule.version),
         rule.overwrite,
         rule.enabled
-    )
+    );
+    // -- schedules and path filters (issue 9): shown when set --
+    if let Some(schedule) = &rule.schedule {
+        s.push_str(&format!(", schedule: {}", shown(schedule)));
+    }
+    if !rule.paths.is_empty() {
+        s.push_str(&format!(", paths: {}", shown_list(&rule.paths)));
+    }
+    if !rule.ignore_paths.is_empty() {
+        s.push_str(&format!(
+            ", ignore_paths: {}",
+            shown_list(&rule.ignore_paths)
+        ));
+    }
+    s
 }
 
 /// A webhook's settings but its name and URL; `tag_filter` only when there is one.
@@ -337,6 +351,9 @@ mod tests {
             version: "{1}.{2}".into(),
             overwrite: false,
             enabled: true,
+            schedule: None,
+            paths: vec![],
+            ignore_paths: vec![],
         }
     }
 
