@@ -69,6 +69,10 @@ pub fn one_line(e: &bollard::errors::Error) -> String {
         .join(" ")
 }
 
+/// The label kiln sets on every image it builds (`io.kiln.built-by=kiln`): the local cache cap prunes
+/// only images carrying it.
+pub const BUILT_BY_LABEL: &str = "io.kiln.built-by";
+
 /// Builds the context with the classic builder, streaming every output line into the build log.
 /// Returns the image id; any error in the stream is the build's failure reason.
 pub async fn build_image(
@@ -105,6 +109,8 @@ async fn build_once(
     let options = BuildImageOptionsBuilder::default()
         .dockerfile(dockerfile)
         .t(image_ref)
+        // Issue 9: the local cache cap finds the images kiln built by this label.
+        .labels(&std::collections::HashMap::from([(BUILT_BY_LABEL, "kiln")]))
         .rm(true)
         .forcerm(true)
         .version(BuilderVersion::BuilderV1)

@@ -389,6 +389,53 @@ pub async fn running_with_tag(
     Ok(row.is_some())
 }
 
+/// Build retention (issue 9): deletes, with their log lines, the finished builds of each repository
+/// that are beyond its newest `keep` and were queued before `cutoff`. Queued and running builds are
+/// never deleted (nor counted out: they are among the newest). Versions and their history keep their
+/// `build_id`. Works in batches of `batch`; returns how many builds went.
+pub async fn prune(db: &Db, keep: u64, cutoff: &str, batch: u32) -> Result<u64, sqlx::Error> {
+    let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+    let mut total = 0;
+    loop {
+        let mut tx = super::write_tx(db).await?;
+        let ids: Vec<(String,)> = sqlx::query_as(
+            "SELECT id FROM (SELECT id, status, created_at, \
+               ROW_NUMBER() OVER (PARTITION BY repository_id ORDER BY id DESC) AS newest \
+               FROM builds) ranked \
+             WHERE newest > ? AND created_at < ? AND status NOT IN ('queued', 'building') LIMIT ?",
+        )
+        .bind(keep)
+        .bind(cutoff)
+        .bind(batch)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (id,) in &ids {
+            sqlx::query("DELETE FROM build_log_lines WHERE build_id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM builds WHERE id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        total += ids.len() as u64;
+        if ids.len() < batch as usize {
+            return Ok(total);
+        }
+    }
+}
+
+/// The image references of the builds running now (their images are in use).
+pub async fn running_images(db: &Db) -> Result<Vec<String>, sqlx::Error> {
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT image FROM builds WHERE status = 'building' AND image IS NOT NULL")
+            .fetch_all(db)
+            .await?;
+    Ok(rows.into_iter().map(|(i,)| i).collect())
+}
+
 /// A build created by a hook event, as the events view lists it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EventBuildRow {

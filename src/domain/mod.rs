@@ -5,6 +5,7 @@
 //! function is total over arbitrary strings (empty, huge, Unicode, control
 //! characters), which the tests in each module check.
 
+pub mod cache_cap;
 pub mod clone_url;
 pub mod names;
 pub mod paths;
