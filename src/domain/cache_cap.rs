@@ -66,7 +66,7 @@ mod tests {
             // One big old item is enough.
             (vec![item(100, 1), item(10, 2), item(10, 3)], 50, vec![0]),
             // In use: skipped, still counted.
-            (vec![busy, item(10, 2), item(10, 3)], 55, vec![1]),
+            (vec![busy, item(10, 2), item(10, 3)], 60, vec![1]),
             (vec![busy, item(10, 2), item(10, 3)], 10, vec![1, 2]),
             (vec![item(u64::MAX, 1), item(u64::MAX, 2)], 1, vec![0]),
         ];
