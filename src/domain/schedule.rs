@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 
 use super::pattern::RefPattern;
 use super::rules::RefKind;
-use super::{FieldError, escape, quote};
+use super::{FieldError, quote};
 
 /// The longest schedule expression, in bytes.
 pub const MAX_SCHEDULE_LEN: usize = 255;
@@ -72,10 +72,14 @@ impl CronSchedule {
                 .find(|l| !l.trim().is_empty() && l.trim() != "^")
                 .unwrap_or("cannot parse it")
                 .trim();
+            let reason: String = reason
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(200)
+                .collect();
             invalid(format!(
-                "{} is not a valid cron expression: {}",
-                quote(expr),
-                escape(reason)
+                "{} is not a valid cron expression: {reason}",
+                quote(expr)
             ))
         })?;
         // An expression that can never fire (`0 0 30 2 *`) is refused: a rule would wait forever.
