@@ -90,7 +90,7 @@ pub struct CachePruned {
     pub bytes_removed: u64,
 }
 
-/// The local cache cap: the images kiln built (by its label) and the mirrors of deleted sources
+/// The local cache cap: the images kiln built for its registry (by their label) and the mirrors of deleted sources
 /// count; while they exceed `image_cache_max_bytes`, the oldest goes first (an image by its creation,
 /// a mirror by its last fetch). Never an image a running build is making (its name), never the mirror
 /// of an existing source. An image's size is Docker's, shared base layers included, so the total is
@@ -111,7 +111,7 @@ pub async fn prune_local_cache(app: &App) -> anyhow::Result<CachePruned> {
         }
     };
     let images = match &docker {
-        Some(d) => local_cache::built_images(d)
+        Some(d) => local_cache::built_images(d, &app.config.registry)
             .await
             .map_err(|e| anyhow::anyhow!("cannot list images: {e}"))?,
         None => vec![],

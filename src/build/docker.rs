@@ -69,9 +69,19 @@ pub fn one_line(e: &bollard::errors::Error) -> String {
         .join(" ")
 }
 
-/// The label kiln sets on every image it builds (`io.kiln.built-by=kiln`): the local cache cap prunes
-/// only images carrying it.
-pub const BUILT_BY_LABEL: &str = "io.kiln.built-by";
+/// The label kiln sets on every image it builds: the image's name without its tag
+/// (`io.kiln.repository=localhost:5000/acme/api`). The local cache cap prunes only images carrying it
+/// under kiln's own registry, tagged or not (a build that moved a tag leaves the old image untagged),
+/// so two kilns sharing a Docker daemon never prune each other's images.
+pub const REPOSITORY_LABEL: &str = "io.kiln.repository";
+
+/// `registry/ns/repo:tag` → `registry/ns/repo` (a registry's `:port` is kept).
+pub fn image_repository(image_ref: &str) -> &str {
+    match image_ref.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => name,
+        _ => image_ref,
+    }
+}
 
 /// Builds the context with the classic builder, streaming every output line into the build log.
 /// Returns the image id; any error in the stream is the build's failure reason.
@@ -110,7 +120,10 @@ async fn build_once(
         .dockerfile(dockerfile)
         .t(image_ref)
         // Issue 9: the local cache cap finds the images kiln built by this label.
-        .labels(&std::collections::HashMap::from([(BUILT_BY_LABEL, "kiln")]))
+        .labels(&std::collections::HashMap::from([(
+            REPOSITORY_LABEL,
+            image_repository(image_ref),
+        )]))
         .rm(true)
         .forcerm(true)
         .version(BuilderVersion::BuilderV1)
@@ -191,6 +204,22 @@ pub fn digest_from_status(status: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_repository_drops_only_the_tag() {
+        assert_eq!(
+            image_repository("localhost:5000/acme/api:main"),
+            "localhost:5000/acme/api"
+        );
+        assert_eq!(
+            image_repository("registry.example/acme/api:v1.2"),
+            "registry.example/acme/api"
+        );
+        assert_eq!(
+            image_repository("localhost:5000/acme/api"),
+            "localhost:5000/acme/api"
+        );
+    }
 
     #[test]
     fn digest_is_read_from_the_push_status_line() {

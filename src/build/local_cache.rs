@@ -1,5 +1,5 @@
 //! What kiln keeps on this machine besides its database: the images it built (found by
-//! [`super::docker::BUILT_BY_LABEL`]) and the bare git mirrors under `mirrors_dir()`. The retention task
+//! [`super::docker::REPOSITORY_LABEL`]) and the bare git mirrors under `mirrors_dir()`. The retention task
 //! measures them and removes what the cache cap says (`domain::cache_cap`).
 
 use std::collections::HashMap;
@@ -9,7 +9,7 @@ use std::time::UNIX_EPOCH;
 use bollard::Docker;
 use bollard::query_parameters::{ListImagesOptions, RemoveImageOptionsBuilder};
 
-use super::docker::{BUILT_BY_LABEL, one_line};
+use super::docker::{REPOSITORY_LABEL, one_line};
 
 /// A local image kiln built.
 #[derive(Debug, Clone)]
@@ -22,9 +22,10 @@ pub struct BuiltImage {
     pub created: i64,
 }
 
-/// The images carrying kiln's label, tagged or not.
-pub async fn built_images(docker: &Docker) -> Result<Vec<BuiltImage>, String> {
-    let filters = HashMap::from([("label".to_string(), vec![format!("{BUILT_BY_LABEL}=kiln")])]);
+/// The images kiln built for `registry` (its label names an image under `registry/`), tagged or not.
+pub async fn built_images(docker: &Docker, registry: &str) -> Result<Vec<BuiltImage>, String> {
+    let filters = HashMap::from([("label".to_string(), vec![REPOSITORY_LABEL.to_string()])]);
+    let prefix = format!("{registry}/");
     let images = docker
         .list_images(Some(ListImagesOptions {
             all: false,
@@ -35,6 +36,11 @@ pub async fn built_images(docker: &Docker) -> Result<Vec<BuiltImage>, String> {
         .map_err(|e| one_line(&e))?;
     Ok(images
         .into_iter()
+        .filter(|i| {
+            i.labels
+                .get(REPOSITORY_LABEL)
+                .is_some_and(|name| name.starts_with(&prefix))
+        })
         .map(|i| BuiltImage {
             id: i.id,
             tags: i

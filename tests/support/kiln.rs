@@ -228,7 +228,7 @@ impl Kiln {
                 let (_, b) = self.get(&path).await;
                 matches!(
                     b["status"].as_str(),
-                    Some("succeeded" | "failed" | "cancelled")
+                    Some("succeeded" | "failed" | "cancelled" | "skipped")
                 )
             },
         )
