@@ -201,6 +201,58 @@ async fn a_schedule_rebuilds_the_branch_head_one_build_at_a_time() {
     );
 }
 
+/// A tick missed while kiln was stopped fires once when it starts: a yearly schedule whose rule was
+/// last changed years ago queues exactly one build at start, not one per missed year.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missed_tick_fires_once_at_start() {
+    support::ensure_docker();
+    let base = support::ensure_base_image();
+    let registry = Registry::start();
+    let kiln = Kiln::start(&registry, &[]).await;
+    let git = GitRepo::new();
+    git.write("Dockerfile", format!("FROM {base}\nCOPY x /x\n"));
+    git.write("x", new_delivery_id());
+    let head = git.commit("first");
+    git.push("main");
+    kiln.ci_repo("acme", "yearly", &git.clone_url()).await;
+    let rule = kiln
+        .rule(
+            "acme",
+            "yearly",
+            json!({"type": "branch", "name": "main", "schedule": "0 0 1 1 *"}),
+        )
+        .await;
+    // As if the rule had been set up in 2020 and kiln had been down over every New Year since.
+    sqlx::query("UPDATE rules SET updated_at = '2020-06-01T00:00:00.000000Z' WHERE id = ?")
+        .bind(&rule)
+        .execute(&kiln.server.app.db)
+        .await
+        .unwrap();
+    assert!(schedule_builds(&kiln, "acme", "yearly").await.is_empty());
+    let Kiln {
+        server, data_dir, ..
+    } = kiln;
+    drop(server);
+    let kiln = Kiln::start_in(&registry, &[], data_dir).await;
+    wait_until(
+        "the missed tick's build ends",
+        Duration::from_secs(120),
+        || async {
+            let builds = schedule_builds(&kiln, "acme", "yearly").await;
+            builds.len() == 1 && builds[0]["status"] == "succeeded"
+        },
+    )
+    .await;
+    let builds = schedule_builds(&kiln, "acme", "yearly").await;
+    assert_eq!(
+        builds.len(),
+        1,
+        "one build for all the missed ticks: {builds:#?}"
+    );
+    assert_eq!(builds[0]["commit"], head.as_str());
+    assert_eq!(builds[0]["rule_id"], rule.as_str());
+}
+
 /// `paths` / `ignore_paths`: the changed files come from the mirror (`before..after`), a push whose
 /// files the filter excludes ends `skipped` with the reason (in the build and the events view), one that
 /// changes a matching file builds, and a new branch or an unknown `before` always builds.
