@@ -354,6 +354,37 @@ mod tests {
         );
     }
 
+    /// Issue 9: build retention and the local cache cap, from their defaults, the file and the env.
+    #[test]
+    fn build_retention_and_cache_cap() {
+        let c = Config::resolve(FileConfig::default(), &env(&[])).unwrap();
+        assert_eq!(c.build_retention_count, 500);
+        assert_eq!(c.build_retention, Duration::from_secs(90 * 86_400));
+        assert_eq!(c.image_cache_max_bytes, 20 * 1024 * 1024 * 1024);
+        let file: FileConfig = toml::from_str(
+            "build_retention_count = 10\nbuild_retention_days = 7\nimage_cache_max_bytes = 1000\n",
+        )
+        .unwrap();
+        let c = Config::resolve(file, &env(&[("KILN_BUILD_RETENTION_DAYS", "0")])).unwrap();
+        assert_eq!(
+            (
+                c.build_retention_count,
+                c.build_retention,
+                c.image_cache_max_bytes
+            ),
+            (10, Duration::ZERO, 1000)
+        );
+        for (var, value) in [
+            ("KILN_BUILD_RETENTION_COUNT", "-1"),
+            ("KILN_BUILD_RETENTION_DAYS", "a week"),
+            ("KILN_BUILD_RETENTION_DAYS", "40000"),
+            ("KILN_IMAGE_CACHE_MAX_BYTES", "20G"),
+        ] {
+            let err = Config::resolve(FileConfig::default(), &env(&[(var, value)])).unwrap_err();
+            assert!(err.to_string().starts_with(var), "{var}={value}: {err}");
+        }
+    }
+
     #[test]
     fn local_sources_from_env_or_file() {
         let a = tempfile::tempdir().unwrap();

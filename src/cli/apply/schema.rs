@@ -1558,12 +1558,12 @@ url = "https://hooks.example.com/y"
                 );
             }
         }
-        // ci.toml and regex.toml both declare acme (they merge); push-only.toml too.
+        // ci.toml and regex.toml both declare acme (they merge); push-only.toml and schedules.toml too.
         let d = load(&files).unwrap();
         let acme = d.namespaces.iter().find(|n| n.name == "acme").unwrap();
         let mut repos: Vec<&str> = acme.repos.iter().map(|r| r.name.as_str()).collect();
         repos.sort();
-        assert_eq!(repos, vec!["api", "cli", "postgres"]);
+        assert_eq!(repos, vec!["api", "cli", "postgres", "worker"]);
     }
 
     #[test]
