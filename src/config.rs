@@ -38,6 +38,10 @@ struct FileConfig {
     delivery_retention_days: Option<u64>,
     webhook_allow: Option<String>,
     local_sources: Option<String>,
+    // -- retention of builds and the local cache (issue 9) --
+    build_retention_count: Option<u64>,
+    build_retention_days: Option<u64>,
+    image_cache_max_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -84,6 +88,14 @@ pub struct Config {
     pub webhook_allow: crate::notify::guard::AllowList,
     /// Directories under which local git sources are allowed (`KILN_LOCAL_SOURCES`); none by default.
     pub local_sources: crate::local_sources::LocalSources,
+    // -- retention of builds and the local cache (issue 9) --
+    /// Per repository, the newest this many builds are kept whatever their age.
+    pub build_retention_count: u64,
+    /// Builds younger than this are kept whatever their number (zero: age keeps nothing).
+    pub build_retention: Duration,
+    /// Local images kiln built plus mirrors of deleted sources are pruned, oldest first, down to
+    /// this many bytes (zero: no cap).
+    pub image_cache_max_bytes: u64,
 }
 
 /// Where configuration values come from: a variable lookup, so tests can pass a map instead of the process env.
@@ -113,6 +125,12 @@ pub const DEFAULT_HOOK_BODY_LIMIT: usize = 25 * 1024 * 1024;
 pub const DEFAULT_BUILD_TIMEOUT_MINUTES: u64 = 60;
 /// Deliveries that may wait for the ingest writer at once.
 pub const DEFAULT_HOOK_QUEUE: usize = 1024;
+/// Builds kept per repository whatever their age (`KILN_BUILD_RETENTION_COUNT`).
+pub const DEFAULT_BUILD_RETENTION_COUNT: u64 = 500;
+/// Builds kept whatever their number, in days (`KILN_BUILD_RETENTION_DAYS`).
+pub const DEFAULT_BUILD_RETENTION_DAYS: u64 = 90;
+/// The local cache cap: 20 GiB (`KILN_IMAGE_CACHE_MAX_BYTES`).
+pub const DEFAULT_IMAGE_CACHE_MAX_BYTES: u64 = 20 << 30;
 
 impl Config {
     /// Reads the optional file, then the environment, and validates the result.
@@ -299,6 +317,25 @@ impl Config {
         if !(1..=10_000).contains(&registry_page_size) {
             bail!("KILN_REGISTRY_PAGE_SIZE: must be 1 to 10000, got {registry_page_size}");
         }
+        // -- retention of builds and the local cache (issue 9) --
+        let build_retention_count = number(
+            "KILN_BUILD_RETENTION_COUNT",
+            f.build_retention_count,
+            DEFAULT_BUILD_RETENTION_COUNT,
+        )?;
+        let build_retention_days = number(
+            "KILN_BUILD_RETENTION_DAYS",
+            f.build_retention_days,
+            DEFAULT_BUILD_RETENTION_DAYS,
+        )?;
+        if build_retention_days > 36_500 {
+            bail!("KILN_BUILD_RETENTION_DAYS: must be at most 36500, got {build_retention_days}");
+        }
+        let image_cache_max_bytes = number(
+            "KILN_IMAGE_CACHE_MAX_BYTES",
+            f.image_cache_max_bytes,
+            DEFAULT_IMAGE_CACHE_MAX_BYTES,
+        )?;
         let allow_text = pick("KILN_WEBHOOK_ALLOW", f.webhook_allow).unwrap_or_default();
         let webhook_allow = crate::notify::guard::AllowList::parse(&allow_text)
             .map_err(|e| anyhow::anyhow!("KILN_WEBHOOK_ALLOW: {e}"))?;
@@ -333,6 +370,9 @@ impl Config {
             delivery_retention: Duration::from_secs(delivery_retention_days * 86_400),
             webhook_allow,
             local_sources,
+            build_retention_count,
+            build_retention: Duration::from_secs(build_retention_days * 86_400),
+            image_cache_max_bytes,
         })
     }
 
@@ -379,6 +419,37 @@ mod tests {
             c.local_sources.is_empty(),
             "no local source is allowed by default"
         );
+    }
+
+    /// Issue 9: build retention and the local cache cap, from their defaults, the file and the env.
+    #[test]
+    fn build_retention_and_cache_cap() {
+        let c = Config::resolve(FileConfig::default(), &env(&[])).unwrap();
+        assert_eq!(c.build_retention_count, 500);
+        assert_eq!(c.build_retention, Duration::from_secs(90 * 86_400));
+        assert_eq!(c.image_cache_max_bytes, 20 * 1024 * 1024 * 1024);
+        let file: FileConfig = toml::from_str(
+            "build_retention_count = 10\nbuild_retention_days = 7\nimage_cache_max_bytes = 1000\n",
+        )
+        .unwrap();
+        let c = Config::resolve(file, &env(&[("KILN_BUILD_RETENTION_DAYS", "0")])).unwrap();
+        assert_eq!(
+            (
+                c.build_retention_count,
+                c.build_retention,
+                c.image_cache_max_bytes
+            ),
+            (10, Duration::ZERO, 1000)
+        );
+        for (var, value) in [
+            ("KILN_BUILD_RETENTION_COUNT", "-1"),
+            ("KILN_BUILD_RETENTION_DAYS", "a week"),
+            ("KILN_BUILD_RETENTION_DAYS", "40000"),
+            ("KILN_IMAGE_CACHE_MAX_BYTES", "20G"),
+        ] {
+            let err = Config::resolve(FileConfig::default(), &env(&[(var, value)])).unwrap_err();
+            assert!(err.to_string().starts_with(var), "{var}={value}: {err}");
+        }
     }
 
     #[test]

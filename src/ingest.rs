@@ -260,6 +260,8 @@ struct PlannedEvent {
     commit: Option<String>,
     plan_json: String,
     builds: Vec<BuildPlan>,
+    /// The push's `before`, for path filters.
+    before: Option<String>,
 }
 
 impl PlannedEvent {
@@ -337,7 +339,12 @@ async fn plan_event(
         (Some(plan), Some(_), Some(_)) => plan.builds,
         _ => vec![],
     };
+    let before = match &d.outcome {
+        Outcome::Push(p) => Some(p.before.clone()),
+        _ => None,
+    };
     Ok(Some(PlannedEvent {
+        before,
         event_id: db::new_id(),
         repo: entry.clone(),
         summary,
@@ -369,6 +376,12 @@ async fn queue_builds(
             .find(|r| r.id == b.rule_id)
             .map(|r| r.settings.clone())
             .unwrap_or_default();
+        // Superseding queued builds of the rule: diff from the oldest one's `before`, so the files
+        // that push changed still count (path filters).
+        let before = match db::builds::queued_before(conn, &repo.id, &b.rule_id, git_ref).await? {
+            Some(oldest) => oldest,
+            None => p.before.clone(),
+        };
         let id = db::builds::insert(
             conn,
             &db::builds::NewBuild {
@@ -385,6 +398,7 @@ async fn queue_builds(
                 version: &b.version,
                 overwrite: true,
                 settings: &settings,
+                before_sha: before.as_deref(),
             },
         )
         .await?;

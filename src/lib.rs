@@ -14,6 +14,7 @@ pub mod local_sources;
 pub mod notify;
 pub mod registry;
 pub mod retention;
+pub mod schedules;
 pub mod source_index;
 pub mod versions;
 
@@ -58,6 +59,7 @@ impl Server {
         let workers = build::queue::start_workers(&app, stop.clone()).await?;
         registry::sync::spawn_initial_sync(&app);
         retention::spawn_pruning(&app, stop.clone());
+        schedules::spawn_scheduler(&app, stop.clone());
         notify::deliver::start(&app, stop.clone());
         let router = http::router::create_router(app.clone());
         let stop_http = tokio_util::sync::CancellationToken::new();

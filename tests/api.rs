@@ -2390,3 +2390,98 @@ async fn rule_build_settings_have_defaults_and_every_bad_value_names_its_field()
         "{build}"
     );
 }
+
+/// Issue 9: `schedule`, `paths` and `ignore_paths` on rules: defaults, what is stored and shown, PATCH
+/// (null removes a schedule), and 422s naming the field with the parser's reason.
+#[tokio::test(flavor = "multi_thread")]
+async fn rule_schedules_and_path_filters() {
+    let (_registry, kiln) = start().await;
+    namespace(&kiln, "acme").await;
+    repo(&kiln, "acme", "api").await;
+    link_source(&kiln, "acme", "api").await;
+    let rules = "/namespaces/acme/repos/api/rules";
+
+    let (s, plain) = kiln
+        .post(rules, json!({"type": "branch", "name": "main"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{plain}");
+    assert_eq!(plain["schedule"], Value::Null);
+    assert_eq!(plain["paths"], json!([]));
+    assert_eq!(plain["ignore_paths"], json!([]));
+
+    let (s, rule) = kiln
+        .post(
+            rules,
+            json!({"type": "branch", "name": "main", "schedule": " 0 3 * * MON ",
+                   "paths": ["src/**", "!src/**/*.md"], "ignore_paths": ["docs/**"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{rule}");
+    assert_eq!(rule["schedule"], "0 3 * * MON");
+    assert_eq!(rule["paths"], json!(["src/**", "!src/**/*.md"]));
+    assert_eq!(rule["ignore_paths"], json!(["docs/**"]));
+    let path = format!("{rules}/{}", rule["id"].as_str().unwrap());
+    let (s, got) = kiln.get(&path).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        (&got["schedule"], &got["paths"], &got["ignore_paths"]),
+        (&rule["schedule"], &rule["paths"], &rule["ignore_paths"])
+    );
+
+    // PATCH: absent keeps, a new value replaces, null (or "") removes the schedule.
+    let (s, got) = kiln
+        .patch(&path, json!({"schedule": "*/2 * * * * *"}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{got}");
+    assert_eq!(got["schedule"], "*/2 * * * * *");
+    assert_eq!(got["paths"], json!(["src/**", "!src/**/*.md"]));
+    let (s, got) = kiln
+        .patch(&path, json!({"schedule": null, "paths": []}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{got}");
+    assert_eq!(got["schedule"], Value::Null);
+    assert_eq!(got["paths"], json!([]));
+    assert_eq!(got["ignore_paths"], json!(["docs/**"]));
+    let (_, got) = kiln.patch(&path, json!({"schedule": "0 * * * *"})).await;
+    assert_eq!(got["schedule"], "0 * * * *");
+    let (_, got) = kiln.patch(&path, json!({"schedule": ""})).await;
+    assert_eq!(got["schedule"], Value::Null);
+
+    #[rustfmt::skip]
+    let bad: &[(Value, &str, &str, &str)] = &[
+        (json!({"type": "branch", "name": "main", "schedule": "61 * * * *"}), "schedule", "invalid_schedule", "not a valid cron expression"),
+        (json!({"type": "branch", "name": "main", "schedule": "* * * *"}), "schedule", "invalid_schedule", "5 fields"),
+        (json!({"type": "branch", "name": "main", "schedule": "@daily"}), "schedule", "invalid_schedule", "got 1"),
+        (json!({"type": "branch", "name": "main", "schedule": "0 0 30 2 *"}), "schedule", "invalid_schedule", "never fires"),
+        (json!({"type": "branch", "name": "release-*", "schedule": "0 3 * * *"}), "schedule", "not_allowed", "exact name"),
+        (json!({"type": "tag", "name": "v1.0", "schedule": "0 3 * * *"}), "schedule", "not_allowed", "exact name"),
+        (json!({"type": "branch", "name": "main", "schedule": 5}), "schedule", "invalid_type", ""),
+        (json!({"type": "branch", "name": "main", "paths": ["src/[a"]}), "paths", "invalid_glob", "not a valid glob"),
+        (json!({"type": "branch", "name": "main", "paths": [""]}), "paths", "required", "empty"),
+        (json!({"type": "branch", "name": "main", "ignore_paths": ["{a,b"]}), "ignore_paths", "invalid_glob", "not a valid glob"),
+        (json!({"type": "branch", "name": "main", "ignore_paths": "docs/**"}), "ignore_paths", "invalid_type", ""),
+    ];
+    for (body, field, code, words) in bad {
+        let got = kiln.post(rules, body.clone()).await;
+        if *code == "invalid_type" {
+            // A JSON type error: the extractor's code, naming the field.
+            assert_error_shape(&body.to_string(), &got, StatusCode::UNPROCESSABLE_ENTITY);
+            assert_eq!(got.1["error"]["field"], *field, "{body}: {}", got.1);
+            continue;
+        }
+        assert_invalid(&body.to_string(), &got, field, code);
+        let message = got.1["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(words), "{body}: {message}");
+    }
+    // PATCH to a pattern name keeps the schedule, so it is refused; the rule is unchanged.
+    kiln.patch(&path, json!({"schedule": "0 3 * * *"})).await;
+    let got = kiln.patch(&path, json!({"name": "release-*"})).await;
+    assert_invalid(
+        "pattern name with a schedule",
+        &got,
+        "schedule",
+        "not_allowed",
+    );
+    let (_, still) = kiln.get(&path).await;
+    assert_eq!(still["name"], "main");
+}

@@ -1377,3 +1377,88 @@ async fn rule_build_settings_round_trip_through_apply() {
         r.stderr
     );
 }
+
+/// Issue 9: a rule's `schedule`, `paths` and `ignore_paths` go from the file to the server (create, then
+/// update in place), apply again says "no changes", and dropping them from the file removes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_round_trips_schedules_and_path_filters() {
+    let s = start().await;
+    let git = GitRepo::new();
+    let dir = tempfile::tempdir().unwrap();
+    let url = git.clone_url();
+    let write = |extra: &str| {
+        let text = format!(
+            "[[namespace]]\nname = \"shop\"\n[[namespace.repository]]\nname = \"web\"\n\
+             [namespace.repository.source]\nprovider = \"github\"\nclone_url = \"{url}\"\n\
+             [[namespace.repository.rule]]\ntype = \"branch\"\nname = \"main\"\n{extra}"
+        );
+        let path = dir.path().join("shop.toml");
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let file = write(
+        "schedule = \"0 3 * * MON\"\npaths = [\"src/**\", \"!src/**/*.md\"]\nignore_paths = [\"docs/**\"]\n",
+    );
+    let r = kiln(&s, &["apply", &file]).await;
+    let out = &r.ok().stdout;
+    assert!(
+        out.contains(
+            "version: \"\", overwrite: true, enabled: true, schedule: \"0 3 * * MON\", \
+             paths: [\"src/**\", \"!src/**/*.md\"], ignore_paths: [\"docs/**\"]\n"
+        ),
+        "{out}"
+    );
+    let (_, rules) = s.kiln.get("/namespaces/shop/repos/web/rules").await;
+    let rule = &rules[0];
+    assert_eq!(rule["schedule"], "0 3 * * MON", "{rules}");
+    assert_eq!(rule["paths"], json!(["src/**", "!src/**/*.md"]));
+    assert_eq!(rule["ignore_paths"], json!(["docs/**"]));
+    let id = rule["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        kiln(&s, &["apply", &file]).await.ok().stdout,
+        "no changes\n"
+    );
+
+    // Changed in the file: updated in place, same id.
+    let file = write("schedule = \"*/2 * * * * *\"\npaths = [\"app/**\"]\n");
+    let r = kiln(&s, &["apply", &file]).await;
+    let out = &r.ok().stdout;
+    assert!(
+        out.contains(&format!(
+            "~ update rule shop/web: branch main (Dockerfile in .) (id {id})\n      \
+             schedule: \"0 3 * * MON\" → \"*/2 * * * * *\"\n      \
+             paths: [\"src/**\", \"!src/**/*.md\"] → [\"app/**\"]\n      \
+             ignore_paths: [\"docs/**\"] → []\n"
+        )),
+        "{out}"
+    );
+    assert_eq!(
+        kiln(&s, &["apply", &file]).await.ok().stdout,
+        "no changes\n"
+    );
+
+    // Dropped from the file: back to the defaults.
+    let file = write("");
+    kiln(&s, &["apply", &file]).await.ok();
+    let (_, rule) = s
+        .kiln
+        .get(&format!("/namespaces/shop/repos/web/rules/{id}"))
+        .await;
+    assert_eq!(rule["schedule"], Value::Null, "{rule}");
+    assert_eq!(rule["paths"], json!([]));
+    assert_eq!(rule["ignore_paths"], json!([]));
+    assert_eq!(
+        kiln(&s, &["apply", &file]).await.ok().stdout,
+        "no changes\n"
+    );
+
+    // A bad schedule is an error with the file's line, and nothing is applied.
+    let file = write("schedule = \"61 * * * *\"\n");
+    let r = kiln(&s, &["apply", &file]).await;
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(
+        r.stderr.contains(":11:12: rule #1 of shop/web: schedule: '61 * * * *' is not a valid cron expression: Minutes"),
+        "{}",
+        r.stderr
+    );
+}

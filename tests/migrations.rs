@@ -127,6 +127,10 @@ async fn every_migration_applies_over_a_database_holding_rows() {
             .unwrap()
             .is_empty()
     );
+    // 0007: no schedule, no path filters; a build from before has no `before`.
+    assert_eq!(rule.schedule, None);
+    assert!(rule.path_filter().is_empty());
+    assert_eq!(build.before_sha, None);
     assert_eq!(kiln::db::tokens::list(&db).await.unwrap().len(), 1);
 }
 

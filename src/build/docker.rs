@@ -74,6 +74,20 @@ pub fn one_line(e: &bollard::errors::Error) -> String {
         .join(" ")
 }
 
+/// The label kiln sets on every image it builds: the image's name without its tag
+/// (`io.kiln.repository=localhost:5000/acme/api`). The local cache cap prunes only images carrying it
+/// under kiln's own registry, tagged or not (a build that moved a tag leaves the old image untagged),
+/// so two kilns sharing a Docker daemon never prune each other's images.
+pub const REPOSITORY_LABEL: &str = "io.kiln.repository";
+
+/// `registry/ns/repo:tag` → `registry/ns/repo` (a registry's `:port` is kept).
+pub fn image_repository(image_ref: &str) -> &str {
+    match image_ref.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => name,
+        _ => image_ref,
+    }
+}
+
 /// What to build besides the context: the tag, and the rule's settings as the daemon takes them
 /// (issue 9). The Dockerfile is the context plan's.
 #[derive(Debug, Clone, Default)]
@@ -131,13 +145,19 @@ async fn build_once(
     o: &BuildOptions,
     log: &mut BuildLog,
 ) -> Result<Built, String> {
+    // The OCI labels, and the one the local cache cap finds the images kiln built by.
+    let mut labels = o.labels.clone();
+    labels.insert(
+        REPOSITORY_LABEL.to_string(),
+        image_repository(&o.image_ref).to_string(),
+    );
     let mut options = BuildImageOptionsBuilder::default()
         .dockerfile(&context.dockerfile)
         .t(&o.image_ref)
         .rm(true)
         .forcerm(true)
         .buildargs(&o.build_args)
-        .labels(&o.labels)
+        .labels(&labels)
         .nocache(o.no_cache)
         .version(BuilderVersion::BuilderV1);
     if !o.target.is_empty() {
@@ -386,6 +406,22 @@ mod tests {
         ] {
             assert_eq!(step_container(other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn image_repository_drops_only_the_tag() {
+        assert_eq!(
+            image_repository("localhost:5000/acme/api:main"),
+            "localhost:5000/acme/api"
+        );
+        assert_eq!(
+            image_repository("registry.example/acme/api:v1.2"),
+            "registry.example/acme/api"
+        );
+        assert_eq!(
+            image_repository("localhost:5000/acme/api"),
+            "localhost:5000/acme/api"
+        );
     }
 
     #[test]

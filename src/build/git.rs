@@ -385,6 +385,38 @@ pub fn find_commit(repo: &Repository, sha: &str) -> Result<Oid, GitError> {
     }
 }
 
+/// The paths a push changed between the commits `before` and `after` (a tree diff, never the forge's
+/// word): an added, modified or deleted file is its path; a rename is both its old and its new path
+/// (no rename detection: a rename is a deletion and an addition). `None` when `before` is not a
+/// commit in the mirror (a new branch's zeros, a force push that dropped it): nothing to compare.
+pub fn changed_paths(
+    repo: &Repository,
+    before: &str,
+    after: &str,
+) -> Result<Option<Vec<String>>, GitError> {
+    let before = match find_commit(repo, before) {
+        Ok(oid) => oid,
+        Err(GitError::CommitNotFound(_) | GitError::TagOfNoCommit { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let after = find_commit(repo, after)?;
+    let old = repo.find_commit(before)?.tree()?;
+    let new = repo.find_commit(after)?.tree()?;
+    let diff = repo.diff_tree_to_tree(Some(&old), Some(&new), None)?;
+    let mut paths = Vec::new();
+    for delta in diff.deltas() {
+        for file in [delta.old_file(), delta.new_file()] {
+            if let Some(p) = file.path() {
+                let p = p.to_string_lossy().into_owned();
+                if !paths.contains(&p) {
+                    paths.push(p);
+                }
+            }
+        }
+    }
+    Ok(Some(paths))
+}
+
 /// Head commit of a branch in the mirror (`branch` is the short name: `main`, `release/1.x`).
 pub fn branch_head(repo: &Repository, branch: &str) -> Result<Oid, GitError> {
     let not_found = || GitError::BranchNotFound(branch.to_string());
@@ -1231,5 +1263,67 @@ mod tests {
         let repo = fetch_mirror(&mirror, &forge.remote()).unwrap();
         assert_eq!(branch_head(&repo, "main").unwrap(), head);
         assert!(!mirror.join("refs/heads/main.lock").exists());
+    }
+
+    #[test]
+    fn changed_paths_are_the_tree_diff_with_both_names_of_a_rename() {
+        let forge = Forge::new();
+        let a = forge.commit(
+            "main",
+            &[("src/a.rs", "a"), ("src/old.rs", "old"), ("docs/x.md", "x")],
+            "one",
+            1_700_000_000,
+        );
+        let b = forge.commit("main", &[("docs/x.md", "x2")], "two", 1_700_000_100);
+        // c: src/old.rs renamed to attic/old.rs, docs/x.md deleted (a tree built by hand).
+        let base = forge.repo.find_commit(b).unwrap().tree().unwrap();
+        let mut update = TreeUpdateBuilder::new();
+        update.remove("src/old.rs").remove("docs/x.md");
+        let blob = forge.repo.blob(b"old").unwrap();
+        update.upsert("attic/old.rs", blob, FileMode::Blob);
+        let tree = forge
+            .repo
+            .find_tree(update.create_updated(&forge.repo, &base).unwrap())
+            .unwrap();
+        let who = Signature::new(
+            "Kiln Test",
+            "test@kiln.invalid",
+            &Time::new(1_700_000_200, 0),
+        )
+        .unwrap();
+        let parent = forge.repo.find_commit(b).unwrap();
+        let c = forge
+            .repo
+            .commit(None, &who, &who, "three", &tree, &[&parent])
+            .unwrap();
+        let sorted = |v: Option<Vec<String>>| {
+            v.map(|mut v| {
+                v.sort();
+                v
+            })
+        };
+        let (a, b, c) = (a.to_string(), b.to_string(), c.to_string());
+        assert_eq!(
+            sorted(changed_paths(&forge.repo, &a, &b).unwrap()),
+            Some(vec!["docs/x.md".to_string()])
+        );
+        assert_eq!(
+            sorted(changed_paths(&forge.repo, &b, &c).unwrap()),
+            Some(vec![
+                "attic/old.rs".to_string(),
+                "docs/x.md".to_string(),
+                "src/old.rs".to_string()
+            ])
+        );
+        assert_eq!(changed_paths(&forge.repo, &b, &b).unwrap(), Some(vec![]));
+        // Nothing to compare: a new branch (zeros), a commit the mirror does not have.
+        assert_eq!(
+            changed_paths(&forge.repo, &"0".repeat(40), &c).unwrap(),
+            None
+        );
+        assert_eq!(
+            changed_paths(&forge.repo, &"1".repeat(40), &c).unwrap(),
+            None
+        );
     }
 }

@@ -2,6 +2,8 @@ pub mod context;
 pub mod docker;
 pub mod dockerignore;
 pub mod git;
+pub mod local_cache;
 pub mod log;
+pub mod path_filter;
 pub mod queue;
 pub mod worker;

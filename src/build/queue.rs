@@ -137,6 +137,55 @@ impl BuildQueue {
     }
 }
 
+/// A build of one rule asked for outside a push: "build now" (trigger `manual`) or the rule's
+/// schedule (trigger `schedule`). The worker resolves a ref without a commit to its head.
+pub struct RuleBuildRequest<'a> {
+    pub trigger: &'a str,
+    pub git_ref: &'a str,
+    pub commit: Option<&'a str>,
+    /// Queue nothing while a build of this rule with the same trigger is queued or running.
+    pub one_at_a_time: bool,
+}
+
+/// Queues a build of `rule` as a row and wakes a worker; returns the row as queued (read before the
+/// wake-up, so it says `queued`). `None`: not queued, because `one_at_a_time` found one still queued or
+/// running (checked in the transaction that inserts).
+pub async fn queue_rule_build(
+    app: &App,
+    repository_id: &str,
+    rule: &db::rules::RuleRow,
+    req: &RuleBuildRequest<'_>,
+) -> Result<Option<db::builds::BuildRow>, sqlx::Error> {
+    let mut tx = db::write_tx(&app.db).await?;
+    if req.one_at_a_time && db::builds::active_for_rule(&mut tx, &rule.id, req.trigger).await? {
+        return Ok(None);
+    }
+    let build_id = db::builds::insert(
+        &mut tx,
+        &db::builds::NewBuild {
+            repository_id,
+            rule_id: Some(&rule.id),
+            event_id: None,
+            trigger: req.trigger,
+            git_ref: req.git_ref,
+            commit_sha: req.commit,
+            tag: None,
+            image: None,
+            dockerfile: &rule.dockerfile,
+            context: &rule.context,
+            version: &rule.version,
+            overwrite: rule.overwrite,
+            settings: &rule.settings(),
+            before_sha: None,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    let build = db::builds::get(&app.db, &build_id).await?;
+    app.builds.wake_workers();
+    Ok(build)
+}
+
 /// The build workers: stop them with [`Workers::drain`].
 pub struct Workers {
     handles: Vec<JoinHandle<()>>,

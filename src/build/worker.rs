@@ -7,6 +7,7 @@ use bollard::auth::DockerCredentials;
 use secrecy::ExposeSecret;
 
 use super::log::BuildLog;
+use super::path_filter::PathDecision;
 use super::queue::{MAX_ATTEMPTS, Stop, StopSignal};
 use super::{context, docker, git};
 use crate::app::App;
@@ -62,6 +63,21 @@ pub async fn run(app: &App, build: BuildRow, stop: StopSignal) {
             "Waited in the queue for",
         )
         .await;
+    }
+    // -- path filters (issue 9): decided before anything is announced; a skipped build announces nothing.
+    match super::path_filter::decide(app, &build).await {
+        PathDecision::Skip(reason) => {
+            log.line(&format!("Not built: {reason}")).await;
+            tracing::info!(build_id = %build.id, %reason, "build skipped by its path filter");
+            if let Err(e) =
+                end_build(app, &build.id, BuildStatus::Skipped, Some(&reason), None).await
+            {
+                tracing::error!(build_id = %build.id, error = %e, "cannot record the end of a build");
+            }
+            return;
+        }
+        PathDecision::Build(Some(line)) => log.line(&line).await,
+        PathDecision::Build(None) => {}
     }
     if let Err(e) = announce(app, &build.id, "build.started").await {
         tracing::error!(build_id = %build.id, error = %e, "cannot queue build.started");
@@ -905,6 +921,7 @@ mod tests {
             settings: "{}".into(),
             attempt: 1,
             stages: Default::default(),
+            before_sha: None,
         }
     }
 

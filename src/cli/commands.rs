@@ -321,7 +321,7 @@ async fn finished_build(client: &Client, id: &str) -> CliResult<Value> {
         let b = client.get(&["builds", id], &[]).await?;
         if matches!(
             b["status"].as_str(),
-            Some("succeeded" | "failed" | "cancelled")
+            Some("succeeded" | "failed" | "cancelled" | "skipped")
         ) {
             return Ok(b);
         }

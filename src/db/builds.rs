@@ -9,6 +9,8 @@ pub enum BuildStatus {
     Succeeded,
     Failed,
     Cancelled,
+    /// Ended without building: its rule's path filter excludes the push (issue 9).
+    Skipped,
 }
 
 impl BuildStatus {
@@ -19,11 +21,12 @@ impl BuildStatus {
             BuildStatus::Succeeded => "succeeded",
             BuildStatus::Failed => "failed",
             BuildStatus::Cancelled => "cancelled",
+            BuildStatus::Skipped => "skipped",
         }
     }
 
     pub fn is_finished(status: &str) -> bool {
-        matches!(status, "succeeded" | "failed" | "cancelled")
+        matches!(status, "succeeded" | "failed" | "cancelled" | "skipped")
     }
 }
 
@@ -57,6 +60,8 @@ pub struct BuildRow {
     pub attempt: i64,
     #[sqlx(flatten)]
     pub stages: StageTimes,
+    /// The push's `before` (issue 9, path filters).
+    pub before_sha: Option<String>,
 }
 
 /// Milliseconds each stage of a build took (None: not reached). What each measures is in
@@ -112,7 +117,7 @@ impl BuildRow {
 const SELECT: &str = "SELECT b.id, b.repository_id, n.name AS namespace, r.name AS repository, b.rule_id, b.event_id, \
      b.trigger, b.git_ref, b.commit_sha, b.tag, b.image, b.dockerfile, b.context, b.version, b.overwrite, b.status, \
      b.error, b.digest, b.created_at, b.started_at, b.finished_at, b.settings, b.attempt, \
-     b.queued_ms, b.fetch_ms, b.context_ms, b.build_ms, b.push_ms \
+     b.queued_ms, b.fetch_ms, b.context_ms, b.build_ms, b.push_ms, b.before_sha \
      FROM builds b JOIN repositories r ON r.id = b.repository_id JOIN namespaces n ON n.id = r.namespace_id";
 
 /// A build to queue. `commit_sha`/`tag` are None when the worker must resolve them ("build now" of a
@@ -132,6 +137,8 @@ pub struct NewBuild<'a> {
     pub overwrite: bool,
     /// The rule's build settings, copied (issue 9).
     pub settings: &'a crate::domain::build_settings::BuildSettings,
+    /// The push's `before`, for path filters (None: not a push).
+    pub before_sha: Option<&'a str>,
 }
 
 pub async fn insert(
@@ -141,7 +148,8 @@ pub async fn insert(
     let id = new_id();
     sqlx::query(
         "INSERT INTO builds (id, repository_id, rule_id, event_id, trigger, git_ref, commit_sha, tag, image, dockerfile, \
-         context, version, overwrite, status, created_at, settings) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
+         context, version, overwrite, status, created_at, settings, before_sha) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
     )
     .bind(&id)
     .bind(b.repository_id)
@@ -158,6 +166,7 @@ pub async fn insert(
     .bind(b.overwrite)
     .bind(now())
     .bind(serde_json::to_string(b.settings).unwrap_or_else(|_| "{}".into()))
+    .bind(b.before_sha)
     .execute(&mut *tx)
     .await?;
     Ok(id)
@@ -332,6 +341,60 @@ pub async fn supersede_queued(
     .execute(&mut *conn)
     .await?;
     Ok(r.rows_affected())
+}
+
+/// The `before` a newer push of `git_ref` must diff from when it supersedes the same rule's queued
+/// builds: the oldest queued one's (`Some(None)` when that build has none, so the newer one builds
+/// whatever changed); `None` when nothing is queued. A push that only touched ignored files must not
+/// swallow an earlier queued push that touched matching ones.
+pub async fn queued_before(
+    conn: &mut sqlx::SqliteConnection,
+    repository_id: &str,
+    rule_id: &str,
+    git_ref: &str,
+) -> Result<Option<Option<String>>, sqlx::Error> {
+    let row: Option<(Option<String>,)> = sqlx::query_as(
+        "SELECT before_sha FROM builds WHERE repository_id = ? AND rule_id = ? AND git_ref = ? \
+         AND status = 'queued' ORDER BY id LIMIT 1",
+    )
+    .bind(repository_id)
+    .bind(rule_id)
+    .bind(git_ref)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(|(b,)| b))
+}
+
+/// Is a build of this rule with this trigger queued or running? (One schedule build at a time.)
+pub async fn active_for_rule(
+    conn: &mut sqlx::SqliteConnection,
+    rule_id: &str,
+    trigger: &str,
+) -> Result<bool, sqlx::Error> {
+    let row: Option<(i64,)> = sqlx::query_as(
+        "SELECT 1 FROM builds WHERE rule_id = ? AND trigger = ? AND status IN ('queued', 'building') LIMIT 1",
+    )
+    .bind(rule_id)
+    .bind(trigger)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.is_some())
+}
+
+/// When a rule's last build with this trigger was queued (the scheduler's memory across restarts).
+pub async fn last_created_for_rule(
+    db: &Db,
+    rule_id: &str,
+    trigger: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let row: Option<(String,)> = sqlx::query_as(
+        "SELECT created_at FROM builds WHERE rule_id = ? AND trigger = ? ORDER BY id DESC LIMIT 1",
+    )
+    .bind(rule_id)
+    .bind(trigger)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|(t,)| t))
 }
 
 /// Cancels a queued build. Returns the status the build has (`queued` when this cancelled it; None: no
@@ -552,6 +615,53 @@ pub async fn previous_success(
     .bind(build_id)
     .fetch_optional(db)
     .await
+}
+
+/// Build retention (issue 9): deletes, with their log lines, the finished builds of each repository
+/// that are beyond its newest `keep` and were queued before `cutoff`. Queued and running builds are
+/// never deleted (nor counted out: they are among the newest). Versions and their history keep their
+/// `build_id`. Works in batches of `batch`; returns how many builds went.
+pub async fn prune(db: &Db, keep: u64, cutoff: &str, batch: u32) -> Result<u64, sqlx::Error> {
+    let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+    let mut total = 0;
+    loop {
+        let mut tx = super::write_tx(db).await?;
+        let ids: Vec<(String,)> = sqlx::query_as(
+            "SELECT id FROM (SELECT id, status, created_at, \
+               ROW_NUMBER() OVER (PARTITION BY repository_id ORDER BY id DESC) AS newest \
+               FROM builds) ranked \
+             WHERE newest > ? AND created_at < ? AND status NOT IN ('queued', 'building') LIMIT ?",
+        )
+        .bind(keep)
+        .bind(cutoff)
+        .bind(batch)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (id,) in &ids {
+            sqlx::query("DELETE FROM build_log_lines WHERE build_id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM builds WHERE id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        total += ids.len() as u64;
+        if ids.len() < batch as usize {
+            return Ok(total);
+        }
+    }
+}
+
+/// The image references of the builds running now (their images are in use).
+pub async fn running_images(db: &Db) -> Result<Vec<String>, sqlx::Error> {
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT image FROM builds WHERE status = 'building' AND image IS NOT NULL")
+            .fetch_all(db)
+            .await?;
+    Ok(rows.into_iter().map(|(i,)| i).collect())
 }
 
 /// A build created by a hook event, as the events view lists it.

@@ -22,9 +22,33 @@ pub struct RuleRow {
     /// JSON array of tag templates.
     pub extra_tags: String,
     pub timeout_minutes: Option<i64>,
+    // -- schedules and path filters (issue 9) --
+    /// A cron expression (see `domain::schedule`), or None.
+    pub schedule: Option<String>,
+    /// JSON array of globs.
+    pub paths: String,
+    /// JSON array of globs.
+    pub ignore_paths: String,
 }
 
 impl RuleRow {
+    /// `paths` as a list (a stored list that does not read is no filter).
+    pub fn path_list(&self) -> Vec<String> {
+        serde_json::from_str(&self.paths).unwrap_or_default()
+    }
+
+    /// `ignore_paths` as a list.
+    pub fn ignore_path_list(&self) -> Vec<String> {
+        serde_json::from_str(&self.ignore_paths).unwrap_or_default()
+    }
+
+    /// The rule's path filter; stored patterns were validated on the way in, one that no longer
+    /// compiles makes no filter (the push builds).
+    pub fn path_filter(&self) -> crate::domain::paths::PathFilter {
+        crate::domain::paths::PathFilter::parse(&self.path_list(), &self.ignore_path_list())
+            .unwrap_or_default()
+    }
+
     /// The rule as the pure matcher sees it.
     pub fn spec(&self) -> crate::domain::rules::RuleSpec {
         crate::domain::rules::RuleSpec {
@@ -69,6 +93,10 @@ pub struct RuleFields {
     pub enabled: bool,
     /// Build settings (issue 9).
     pub settings: BuildSettings,
+    // -- schedules and path filters (issue 9) --
+    pub schedule: Option<String>,
+    pub paths: Vec<String>,
+    pub ignore_paths: Vec<String>,
 }
 
 impl From<&RuleRow> for RuleFields {
@@ -82,6 +110,9 @@ impl From<&RuleRow> for RuleFields {
             overwrite: r.overwrite,
             enabled: r.enabled,
             settings: r.settings(),
+            schedule: r.schedule.clone(),
+            paths: r.path_list(),
+            ignore_paths: r.ignore_path_list(),
         }
     }
 }
@@ -97,13 +128,17 @@ fn settings_columns(s: &BuildSettings) -> (String, &str, bool, String, Option<i6
     )
 }
 
+fn json_list(l: &[String]) -> String {
+    serde_json::to_string(l).unwrap_or_else(|_| "[]".into())
+}
+
 pub async fn insert(db: &Db, repository_id: &str, f: &RuleFields) -> Result<RuleRow, sqlx::Error> {
     let ts = now();
     let (build_args, target, no_cache, extra_tags, timeout_minutes) = settings_columns(&f.settings);
     sqlx::query_as(
         "INSERT INTO rules (id, repository_id, kind, name, dockerfile, context, version, overwrite, enabled, created_at, updated_at, \
-         build_args, target, no_cache, extra_tags, timeout_minutes) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+         build_args, target, no_cache, extra_tags, timeout_minutes, schedule, paths, ignore_paths) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
     )
     .bind(new_id())
     .bind(repository_id)
@@ -121,6 +156,9 @@ pub async fn insert(db: &Db, repository_id: &str, f: &RuleFields) -> Result<Rule
     .bind(no_cache)
     .bind(extra_tags)
     .bind(timeout_minutes)
+    .bind(&f.schedule)
+    .bind(json_list(&f.paths))
+    .bind(json_list(&f.ignore_paths))
     .fetch_one(db)
     .await
 }
@@ -130,7 +168,7 @@ pub async fn update(db: &Db, id: &str, f: &RuleFields) -> Result<RuleRow, sqlx::
     sqlx::query_as(
         "UPDATE rules SET kind = ?, name = ?, dockerfile = ?, context = ?, version = ?, overwrite = ?, enabled = ?, \
          build_args = ?, target = ?, no_cache = ?, extra_tags = ?, timeout_minutes = ?, \
-         updated_at = ? WHERE id = ? RETURNING *",
+         updated_at = ?, schedule = ?, paths = ?, ignore_paths = ? WHERE id = ? RETURNING *",
     )
     .bind(&f.kind)
     .bind(&f.name)
@@ -145,6 +183,9 @@ pub async fn update(db: &Db, id: &str, f: &RuleFields) -> Result<RuleRow, sqlx::
     .bind(extra_tags)
     .bind(timeout_minutes)
     .bind(now())
+    .bind(&f.schedule)
+    .bind(json_list(&f.paths))
+    .bind(json_list(&f.ignore_paths))
     .bind(id)
     .fetch_one(db)
     .await
@@ -187,4 +228,16 @@ pub async fn disable_all<'e, E: sqlx::SqliteExecutor<'e>>(
         .execute(db)
         .await?;
     Ok(())
+}
+
+/// Enabled rules with a schedule, in repositories that are visible and have a source (schedules of
+/// hidden repositories do not fire, like their pushes).
+pub async fn scheduled(db: &Db) -> Result<Vec<RuleRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT ru.* FROM rules ru JOIN repositories r ON r.id = ru.repository_id \
+         JOIN sources s ON s.repository_id = r.id \
+         WHERE ru.schedule IS NOT NULL AND ru.enabled = 1 AND r.hidden = 0 ORDER BY ru.id",
+    )
+    .fetch_all(db)
+    .await
 }

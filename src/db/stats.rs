@@ -36,7 +36,14 @@ pub async fn counts(db: &Db) -> Result<Counts, sqlx::Error> {
     Ok(Counts {
         builds: by_status(
             builds,
-            &["queued", "building", "succeeded", "failed", "cancelled"],
+            &[
+                "queued",
+                "building",
+                "succeeded",
+                "failed",
+                "cancelled",
+                "skipped",
+            ],
         ),
         deliveries: by_status(deliveries, &["pending", "succeeded", "failed"]),
         versions,

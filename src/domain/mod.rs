@@ -6,11 +6,14 @@
 //! characters), which the tests in each module check.
 
 pub mod build_settings;
+pub mod cache_cap;
 pub mod clone_url;
 pub mod names;
+pub mod paths;
 pub mod pattern;
 pub mod queue_order;
 pub mod rules;
+pub mod schedule;
 pub mod tag;
 pub mod tag_owner;
 pub mod template;

@@ -249,7 +249,7 @@ impl KilnApi {
                 let (_, b) = self.get(&path).await;
                 matches!(
                     b["status"].as_str(),
-                    Some("succeeded" | "failed" | "cancelled")
+                    Some("succeeded" | "failed" | "cancelled" | "skipped")
                 )
             },
         )

@@ -140,6 +140,13 @@ pub struct RuleFields {
     /// `None`: the server's default.
     #[serde(default)]
     pub timeout_minutes: Option<u32>,
+    // -- schedules and path filters (issue 9) --
+    #[serde(default)]
+    pub schedule: Option<String>,
+    #[serde(default)]
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub ignore_paths: Vec<String>,
 }
 
 impl RuleFields {
@@ -168,6 +175,9 @@ impl From<&DesiredRule> for RuleFields {
             no_cache: r.settings.no_cache,
             extra_tags: r.settings.extra_tags.clone(),
             timeout_minutes: r.settings.timeout_minutes,
+            schedule: r.schedule.clone(),
+            paths: r.paths.clone(),
+            ignore_paths: r.ignore_paths.clone(),
         }
     }
 }
@@ -187,7 +197,8 @@ pub struct Options {
 pub enum Value {
     Str(String),
     Bool(bool),
-    /// A set of strings (webhook events), sorted; or a list in its order (a rule's extra tags).
+    /// A set of strings (webhook events), sorted; or a list in its order (a rule's extra tags and
+    /// path filters).
     List(Vec<String>),
     /// A rule's build arguments.
     Map(BTreeMap<String, String>),
@@ -553,6 +564,21 @@ fn plan_repo(
                 );
                 diff_bool(&mut changes, "enabled", have.fields.enabled, want.enabled);
                 diff_rule_settings(&mut changes, &have.fields, &want);
+                // -- schedules and path filters (issue 9): "" is no schedule; lists keep their order
+                // (a later `!pattern` overrides an earlier one).
+                diff_str(
+                    &mut changes,
+                    "schedule",
+                    have.fields.schedule.as_deref().unwrap_or(""),
+                    want.schedule.as_deref().unwrap_or(""),
+                );
+                diff_list(&mut changes, "paths", &have.fields.paths, &want.paths);
+                diff_list(
+                    &mut changes,
+                    "ignore_paths",
+                    &have.fields.ignore_paths,
+                    &want.ignore_paths,
+                );
                 if !changes.is_empty() {
                     plan.changes.push(Change::UpdateRule {
                         namespace: ns.to_string(),
@@ -694,6 +720,17 @@ fn diff_rule_settings(out: &mut Vec<FieldChange>, have: &RuleFields, want: &Rule
             field: "timeout_minutes",
             old: Value::Minutes(have.timeout_minutes),
             new: Value::Minutes(want.timeout_minutes),
+        });
+    }
+}
+
+/// An ordered list (path filters).
+fn diff_list(out: &mut Vec<FieldChange>, field: &'static str, old: &[String], new: &[String]) {
+    if old != new {
+        out.push(FieldChange {
+            field,
+            old: Value::List(old.to_vec()),
+            new: Value::List(new.to_vec()),
         });
     }
 }
@@ -1357,6 +1394,54 @@ url = "https://hooks.example.com/x"
                 namespace: "other".into(),
                 repositories: 1
             }]
+        );
+    }
+
+    /// Issue 9: `schedule`, `paths` and `ignore_paths` update a rule in place (paths keep their order),
+    /// and the simulated result plans nothing.
+    #[test]
+    fn schedules_and_path_filters_update_rules_in_place() {
+        let file = ACME.replace(
+            "type = \"branch\"\nname = \"main\"\n",
+            "type = \"branch\"\nname = \"main\"\nschedule = \"0 3 * * *\"\npaths = [\"src/**\", \"!src/**/*.md\"]\nignore_paths = [\"docs/**\"]\n",
+        );
+        let want = desired(&file);
+        let state = matching_state();
+        let p = plan(&want, &state, Options::default());
+        assert_eq!(ops(&p), vec!["update_rule acme/api/main/r1"]);
+        let Change::UpdateRule { changes, .. } = &p.changes[0] else {
+            panic!("{:?}", p.changes)
+        };
+        let fields: Vec<(&str, String)> = changes
+            .iter()
+            .map(|c| (c.field, c.new.to_string()))
+            .collect();
+        assert_eq!(
+            fields,
+            vec![
+                ("schedule", "\"0 3 * * *\"".to_string()),
+                ("paths", "[\"src/**\", \"!src/**/*.md\"]".to_string()),
+                ("ignore_paths", "[\"docs/**\"]".to_string()),
+            ]
+        );
+        let after = simulate(&state, &p.changes).unwrap();
+        assert!(plan(&want, &after, Options::default()).changes.is_empty());
+        // Dropping them from the file sets them back: no schedule, no filters.
+        let p = plan(&desired(ACME), &after, Options::default());
+        let Change::UpdateRule { changes, .. } = &p.changes[0] else {
+            panic!("{:?}", p.changes)
+        };
+        let fields: Vec<(&str, String)> = changes
+            .iter()
+            .map(|c| (c.field, c.new.to_string()))
+            .collect();
+        assert_eq!(
+            fields,
+            vec![
+                ("schedule", "\"\"".to_string()),
+                ("paths", "[]".to_string()),
+                ("ignore_paths", "[]".to_string()),
+            ]
         );
     }
 

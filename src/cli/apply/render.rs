@@ -233,6 +233,19 @@ fn rule_settings(rule: &RuleFields) -> String {
     if let Some(m) = rule.timeout_minutes {
         s.push_str(&format!(", timeout_minutes: {m}"));
     }
+    // -- schedules and path filters (issue 9): shown when set --
+    if let Some(schedule) = &rule.schedule {
+        s.push_str(&format!(", schedule: {}", shown(schedule)));
+    }
+    if !rule.paths.is_empty() {
+        s.push_str(&format!(", paths: {}", shown_list(&rule.paths)));
+    }
+    if !rule.ignore_paths.is_empty() {
+        s.push_str(&format!(
+            ", ignore_paths: {}",
+            shown_list(&rule.ignore_paths)
+        ));
+    }
     s
 }
 

@@ -18,8 +18,10 @@ use crate::domain::clone_url::CloneUrl;
 use crate::domain::names::{
     validate_category, validate_namespace_name, validate_repo_name, validate_summary,
 };
+use crate::domain::paths::PathPatterns;
 use crate::domain::pattern::RefPattern;
 use crate::domain::rules::{RefKind, normalize_repo_path, validate_rule};
+use crate::domain::schedule::{CronSchedule, validate_rule_schedule};
 use crate::notify::payload::{EVENTS, FORMATS};
 
 /// The source providers a rules file may name (api.md), as the server accepts them.
@@ -134,6 +136,10 @@ pub struct DesiredRule {
     pub enabled: bool,
     /// Build settings (issue 9), validated as the server does.
     pub settings: BuildSettings,
+    // -- schedules and path filters (issue 9) --
+    pub schedule: Option<String>,
+    pub paths: Vec<String>,
+    pub ignore_paths: Vec<String>,
     pub at: Location,
 }
 
@@ -211,6 +217,10 @@ const RULE_KEYS: &[&str] = &[
     "no_cache",
     "extra_tags",
     "timeout_minutes",
+    // -- schedules and path filters (issue 9) --
+    "schedule",
+    "paths",
+    "ignore_paths",
 ];
 
 /// Reads, validates and merges rules files. `Err` holds every problem found, in file order.
@@ -621,10 +631,17 @@ fn read_rule(cx: &mut Cx, mut t: Table, repo: &str, index: usize) -> Option<Desi
         }
     }
     let settings = read_rule_settings(cx, &t, name.as_ref().map(|(n, _)| n.as_str()));
+    // -- schedules and path filters (issue 9) --
+    let filters =
+        read_rule_schedule_and_paths(cx, &t, kind, name.as_ref().map(|(n, _)| n.as_str()));
     if !valid {
         return None;
     }
+    let (schedule, paths, ignore_paths) = filters?;
     Some(DesiredRule {
+        schedule,
+        paths,
+        ignore_paths,
         kind: kind?,
         name: name?.0,
         dockerfile: normalize_repo_path(&check.dockerfile)?,
@@ -760,6 +777,68 @@ fn read_rule_settings(cx: &mut Cx, t: &Table, name: Option<&str>) -> Option<Buil
         }
     }
     ok.then_some(settings)
+}
+
+/// A rule's `schedule`, `paths` and `ignore_paths`, checked by the server's own code; `None` when one
+/// is invalid (reported). A schedule of `""` is none, as in the API.
+#[allow(clippy::type_complexity)]
+fn read_rule_schedule_and_paths(
+    cx: &mut Cx,
+    t: &Table,
+    kind: Option<RefKind>,
+    name: Option<&str>,
+) -> Option<(Option<String>, Vec<String>, Vec<String>)> {
+    let mut ok = true;
+    let schedule = match lookup(t.table, "schedule") {
+        None => None,
+        Some(_) => match cx.string(t, "schedule", Required::No) {
+            None => {
+                ok = false;
+                None
+            }
+            Some((s, span)) => {
+                let s = s.trim().to_string();
+                if s.is_empty() {
+                    None
+                } else {
+                    // The rule's own kind and name were reported above when bad: check against
+                    // them only when known.
+                    let result = match (kind, name) {
+                        (Some(kind), Some(name)) => {
+                            validate_rule_schedule(kind, name, &s).map(|_| ())
+                        }
+                        _ => CronSchedule::parse(&s).map(|_| ()),
+                    };
+                    if cx.field(result, t, "schedule", span).is_none() {
+                        ok = false;
+                    }
+                    Some(s)
+                }
+            }
+        },
+    };
+    let mut list = |cx: &mut Cx, key: &'static str| -> Vec<String> {
+        match cx.strings(t, key) {
+            None => vec![],
+            Some(None) => {
+                ok = false;
+                vec![]
+            }
+            Some(Some((items, span))) => {
+                let items: Vec<String> = items.into_iter().map(|(s, _)| s).collect();
+                if cx
+                    .field(PathPatterns::parse(key, &items).map(|_| ()), t, key, span)
+                    .is_none()
+                {
+                    ok = false;
+                }
+                items
+            }
+        }
+    };
+    let paths = list(cx, "paths");
+    let ignore_paths = list(cx, "ignore_paths");
+    ok.then_some((schedule, paths, ignore_paths))
 }
 
 fn read_webhook(cx: &mut Cx, mut t: Table, repo: &str, index: usize) -> Option<DesiredWebhook> {
@@ -1307,6 +1386,55 @@ hidden = true
         assert!(web.source.is_none() && web.rules.is_empty());
     }
 
+    /// Issue 9: schedules and path filters are read and checked by the server's rules.
+    #[test]
+    fn rule_schedules_and_path_filters() {
+        let head = "[[namespace]]\nname = \"acme\"\n[[namespace.repository]]\nname = \"api\"\n\
+            [namespace.repository.source]\nprovider = \"github\"\nclone_url = \"https://github.com/acme/api.git\"\n";
+        let good = format!(
+            "{head}[[namespace.repository.rule]]\ntype = \"branch\"\nname = \"main\"\n\
+             schedule = \"*/2 * * * * *\"\npaths = [\"src/**\", \"!src/**/*.md\"]\nignore_paths = [\"docs/**\"]\n"
+        );
+        let d = load(&[file("t.toml", &good)]).unwrap();
+        let r = &d.namespaces[0].repos[0].rules[0];
+        assert_eq!(r.schedule.as_deref(), Some("*/2 * * * * *"));
+        assert_eq!(r.paths, vec!["src/**", "!src/**/*.md"]);
+        assert_eq!(r.ignore_paths, vec!["docs/**"]);
+
+        let bad = format!(
+            "{head}[[namespace.repository.rule]]\ntype = \"tag\"\nname = \"v*\"\nschedule = \"0 3 * * *\"\n\
+             [[namespace.repository.rule]]\ntype = \"branch\"\nname = \"dev\"\nschedule = \"61 * * * *\"\n\
+             paths = [\"src/[a\"]\nignore_paths = \"docs\"\n"
+        );
+        let errors = errors(&bad);
+        assert_eq!(errors.len(), 4, "{errors:#?}");
+        assert!(
+            errors[0]
+                .contains("rule #1 of acme/api: schedule: only a branch rule with an exact name"),
+            "{}",
+            errors[0]
+        );
+        assert!(
+            errors[1].contains(
+                "rule #2 of acme/api: schedule: '61 * * * *' is not a valid cron expression"
+            ),
+            "{}",
+            errors[1]
+        );
+        assert!(
+            errors[2].contains("rule #2 of acme/api: paths: 'src/[a' is not a valid glob"),
+            "{}",
+            errors[2]
+        );
+        assert!(
+            errors[3].contains(
+                "rule #2 of acme/api: ignore_paths: must be an array of strings (got string)"
+            ),
+            "{}",
+            errors[3]
+        );
+    }
+
     #[test]
     fn every_error_is_listed_with_its_line_and_key() {
         let text = r#"[[namespace]]
@@ -1652,12 +1780,12 @@ url = "https://hooks.example.com/y"
                 );
             }
         }
-        // ci.toml and regex.toml both declare acme (they merge); push-only.toml too.
+        // ci.toml and regex.toml both declare acme (they merge); push-only.toml and schedules.toml too.
         let d = load(&files).unwrap();
         let acme = d.namespaces.iter().find(|n| n.name == "acme").unwrap();
         let mut repos: Vec<&str> = acme.repos.iter().map(|r| r.name.as_str()).collect();
         repos.sort();
-        assert_eq!(repos, vec!["api", "cli", "postgres"]);
+        assert_eq!(repos, vec!["api", "cli", "postgres", "worker"]);
     }
 
     #[test]

@@ -228,32 +228,19 @@ pub async fn create_build(
             "with a commit, say which tag it is",
         ));
     }
-    let mut tx = crate::db::write_tx(&app.db).await?;
-    let build_id = db::builds::insert(
-        &mut tx,
-        &db::builds::NewBuild {
-            repository_id: &repo_row.id,
-            rule_id: Some(&rule.id),
-            event_id: None,
+    let build = crate::build::queue::queue_rule_build(
+        &app,
+        &repo_row.id,
+        &rule,
+        &crate::build::queue::RuleBuildRequest {
             trigger: "manual",
             git_ref: &git_ref,
-            commit_sha: commit,
-            tag: None,
-            image: None,
-            dockerfile: &rule.dockerfile,
-            context: &rule.context,
-            version: &rule.version,
-            overwrite: rule.overwrite,
-            settings: &rule.settings(),
+            commit,
+            one_at_a_time: false,
         },
     )
-    .await?;
-    tx.commit().await?;
-    // Read back before waking a worker: the answer shows the build as accepted, `queued`.
-    let build = db::builds::get(&app.db, &build_id)
-        .await?
-        .ok_or_else(|| ApiError::internal("build vanished"))?;
-    app.builds.wake_workers();
+    .await?
+    .ok_or_else(|| ApiError::internal("build vanished"))?;
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(BuildView::of(&app, build).await?),

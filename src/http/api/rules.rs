@@ -8,10 +8,12 @@ use crate::app::App;
 use crate::db::{self, rules::RuleFields, rules::RuleRow};
 use crate::domain::FieldError;
 use crate::domain::build_settings::{self, BuildSettings, SettingError};
+use crate::domain::paths::PathFilter;
 use crate::domain::pattern::RefPattern;
 use crate::domain::rules::{
     GitRef, PlanContext, PushEvent, RefKind, normalize_repo_path, plan_builds, validate_rule,
 };
+use crate::domain::schedule::validate_rule_schedule;
 use crate::http::auth::{Caller, Role};
 use crate::http::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
 
@@ -37,6 +39,11 @@ pub struct RuleView {
     /// `null`: the server's default, shown in `effective_timeout_minutes`.
     pub timeout_minutes: Option<u32>,
     pub effective_timeout_minutes: u64,
+    // -- schedules and path filters (issue 9) --
+    /// Cron expression (UTC), or null.
+    pub schedule: Option<String>,
+    pub paths: Vec<String>,
+    pub ignore_paths: Vec<String>,
 }
 
 impl RuleView {
@@ -44,7 +51,11 @@ impl RuleView {
     pub fn new(r: RuleRow, default_timeout: std::time::Duration) -> Self {
         let settings = r.settings();
         let effective = build_settings::effective_timeout(&settings, default_timeout);
+        let (paths, ignore_paths) = (r.path_list(), r.ignore_path_list());
         RuleView {
+            schedule: r.schedule.clone(),
+            paths,
+            ignore_paths,
             build_args: settings.build_args,
             target: settings.target,
             no_cache: settings.no_cache,
@@ -91,6 +102,10 @@ pub struct CreateRule {
     extra_tags: Option<Option<Vec<String>>>,
     #[serde(default, deserialize_with = "present")]
     timeout_minutes: Option<Option<i64>>,
+    // -- schedules and path filters (issue 9) --
+    schedule: Option<String>,
+    paths: Option<Vec<String>>,
+    ignore_paths: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -115,6 +130,12 @@ pub struct UpdateRule {
     extra_tags: Option<Option<Vec<String>>>,
     #[serde(default, deserialize_with = "present")]
     timeout_minutes: Option<Option<i64>>,
+    // -- schedules and path filters (issue 9) --
+    /// `null` removes the schedule; absent keeps it.
+    #[serde(default, deserialize_with = "present")]
+    schedule: Option<Option<String>>,
+    paths: Option<Vec<String>>,
+    ignore_paths: Option<Vec<String>>,
 }
 
 /// The build settings of a create or update body (issue 9). Absent: the default (create) or unchanged
@@ -199,6 +220,16 @@ fn checked(mut f: RuleFields) -> ApiResult<RuleFields> {
     let pattern = RefPattern::parse(&f.name)?;
     build_settings::validate_settings(&f.settings, &pattern).map_err(setting_error)?;
     f.kind = kind.as_str().to_string();
+    // -- schedules and path filters (issue 9) --
+    // "" is no schedule, like null; a schedule is stored as written (trimmed).
+    f.schedule = f
+        .schedule
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+    if let Some(schedule) = &f.schedule {
+        validate_rule_schedule(kind, &f.name, schedule)?;
+    }
+    PathFilter::parse(&f.paths, &f.ignore_paths)?;
     Ok(f)
 }
 
@@ -228,6 +259,9 @@ pub async fn create_rule(
         settings: settings_input!(body)
             .apply(BuildSettings::default())
             .map_err(setting_error)?,
+        schedule: body.schedule,
+        paths: body.paths.unwrap_or_default(),
+        ignore_paths: body.ignore_paths.unwrap_or_default(),
     })?;
     let rule = db::rules::insert(&app.db, &row.id, &fields).await?;
     Ok((
@@ -299,6 +333,9 @@ pub async fn update_rule(
         settings: settings_input!(body)
             .apply(old.settings)
             .map_err(setting_error)?,
+        schedule: body.schedule.unwrap_or(old.schedule),
+        paths: body.paths.unwrap_or(old.paths),
+        ignore_paths: body.ignore_paths.unwrap_or(old.ignore_paths),
     })?;
     let rule = db::rules::update(&app.db, &rule.id, &fields).await?;
     Ok(axum::Json(RuleView::new(rule, app.config.build_timeout)))
