@@ -76,9 +76,17 @@ async fn branch_push_builds_and_pushes_the_image() {
     assert_eq!(build["digest"], digest);
 
     let log = kiln.log(build["id"].as_str().unwrap()).await;
-    assert!(log.contains("Step 1/2 : FROM scratch"), "{log}");
+    assert!(log.contains("Step 1/3 : FROM scratch"), "{log}");
     assert!(
-        log.contains("Step 2/2 : COPY hello.txt /hello.txt"),
+        log.contains("Step 2/3 : COPY hello.txt /hello.txt"),
+        "{log}"
+    );
+    // The last step is the label the local cache cap finds kiln's images by.
+    assert!(
+        log.contains(&format!(
+            "Step 3/3 : LABEL io.kiln.repository={}/acme/api",
+            registry.addr
+        )),
         "{log}"
     );
     assert!(
