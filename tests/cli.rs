@@ -1330,6 +1330,13 @@ async fn apply_round_trips_schedules_and_path_filters() {
         kiln(&s, &["apply", &file]).await.ok().stdout,
         "no changes\n"
     );
+    let table = kiln(&s, &["rules", "list", "shop/web"]).await;
+    let out = &table.ok().stdout;
+    assert!(out.lines().next().unwrap().ends_with("SCHEDULE"), "{out}");
+    assert!(
+        out.lines().nth(1).unwrap().ends_with("0 3 * * MON"),
+        "{out}"
+    );
 
     // Changed in the file: updated in place, same id.
     let file = write("schedule = \"*/2 * * * * *\"\npaths = [\"app/**\"]\n");
