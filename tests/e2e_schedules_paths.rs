@@ -362,6 +362,31 @@ async fn path_filters_decide_from_the_files_a_push_changed() {
             "{event}"
         );
     }
+    // …and each rule's decision says it did not build, and why.
+    for decision in event["rules"].as_array().unwrap() {
+        assert_eq!(decision["matched"], true, "{event}");
+        assert_eq!(decision["skipped"]["reason"], "path_filter", "{event}");
+        let message = decision["skipped"]["message"].as_str().unwrap();
+        let rule = decision["rule_id"].as_str().unwrap();
+        let build = by_rule(&builds, rule);
+        assert_eq!(message, build["error"].as_str().unwrap(), "{event}");
+        assert_eq!(decision["skipped"]["build_id"], build["id"], "{event}");
+    }
+    // A push whose rules built shows no reason.
+    let built = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["commit"] == c1.as_str())
+        .unwrap();
+    assert!(
+        built["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["skipped"].is_null()),
+        "{built}"
+    );
 
     // A file ignored by `!src/**/*.txt` alone: still no src build; the code rule builds (not docs).
     git.write("src/notes.txt", "notes\n");

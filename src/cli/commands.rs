@@ -234,6 +234,8 @@ async fn list_rules(client: &Client, repo: &RepoRef, as_json: bool) -> CliResult
                 cell(r, "version"),
                 yes_no(r, "overwrite"),
                 yes_no(r, "enabled"),
+                // Issue 9 (the path filters are in --json).
+                cell(r, "schedule"),
             ]
         })
         .collect();
@@ -247,6 +249,7 @@ async fn list_rules(client: &Client, repo: &RepoRef, as_json: bool) -> CliResult
             "VERSION",
             "OVERWRITE",
             "ENABLED",
+            "SCHEDULE",
         ],
         &rows,
     ))

@@ -671,6 +671,7 @@ pub struct EventBuildRow {
     pub id: String,
     pub status: String,
     pub error: Option<String>,
+    pub rule_id: Option<String>,
 }
 
 /// The builds created by these events, oldest first.
@@ -680,7 +681,7 @@ pub async fn for_events(db: &Db, event_ids: &[String]) -> Result<Vec<EventBuildR
     }
     let placeholders = vec!["?"; event_ids.len()].join(", ");
     let sql = format!(
-        "SELECT event_id, id, status, error FROM builds WHERE event_id IN ({placeholders}) ORDER BY id"
+        "SELECT event_id, id, status, error, rule_id FROM builds WHERE event_id IN ({placeholders}) ORDER BY id"
     );
     let mut q = sqlx::query_as(AssertSqlSafe(sql));
     for id in event_ids {

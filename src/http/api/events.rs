@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::{PageQuery, load_repo, paged};
 use crate::app::App;
-use crate::db;
+use crate::db::{self, builds::BuildStatus};
 use crate::http::auth::{Caller, Role};
 use crate::http::error::{ApiPath, ApiQuery, ApiResult};
 
@@ -65,7 +65,10 @@ pub async fn list_events(
                         error: b.error.clone(),
                     })
                     .collect(),
-                rules: serde_json::from_str(&e.plan).unwrap_or_else(|_| serde_json::json!([])),
+                rules: with_path_filter_skips(
+                    serde_json::from_str(&e.plan).unwrap_or_else(|_| serde_json::json!([])),
+                    &mine,
+                ),
                 id: e.id,
                 provider: e.provider,
                 delivery_id: e.delivery_id,
@@ -79,4 +82,33 @@ pub async fn list_events(
         })
         .collect();
     Ok(paged(views, &page, last))
+}
+
+/// A rule's build that its path filter skipped (decided by the worker, after the event was planned)
+/// did not build either: its decision says so, `{"reason": "path_filter", "message": …}`, like the
+/// reasons known when the push arrived.
+fn with_path_filter_skips(
+    mut rules: serde_json::Value,
+    builds: &[&db::builds::EventBuildRow],
+) -> serde_json::Value {
+    let Some(decisions) = rules.as_array_mut() else {
+        return rules;
+    };
+    for b in builds
+        .iter()
+        .filter(|b| b.status == BuildStatus::Skipped.as_str())
+    {
+        let Some(decision) = decisions
+            .iter_mut()
+            .find(|d| d["skipped"].is_null() && b.rule_id.as_deref() == d["rule_id"].as_str())
+        else {
+            continue;
+        };
+        decision["skipped"] = serde_json::json!({
+            "reason": "path_filter",
+            "message": b.error.clone().unwrap_or_default(),
+            "build_id": b.id,
+        });
+    }
+    rules
 }
