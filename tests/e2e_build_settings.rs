@@ -352,7 +352,11 @@ async fn the_previous_image_is_pulled_as_layer_cache_when_the_local_store_lost_i
     let run_step = first_log
         .split("\nStep ")
         .find(|step| step.starts_with("2/"))
-        .and_then(|step| step.lines().filter_map(|l| l.strip_prefix(" ---> ")).last())
+        .and_then(|step| {
+            step.lines()
+                .filter_map(|l| l.strip_prefix(" ---> "))
+                .next_back()
+        })
         .unwrap_or_else(|| panic!("no image id for the RUN step in:\n{first_log}"))
         .to_string();
     assert!(support::docker_image_exists(&run_step), "{run_step}");
