@@ -2,6 +2,8 @@ pub mod context;
 pub mod docker;
 pub mod dockerignore;
 pub mod git;
+pub mod layer_cache;
 pub mod log;
 pub mod queue;
+pub mod settings;
 pub mod worker;
