@@ -10,7 +10,9 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::kiln::Kiln;
-use support::{GitRepo, Registry};
+use support::{GitRepo, RecordingServer, Registry};
+
+const EVENTS_TOKEN: &str = "registry-events-token-for-tests";
 
 /// A CI repository `acme/{repo}` with one rule; returns the rule id.
 async fn ci_rule(kiln: &Kiln, git: &GitRepo, repo: &str, rule: Value) -> String {
@@ -72,8 +74,24 @@ async fn image_config(registry: &Registry, repo: &str, reference: &str) -> Value
 async fn build_args_target_extra_tags_and_oci_labels_reach_the_image() {
     support::ensure_docker();
     let base = support::ensure_base_image();
-    let registry = Registry::start();
-    let kiln = Kiln::start(&registry, &[]).await;
+    // The registry tells kiln about every push (kiln's port is chosen first): the extra tags'
+    // pushes are the build's own, not plain `docker push`es.
+    let port = support::free_port();
+    let registry = Registry::start_with_notifications(
+        &format!("http://127.0.0.1:{port}/registry/events"),
+        EVENTS_TOKEN,
+    );
+    let listen = format!("127.0.0.1:{port}");
+    let kiln = Kiln::start(
+        &registry,
+        &[
+            ("KILN_LISTEN", &listen),
+            ("KILN_REGISTRY_EVENTS_TOKEN", EVENTS_TOKEN),
+            ("KILN_WEBHOOK_ALLOW", "127.0.0.1"),
+        ],
+    )
+    .await;
+    let receiver = RecordingServer::start().await;
     let git = GitRepo::new();
     // Two stages: the rule builds `build`, not the last one. Each stage writes what it sees.
     git.write(
@@ -104,6 +122,13 @@ async fn build_args_target_extra_tags_and_oci_labels_reach_the_image() {
         }),
     )
     .await;
+    let (s, body) = kiln
+        .post(
+            "/namespaces/acme/repos/settings/webhooks",
+            json!({"name": "pushes", "url": receiver.url, "events": ["image.pushed"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
 
     let build = build_now(&kiln, "settings", &rule).await;
     let id = build["id"].as_str().unwrap();
@@ -196,6 +221,28 @@ async fn build_args_target_extra_tags_and_oci_labels_reach_the_image() {
         .map(|t| (t.clone(), digest.to_string(), id.to_string()))
         .collect();
     assert_eq!(got, want_versions);
+    // One `image.pushed` per tag, each from the build.
+    for t in &want {
+        receiver
+            .wait_for(
+                &format!("image.pushed of :{t}"),
+                Duration::from_secs(30),
+                |r| r.json()["tag"] == t.as_str(),
+            )
+            .await;
+    }
+    let pushed: Vec<Value> = receiver
+        .requests()
+        .iter()
+        .map(|r| r.json())
+        .filter(|m| m["event"] == "image.pushed")
+        .collect();
+    assert_eq!(pushed.len(), 3, "{pushed:#?}");
+    for m in &pushed {
+        assert_eq!(m["source"], "build", "{m}");
+        assert_eq!(m["build"]["id"], id, "{m}");
+        assert_eq!(m["digest"], digest, "{m}");
+    }
 
     // OCI labels, read from the image config in the registry.
     let config = image_config(&registry, "acme/settings", &tag).await;
@@ -300,9 +347,24 @@ async fn the_previous_image_is_pulled_as_layer_cache_when_the_local_store_lost_i
     let image = first["image"].as_str().unwrap().to_string();
     let digest = first["digest"].as_str().unwrap().to_string();
 
+    // The image the RUN step made (the classic builder's cache for it), from the first log.
+    let first_log = kiln.log(first["id"].as_str().unwrap()).await;
+    let run_step = first_log
+        .split("\nStep ")
+        .find(|step| step.starts_with("2/"))
+        .and_then(|step| {
+            step.lines()
+                .filter_map(|l| l.strip_prefix(" ---> "))
+                .next_back()
+        })
+        .unwrap_or_else(|| panic!("no image id for the RUN step in:\n{first_log}"))
+        .to_string();
+    assert!(support::docker_image_exists(&run_step), "{run_step}");
+
     // The local store loses the image and, with it, its build cache (its untagged parents).
     support::docker_async(&["rmi", &image]).await;
     assert!(!support::docker_image_exists(&image));
+    assert!(!support::docker_image_exists(&run_step), "{run_step}");
     let by_digest = format!("{}@{digest}", image.rsplit_once(':').unwrap().0);
     assert!(!support::docker_image_exists(&by_digest));
 

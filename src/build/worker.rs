@@ -9,13 +9,11 @@ use secrecy::ExposeSecret;
 use super::log::BuildLog;
 use super::path_filter::PathDecision;
 use super::queue::{MAX_ATTEMPTS, Stop, StopSignal};
-use super::{context, docker, git};
+use super::{context, docker, git, layer_cache, settings};
 use crate::app::App;
 use crate::db::{self, builds::BuildRow, builds::BuildStatus, builds::Stage};
-use crate::domain::build_settings::{self, BuildFacts, BuildSettings};
-use crate::domain::pattern::RefPattern;
+use crate::domain::build_settings::{self, BuildFacts};
 use crate::domain::rules::{GitRef, PushEvent, RuleSpec, plan_rule};
-use crate::domain::template::TemplateVars;
 use crate::forge::display_url;
 use crate::notify::outbox;
 
@@ -485,17 +483,25 @@ async fn execute(
         source: &source_url,
         created: chrono::Utc::now(),
     };
-    let extra_tags = render_extra_tags_for(&settings, rule_name.as_deref(), &target, log).await;
+    let extra_tags = settings::extra_tags(
+        &settings,
+        rule_name.as_deref(),
+        &target.git_ref,
+        &target.commit,
+        &target.tag,
+        log,
+    )
+    .await;
     db::builds::set_extra_tags(&app.db, &build.id, &extra_tags)
         .await
         .map_err(db_err)?;
-    log.line(&settings_line(&settings, &extra_tags)).await;
+    log.line(&settings::summary(&settings, &extra_tags)).await;
 
     let docker = app.docker.client().await.map_err(|e| format!("{e:#}"))?;
     let cache_from = if settings.no_cache {
         Vec::new()
     } else {
-        layer_cache(app, &docker, build, log).await
+        layer_cache::pull_previous_image(app, &docker, build, registry_credentials(app), log).await
     };
     let options = docker::BuildOptions {
         image_ref: full_ref.clone(),
@@ -605,7 +611,7 @@ async fn execute(
 }
 
 /// The registry credentials pushes (and layer cache pulls) use.
-fn registry_credentials(app: &App) -> DockerCredentials {
+pub(super) fn registry_credentials(app: &App) -> DockerCredentials {
     DockerCredentials {
         username: app.config.registry_username.clone(),
         password: app
@@ -615,123 +621,6 @@ fn registry_credentials(app: &App) -> DockerCredentials {
             .map(|p| p.expose_secret().to_string()),
         serveraddress: Some(app.config.registry.clone()),
         ..Default::default()
-    }
-}
-
-/// The extra tags of this build: the settings' templates rendered for its ref and commit, with the
-/// rule's name for captures (the ref's own name when the rule is gone). What cannot render is said
-/// in the log and left out.
-async fn render_extra_tags_for(
-    settings: &BuildSettings,
-    rule_name: Option<&str>,
-    target: &Target,
-    log: &mut BuildLog,
-) -> Vec<String> {
-    if settings.extra_tags.is_empty() {
-        return Vec::new();
-    }
-    let ref_name =
-        GitRef::parse(&target.git_ref).map_or_else(|| target.git_ref.clone(), |r| r.name);
-    let pattern = rule_name
-        .and_then(|n| RefPattern::parse(n).ok())
-        .or_else(|| RefPattern::parse(&ref_name).ok());
-    let Some(pattern) = pattern else {
-        log.line("Extra tags left out: the rule's name cannot be read")
-            .await;
-        return Vec::new();
-    };
-    let captures = pattern.matches(&ref_name).unwrap_or_default();
-    let rendered = build_settings::render_extra_tags(
-        &settings.extra_tags,
-        &pattern,
-        &TemplateVars {
-            ref_name: &ref_name,
-            sha: &target.commit,
-            date: chrono::Utc::now().date_naive(),
-            captures: &captures,
-        },
-        &target.tag,
-    );
-    for (template, why) in &rendered.skipped {
-        log.line(&format!("Extra tag {template:?} left out: {why}"))
-            .await;
-    }
-    rendered.tags
-}
-
-/// One log line saying what the settings change (build argument names, never their values).
-fn settings_line(settings: &BuildSettings, extra_tags: &[String]) -> String {
-    let mut args: Vec<&str> = settings.build_args.keys().map(String::as_str).collect();
-    args.extend(build_settings::RESERVED_BUILD_ARGS);
-    let mut parts = vec![format!("build arguments {}", args.join(", "))];
-    if !settings.target.is_empty() {
-        parts.push(format!("target stage {}", settings.target));
-    }
-    if settings.no_cache {
-        parts.push("no cache".into());
-    }
-    if !extra_tags.is_empty() {
-        parts.push(format!("extra tags {}", extra_tags.join(", ")));
-    }
-    format!("Build settings: {}", parts.join("; "))
-}
-
-/// The layer cache when the local store lost it: the previous succeeded build of the same rule
-/// pushed an image that is no longer here, so it is pulled from the registry and given to the
-/// builder as `cache_from`. Nothing here fails the build: a problem is a log line.
-async fn layer_cache(
-    app: &App,
-    docker: &bollard::Docker,
-    build: &BuildRow,
-    log: &mut BuildLog,
-) -> Vec<String> {
-    let Some(rule_id) = &build.rule_id else {
-        return Vec::new();
-    };
-    let (image_ref, digest) = match db::builds::previous_success(&app.db, rule_id, &build.id).await
-    {
-        Ok(Some(previous)) => previous,
-        Ok(None) => return Vec::new(),
-        Err(e) => {
-            log.line(&format!(
-                "Layer cache: cannot look up the previous build ({e}); building without it"
-            ))
-            .await;
-            return Vec::new();
-        }
-    };
-    // `{registry}/{ns}/{repo}:{tag}` → `{registry}/{ns}/{repo}@{digest}`: exactly that image.
-    let name = image_ref
-        .rsplit_once(':')
-        .map_or(image_ref.as_str(), |(n, _)| n);
-    let by_digest = format!("{name}@{digest}");
-    match docker::has_image(docker, &by_digest).await {
-        Ok(true) => return Vec::new(), // still here: the builder finds its layers itself
-        Ok(false) => {}
-        Err(e) => {
-            log.line(&format!(
-                "Layer cache: cannot inspect {by_digest} ({e}); building without it"
-            ))
-            .await;
-            return Vec::new();
-        }
-    }
-    log.line(&format!(
-        "Layer cache: the previous image {by_digest} is not in the local store; pulling it"
-    ))
-    .await;
-    match docker::pull_image(docker, &by_digest, registry_credentials(app)).await {
-        Ok(()) => {
-            log.line(&format!("Layer cache: pulled {by_digest}")).await;
-            vec![by_digest]
-        }
-        Err(e) => {
-            log.line(&format!(
-                "Layer cache: cannot pull {by_digest} ({e}); building without it"
-            ))
-            .await;
-            Vec::new()
-        }
     }
 }
 

@@ -467,7 +467,12 @@ mod tests {
         let many: serde_json::Map<String, serde_json::Value> = (0..=MAX_BUILD_ARGS)
             .map(|i| (format!("A{i}"), json!("x")))
             .collect();
-        let cases: Vec<(serde_json::Value, Result<Vec<(&str, &str)>, (&str, &str)>)> = vec![
+        /// (input, Ok(the arguments) or Err((field, code)))
+        type Case<'a> = (
+            serde_json::Value,
+            Result<Vec<(&'a str, &'a str)>, (&'a str, &'a str)>,
+        );
+        let cases: Vec<Case> = vec![
             (json!(null), Ok(vec![])),
             (json!({}), Ok(vec![])),
             (
@@ -592,7 +597,9 @@ mod tests {
         let semver = RefPattern::parse("/^v(\\d+)\\.(\\d+)$/").unwrap();
         let s = |v: &[&str]| v.iter().map(|t| t.to_string()).collect::<Vec<_>>();
         let too_many: Vec<String> = (0..=MAX_EXTRA_TAGS).map(|i| format!("t{i}")).collect();
-        let cases: Vec<(Vec<String>, &RefPattern, Option<(&str, &str)>)> = vec![
+        /// (templates, rule name, None or Some((field, code)))
+        type Case<'a> = (Vec<String>, &'a RefPattern, Option<(&'a str, &'a str)>);
+        let cases: Vec<Case> = vec![
             (s(&[]), &main, None),
             (s(&["latest"]), &main, None),
             (s(&["{branch}-latest", "stable", "latest"]), &main, None),
