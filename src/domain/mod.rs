@@ -8,6 +8,7 @@
 pub mod build_settings;
 pub mod cache_cap;
 pub mod clone_url;
+pub mod dockerfile_labels;
 pub mod names;
 pub mod paths;
 pub mod pattern;
