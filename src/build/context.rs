@@ -61,6 +61,9 @@ pub struct ContextPlan {
     dockerfile_blob: Oid,
     /// The Dockerfile's path inside the context dir, when it lies there.
     inside: Option<String>,
+    /// The Dockerfile the daemon builds instead of the rule's, with kiln's labels (see
+    /// [`ContextPlan::label`]).
+    generated: Option<String>,
     /// What to pass to Docker's `dockerfile` option (path inside the tar).
     pub dockerfile: String,
 }
@@ -74,8 +77,9 @@ pub struct ContextStream {
     pub finished: tokio::sync::oneshot::Receiver<Result<ContextSummary, ContextError>>,
 }
 
-/// Where a Dockerfile that lies outside the context directory goes in the tar.
-const OUTSIDE_DOCKERFILE: &str = ".kiln/Dockerfile";
+/// Where the Dockerfile the daemon builds goes in the tar when it is not the context's own file:
+/// one from outside the context directory, or one with kiln's labels added.
+const OUTSIDE_DOCKERFILE: &str = crate::domain::dockerfile_labels::GENERATED_DOCKERFILE;
 const DOCKERIGNORE: &str = ".dockerignore";
 
 const MODE_TREE: i32 = 0o040000;
@@ -93,7 +97,7 @@ const MODE_GITLINK: i32 = 0o160000;
 /// The tar [`ContextPlan::stream`] writes then holds the tree under `context_dir` (paths
 /// relative to it), minus what the context's `.dockerignore` excludes, except the Dockerfile and
 /// .dockerignore themselves, which are always sent (as the docker CLI does). If the Dockerfile
-/// lies outside the context dir, it is added to the tar as `.kiln/Dockerfile` and that path is
+/// lies outside the context dir, it is added to the tar as `.kiln.Dockerfile` and that path is
 /// the plan's `dockerfile`; as the docker CLI does with its own name for it, that path is then
 /// added to the context's `.dockerignore` (one is made, listing itself too, if there is none),
 /// so the daemon drops it before `COPY`.
@@ -162,10 +166,35 @@ pub fn plan_context(
             .clone()
             .unwrap_or_else(|| OUTSIDE_DOCKERFILE.to_string()),
         inside,
+        generated: None,
     })
 }
 
 impl ContextPlan {
+    /// Has the daemon build a copy of the Dockerfile with `labels` as one `LABEL` at the end of the
+    /// built stage (`target`, or the last), sent as `.kiln.Dockerfile` and dropped by the daemon
+    /// from the context before any `COPY` (see `domain::dockerfile_labels`). False when the end of
+    /// that stage is not certain: the labels are then left to the `labels` build option. Blocking
+    /// (reads the Dockerfile from the mirror).
+    pub fn label(&mut self, target: &str, labels: &[(&str, &str)]) -> Result<bool, ContextError> {
+        let repo = Repository::open_bare(&self.mirror)?;
+        let blob = repo.find_blob(self.dockerfile_blob)?;
+        let dockerfile = String::from_utf8_lossy(blob.content());
+        match crate::domain::dockerfile_labels::with_labels(&dockerfile, target, labels) {
+            Some(generated) => {
+                self.generated = Some(generated);
+                self.dockerfile = OUTSIDE_DOCKERFILE.to_string();
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Whether the tar carries a Dockerfile of kiln's (`.kiln.Dockerfile`).
+    fn sends_own_dockerfile(&self) -> bool {
+        self.inside.is_none() || self.generated.is_some()
+    }
+
     /// Starts the producer: a thread that opens the mirror, walks the tree and writes the tar
     /// into a pipe of [`PIPE_DEPTH`] chunks. It stops early, with an error, when the reader is
     /// dropped (the build failed or was cancelled).
@@ -224,7 +253,7 @@ impl ContextPlan {
             odb: &odb,
             ignore,
             always_sent: self.inside.clone().unwrap_or_default(),
-            extra_ignore_line: self.inside.is_none().then_some(OUTSIDE_DOCKERFILE),
+            extra_ignore_line: self.sends_own_dockerfile().then_some(OUTSIDE_DOCKERFILE),
             builder: tar::Builder::new(CountingWriter {
                 inner: out,
                 written: 0,
@@ -238,16 +267,20 @@ impl ContextPlan {
         };
         writer.walk(&context_tree, b"")?;
 
-        if self.inside.is_none() {
+        if self.sends_own_dockerfile() {
             if !writer.wrote_dockerignore {
-                let contents = format!("{OUTSIDE_DOCKERFILE}\n{DOCKERIGNORE}\n");
-                writer.write_file(DOCKERIGNORE.as_bytes(), 0o644, contents.as_bytes())?;
+                let contents = crate::domain::dockerfile_labels::dockerignore_with_generated(None);
+                writer.write_file(DOCKERIGNORE.as_bytes(), 0o644, &contents)?;
             }
-            if !writer.written_dirs.contains(".kiln".as_bytes()) {
-                writer.write_dir(b".kiln")?;
+            match &self.generated {
+                Some(text) => {
+                    writer.write_file(OUTSIDE_DOCKERFILE.as_bytes(), 0o644, text.as_bytes())?
+                }
+                None => {
+                    let dockerfile = repo.find_blob(self.dockerfile_blob)?;
+                    writer.write_file(OUTSIDE_DOCKERFILE.as_bytes(), 0o644, dockerfile.content())?;
+                }
             }
-            let dockerfile = repo.find_blob(self.dockerfile_blob)?;
-            writer.write_file(OUTSIDE_DOCKERFILE.as_bytes(), 0o644, dockerfile.content())?;
         }
 
         let ContextWriter {
@@ -400,10 +433,8 @@ impl<W: Write> ContextWriter<'_, W> {
                     self.open_dirs.pop();
                 }
                 MODE_BLOB | MODE_BLOB_GROUP_WRITABLE | MODE_EXECUTABLE | MODE_SYMLINK => {
-                    if self.extra_ignore_line.is_some()
-                        && (rel == OUTSIDE_DOCKERFILE || rel == ".kiln")
-                    {
-                        // Replaced by the Dockerfile from outside the context.
+                    if self.extra_ignore_line.is_some() && rel == OUTSIDE_DOCKERFILE {
+                        // Replaced by kiln's Dockerfile.
                         continue;
                     }
                     let is_dockerignore = rel == DOCKERIGNORE;
@@ -414,10 +445,11 @@ impl<W: Write> ContextWriter<'_, W> {
                     if entry.filemode() == MODE_SYMLINK {
                         let blob = self.repo.find_blob(entry.id())?;
                         self.write_symlink(&path, blob.content())?;
-                    } else if is_dockerignore && let Some(line) = self.extra_ignore_line {
+                    } else if is_dockerignore && self.extra_ignore_line.is_some() {
                         let blob = self.repo.find_blob(entry.id())?;
-                        let mut contents = blob.content().to_vec();
-                        contents.extend_from_slice(format!("\n{line}\n").as_bytes());
+                        let contents = crate::domain::dockerfile_labels::dockerignore_with_generated(
+                            Some(blob.content()),
+                        );
                         self.write_file(&path, 0o644, &contents)?;
                         self.wrote_dockerignore = true;
                     } else {
@@ -829,6 +861,46 @@ mod tests {
     }
 
     #[test]
+    fn labels_go_into_kilns_own_copy_of_the_dockerfile() {
+        let (r, commit) = repo_with(&[
+            ("Dockerfile", File("FROM scratch AS base\nCOPY . /app\nFROM base\n")),
+            ("main.go", File("package main\n")),
+        ]);
+        let mut plan = plan_context(r.repo.path(), &r.repo, commit, "", "Dockerfile").unwrap();
+        assert!(plan.label("base", &[("a", "1")]).unwrap());
+        assert_eq!(plan.dockerfile, ".kiln.Dockerfile");
+        let mut tar = Vec::new();
+        plan.write_tar(&mut tar).unwrap();
+        let context = BuildContext {
+            tar,
+            dockerfile: plan.dockerfile.clone(),
+            files: 0,
+            bytes: 0,
+            chunks: vec![],
+        };
+        assert_eq!(
+            entries(&context),
+            vec![
+                // The repository's own Dockerfile reaches the build unchanged.
+                file("Dockerfile", 0o644, "FROM scratch AS base\nCOPY . /app\nFROM base\n"),
+                file("main.go", 0o644, "package main\n"),
+                file(".dockerignore", 0o644, ".dockerignore\n.kiln.Dockerfile\n"),
+                file(
+                    ".kiln.Dockerfile",
+                    0o644,
+                    "FROM scratch AS base\nCOPY . /app\nLABEL \"a\"=\"1\"\nFROM base\n"
+                ),
+            ]
+        );
+
+        // A Dockerfile ending inside a continued line keeps the labels to the build option.
+        let (r, commit) = repo_with(&[("Dockerfile", File("FROM scratch\nRUN a \\\n"))]);
+        let mut plan = plan_context(r.repo.path(), &r.repo, commit, "", "Dockerfile").unwrap();
+        assert!(!plan.label("", &[("a", "1")]).unwrap());
+        assert_eq!(plan.dockerfile, "Dockerfile");
+    }
+
+    #[test]
     fn a_dockerfile_outside_the_context() {
         let (r, commit) = repo_with(&[
             ("docker/api.Dockerfile", File("FROM scratch\nCOPY . /app\n")),
@@ -837,15 +909,14 @@ mod tests {
             ("api/NOTES.md", File("notes\n")),
         ]);
         let context = build_context(&r.repo, commit, "api", "docker/api.Dockerfile").unwrap();
-        assert_eq!(context.dockerfile, ".kiln/Dockerfile");
+        assert_eq!(context.dockerfile, ".kiln.Dockerfile");
         assert_eq!(
             entries(&context),
             vec![
                 // listed in the context's .dockerignore, so the daemon drops it after reading
-                file(".dockerignore", 0o644, "*.md\n.kiln/Dockerfile\n"),
+                file(".dockerignore", 0o644, "*.md\n.kiln.Dockerfile\n"),
                 file("main.go", 0o644, "package main\n"),
-                dir(".kiln/"),
-                file(".kiln/Dockerfile", 0o644, "FROM scratch\nCOPY . /app\n"),
+                file(".kiln.Dockerfile", 0o644, "FROM scratch\nCOPY . /app\n"),
             ]
         );
         assert_eq!(context.files, 3);
@@ -854,16 +925,18 @@ mod tests {
         let (r, commit) = repo_with(&[
             ("Dockerfile", File("FROM scratch\n")),
             ("app/main.go", File("package main\n")),
-            ("app/.kiln/Dockerfile", File("shadowed\n")),
+            ("app/.kiln.Dockerfile", File("shadowed\n")),
+            ("app/.kiln/notes", File("kept\n")),
         ]);
         let context = build_context(&r.repo, commit, "app", "Dockerfile").unwrap();
         assert_eq!(
             entries(&context),
             vec![
                 dir(".kiln/"),
+                file(".kiln/notes", 0o644, "kept\n"),
                 file("main.go", 0o644, "package main\n"),
-                file(".dockerignore", 0o644, ".kiln/Dockerfile\n.dockerignore\n"),
-                file(".kiln/Dockerfile", 0o644, "FROM scratch\n"),
+                file(".dockerignore", 0o644, ".dockerignore\n.kiln.Dockerfile\n"),
+                file(".kiln.Dockerfile", 0o644, "FROM scratch\n"),
             ]
         );
     }
