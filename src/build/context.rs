@@ -278,7 +278,11 @@ impl ContextPlan {
                 }
                 None => {
                     let dockerfile = repo.find_blob(self.dockerfile_blob)?;
-                    writer.write_file(OUTSIDE_DOCKERFILE.as_bytes(), 0o644, dockerfile.content())?;
+                    writer.write_file(
+                        OUTSIDE_DOCKERFILE.as_bytes(),
+                        0o644,
+                        dockerfile.content(),
+                    )?;
                 }
             }
         }
@@ -447,9 +451,10 @@ impl<W: Write> ContextWriter<'_, W> {
                         self.write_symlink(&path, blob.content())?;
                     } else if is_dockerignore && self.extra_ignore_line.is_some() {
                         let blob = self.repo.find_blob(entry.id())?;
-                        let contents = crate::domain::dockerfile_labels::dockerignore_with_generated(
-                            Some(blob.content()),
-                        );
+                        let contents =
+                            crate::domain::dockerfile_labels::dockerignore_with_generated(Some(
+                                blob.content(),
+                            ));
                         self.write_file(&path, 0o644, &contents)?;
                         self.wrote_dockerignore = true;
                     } else {
@@ -863,7 +868,10 @@ mod tests {
     #[test]
     fn labels_go_into_kilns_own_copy_of_the_dockerfile() {
         let (r, commit) = repo_with(&[
-            ("Dockerfile", File("FROM scratch AS base\nCOPY . /app\nFROM base\n")),
+            (
+                "Dockerfile",
+                File("FROM scratch AS base\nCOPY . /app\nFROM base\n"),
+            ),
             ("main.go", File("package main\n")),
         ]);
         let mut plan = plan_context(r.repo.path(), &r.repo, commit, "", "Dockerfile").unwrap();
@@ -882,7 +890,11 @@ mod tests {
             entries(&context),
             vec![
                 // The repository's own Dockerfile reaches the build unchanged.
-                file("Dockerfile", 0o644, "FROM scratch AS base\nCOPY . /app\nFROM base\n"),
+                file(
+                    "Dockerfile",
+                    0o644,
+                    "FROM scratch AS base\nCOPY . /app\nFROM base\n"
+                ),
                 file("main.go", 0o644, "package main\n"),
                 file(".dockerignore", 0o644, ".dockerignore\n.kiln.Dockerfile\n"),
                 file(

@@ -96,7 +96,8 @@ pub struct BuildOptions {
     pub image_ref: String,
     /// The rule's build arguments plus `KILN_COMMIT`, `KILN_REF`, `KILN_TAG`.
     pub build_args: HashMap<String, String>,
-    /// The OCI labels.
+    /// Labels for the classic builder's `labels` option (one step each): empty when kiln's labels
+    /// are in its copy of the Dockerfile (`ContextPlan::label`).
     pub labels: HashMap<String, String>,
     /// `""`: the last stage.
     pub target: String,
@@ -145,19 +146,13 @@ async fn build_once(
     o: &BuildOptions,
     log: &mut BuildLog,
 ) -> Result<Built, String> {
-    // The OCI labels, and the one the local cache cap finds the images kiln built by.
-    let mut labels = o.labels.clone();
-    labels.insert(
-        REPOSITORY_LABEL.to_string(),
-        image_repository(&o.image_ref).to_string(),
-    );
     let mut options = BuildImageOptionsBuilder::default()
         .dockerfile(&context.dockerfile)
         .t(&o.image_ref)
         .rm(true)
         .forcerm(true)
         .buildargs(&o.build_args)
-        .labels(&labels)
+        .labels(&o.labels)
         .nocache(o.no_cache)
         .version(BuilderVersion::BuilderV1);
     if !o.target.is_empty() {

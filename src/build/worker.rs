@@ -503,16 +503,45 @@ async fn execute(
     } else {
         layer_cache::pull_previous_image(app, &docker, build, registry_credentials(app), log).await
     };
+    // The OCI labels and the one the local cache cap finds kiln's images by, as one LABEL step in
+    // kiln's copy of the Dockerfile (domain::dockerfile_labels); else as the `labels` option, which
+    // the classic builder turns into one step per label.
+    let mut labels: std::collections::BTreeMap<String, String> =
+        build_settings::oci_labels(&facts).into_iter().collect();
+    labels.insert(
+        docker::REPOSITORY_LABEL.to_string(),
+        docker::image_repository(&full_ref).to_string(),
+    );
+    let mut context = target.context.clone();
+    let (context, in_dockerfile) = {
+        let labels = labels.clone();
+        let stage = settings.target.clone();
+        tokio::task::spawn_blocking(move || {
+            let pairs: Vec<(&str, &str)> = labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let placed = context.label(&stage, &pairs);
+            (context, placed)
+        })
+        .await
+        .map_err(|e| format!("the labelling task failed: {e}"))?
+    };
+    let in_dockerfile = in_dockerfile.map_err(|e| format!("cannot read the Dockerfile: {e}"))?;
     let options = docker::BuildOptions {
         image_ref: full_ref.clone(),
         build_args: build_settings::build_args_for(&settings, &facts),
-        labels: build_settings::oci_labels(&facts),
+        labels: if in_dockerfile {
+            Default::default()
+        } else {
+            labels.into_iter().collect()
+        },
         target: settings.target.clone(),
         no_cache: settings.no_cache,
         cache_from,
     };
     let build_started = Instant::now();
-    let built = docker::build_image(&docker, &target.context, &options, log).await?;
+    let built = docker::build_image(&docker, &context, &options, log).await?;
     let context_took = built.context_sent.saturating_duration_since(build_started);
     // docker::build_image said it in the log when the tar was sent.
     record_stage(app, &build.id, Stage::Context, context_took).await;

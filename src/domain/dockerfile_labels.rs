@@ -39,9 +39,7 @@ pub fn with_labels(dockerfile: &str, target: &str, labels: &[(&str, &str)]) -> O
         target => instructions
             .iter()
             .filter(|i| i.keyword.eq_ignore_ascii_case("FROM"))
-            .find(|i| {
-                stage_name(&i.rest).is_some_and(|name| name.eq_ignore_ascii_case(target))
-            })
+            .find(|i| stage_name(&i.rest).is_some_and(|name| name.eq_ignore_ascii_case(target)))
             .map_or(lines.len(), |stage| stage_ends_at(stage.line)),
     };
     // The instruction before the insertion point must be complete there.
@@ -233,12 +231,16 @@ mod tests {
         let at = |target: &str| with_labels(dockerfile, target, LABELS).unwrap();
         assert_eq!(
             at("build"),
-            format!("FROM busybox AS build\nRUN make\n\n{LABEL}FROM --platform=linux/amd64 scratch as Final\nCOPY --from=build /x /x\nFROM scratch AS test\nRUN test\n")
+            format!(
+                "FROM busybox AS build\nRUN make\n\n{LABEL}FROM --platform=linux/amd64 scratch as Final\nCOPY --from=build /x /x\nFROM scratch AS test\nRUN test\n"
+            )
         );
         // Stage names compare without case; the last stage needs no target.
         assert_eq!(
             at("final"),
-            format!("FROM busybox AS build\nRUN make\n\nFROM --platform=linux/amd64 scratch as Final\nCOPY --from=build /x /x\n{LABEL}FROM scratch AS test\nRUN test\n")
+            format!(
+                "FROM busybox AS build\nRUN make\n\nFROM --platform=linux/amd64 scratch as Final\nCOPY --from=build /x /x\n{LABEL}FROM scratch AS test\nRUN test\n"
+            )
         );
         assert_eq!(at("test"), format!("{dockerfile}{LABEL}"));
         assert_eq!(at(""), format!("{dockerfile}{LABEL}"));
@@ -275,7 +277,10 @@ mod tests {
         assert_eq!(with_labels("FROM scratch\n", "", &[]), None);
         // The file ends inside a continued instruction: the label would join it.
         assert_eq!(with_labels("FROM scratch\nRUN a \\\n", "", LABELS), None);
-        assert_eq!(with_labels("FROM scratch\nRUN a \\\n\n# c\n", "", LABELS), None);
+        assert_eq!(
+            with_labels("FROM scratch\nRUN a \\\n\n# c\n", "", LABELS),
+            None
+        );
     }
 
     #[test]
@@ -301,7 +306,15 @@ mod tests {
     #[test]
     fn total_over_odd_input() {
         for odd in [
-            "\\", "`", "FROM", "FROM\n", "\n\n\n", "#", "# escape=\n", "é\u{0}\r\r\n", "FROM a AS",
+            "\\",
+            "`",
+            "FROM",
+            "FROM\n",
+            "\n\n\n",
+            "#",
+            "# escape=\n",
+            "é\u{0}\r\r\n",
+            "FROM a AS",
         ] {
             for target in ["", "a", "AS"] {
                 let _ = with_labels(odd, target, LABELS);
