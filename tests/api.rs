@@ -1951,9 +1951,11 @@ async fn build_now_checks_the_repo_the_rule_and_the_request() {
         "started_at",
         "finished_at",
         "digest",
+        "queue_position",
     ] {
         assert!(got.get(key).is_some(), "build has {key}: {got}");
     }
+    assert_eq!(got["attempt"], 1, "{got}");
     let (s, b) = kiln
         .post(&build(&releases), json!({"ref": "release-1.2"}))
         .await;

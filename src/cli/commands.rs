@@ -394,7 +394,7 @@ async fn builds(c: BuildsCommand) -> CliResult<()> {
                 .map(|b| {
                     vec![
                         cell(b, "id"),
-                        cell(b, "status"),
+                        build_status(b),
                         cell(b, "trigger"),
                         cell(b, "ref"),
                         short_sha(b, "commit"),
@@ -429,6 +429,18 @@ async fn builds(c: BuildsCommand) -> CliResult<()> {
             outln(&format!("build {build_id}: {}", cell(&v, "status")))
         }
     }
+}
+
+/// `queued #2` (its place in line), `building (attempt 2)`, `succeeded`.
+fn build_status(b: &Value) -> String {
+    let mut status = cell(b, "status");
+    if let Some(n) = b["queue_position"].as_u64() {
+        status.push_str(&format!(" #{n}"));
+    }
+    if let Some(n) = b["attempt"].as_u64().filter(|n| *n > 1) {
+        status.push_str(&format!(" (attempt {n})"));
+    }
+    status
 }
 
 async fn versions(client: &Client, repo: &RepoRef, all: bool, as_json: bool) -> CliResult<()> {

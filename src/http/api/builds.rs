@@ -437,7 +437,13 @@ pub async fn cancel_build(
             .await?
             .as_deref()
         {
-            Some("queued") => break "cancelled".to_string(),
+            Some("queued") => {
+                if asked {
+                    // It went back to the queue (a shutdown) before its worker saw the request.
+                    app.builds.forget(&build.id);
+                }
+                break "cancelled".to_string();
+            }
             Some("building") => {
                 if !asked {
                     app.builds
