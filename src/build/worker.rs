@@ -258,7 +258,7 @@ async fn execute(app: &App, build: &BuildRow, log: &mut BuildLog) -> Result<Push
     let mirror = git::mirror_path(&app.config.mirrors_dir(), &source.clone_url);
     let lock = app.builds.mirror_lock(&mirror);
     let guard = lock.lock().await;
-    let target = {
+    let fetched = {
         let build = build.clone();
         let mirror: PathBuf = mirror.clone();
         let local_sources = app.config.local_sources.clone();
@@ -274,9 +274,15 @@ async fn execute(app: &App, build: &BuildRow, log: &mut BuildLog) -> Result<Push
             resolve_target(&mirror, &remote, &build, rule.as_ref())
         })
         .await
-        .map_err(|e| format!("the fetch task failed: {e}"))??
+        .map_err(|e| format!("the fetch task failed: {e}"))
+        .and_then(|fetched| fetched)
     };
     drop(guard);
+    // A stage that failed took its time too: recorded, its reason ends the log.
+    if fetched.is_err() {
+        record_stage(app, &build.id, Stage::Fetch, fetch_started.elapsed()).await;
+    }
+    let target = fetched?;
     stage_done(
         app,
         &build.id,
@@ -352,9 +358,11 @@ async fn execute(app: &App, build: &BuildRow, log: &mut BuildLog) -> Result<Push
         ..Default::default()
     };
     let push_started = Instant::now();
-    let digest = docker::push_image(&docker, &image, &target.tag, credentials, log)
-        .await
-        .map_err(|e| format!("push refused: {e}"))?;
+    let pushed = docker::push_image(&docker, &image, &target.tag, credentials, log).await;
+    if pushed.is_err() {
+        record_stage(app, &build.id, Stage::Push, push_started.elapsed()).await;
+    }
+    let digest = pushed.map_err(|e| format!("push refused: {e}"))?;
     stage_done(
         app,
         &build.id,
