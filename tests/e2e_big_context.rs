@@ -7,7 +7,7 @@ mod support;
 
 use serde_json::json;
 use support::kiln_process::KilnProcess;
-use support::{GitRepo, Registry, github_push_payload};
+use support::{GitHttpServer, GitRepo, Registry, github_push_payload};
 
 const ZERO: &str = "0000000000000000000000000000000000000000";
 const FILES: usize = 10;
@@ -15,11 +15,9 @@ const FILE_SIZE: usize = 30 * 1024 * 1024;
 /// The ceiling for kiln's peak resident memory during this build.
 const PEAK_RSS_LIMIT_KIB: u64 = 150 * 1024;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_300_mb_repository_builds_with_kilns_memory_bounded() {
-    support::ensure_docker();
-    let base = support::ensure_base_image();
-    let registry = Registry::start();
+/// A repository of [`FILES`] files of [`FILE_SIZE`] incompressible bytes and a Dockerfile that
+/// copies them and prints their size, pushed to `main`; returns it and the commit.
+fn big_repository(base: &str) -> (GitRepo, String) {
     let git = GitRepo::new();
     // Quick to commit and push: git stores the large files as they are (no delta search, no
     // compression). kiln reads the objects it finds.
@@ -37,17 +35,27 @@ async fn a_300_mb_repository_builds_with_kilns_memory_bounded() {
     );
     let sha = git.commit("300 MB");
     git.push("main");
+    // The same in the bare repository, so a git server sends the files as they are (a forge sends
+    // packs it has made already; packing 300 MB afresh on every fetch would be the server's time).
+    let bare = git.bare.display().to_string();
+    git.git(&["--git-dir", &bare, "config", "core.bigFileThreshold", "1m"]);
+    git.git(&["--git-dir", &bare, "config", "core.compression", "0"]);
+    (git, sha)
+}
 
-    let kiln = KilnProcess::start(&registry, &[("KILN_BUILD_WORKERS", "1")]).await;
-    let secret = kiln.ci_repo("big", "context", &git.clone_url()).await;
+/// Builds `sha` from `clone_url` through a fresh kiln process and checks the build and kiln's peak
+/// memory.
+async fn build_with_bounded_memory(registry: &Registry, clone_url: &str, sha: &str, repo: &str) {
+    let kiln = KilnProcess::start(registry, &[("KILN_BUILD_WORKERS", "1")]).await;
+    let secret = kiln.ci_repo("big", repo, clone_url).await;
     kiln.rule(
         "big",
-        "context",
+        repo,
         json!({"type": "branch", "name": "main", "overwrite": true}),
     )
     .await;
     let before = kiln.peak_rss_kib();
-    let payload = github_push_payload(&git.clone_url(), "refs/heads/main", ZERO, &sha, false);
+    let payload = github_push_payload(clone_url, "refs/heads/main", ZERO, sha, false);
     let (status, body) = kiln.github_hook("push", "big-1", &secret, &payload).await;
     assert_eq!(status, 202, "{body}");
     let id = body["builds"][0].as_str().unwrap().to_string();
@@ -61,7 +69,7 @@ async fn a_300_mb_repository_builds_with_kilns_memory_bounded() {
     );
     assert!(
         registry
-            .tags("big/context")
+            .tags(&format!("big/{repo}"))
             .await
             .contains(&"main".to_string()),
         "{log}"
@@ -79,7 +87,7 @@ async fn a_300_mb_repository_builds_with_kilns_memory_bounded() {
     let peak = kiln.peak_rss_kib();
     let stages = &build["stages"];
     println!(
-        "kiln peak RSS: {} MiB (before the build {} MiB); stages: {stages}",
+        "{clone_url}: kiln peak RSS {} MiB (before the build {} MiB); stages: {stages}",
         peak / 1024,
         before / 1024
     );
@@ -88,9 +96,31 @@ async fn a_300_mb_repository_builds_with_kilns_memory_bounded() {
     }
     assert!(
         peak < PEAK_RSS_LIMIT_KIB,
-        "kiln's peak RSS was {} MiB (limit {} MiB) building a {} MB context\n{log}",
+        "kiln's peak RSS was {} MiB (limit {} MiB) building a {} MB context from {clone_url}\n{log}",
         peak / 1024,
         PEAK_RSS_LIMIT_KIB / 1024,
         context_bytes / 1_000_000
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_300_mb_local_repository_builds_with_kilns_memory_bounded() {
+    support::ensure_docker();
+    let base = support::ensure_base_image();
+    let registry = Registry::start();
+    let (git, sha) = big_repository(base);
+    build_with_bounded_memory(&registry, &git.clone_url(), &sha, "local").await;
+}
+
+/// Over git's smart HTTP protocol, as from a forge: the mirror receives a pack and indexes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_300_mb_repository_fetched_over_http_builds_with_kilns_memory_bounded() {
+    support::ensure_docker();
+    let base = support::ensure_base_image();
+    let registry = Registry::start();
+    let (git, sha) = big_repository(base);
+    let root = git.bare.parent().unwrap().to_path_buf();
+    let server = GitHttpServer::start(&root, None).await;
+    let name = git.bare.file_name().unwrap().to_string_lossy().into_owned();
+    build_with_bounded_memory(&registry, &format!("{}/{name}", server.url), &sha, "http").await;
 }

@@ -136,3 +136,42 @@ async fn a_build_printing_past_the_log_limit_is_cut_and_still_succeeds() {
         assert_eq!(error["error"]["field"], field, "{query}: {text}");
     }
 }
+
+/// A build that fails while fetching (no Dockerfile at the commit) says so before anything is sent
+/// to the daemon; its stages show the time it took, and null for the stages it never reached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_failing_at_the_fetch_stage_records_that_stage_only() {
+    support::ensure_docker();
+    let registry = Registry::start();
+    let kiln = Kiln::start(&registry, &[]).await;
+    let git = GitRepo::new();
+    git.write("README.md", "no Dockerfile here\n");
+    let sha = git.commit("no dockerfile");
+    git.push("main");
+    let secret = kiln.ci_repo("acme", "nodockerfile", &git.clone_url()).await;
+    kiln.rule(
+        "acme",
+        "nodockerfile",
+        json!({"type": "branch", "name": "main", "overwrite": true}),
+    )
+    .await;
+    let payload = github_push_payload(&git.clone_url(), "refs/heads/main", ZERO, &sha, false);
+    let (status, body) = kiln.github_hook("push", "nodf-1", &secret, &payload).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["builds"][0].as_str().unwrap().to_string();
+    let build = kiln.wait_build(&id).await;
+    assert_eq!(build["status"], "failed", "{build}");
+    assert_eq!(
+        build["error"], "Dockerfile not found at Dockerfile",
+        "{build}"
+    );
+    let stages = &build["stages"];
+    assert!(stages["queued_ms"].is_u64(), "{build}");
+    assert!(stages["fetch_ms"].is_u64(), "{build}");
+    for stage in ["context_ms", "build_ms", "push_ms"] {
+        assert!(stages[stage].is_null(), "{stage}: {build}");
+    }
+    let log = kiln.log(&id).await;
+    assert!(log.contains("Waited in the queue for "), "{log}");
+    assert!(!log.contains("Context sent"), "{log}");
+}

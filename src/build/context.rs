@@ -34,6 +34,13 @@ pub enum ContextError {
     Io(#[from] std::io::Error),
 }
 
+impl ContextError {
+    /// The producer stopped because the reader of the tar went away (the request ended).
+    pub fn is_reader_gone(&self) -> bool {
+        matches!(self, ContextError::Io(e) if e.kind() == std::io::ErrorKind::BrokenPipe)
+    }
+}
+
 /// Bytes of tar in one chunk of the pipe to the daemon.
 pub const CHUNK_SIZE: usize = 128 * 1024;
 /// Chunks the pipe holds while the daemon reads: the producer waits when it is full, so at most
@@ -1238,6 +1245,7 @@ mod tests {
         assert!(matches!(items.last(), Some(Err(_))), "{items:?}");
         let error = stream.finished.blocking_recv().unwrap().unwrap_err();
         assert!(matches!(error, ContextError::Git(_)), "{error:?}");
+        assert!(!error.is_reader_gone());
     }
 
     #[test]

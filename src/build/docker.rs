@@ -15,7 +15,7 @@ use tokio::sync::OnceCell;
 
 use std::time::{Duration, Instant};
 
-use super::context::{ContextPlan, ContextStream, ContextSummary};
+use super::context::{ContextError, ContextPlan, ContextStream, ContextSummary};
 use super::log::{BuildLog, LineBuffer};
 
 #[derive(Clone, Default)]
@@ -170,26 +170,29 @@ async fn build_once(
     let body = bollard::body_try_stream(tokio_stream::wrappers::ReceiverStream::new(chunks));
     let mut stream = docker.build_image(options, None, Some(body));
     let mut sent: Option<(ContextSummary, Instant)> = None;
+    // The producer stopped without the whole tar: the build fails with its reason, unless it
+    // only saw the daemon stop reading (then the daemon's own error says why).
+    let mut producer_failed: Option<ContextError> = None;
     let mut image_id = None;
     let mut lines = LineBuffer::default();
-    loop {
+    let daemon_error = loop {
         let item = tokio::select! {
             biased;
-            result = &mut finished, if sent.is_none() => {
+            result = &mut finished, if sent.is_none() && producer_failed.is_none() => {
                 match result {
                     Ok(Ok(summary)) => {
                         log_context_sent(log, &summary, started.elapsed()).await;
                         sent = Some((summary, Instant::now()));
-                        continue;
                     }
-                    // The producer failed: its reason is the build's (the daemon saw a broken tar).
-                    Ok(Err(e)) => return Err(format!("cannot make the build context: {e}")),
+                    Ok(Err(e)) if e.is_reader_gone() => producer_failed = Some(e),
+                    Ok(Err(e)) => return Err(context_failure(&e)),
                     Err(_) => return Err("the build context producer stopped".into()),
                 }
+                continue;
             }
             item = stream.next() => item,
         };
-        let Some(item) = item else { break };
+        let Some(item) = item else { break None };
         match item {
             Ok(info) => {
                 if let Some(text) = info.stream {
@@ -197,39 +200,38 @@ async fn build_once(
                     log.lines(complete.iter().map(String::as_str)).await;
                 }
                 if let Some(detail) = info.error_detail {
-                    let msg = detail.message.unwrap_or_else(|| "build failed".into());
-                    log.flush_partial(lines.take()).await;
-                    return Err(msg);
+                    break Some(detail.message.unwrap_or_else(|| "build failed".into()));
                 }
                 if let Some(id) = info.aux.and_then(|a| a.id) {
                     image_id = Some(id);
                 }
             }
-            Err(e) => {
-                log.flush_partial(lines.take()).await;
-                // A broken context ends the request early: the producer's reason is the real one.
-                if sent.is_none()
-                    && let Ok(Ok(Err(context_error))) =
-                        tokio::time::timeout(Duration::from_secs(5), &mut finished).await
-                {
-                    return Err(format!("cannot make the build context: {context_error}"));
-                }
-                return Err(one_line(&e));
-            }
+            Err(e) => break Some(one_line(&e)),
         }
-    }
+    };
     log.flush_partial(lines.take()).await;
-    let (context, context_sent) = match sent {
-        Some(sent) => sent,
-        // The daemon answered before the producer said it was done (it must have read it all).
-        None => match finished.await {
+    // The request is over: a producer still writing sees it now and stops.
+    drop(stream);
+    if sent.is_none() && producer_failed.is_none() {
+        match finished.await {
             Ok(Ok(summary)) => {
                 log_context_sent(log, &summary, started.elapsed()).await;
-                (summary, Instant::now())
+                sent = Some((summary, Instant::now()));
             }
-            Ok(Err(e)) => return Err(format!("cannot make the build context: {e}")),
+            // A broken context ends the request early: the producer's reason is the real one.
+            Ok(Err(e)) if !e.is_reader_gone() => return Err(context_failure(&e)),
+            Ok(Err(e)) => producer_failed = Some(e),
             Err(_) => return Err("the build context producer stopped".into()),
-        },
+        }
+    }
+    if let Some(error) = daemon_error {
+        return Err(error);
+    }
+    let Some((context, context_sent)) = sent else {
+        let reason = producer_failed.map_or_else(|| "unknown".to_string(), |e| e.to_string());
+        return Err(format!(
+            "the Docker daemon ended the build before reading the whole context ({reason})"
+        ));
     };
     let image_id =
         image_id.ok_or_else(|| "the Docker daemon ended the build without an image".to_string())?;
@@ -238,6 +240,10 @@ async fn build_once(
         context,
         context_sent,
     })
+}
+
+fn context_failure(error: &ContextError) -> String {
+    format!("cannot make the build context: {error}")
 }
 
 async fn log_context_sent(log: &mut BuildLog, summary: &ContextSummary, took: Duration) {

@@ -536,14 +536,15 @@ pub fn set_network_timeouts() -> Result<(), git2::Error> {
 /// Bounds what reading the object database keeps in memory, and skips re-hashing every object
 /// read: the mirror's objects were checked when fetched (libgit2's indexer hashes each one) or
 /// are a local source's own. libgit2 maps pack files in windows of 1 GiB up to 8 GiB by
-/// default, all of it counted in the process's resident memory once read; here 16 MiB windows,
-/// 64 MiB mapped at most. Global settings: runs once at start, before any git work.
+/// default, all of it counted in the process's resident memory once read; here 8 MiB windows,
+/// 32 MiB mapped at most (a larger object is still read: windows in use stay mapped). Global
+/// settings: runs once at start, before any git work.
 pub fn bound_object_reads() -> Result<(), git2::Error> {
     git2::opts::strict_hash_verification(false);
     // SAFETY: called once at start-up, before any thread uses libgit2.
     unsafe {
-        git2::opts::set_mwindow_size(16 * 1024 * 1024)?;
-        git2::opts::set_mwindow_mapped_limit(64 * 1024 * 1024)?;
+        git2::opts::set_mwindow_size(8 * 1024 * 1024)?;
+        git2::opts::set_mwindow_mapped_limit(32 * 1024 * 1024)?;
     }
     Ok(())
 }

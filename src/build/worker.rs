@@ -418,7 +418,7 @@ async fn execute(
     // Owned, and moved into the blocking fetch: a build stopped meanwhile keeps the mirror locked until
     // its fetch has really ended.
     let guard = app.builds.mirror_lock(&mirror).lock_owned().await;
-    let target = {
+    let fetched = {
         let build = build.clone();
         let mirror: PathBuf = mirror.clone();
         let local_sources = app.config.local_sources.clone();
@@ -435,8 +435,14 @@ async fn execute(
             resolve_target(&mirror, &remote, &build, rule.as_ref())
         })
         .await
-        .map_err(|e| format!("the fetch task failed: {e}"))??
+        .map_err(|e| format!("the fetch task failed: {e}"))
+        .and_then(|fetched| fetched)
     };
+    // A stage that failed took its time too: recorded, its reason ends the log.
+    if fetched.is_err() {
+        record_stage(app, &build.id, Stage::Fetch, fetch_started.elapsed()).await;
+    }
+    let target = fetched?;
     stage_done(
         app,
         &build.id,
@@ -579,9 +585,12 @@ async fn execute(
         image: image.clone(),
         before,
     });
-    let digest = docker::push_image(&docker, &image, &target.tag, registry_credentials(app), log)
-        .await
-        .map_err(|e| format!("push refused: {e}"))?;
+    let pushed =
+        docker::push_image(&docker, &image, &target.tag, registry_credentials(app), log).await;
+    if pushed.is_err() {
+        record_stage(app, &build.id, Stage::Push, push_started.elapsed()).await;
+    }
+    let digest = pushed.map_err(|e| format!("push refused: {e}"))?;
     // The extra tags move only when no newer build of the same rule and ref will move them.
     let newer = match &build.rule_id {
         Some(rule_id) if !extra_tags.is_empty() => {
