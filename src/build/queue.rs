@@ -326,3 +326,32 @@ pub async fn queue_positions(app: &App) -> Result<HashMap<String, usize>, sqlx::
             .collect(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stop_asked_before_the_worker_registers_its_build_is_kept_and_the_first_reason_wins()
+    {
+        let q = BuildQueue::default();
+        // The cancel comes between the claim and the worker's registration.
+        q.stop_running("b1", Stop::Cancel);
+        assert_eq!(q.start("b1").stopped().await, Stop::Cancel);
+        // Once the build ended, its next run starts with no stop pending.
+        q.end("b1");
+        assert!(!q.start("b1").token.is_cancelled());
+        q.end("b1");
+
+        q.stop_running("b2", Stop::Shutdown);
+        q.stop_running("b2", Stop::Cancel);
+        assert_eq!(q.start("b2").stopped().await, Stop::Shutdown);
+
+        let running = q.start("b3");
+        assert_eq!(q.stop_all(Stop::Shutdown), 2);
+        assert_eq!(running.stopped().await, Stop::Shutdown);
+        q.forget("b2");
+        q.forget("b3");
+        assert_eq!(q.stop_all(Stop::Cancel), 0);
+    }
+}
