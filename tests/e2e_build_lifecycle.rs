@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::kiln::{Kiln, KilnBinary};
+use support::kiln::Kiln;
+use support::kiln_process::KilnProcess;
 use support::{GitRepo, RecordingServer, Registry, github_push_payload, new_delivery_id};
 
 const ZERO: &str = "0000000000000000000000000000000000000000";
@@ -220,7 +221,7 @@ async fn cancel_during_the_push_leaves_no_cancelled_build_with_a_moved_tag() {
 
 /// A repository whose Dockerfile runs until stopped (marked `marker`), a `main` rule, for the binary.
 async fn endless_repo(
-    kiln: &KilnBinary,
+    kiln: &KilnProcess,
     repo: &str,
     marker: &str,
     seconds: u32,
@@ -234,13 +235,8 @@ async fn endless_repo(
     git.write("x", marker);
     let sha = git.commit("slow");
     git.push("main");
-    let secret = kiln
-        .ci_repo(
-            "acme",
-            repo,
-            &git.clone_url(),
-            json!({"type": "branch", "name": "main"}),
-        )
+    let secret = kiln.ci_repo("acme", repo, &git.clone_url()).await;
+    kiln.rule("acme", repo, json!({"type": "branch", "name": "main"}))
         .await;
     (git, secret, sha)
 }
@@ -251,7 +247,8 @@ async fn kiln_killed_mid_build_runs_the_build_again_exactly_once_at_its_next_sta
     let registry = Registry::start();
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
-    let mut kiln = KilnBinary::start(&registry, &data_dir, &[("KILN_BUILD_WORKERS", "1")]).await;
+    let mut kiln =
+        KilnProcess::start_in(&registry, &data_dir, &[("KILN_BUILD_WORKERS", "1")]).await;
     let marker = format!("kiln-crash-{}", new_delivery_id());
     let (git, secret, sha) = endless_repo(&kiln, "crash", &marker, 4).await;
     let ids = kiln
@@ -268,7 +265,7 @@ async fn kiln_killed_mid_build_runs_the_build_again_exactly_once_at_its_next_sta
     })
     .await;
 
-    let kiln = KilnBinary::start(&registry, &data_dir, &[("KILN_BUILD_WORKERS", "1")]).await;
+    let kiln = KilnProcess::start_in(&registry, &data_dir, &[("KILN_BUILD_WORKERS", "1")]).await;
     let build = kiln.wait_build(&id).await;
     let log = kiln.log(&id).await;
     assert_eq!(
@@ -305,7 +302,7 @@ async fn sigterm_lets_a_running_build_finish_within_the_grace_period_and_starts_
         ("KILN_BUILD_WORKERS", "1"),
         ("KILN_SHUTDOWN_GRACE_SECS", "120"),
     ];
-    let mut kiln = KilnBinary::start(&registry, &data_dir, &env).await;
+    let mut kiln = KilnProcess::start_in(&registry, &data_dir, &env).await;
     let marker = format!("kiln-term-{}", new_delivery_id());
     let (git, secret, sha) = endless_repo(&kiln, "term", &marker, 3).await;
     let running = kiln
@@ -341,7 +338,7 @@ async fn sigterm_lets_a_running_build_finish_within_the_grace_period_and_starts_
     let status = kiln.wait_exit(WAIT).await;
     assert!(status.success(), "{status:?}\n{}", kiln.output());
 
-    let kiln = KilnBinary::start(&registry, &data_dir, &env).await;
+    let kiln = KilnProcess::start_in(&registry, &data_dir, &env).await;
     let (_, b) = kiln.get(&format!("/builds/{running}")).await;
     assert_eq!(
         b["status"],
@@ -367,7 +364,7 @@ async fn sigterm_past_the_grace_period_queues_the_build_again_and_the_next_start
         ("KILN_BUILD_WORKERS", "1"),
         ("KILN_SHUTDOWN_GRACE_SECS", "1"),
     ];
-    let mut kiln = KilnBinary::start(&registry, &data_dir, &env).await;
+    let mut kiln = KilnProcess::start_in(&registry, &data_dir, &env).await;
     let marker = format!("kiln-grace-{}", new_delivery_id());
     let (git, secret, sha) = endless_repo(&kiln, "grace", &marker, 6).await;
     let id = kiln
@@ -382,7 +379,7 @@ async fn sigterm_past_the_grace_period_queues_the_build_again_and_the_next_start
     // Stopped, not left running: its container is gone.
     assert_eq!(containers_with(&first), Vec::<String>::new());
 
-    let kiln = KilnBinary::start(&registry, &data_dir, &env).await;
+    let kiln = KilnProcess::start_in(&registry, &data_dir, &env).await;
     let build = kiln.wait_build(&id).await;
     let log = kiln.log(&id).await;
     assert_eq!(build["status"], "succeeded", "{build}\n{log}");

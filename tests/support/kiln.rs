@@ -117,6 +117,16 @@ impl KilnApi {
         (status, body)
     }
 
+    /// An API call as the admin: `path` under `/api/v1`, `body` as JSON.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        self.call_as(ADMIN_TOKEN, method, path, body).await
+    }
+
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
         self.send(self.http.get(format!("{}/api/v1{path}", self.url)))
             .await
@@ -239,6 +249,34 @@ impl KilnApi {
         )
     }
 
+    /// Sends a GitHub push of `sha` to `git_ref` (a new ref: `before` is zeros) signed with `secret`;
+    /// returns the builds it queued.
+    pub async fn push_hook(
+        &self,
+        secret: &str,
+        clone_url: &str,
+        git_ref: &str,
+        sha: &str,
+    ) -> Vec<String> {
+        let payload = super::github_push_payload(
+            clone_url,
+            git_ref,
+            "0000000000000000000000000000000000000000",
+            sha,
+            false,
+        );
+        let (status, body) = self
+            .github_hook("push", &super::new_delivery_id(), secret, &payload)
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        body["builds"]
+            .as_array()
+            .expect("builds")
+            .iter()
+            .map(|b| b.as_str().unwrap().to_string())
+            .collect()
+    }
+
     /// Waits until the build ends and returns it.
     pub async fn wait_build(&self, id: &str) -> Value {
         let path = format!("/builds/{id}");
@@ -263,235 +301,5 @@ impl KilnApi {
             .await;
         assert_eq!(s, StatusCode::OK, "{body}");
         body.as_array().unwrap().clone()
-    }
-}
-
-/// The real `kiln` binary serving over a data dir the test keeps, so it can be stopped (SIGTERM), killed
-/// (SIGKILL) and started again over the same data. Its output goes to `{log_dir}/kiln.log`.
-pub struct KilnBinary {
-    child: std::process::Child,
-    pub url: String,
-    pub http: reqwest::Client,
-    pub data_dir: std::path::PathBuf,
-    pub output: std::path::PathBuf,
-}
-
-impl KilnBinary {
-    /// Starts `kiln serve` (the binary cargo built for this test) pushing to `registry`, with `extra`
-    /// KILN_* variables, and waits until it answers.
-    pub async fn start(
-        registry: &Registry,
-        data_dir: &std::path::Path,
-        extra: &[(&str, &str)],
-    ) -> KilnBinary {
-        let port = super::free_port();
-        let output = data_dir.with_extension("log");
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&output)
-            .expect("kiln log file");
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"));
-        cmd.arg("serve");
-        for (k, _) in std::env::vars() {
-            if k.starts_with("KILN_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.env("KILN_LISTEN", format!("127.0.0.1:{port}"))
-            .env("KILN_DATA_DIR", data_dir)
-            .env("KILN_REGISTRY", &registry.addr)
-            .env("KILN_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("KILN_LOCAL_SOURCES", super::git_repos_root())
-            .envs(extra.iter().copied())
-            .stdin(std::process::Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out);
-        let child = cmd.spawn().expect("spawn kiln");
-        let url = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        wait_until(
-            "kiln's binary to answer /healthz",
-            Duration::from_secs(60),
-            || async { http.get(format!("{url}/healthz")).send().await.is_ok() },
-        )
-        .await;
-        KilnBinary {
-            child,
-            url,
-            http,
-            data_dir: data_dir.to_path_buf(),
-            output,
-        }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Sends `signal` (`"KILL"`, `"TERM"`) to the process.
-    pub fn signal(&self, signal: &str) {
-        let status = std::process::Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.pid().to_string())
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill -{signal} {}", self.pid());
-    }
-
-    /// Has the process exited? Its exit status if so.
-    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().expect("try_wait")
-    }
-
-    /// Waits (up to `timeout`) for the process to exit and returns its status.
-    pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let mut status = None;
-        wait_until("kiln's process to exit", timeout, || {
-            status = self.child.try_wait().expect("try_wait");
-            std::future::ready(status.is_some())
-        })
-        .await;
-        status.unwrap()
-    }
-
-    /// What the process wrote so far.
-    pub fn output(&self) -> String {
-        std::fs::read_to_string(&self.output).unwrap_or_default()
-    }
-
-    pub async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut req = self
-            .http
-            .request(method, format!("{}/api/v1{path}", self.url))
-            .bearer_auth(ADMIN_TOKEN);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let resp = req.send().await.expect("request to kiln");
-        let status = resp.status();
-        let text = resp.text().await.expect("body");
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.call(reqwest::Method::GET, path, None).await
-    }
-
-    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.call(reqwest::Method::POST, path, Some(body)).await
-    }
-
-    pub async fn log(&self, build_id: &str) -> String {
-        self.http
-            .get(format!("{}/api/v1/builds/{build_id}/log", self.url))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .expect("log request")
-            .text()
-            .await
-            .expect("log text")
-    }
-
-    /// Namespace `ns`, repository `ns/repo` with `clone_url` as its GitHub source, and a rule; returns
-    /// the webhook secret.
-    pub async fn ci_repo(&self, ns: &str, repo: &str, clone_url: &str, rule: Value) -> String {
-        let (s, body) = self.post("/namespaces", json!({"name": ns})).await;
-        assert!(
-            s == StatusCode::CREATED || s == StatusCode::CONFLICT,
-            "namespace: {s} {body}"
-        );
-        let (s, body) = self
-            .post(&format!("/namespaces/{ns}/repos"), json!({"name": repo}))
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "repo: {body}");
-        let (s, body) = self
-            .call(
-                reqwest::Method::PUT,
-                &format!("/namespaces/{ns}/repos/{repo}/source"),
-                Some(json!({"provider": "github", "clone_url": clone_url})),
-            )
-            .await;
-        assert_eq!(s, StatusCode::OK, "source: {body}");
-        let secret = body["webhook_secret"].as_str().unwrap().to_string();
-        let (s, body) = self
-            .post(&format!("/namespaces/{ns}/repos/{repo}/rules"), rule)
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "rule: {body}");
-        secret
-    }
-
-    /// Sends a GitHub push for `sha` on `git_ref` signed with `secret`; returns the builds it queued.
-    pub async fn push_hook(
-        &self,
-        secret: &str,
-        clone_url: &str,
-        git_ref: &str,
-        sha: &str,
-    ) -> Vec<String> {
-        let payload = super::github_push_payload(
-            clone_url,
-            git_ref,
-            "0000000000000000000000000000000000000000",
-            sha,
-            false,
-        );
-        let body = serde_json::to_vec(&payload).unwrap();
-        let resp = self
-            .http
-            .post(format!("{}/hooks/github", self.url))
-            .header("content-type", "application/json")
-            .header("x-github-event", "push")
-            .header("x-github-delivery", super::new_delivery_id())
-            .header(
-                "x-hub-signature-256",
-                super::github_signature(secret, &body),
-            )
-            .body(body)
-            .send()
-            .await
-            .expect("hook request");
-        assert_eq!(resp.status(), StatusCode::ACCEPTED);
-        let body: Value = resp.json().await.unwrap();
-        body["builds"]
-            .as_array()
-            .expect("builds")
-            .iter()
-            .map(|b| b.as_str().unwrap().to_string())
-            .collect()
-    }
-
-    /// Waits until the build ends and returns it.
-    pub async fn wait_build(&self, id: &str) -> Value {
-        let path = format!("/builds/{id}");
-        wait_until(
-            &format!("build {id} to finish"),
-            Duration::from_secs(180),
-            || async {
-                let (_, b) = self.get(&path).await;
-                matches!(
-                    b["status"].as_str(),
-                    Some("succeeded" | "failed" | "cancelled")
-                )
-            },
-        )
-        .await;
-        self.get(&path).await.1
-    }
-}
-
-impl Drop for KilnBinary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
