@@ -212,33 +212,11 @@ async fn push_the_tag(kiln: &Kiln, provider: &str, secret: &str, r: &Release) ->
 /// The bytes of `path` in `repo:tag` as the registry serves it: manifest, then each layer blob
 /// (gunzipped), top layer first.
 async fn file_in_registry_image(registry: &Registry, repo: &str, tag: &str, path: &str) -> String {
-    let http = reqwest::Client::new();
-    let manifest: Value = http
-        .get(format!("{}/v2/{repo}/manifests/{tag}", registry.url))
-        .header(
-            "Accept",
-            "application/vnd.docker.distribution.manifest.v2+json, \
-             application/vnd.oci.image.manifest.v1+json",
-        )
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-        .expect("the manifest")
-        .json()
-        .await
-        .expect("a JSON manifest");
+    let manifest = registry.manifest(repo, tag).await;
     let layers = manifest["layers"].as_array().expect("layers").clone();
     for layer in layers.iter().rev() {
         let digest = layer["digest"].as_str().expect("a layer digest");
-        let blob = http
-            .get(format!("{}/v2/{repo}/blobs/{digest}", registry.url))
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .expect("the layer blob")
-            .bytes()
-            .await
-            .expect("the layer's bytes");
+        let blob = registry.blob(repo, digest).await;
         let tar = gunzip(&blob);
         let mut archive = tar::Archive::new(tar.as_slice());
         for entry in archive.entries().expect("a tar layer") {

@@ -32,42 +32,13 @@ async fn build_now(kiln: &Kiln, repo: &str, rule: &str) -> Value {
     kiln.wait_build(build["id"].as_str().unwrap()).await
 }
 
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
 /// The image config (`GET manifest` → its `config` blob) of `repo:reference` in the registry.
 async fn image_config(registry: &Registry, repo: &str, reference: &str) -> Value {
-    let manifest: Value = http()
-        .get(format!("{}/v2/{repo}/manifests/{reference}", registry.url))
-        .header(
-            "Accept",
-            "application/vnd.docker.distribution.manifest.v2+json, \
-             application/vnd.oci.image.manifest.v1+json",
-        )
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-        .expect("manifest")
-        .json()
-        .await
-        .expect("manifest JSON");
+    let manifest = registry.manifest(repo, reference).await;
     let config = manifest["config"]["digest"]
         .as_str()
         .unwrap_or_else(|| panic!("no config in {manifest}"));
-    http()
-        .get(format!("{}/v2/{repo}/blobs/{config}", registry.url))
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-        .expect("config blob")
-        .json()
-        .await
-        .expect("config JSON")
+    serde_json::from_slice(&registry.blob(repo, config).await).expect("config JSON")
 }
 
 #[tokio::test(flavor = "multi_thread")]

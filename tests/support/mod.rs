@@ -686,6 +686,38 @@ impl Registry {
         }
     }
 
+    /// The image manifest of `repo:reference` (a tag or a digest), Docker v2 or OCI.
+    pub async fn manifest(&self, repo: &str, reference: &str) -> Value {
+        let url = format!("{}/v2/{repo}/manifests/{reference}", self.url);
+        self.authed(http_client().get(&url))
+            .header(
+                "Accept",
+                "application/vnd.docker.distribution.manifest.v2+json, \
+                 application/vnd.oci.image.manifest.v1+json",
+            )
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+    }
+
+    /// The bytes of blob `digest` of `repo` (a layer, an image config).
+    pub async fn blob(&self, repo: &str, digest: &str) -> Vec<u8> {
+        let url = format!("{}/v2/{repo}/blobs/{digest}", self.url);
+        self.authed(http_client().get(&url))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+            .bytes()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+            .to_vec()
+    }
+
     /// Deletes the manifest `repo@digest` (`DELETE /v2/{repo}/manifests/{digest}`), which removes
     /// every tag pointing at it.
     pub async fn delete_manifest(&self, repo: &str, digest: &str) {
