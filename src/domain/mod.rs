@@ -44,6 +44,34 @@ impl FieldError {
 /// Shows one character in an error message so that invisible or confusable
 /// characters are still recognisable: `'/'`, `' ' (space)`, `'\0' (U+0000)`,
 /// `'Ä' (U+00C4)`.
+/// The checks every short free-text field shares: at most `max` bytes (`too_long`) and no control
+/// character (`invalid_character`). `subject` starts the message ("" or e.g. "a pattern ").
+pub(crate) fn check_length_and_controls(
+    field: &'static str,
+    value: &str,
+    max: usize,
+    subject: &str,
+) -> Result<(), FieldError> {
+    if value.len() > max {
+        return Err(FieldError::new(
+            field,
+            "too_long",
+            format!("{subject}must be at most {max} bytes (got {})", value.len()),
+        ));
+    }
+    if let Some(c) = value.chars().find(|c| c.is_control()) {
+        return Err(FieldError::new(
+            field,
+            "invalid_character",
+            format!(
+                "{subject}must not contain the control character {}",
+                describe_char(c)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) fn describe_char(c: char) -> String {
     if c == ' ' {
         "' ' (space)".to_string()

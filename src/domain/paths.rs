@@ -14,7 +14,7 @@
 
 use globset::{Glob, GlobBuilder, GlobMatcher};
 
-use super::{FieldError, describe_char, quote};
+use super::{FieldError, quote};
 
 /// At most this many patterns per list.
 pub const MAX_PATTERNS: usize = 100;
@@ -41,26 +41,7 @@ impl PathPatterns {
         }
         let mut patterns = Vec::with_capacity(list.len());
         for p in list {
-            if p.len() > MAX_PATTERN_LEN {
-                return Err(FieldError::new(
-                    field,
-                    "too_long",
-                    format!(
-                        "a pattern must be at most {MAX_PATTERN_LEN} bytes (got {})",
-                        p.len()
-                    ),
-                ));
-            }
-            if let Some(c) = p.chars().find(|c| c.is_control()) {
-                return Err(FieldError::new(
-                    field,
-                    "invalid_character",
-                    format!(
-                        "a pattern must not contain the control character {}",
-                        describe_char(c)
-                    ),
-                ));
-            }
+            super::check_length_and_controls(field, p, MAX_PATTERN_LEN, "a pattern ")?;
             let (negated, glob) = match p.strip_prefix('!') {
                 Some(rest) => (true, rest),
                 None => (false, p.as_str()),

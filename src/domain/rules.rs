@@ -24,7 +24,7 @@ use std::str::FromStr;
 use super::pattern::RefPattern;
 use super::tag::image_tag;
 use super::template::{TemplateVars, VersionTemplate};
-use super::{FieldError, describe_char, quote};
+use super::{FieldError, quote};
 
 /// Whether a rule (or a push) is about branches or tags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -157,26 +157,7 @@ pub fn normalize_repo_path(p: &str) -> Option<String> {
 }
 
 fn validate_repo_path(field: &'static str, p: &str) -> Result<String, FieldError> {
-    if p.len() > MAX_REPO_PATH_LEN {
-        return Err(FieldError::new(
-            field,
-            "too_long",
-            format!(
-                "must be at most {MAX_REPO_PATH_LEN} bytes (got {})",
-                p.len()
-            ),
-        ));
-    }
-    if let Some(c) = p.chars().find(|c| c.is_control()) {
-        return Err(FieldError::new(
-            field,
-            "invalid_character",
-            format!(
-                "must not contain the control character {}",
-                describe_char(c)
-            ),
-        ));
-    }
+    super::check_length_and_controls(field, p, MAX_REPO_PATH_LEN, "")?;
     if p.starts_with('/') {
         return Err(FieldError::new(
             field,
