@@ -84,6 +84,8 @@ fn small_repo(base: &str, seed: u64) -> GitRepo {
         format!("FROM {base}\nCOPY . /app\nRUN ls /app/data | wc -l > /app/count\n"),
     );
     git.write("version.txt", "0\n");
+    // Unique to this run: a build of an earlier run can't be this one's cache.
+    git.write("run-id", support::new_delivery_id());
     // Both paths send the same context: the clone has a .git directory, kiln's tree does not.
     git.write(".dockerignore", ".git\n");
     git.commit("small bench repo");
@@ -104,6 +106,7 @@ fn big_repo(base: &str, seed: u64) -> GitRepo {
         );
     }
     git.write("Dockerfile", format!("FROM {base}\nCOPY . /app\n"));
+    git.write("run-id", support::new_delivery_id());
     git.write(".dockerignore", ".git\n");
     git.commit("big bench repo");
     git.push("main");
@@ -198,7 +201,7 @@ async fn main() {
     let (mut warm_kiln, mut warm_hand) = (Vec::new(), Vec::new());
     for round in 0..WARM_ROUNDS {
         for git in [&small_kiln, &small_hand] {
-            git.write("version.txt", format!("{round}\n"));
+            git.write("version.txt", format!("{}\n", round + 1));
             git.commit(&format!("round {round}"));
             git.push("main");
         }

@@ -16,8 +16,9 @@ const FILE_SIZE: usize = 30 * 1024 * 1024;
 const PEAK_RSS_LIMIT_KIB: u64 = 150 * 1024;
 
 /// A repository of [`FILES`] files of [`FILE_SIZE`] incompressible bytes and a Dockerfile that
-/// copies them and prints their size, pushed to `main`; returns it and the commit.
-fn big_repository(base: &str) -> (GitRepo, String) {
+/// copies them and prints their size, pushed to `main`; returns it and the commit. Each `seed`
+/// gives other bytes, so no other build's layer cache makes this one's steps cached.
+fn big_repository(base: &str, seed: u64) -> (GitRepo, String) {
     let git = GitRepo::new();
     // Quick to commit and push: git stores the large files as they are (no delta search, no
     // compression). kiln reads the objects it finds.
@@ -26,13 +27,15 @@ fn big_repository(base: &str) -> (GitRepo, String) {
     for i in 0..FILES {
         git.write(
             &format!("data/blob-{i:02}.bin"),
-            support::incompressible(FILE_SIZE, i as u64 + 1),
+            support::incompressible(FILE_SIZE, seed * 100 + i as u64),
         );
     }
     git.write(
         "Dockerfile",
         format!("FROM {base}\nCOPY . /app\nRUN du -sk /app/data\n"),
     );
+    // Unique to this run: a build of an earlier run can't be this one's cache.
+    git.write("run-id", support::new_delivery_id());
     let sha = git.commit("300 MB");
     git.push("main");
     // The same in the bare repository, so a git server sends the files as they are (a forge sends
@@ -76,7 +79,8 @@ async fn build_with_bounded_memory(registry: &Registry, clone_url: &str, sha: &s
     );
     // All of it went to the daemon: the build saw the ten files (du -sk prints KiB).
     let context_bytes = (FILES * FILE_SIZE) as u64;
-    assert!(log.contains(&format!(": {} files, ", FILES + 1)), "{log}");
+    // The data, the Dockerfile and run-id.
+    assert!(log.contains(&format!(": {} files, ", FILES + 2)), "{log}");
     let data_kib: u64 = log
         .lines()
         .find_map(|line| line.strip_suffix("\t/app/data"))
@@ -108,7 +112,7 @@ async fn a_300_mb_local_repository_builds_with_kilns_memory_bounded() {
     support::ensure_docker();
     let base = support::ensure_base_image();
     let registry = Registry::start();
-    let (git, sha) = big_repository(base);
+    let (git, sha) = big_repository(base, 1);
     build_with_bounded_memory(&registry, &git.clone_url(), &sha, "local").await;
 }
 
@@ -118,7 +122,7 @@ async fn a_300_mb_repository_fetched_over_http_builds_with_kilns_memory_bounded(
     support::ensure_docker();
     let base = support::ensure_base_image();
     let registry = Registry::start();
-    let (git, sha) = big_repository(base);
+    let (git, sha) = big_repository(base, 2);
     let root = git.bare.parent().unwrap().to_path_buf();
     let server = GitHttpServer::start(&root, None).await;
     let name = git.bare.file_name().unwrap().to_string_lossy().into_owned();

@@ -10,6 +10,10 @@
 //! 0644 (0755 when git has them executable), directories 0755, symlinks as symlinks, uid/gid 0
 //! with no user names, and every mtime the commit's time (as `git archive` does). Submodules
 //! (gitlinks) are left out: their commits are not in the mirror.
+//!
+//! The tar is never whole in memory: [`plan_context`] checks the Dockerfile and the context
+//! directory (before anything is sent), then [`ContextPlan::stream`] writes the tar from a thread
+//! of its own into a bounded pipe of chunks that is the build request's body.
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
