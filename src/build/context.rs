@@ -54,9 +54,10 @@ pub const PIPE_DEPTH: usize = 4;
 /// What was sent, once the tar is written whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ContextSummary {
-    /// Entries that are not directories (files and symlinks), the Dockerfile included.
+    /// The repository's entries sent that are not directories (files and symlinks), its
+    /// Dockerfile included; not kiln's own `.kiln.Dockerfile` or a `.dockerignore` kiln made.
     pub files: usize,
-    /// Bytes of file contents.
+    /// Bytes of the contents of those files.
     pub bytes: u64,
     /// Bytes of the tar itself.
     pub tar_bytes: u64,
@@ -278,6 +279,8 @@ impl ContextPlan {
         };
         writer.walk(&context_tree, b"")?;
 
+        // The counts are the repository's files: kiln's own entries below are not among them.
+        let (repository_files, repository_bytes) = (writer.files, writer.bytes);
         if self.sends_own_dockerfile() {
             if !writer.wrote_dockerignore {
                 let contents = crate::domain::dockerfile_labels::dockerignore_with_generated(None);
@@ -298,16 +301,10 @@ impl ContextPlan {
             }
         }
 
-        let ContextWriter {
-            builder,
-            files,
-            bytes,
-            ..
-        } = writer;
-        let counted = builder.into_inner()?;
+        let counted = writer.builder.into_inner()?;
         Ok(ContextSummary {
-            files,
-            bytes,
+            files: repository_files,
+            bytes: repository_bytes,
             tar_bytes: counted.written,
         })
     }
@@ -942,7 +939,8 @@ mod tests {
                 file(".kiln.Dockerfile", 0o644, "FROM scratch\nCOPY . /app\n"),
             ]
         );
-        assert_eq!(context.files, 3);
+        // The repository's .dockerignore and main.go; kiln's .kiln.Dockerfile is not counted.
+        assert_eq!(context.files, 2);
 
         // Without a .dockerignore one is made, listing itself too.
         let (r, commit) = repo_with(&[
@@ -1222,8 +1220,13 @@ mod tests {
 
     #[test]
     fn the_producer_stops_when_nobody_reads_and_says_why_it_failed() {
-        let (r, commit) =
-            repo_with(&[("Dockerfile", File("FROM scratch\n")), ("a.txt", File("a"))]);
+        // More than the pipe holds: the producer must wait for a reader, whenever it runs.
+        let big = "x".repeat((PIPE_DEPTH + 2) * CHUNK_SIZE);
+        let (r, commit) = repo_with(&[
+            ("Dockerfile", File("FROM scratch\n")),
+            ("a.txt", File("a")),
+            ("big.txt", File(&big)),
+        ]);
         let plan = plan_context(r.repo.path(), &r.repo, commit, "", "Dockerfile").unwrap();
 
         // The reader goes away (the build failed): the producer ends with a broken pipe.
