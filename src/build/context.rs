@@ -64,13 +64,14 @@ pub struct ContextSummary {
 }
 
 /// A build context checked against the commit: the Dockerfile and the context directory exist.
-/// Nothing is read from the tree's files yet: [`ContextPlan::stream`] writes the tar.
+/// Of the tree's files only the Dockerfile is read yet: [`ContextPlan::stream`] writes the tar.
 #[derive(Debug, Clone)]
 pub struct ContextPlan {
     mirror: PathBuf,
     mtime: u64,
     context_tree: Oid,
-    dockerfile_blob: Oid,
+    /// The rule's Dockerfile, as committed.
+    dockerfile_content: Vec<u8>,
     /// The Dockerfile's path inside the context dir, when it lies there.
     inside: Option<String>,
     /// The Dockerfile the daemon builds instead of the rule's, with kiln's labels (see
@@ -131,7 +132,7 @@ pub fn plan_context(
     let root = commit.tree()?;
 
     // The Dockerfile: a regular file, not a directory, symlink or submodule.
-    let dockerfile_blob = match root.get_path(Path::new(&dockerfile_path)) {
+    let dockerfile_content = match root.get_path(Path::new(&dockerfile_path)) {
         Ok(entry)
             if entry.kind() == Some(ObjectType::Blob)
                 && matches!(
@@ -139,7 +140,7 @@ pub fn plan_context(
                     MODE_BLOB | MODE_BLOB_GROUP_WRITABLE | MODE_EXECUTABLE
                 ) =>
         {
-            entry.id()
+            repo.find_blob(entry.id())?.content().to_vec()
         }
         Ok(_) => return Err(ContextError::DockerfileNotFound(dockerfile_path)),
         Err(error) if error.code() == git2::ErrorCode::NotFound => {
@@ -173,7 +174,7 @@ pub fn plan_context(
         mirror: mirror.to_path_buf(),
         mtime,
         context_tree,
-        dockerfile_blob,
+        dockerfile_content,
         dockerfile: inside
             .clone()
             .unwrap_or_else(|| OUTSIDE_DOCKERFILE.to_string()),
@@ -186,19 +187,16 @@ impl ContextPlan {
     /// Has the daemon build a copy of the Dockerfile with `labels` as one `LABEL` at the end of the
     /// built stage (`target`, or the last), sent as `.kiln.Dockerfile` and dropped by the daemon
     /// from the context before any `COPY` (see `domain::dockerfile_labels`). False when the end of
-    /// that stage is not certain: the labels are then left to the `labels` build option. Blocking
-    /// (reads the Dockerfile from the mirror).
-    pub fn label(&mut self, target: &str, labels: &[(&str, &str)]) -> Result<bool, ContextError> {
-        let repo = Repository::open_bare(&self.mirror)?;
-        let blob = repo.find_blob(self.dockerfile_blob)?;
-        let dockerfile = String::from_utf8_lossy(blob.content());
+    /// that stage is not certain: the labels are then left to the `labels` build option.
+    pub fn label(&mut self, target: &str, labels: &[(&str, &str)]) -> bool {
+        let dockerfile = String::from_utf8_lossy(&self.dockerfile_content);
         match crate::domain::dockerfile_labels::with_labels(&dockerfile, target, labels) {
             Some(generated) => {
                 self.generated = Some(generated);
                 self.dockerfile = OUTSIDE_DOCKERFILE.to_string();
-                Ok(true)
+                true
             }
-            None => Ok(false),
+            None => false,
         }
     }
 
@@ -286,19 +284,11 @@ impl ContextPlan {
                 let contents = crate::domain::dockerfile_labels::dockerignore_with_generated(None);
                 writer.write_file(DOCKERIGNORE.as_bytes(), 0o644, &contents)?;
             }
-            match &self.generated {
-                Some(text) => {
-                    writer.write_file(OUTSIDE_DOCKERFILE.as_bytes(), 0o644, text.as_bytes())?
-                }
-                None => {
-                    let dockerfile = repo.find_blob(self.dockerfile_blob)?;
-                    writer.write_file(
-                        OUTSIDE_DOCKERFILE.as_bytes(),
-                        0o644,
-                        dockerfile.content(),
-                    )?;
-                }
-            }
+            let dockerfile = match &self.generated {
+                Some(text) => text.as_bytes(),
+                None => &self.dockerfile_content,
+            };
+            writer.write_file(OUTSIDE_DOCKERFILE.as_bytes(), 0o644, dockerfile)?;
         }
 
         let counted = writer.builder.into_inner()?;
@@ -883,7 +873,7 @@ mod tests {
             ("main.go", File("package main\n")),
         ]);
         let mut plan = plan_context(r.repo.path(), &r.repo, commit, "", "Dockerfile").unwrap();
-        assert!(plan.label("base", &[("a", "1")]).unwrap());
+        assert!(plan.label("base", &[("a", "1")]));
         assert_eq!(plan.dockerfile, ".kiln.Dockerfile");
         let mut tar = Vec::new();
         plan.write_tar(&mut tar).unwrap();
@@ -916,7 +906,7 @@ mod tests {
         // A Dockerfile ending inside a continued line keeps the labels to the build option.
         let (r, commit) = repo_with(&[("Dockerfile", File("FROM scratch\nRUN a \\\n"))]);
         let mut plan = plan_context(r.repo.path(), &r.repo, commit, "", "Dockerfile").unwrap();
-        assert!(!plan.label("", &[("a", "1")]).unwrap());
+        assert!(!plan.label("", &[("a", "1")]));
         assert_eq!(plan.dockerfile, "Dockerfile");
     }
 

@@ -518,22 +518,12 @@ async fn execute(
         docker::REPOSITORY_LABEL.to_string(),
         docker::image_repository(&full_ref).to_string(),
     );
-    let mut context = target.context.clone();
-    let (context, in_dockerfile) = {
-        let labels = labels.clone();
-        let stage = settings.target.clone();
-        tokio::task::spawn_blocking(move || {
-            let pairs: Vec<(&str, &str)> = labels
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            let placed = context.label(&stage, &pairs);
-            (context, placed)
-        })
-        .await
-        .map_err(|e| format!("the labelling task failed: {e}"))?
-    };
-    let in_dockerfile = in_dockerfile.map_err(|e| format!("cannot read the Dockerfile: {e}"))?;
+    let mut context = target.context;
+    let pairs: Vec<(&str, &str)> = labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let in_dockerfile = context.label(&settings.target, &pairs);
     let options = docker::BuildOptions {
         image_ref: full_ref.clone(),
         build_args: build_settings::build_args_for(&settings, &facts),
