@@ -236,12 +236,15 @@ impl Config {
         if build_timeout_secs == 0 {
             bail!("KILN_BUILD_TIMEOUT_SECS / KILN_BUILD_TIMEOUT_MINUTES: must be positive");
         }
-        let build_log_limit = match vars.get("KILN_BUILD_LOG_LIMIT") {
-            Some(v) => v
-                .parse()
-                .with_context(|| format!("KILN_BUILD_LOG_LIMIT: '{v}' is not a number of bytes"))?,
-            None => f.build_log_limit.unwrap_or(10 * 1024 * 1024),
+        let number = |var: &str, file: Option<u64>, default: u64| -> anyhow::Result<u64> {
+            match vars.get(var) {
+                Some(v) => v
+                    .parse()
+                    .with_context(|| format!("{var}: '{v}' is not a whole number")),
+                None => Ok(file.unwrap_or(default)),
+            }
         };
+        let build_log_limit = number("KILN_BUILD_LOG_LIMIT", f.build_log_limit, 10 * 1024 * 1024)?;
         if build_log_limit < 1024 {
             bail!("KILN_BUILD_LOG_LIMIT: must be at least 1024 bytes, got {build_log_limit}");
         }
@@ -256,14 +259,6 @@ impl Config {
             bail!("KILN_EVENT_RETENTION_DAYS: must be at least 1");
         }
 
-        let number = |var: &str, file: Option<u64>, default: u64| -> anyhow::Result<u64> {
-            match vars.get(var) {
-                Some(v) => v
-                    .parse()
-                    .with_context(|| format!("{var}: '{v}' is not a whole number")),
-                None => Ok(file.unwrap_or(default)),
-            }
-        };
         let delivery_timeout_secs =
             number("KILN_DELIVERY_TIMEOUT_SECS", f.delivery_timeout_secs, 10)?;
         let delivery_attempts = number(
