@@ -12,8 +12,6 @@ use serde_json::{Value, json};
 use support::kiln::Kiln;
 use support::{GitRepo, RecordingServer, Registry};
 
-const EVENTS_TOKEN: &str = "registry-events-token-for-tests";
-
 /// A CI repository `acme/{repo}` with one rule; returns the rule id.
 async fn ci_rule(kiln: &Kiln, git: &GitRepo, repo: &str, rule: Value) -> String {
     kiln.ci_repo("acme", repo, &git.clone_url()).await;
@@ -45,23 +43,9 @@ async fn image_config(registry: &Registry, repo: &str, reference: &str) -> Value
 async fn build_args_target_extra_tags_and_oci_labels_reach_the_image() {
     support::ensure_docker();
     let base = support::ensure_base_image();
-    // The registry tells kiln about every push (kiln's port is chosen first): the extra tags'
-    // pushes are the build's own, not plain `docker push`es.
-    let port = support::free_port();
-    let registry = Registry::start_with_notifications(
-        &format!("http://127.0.0.1:{port}/registry/events"),
-        EVENTS_TOKEN,
-    );
-    let listen = format!("127.0.0.1:{port}");
-    let kiln = Kiln::start(
-        &registry,
-        &[
-            ("KILN_LISTEN", &listen),
-            ("KILN_REGISTRY_EVENTS_TOKEN", EVENTS_TOKEN),
-            ("KILN_WEBHOOK_ALLOW", "127.0.0.1"),
-        ],
-    )
-    .await;
+    // The registry tells kiln about every push: the extra tags' pushes are the build's own, not
+    // plain `docker push`es.
+    let (registry, kiln) = Kiln::start_notified(&[]).await;
     let receiver = RecordingServer::start().await;
     let git = GitRepo::new();
     // Two stages: the rule builds `build`, not the last one. Each stage writes what it sees.

@@ -11,29 +11,8 @@ use serde_json::{Value, json};
 use support::kiln::Kiln;
 use support::{GitRepo, Registry, docker_build_and_push, github_push_payload, wait_until};
 
-const EVENTS_TOKEN: &str = "registry-events-token-for-tests";
+const EVENTS_TOKEN: &str = support::kiln::REGISTRY_EVENTS_TOKEN;
 const ZERO: &str = "0000000000000000000000000000000000000000";
-
-/// A registry that notifies kiln (kiln's port is chosen first), and kiln.
-async fn notified_pair() -> (Registry, Kiln) {
-    support::ensure_docker();
-    let port = support::free_port();
-    let registry = Registry::start_with_notifications(
-        &format!("http://127.0.0.1:{port}/registry/events"),
-        EVENTS_TOKEN,
-    );
-    let listen = format!("127.0.0.1:{port}");
-    let kiln = Kiln::start(
-        &registry,
-        &[
-            ("KILN_LISTEN", &listen),
-            ("KILN_REGISTRY_EVENTS_TOKEN", EVENTS_TOKEN),
-            ("KILN_WEBHOOK_ALLOW", "127.0.0.1"),
-        ],
-    )
-    .await;
-    (registry, kiln)
-}
 
 async fn versions(kiln: &Kiln, ns: &str, repo: &str, include_hidden: bool) -> Vec<Value> {
     let (s, body) = kiln
@@ -79,7 +58,7 @@ fn names(list: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn docker_push_creates_versions_and_an_overwritten_tag_keeps_its_history() {
-    let (registry, kiln) = notified_pair().await;
+    let (registry, kiln) = Kiln::start_notified(&[]).await;
     kiln.post("/namespaces", json!({"name": "acme"})).await;
     kiln.post("/namespaces/acme/repos", json!({"name": "plain"}))
         .await;
@@ -139,7 +118,7 @@ async fn docker_push_creates_versions_and_an_overwritten_tag_keeps_its_history()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_build_records_a_build_version_and_the_registry_echo_does_not_change_it() {
-    let (_registry, kiln) = notified_pair().await;
+    let (_registry, kiln) = Kiln::start_notified(&[]).await;
     let git = GitRepo::new();
     git.write("Dockerfile", "FROM scratch\nCOPY a.txt /a.txt\n");
     git.write("a.txt", git.clone_url());
@@ -176,7 +155,7 @@ async fn a_build_records_a_build_version_and_the_registry_echo_does_not_change_i
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hiding_follows_every_rule() {
-    let (registry, kiln) = notified_pair().await;
+    let (registry, kiln) = Kiln::start_notified(&[]).await;
     let git = GitRepo::new();
     git.write("Dockerfile", "FROM scratch\nCOPY a.txt /a.txt\n");
     git.write("a.txt", git.clone_url());

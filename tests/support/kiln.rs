@@ -72,6 +72,31 @@ impl Kiln {
     }
 }
 
+/// The token the registries of [`Kiln::start_notified`] send with their notifications.
+pub const REGISTRY_EVENTS_TOKEN: &str = "registry-events-token-for-tests";
+
+impl Kiln {
+    /// A registry that notifies kiln of every push (kiln's port is chosen first, so the registry
+    /// can be told where kiln listens), and kiln, with `extra` KILN_* variables on top.
+    pub async fn start_notified(extra: &[(&str, &str)]) -> (Registry, Kiln) {
+        super::ensure_docker();
+        let port = super::free_port();
+        let registry = Registry::start_with_notifications(
+            &format!("http://127.0.0.1:{port}/registry/events"),
+            REGISTRY_EVENTS_TOKEN,
+        );
+        let listen = format!("127.0.0.1:{port}");
+        let mut vars = vec![
+            ("KILN_LISTEN", listen.as_str()),
+            ("KILN_REGISTRY_EVENTS_TOKEN", REGISTRY_EVENTS_TOKEN),
+            ("KILN_WEBHOOK_ALLOW", "127.0.0.1"),
+        ];
+        vars.extend_from_slice(extra);
+        let kiln = Kiln::start(&registry, &vars).await;
+        (registry, kiln)
+    }
+}
+
 impl KilnApi {
     pub fn new(url: String) -> KilnApi {
         KilnApi {
