@@ -42,6 +42,9 @@ struct FileConfig {
     build_retention_count: Option<u64>,
     build_retention_days: Option<u64>,
     image_cache_max_bytes: Option<u64>,
+    // -- the web console (issue 10) --
+    session_idle_minutes: Option<u64>,
+    session_max_hours: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -96,6 +99,10 @@ pub struct Config {
     /// Local images kiln built plus mirrors of deleted sources are pruned, oldest first, down to
     /// this many bytes (zero: no cap).
     pub image_cache_max_bytes: u64,
+    /// A console session ends after this long without a request.
+    pub session_idle: Duration,
+    /// A console session ends this long after sign-in, however busy.
+    pub session_max: Duration,
 }
 
 /// Where configuration values come from: a variable lookup, so tests can pass a map instead of the process env.
@@ -331,6 +338,12 @@ impl Config {
             f.image_cache_max_bytes,
             DEFAULT_IMAGE_CACHE_MAX_BYTES,
         )?;
+        let session_idle_minutes =
+            number("KILN_SESSION_IDLE_MINUTES", f.session_idle_minutes, 120)?;
+        let session_max_hours = number("KILN_SESSION_MAX_HOURS", f.session_max_hours, 12)?;
+        if session_idle_minutes == 0 || session_max_hours == 0 {
+            bail!("KILN_SESSION_IDLE_MINUTES and KILN_SESSION_MAX_HOURS must be at least 1");
+        }
         let allow_text = pick("KILN_WEBHOOK_ALLOW", f.webhook_allow).unwrap_or_default();
         let webhook_allow = crate::notify::guard::AllowList::parse(&allow_text)
             .map_err(|e| anyhow::anyhow!("KILN_WEBHOOK_ALLOW: {e}"))?;
@@ -368,6 +381,8 @@ impl Config {
             build_retention_count,
             build_retention: Duration::from_secs(build_retention_days * 86_400),
             image_cache_max_bytes,
+            session_idle: Duration::from_secs(session_idle_minutes * 60),
+            session_max: Duration::from_secs(session_max_hours * 3600),
         })
     }
 

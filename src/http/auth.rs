@@ -103,14 +103,18 @@ impl FromRequestParts<App> for Caller {
 }
 
 pub async fn caller_for_token(app: &App, token: &str) -> ApiResult<Caller> {
-    let hash = hash_token(token);
-    if app.admin_token_hash.as_deref() == Some(hash.as_str()) {
+    caller_for_hash(app, &hash_token(token)).await
+}
+
+/// The caller whose token has this SHA-256 (a console session keeps only the hash).
+pub async fn caller_for_hash(app: &App, hash: &str) -> ApiResult<Caller> {
+    if app.admin_token_hash.as_deref() == Some(hash) {
         return Ok(Caller {
             role: Role::Admin,
             namespace: None,
         });
     }
-    let row = db::tokens::by_hash(&app.db, &hash)
+    let row = db::tokens::by_hash(&app.db, hash)
         .await?
         .ok_or_else(|| ApiError::unauthorized("unknown token"))?;
     if let Some(expires) = &row.expires_at

@@ -1,5 +1,6 @@
 pub mod api;
 pub mod auth;
+pub mod console;
 pub mod error;
 pub mod health;
 pub mod hooks;

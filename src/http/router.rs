@@ -4,7 +4,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use tower_http::trace::TraceLayer;
 
-use super::{api, health, hooks, metrics};
+use super::{api, console, health, hooks, metrics};
 use crate::app::App;
 use crate::registry::events::receive_registry_events;
 
@@ -17,6 +17,7 @@ pub fn create_router(app: App) -> Router {
         .route("/hooks/gitea", post(hooks::receive_gitea))
         .route("/registry/events", post(receive_registry_events))
         .nest("/api/v1", api::routes())
+        .merge(console::routes(app.clone()))
         .layer(axum::middleware::map_response(close_after_unread_body))
         .layer(TraceLayer::new_for_http())
         .with_state(app)
