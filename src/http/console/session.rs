@@ -163,6 +163,10 @@ impl FromRequestParts<App> for Viewer {
     }
 }
 
+/// The fields of a form that sends only its CSRF token (`CsrfForm<NoFields>`).
+#[derive(Debug, serde::Deserialize)]
+pub struct NoFields {}
+
 /// A submitted console form: the viewer, and the fields as `T`, after checking the form's `_csrf`
 /// field against the session's token (403 otherwise). A field `T` cannot take is a 422 page naming it.
 pub struct CsrfForm<T>(pub Viewer, pub T);
@@ -312,7 +316,7 @@ pub async fn login(
 /// `POST /logout`: ends the session (its row is deleted) and drops the cookie.
 pub async fn logout(
     axum::extract::State(app): axum::extract::State<App>,
-    CsrfForm(viewer, ()): CsrfForm<()>,
+    CsrfForm(viewer, NoFields {}): CsrfForm<NoFields>,
 ) -> Result<Response, ConsoleError> {
     db::sessions::delete(&app.db, &viewer.session_hash).await?;
     let mut response = Redirect::to("/login").into_response();
