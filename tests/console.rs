@@ -255,6 +255,11 @@ async fn sign_in_sign_out_and_sessions() {
         assert_eq!(token_hash.len(), 64);
     }
 
+    // A path nothing serves: the console's page, not an empty answer.
+    let page = console.get("/no/such/page").await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND);
+    assert!(page.has("#error-message"));
+
     // `next` never leaves the site.
     let page = console.get("/login?next=https://evil.example/").await;
     assert_eq!(page.attrs("input[name=next]", "value"), vec!["/"]);

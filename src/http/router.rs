@@ -18,6 +18,7 @@ pub fn create_router(app: App) -> Router {
         .route("/registry/events", post(receive_registry_events))
         .nest("/api/v1", api::routes())
         .merge(console::routes(app.clone()))
+        .fallback(console::not_found)
         .layer(axum::middleware::map_response(close_after_unread_body))
         .layer(TraceLayer::new_for_http())
         .with_state(app)

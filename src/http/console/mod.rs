@@ -44,6 +44,16 @@ pub fn routes(app: App) -> Router<App> {
         ))
 }
 
+/// Any path no route has (outside `/api/v1`, which answers JSON): the console's "not found" page.
+pub async fn not_found(uri: axum::http::Uri, headers: axum::http::HeaderMap) -> Response {
+    let lang = i18n::Lang::of_request(uri.query(), &headers);
+    let mut ctx = Context::new();
+    ctx.insert("status", &404);
+    ctx.insert("message", &lang.text("errors.not_found"));
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    render::guest_page(lang, path, "error.html", ctx, StatusCode::NOT_FOUND)
+}
+
 /// `GET /static/{file}`: the stylesheet and scripts, from the binary.
 async fn static_file(Path(file): Path<String>) -> Response {
     let Some(text) = files::static_file(&file) else {
