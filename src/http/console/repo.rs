@@ -70,7 +70,10 @@ async fn overview_page(
     let (row, mut ctx) = super::repo_tab(app, viewer, ns, repo, Role::Read, "overview").await?;
     let newest = db::versions::list(&app.db, &row.id, false).await?;
     let tag = newest.first().map_or("latest", |v| v.tag.as_str());
-    ctx.insert("pull_tag", tag);
+    ctx.insert(
+        "pull_cmd",
+        &format!("docker pull {}:{tag}", app.image_name(ns, &row.name)),
+    );
     ctx.insert("has_versions", &!newest.is_empty());
     ctx.insert("detail_html", &super::markdown::to_safe_html(&row.detail));
     let edit = refused.edit.unwrap_or(EditForm {
@@ -157,8 +160,14 @@ async fn delete_repo(
     match repos::delete(&app, &viewer.caller, &ns, &repo, Some(form.confirm.trim())).await {
         Ok(report) => Ok(deleted(&viewer, &ns, report)),
         Err(e) if e.field.is_some() => {
+            // The API's sentence names its `?confirm=` parameter: the form says it in its own words.
+            let delete_errors = if e.code == "confirmation_required" {
+                json!({ "confirm": viewer.lang.text("overview.confirm_mismatch") })
+            } else {
+                super::form_errors(&viewer, &e)
+            };
             let refused = Refused {
-                delete_errors: super::form_errors(&viewer, &e),
+                delete_errors,
                 confirm: form.confirm,
                 ..Default::default()
             };
