@@ -292,7 +292,6 @@ pub async fn delete(
     Ok(report)
 }
 
-
 pub async fn delete_repo(
     State(app): State<App>,
     caller: Caller,

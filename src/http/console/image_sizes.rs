@@ -54,14 +54,15 @@ pub async fn sizes(
     }
     let fetched: Vec<(String, Option<u64>)> = futures_util::stream::iter(missing)
         .map(|digest| async move {
-            let size = match tokio::time::timeout(WAIT, compressed_size(registry, repo, &digest)).await {
-                Ok(Ok(size)) => size,
-                Ok(Err(e)) => {
-                    tracing::debug!(repo, digest, error = %format!("{e:#}"), "no image size");
-                    None
-                }
-                Err(_) => None,
-            };
+            let size =
+                match tokio::time::timeout(WAIT, compressed_size(registry, repo, &digest)).await {
+                    Ok(Ok(size)) => size,
+                    Ok(Err(e)) => {
+                        tracing::debug!(repo, digest, error = %format!("{e:#}"), "no image size");
+                        None
+                    }
+                    Err(_) => None,
+                };
             (digest, size)
         })
         .buffer_unordered(AT_ONCE)

@@ -40,6 +40,10 @@ pub struct EditForm {
     category: String,
 }
 
+/// A form with no fields but its CSRF token.
+#[derive(Deserialize)]
+pub struct NoFields {}
+
 #[derive(Deserialize)]
 pub struct DeleteForm {
     #[serde(default)]
@@ -103,7 +107,15 @@ async fn overview(
     viewer: Viewer,
     Path((ns, repo)): Path<(String, String)>,
 ) -> Result<Response, ConsoleError> {
-    overview_page(&app, &viewer, &ns, &repo, Refused::default(), StatusCode::OK).await
+    overview_page(
+        &app,
+        &viewer,
+        &ns,
+        &repo,
+        Refused::default(),
+        StatusCode::OK,
+    )
+    .await
 }
 
 /// `POST /repos/{ns}/{repo}/edit`: summary, detail, category.
@@ -135,7 +147,7 @@ async fn edit_repo(
 async fn hide_repo(
     State(app): State<App>,
     Path((ns, repo)): Path<(String, String)>,
-    CsrfForm(viewer, ()): CsrfForm<()>,
+    CsrfForm(viewer, NoFields {}): CsrfForm<NoFields>,
 ) -> Result<Response, ConsoleError> {
     repos::set_hidden(&app, &viewer.caller, &ns, &repo, true).await?;
     Ok(super::done(&repo_path(&ns, &repo), "repos_hidden"))
@@ -144,7 +156,7 @@ async fn hide_repo(
 async fn unhide_repo(
     State(app): State<App>,
     Path((ns, repo)): Path<(String, String)>,
-    CsrfForm(viewer, ()): CsrfForm<()>,
+    CsrfForm(viewer, NoFields {}): CsrfForm<NoFields>,
 ) -> Result<Response, ConsoleError> {
     repos::set_hidden(&app, &viewer.caller, &ns, &repo, false).await?;
     Ok(super::done(&repo_path(&ns, &repo), "repos_unhidden"))
