@@ -349,6 +349,36 @@ async fn create_edit_hide_and_delete_a_repository_through_the_console() {
     );
     assert!(listed(&gone).is_empty());
     assert_status(&console.get("/repos/acme/api").await, StatusCode::NOT_FOUND);
+
+    // When the registry cannot be asked, kiln still deletes and a page says what the registry kept.
+    kiln.post("/namespaces/acme/repos", json!({"name": "left"}))
+        .await;
+    drop(registry);
+    let partly = console
+        .post(
+            "/repos/acme/left",
+            "/repos/acme/left/delete",
+            &[("confirm", "left")],
+        )
+        .await;
+    assert_status(&partly, StatusCode::OK);
+    assert_eq!(partly.text("h1"), "Repository deleted");
+    assert_eq!(partly.text("#registry-kept tbody td code"), "all tags");
+    assert!(
+        partly
+            .text("#registry-kept tbody td:nth-child(2)")
+            .contains("cannot"),
+        "{}",
+        partly.html
+    );
+    assert_eq!(
+        partly.attrs("#delete-report a.btn", "href"),
+        vec!["/?ns=acme"]
+    );
+    assert_eq!(
+        repo_json(&kiln, "acme", "left").await.0,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
