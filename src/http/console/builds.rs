@@ -206,12 +206,16 @@ async fn build_status(
     Ok(response)
 }
 
+/// A form with no field but its CSRF token (`()` does not read a non-empty form).
+#[derive(Deserialize)]
+struct NoFields {}
+
 /// `POST /builds/{id}/cancel`: the API's cancel. Done: back to the build page with a flash; a
 /// build that already ended (or pushed before it could be stopped): the page again, 409, saying so.
 async fn cancel(
     State(app): State<App>,
     Path(id): Path<String>,
-    CsrfForm(viewer, ()): CsrfForm<()>,
+    CsrfForm(viewer, NoFields {}): CsrfForm<NoFields>,
 ) -> Result<Response, ConsoleError> {
     match api::cancel(&app, &viewer.caller, &id).await {
         Ok(view) => {
