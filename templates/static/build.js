@@ -41,8 +41,8 @@
   var summaryStatus = (document.getElementById("build-summary") || {}).dataset || {};
   var lastSeen = { status: summaryStatus.status, queue: summaryStatus.queue || "" };
   function refreshSummary() {
-    return fetch(location.pathname, { credentials: "same-origin", cache: "no-store" })
-      .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
+    return fetch("/builds/" + encodeURIComponent(id), { credentials: "same-origin", cache: "no-store" })
+      .then(function (r) { return r.ok && !r.redirected ? r.text() : Promise.reject(r.status); })
       .then(function (html) {
         var doc = new DOMParser().parseFromString(html, "text/html");
         var fresh = doc.getElementById("build-summary");
@@ -86,7 +86,11 @@
     var url = "/builds/" + encodeURIComponent(id) + "/log?follow=true&after=" + after;
     fetch(url, { credentials: "same-origin", cache: "no-store" })
       .then(function (r) {
-        if (!r.ok || !r.body) return Promise.reject(r.status);
+        // A signed-out session is sent to the sign-in page: that is no log.
+        var kind = r.headers.get("content-type") || "";
+        if (!r.ok || !r.body || r.redirected || kind.indexOf("text/plain") !== 0) {
+          return Promise.reject(r.status);
+        }
         var reader = r.body.getReader();
         var decoder = new TextDecoder();
         function pump() {
