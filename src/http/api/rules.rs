@@ -330,7 +330,9 @@ pub async fn update_rule(
     ApiPath((ns, repo, id)): ApiPath<(String, String, String)>,
     ApiJson(body): ApiJson<UpdateRule>,
 ) -> ApiResult<axum::Json<RuleView>> {
-    Ok(axum::Json(update(&app, &caller, &ns, &repo, &id, body).await?))
+    Ok(axum::Json(
+        update(&app, &caller, &ns, &repo, &id, body).await?,
+    ))
 }
 
 /// Changes the fields `body` gives of rule `id` (write role): the API's `PATCH .../rules/{id}` and
