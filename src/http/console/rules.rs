@@ -76,6 +76,10 @@ pub struct LinkForm {
 
 const LINK_FIELDS: &[&str] = &["provider", "clone_url", "webhook_secret"];
 
+/// A form that sends only its CSRF token (a button).
+#[derive(Deserialize)]
+pub struct Button {}
+
 /// What a form answered on the tab itself (instead of redirecting).
 #[derive(Default)]
 struct Answer {
@@ -131,7 +135,13 @@ async fn render_tab(
             ..LinkForm::default()
         }),
     );
-    ctx.insert("errors", &answer.link_errors);
+    let link_errors = if answer.link_errors.is_null() {
+        json!({})
+    } else {
+        answer.link_errors
+    };
+    ctx.insert("errors", &link_errors);
+    ctx.insert("preview_errors", &json!({}));
     ctx.insert("new_secret", &answer.new_secret);
     ctx.insert("build_error", &answer.build_error);
     ctx.insert("local_sources", &!app.config.local_sources.is_empty());
@@ -273,7 +283,7 @@ async fn link_source(
 async fn regenerate_secret(
     State(app): State<App>,
     Path((ns, repo)): Path<(String, String)>,
-    CsrfForm(viewer, ()): CsrfForm<()>,
+    CsrfForm(viewer, Button {}): CsrfForm<Button>,
 ) -> Result<Response, ConsoleError> {
     let row = load_repo(&app, &viewer.caller, &ns, &repo, Role::Write).await?;
     let source = db::sources::for_repo(&app.db, &row.id)
@@ -298,10 +308,17 @@ async fn regenerate_secret(
 async fn unlink_source(
     State(app): State<App>,
     Path((ns, repo)): Path<(String, String)>,
-    CsrfForm(viewer, ()): CsrfForm<()>,
+    CsrfForm(viewer, Button {}): CsrfForm<Button>,
 ) -> Result<Response, ConsoleError> {
     sources::delete(&app, &viewer.caller, &ns, &repo).await?;
     Ok(super::done(&tab_path(&ns, &repo), "rules_source_unlinked"))
+}
+
+/// The add/edit form as shown: its fields, their errors, the status.
+struct Shown<'a> {
+    form: &'a RuleForm,
+    errors: Value,
+    status: StatusCode,
 }
 
 /// The add/edit form page; `rule` None: a new rule.
@@ -311,10 +328,13 @@ async fn form_page(
     ns: &str,
     repo: &str,
     rule: Option<&str>,
-    form: &RuleForm,
-    errors: Value,
-    status: StatusCode,
+    shown: Shown<'_>,
 ) -> Result<Response, ConsoleError> {
+    let Shown {
+        form,
+        errors,
+        status,
+    } = shown;
     let (_, mut ctx) = super::repo_tab(app, viewer, ns, repo, Role::Write, "rules").await?;
     ctx.insert("base", &tab_path(ns, repo));
     ctx.insert("rule_id", &rule);
@@ -347,7 +367,12 @@ async fn refused(
         return Err(e.into());
     }
     let errors = form::errors_for(viewer.lang, &e, form::FIELDS);
-    form_page(app, viewer, ns, repo, rule, form, errors, e.status).await
+    let shown = Shown {
+        form,
+        errors,
+        status: e.status,
+    };
+    form_page(app, viewer, ns, repo, rule, shown).await
 }
 
 /// `GET /repos/{ns}/{repo}/rules/new`.
@@ -357,17 +382,12 @@ async fn new_rule(
     Path((ns, repo)): Path<(String, String)>,
 ) -> Result<Response, ConsoleError> {
     let form = RuleForm::blank();
-    form_page(
-        &app,
-        &viewer,
-        &ns,
-        &repo,
-        None,
-        &form,
-        json!({}),
-        StatusCode::OK,
-    )
-    .await
+    let shown = Shown {
+        form: &form,
+        errors: json!({}),
+        status: StatusCode::OK,
+    };
+    form_page(&app, &viewer, &ns, &repo, None, shown).await
 }
 
 /// `POST /repos/{ns}/{repo}/rules/new`: the API's `POST .../rules`.
@@ -394,17 +414,12 @@ async fn edit_rule(
 ) -> Result<Response, ConsoleError> {
     let (_, rule) = load_rule(&app, &viewer.caller, &ns, &repo, &id, Role::Write).await?;
     let form = RuleForm::of(&RuleView::new(rule, app.config.build_timeout));
-    form_page(
-        &app,
-        &viewer,
-        &ns,
-        &repo,
-        Some(&id),
-        &form,
-        json!({}),
-        StatusCode::OK,
-    )
-    .await
+    let shown = Shown {
+        form: &form,
+        errors: json!({}),
+        status: StatusCode::OK,
+    };
+    form_page(&app, &viewer, &ns, &repo, Some(&id), shown).await
 }
 
 /// `POST /repos/{ns}/{repo}/rules/{id}/edit`: the API's `PATCH .../rules/{id}` with every field.
@@ -448,7 +463,7 @@ async fn set_enabled(
 async fn enable_rule(
     State(app): State<App>,
     Path((ns, repo, id)): Path<(String, String, String)>,
-    CsrfForm(viewer, ()): CsrfForm<()>,
+    CsrfForm(viewer, Button {}): CsrfForm<Button>,
 ) -> Result<Response, ConsoleError> {
     set_enabled(&app, &viewer, &ns, &repo, &id, true).await
 }
@@ -457,7 +472,7 @@ async fn enable_rule(
 async fn disable_rule(
     State(app): State<App>,
     Path((ns, repo, id)): Path<(String, String, String)>,
-    CsrfForm(viewer, ()): CsrfForm<()>,
+    CsrfForm(viewer, Button {}): CsrfForm<Button>,
 ) -> Result<Response, ConsoleError> {
     set_enabled(&app, &viewer, &ns, &repo, &id, false).await
 }
@@ -466,7 +481,7 @@ async fn disable_rule(
 async fn delete_rule(
     State(app): State<App>,
     Path((ns, repo, id)): Path<(String, String, String)>,
-    CsrfForm(viewer, ()): CsrfForm<()>,
+    CsrfForm(viewer, Button {}): CsrfForm<Button>,
 ) -> Result<Response, ConsoleError> {
     rules::delete(&app, &viewer.caller, &ns, &repo, &id).await?;
     Ok(super::done(&tab_path(&ns, &repo), "rules_deleted"))
