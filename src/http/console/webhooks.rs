@@ -10,6 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tera::Context;
@@ -431,7 +432,7 @@ async fn disable_webhook(
 async fn delete_webhook(
     State(app): State<App>,
     Path((ns, repo, id)): Path<(String, String, String)>,
-    CsrfForm(viewer, ()): CsrfForm<()>,
+    CsrfForm(viewer, _): CsrfForm<IgnoredAny>,
 ) -> Result<Response, ConsoleError> {
     api::delete(&app, &viewer.caller, &ns, &repo, &id).await?;
     Ok(done(&tab_path(&ns, &repo), "webhooks_deleted"))
@@ -442,7 +443,7 @@ async fn delete_webhook(
 async fn test_webhook(
     State(app): State<App>,
     Path((ns, repo, id)): Path<(String, String, String)>,
-    CsrfForm(viewer, ()): CsrfForm<()>,
+    CsrfForm(viewer, _): CsrfForm<IgnoredAny>,
 ) -> Result<Response, ConsoleError> {
     let (attempted, delivery) = api::send_test(&app, &viewer.caller, &ns, &repo, &id).await?;
     let flash = match (attempted, delivery.summary.status.as_str()) {
@@ -580,7 +581,7 @@ async fn delivery_body(
 async fn redeliver(
     State(app): State<App>,
     Path(id): Path<String>,
-    CsrfForm(viewer, ()): CsrfForm<()>,
+    CsrfForm(viewer, _): CsrfForm<IgnoredAny>,
 ) -> Result<Response, ConsoleError> {
     let new = api::redeliver_one(&app, &viewer.caller, &id).await?;
     Ok(done(
