@@ -528,6 +528,11 @@ async fn subscriptions_are_added_tested_edited_and_deleted_from_the_console() {
         "Test sent, but the delivery failed: see its access record."
     );
     assert_eq!(failed.text("#records .http-status"), "500");
+    let outcome = failed.text("#records .delivery-status");
+    assert!(
+        outcome == "retrying" || outcome == "failed",
+        "a delivery answered 500 is retried or failed: {outcome}"
+    );
 
     // Delete (the confirm is on the form), back to the tab without it.
     let form = console.get(&page_path).await;
@@ -618,6 +623,35 @@ async fn a_record_shows_the_answer_pretty_and_cuts_long_bodies_with_a_note() {
     );
     let answered = header_rows(&record, ".response");
     assert_eq!(header(&answered, "x-receiver"), Some("answers-with-json"));
+
+    // Access records come 25 to a page, newest first.
+    let hook_id = json_hook["id"].as_str().unwrap();
+    for _ in 0..26 {
+        let (s, d) = kiln
+            .post(
+                &format!("/namespaces/acme/repos/shop/webhooks/{hook_id}/test"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{d}");
+    }
+    let all: Vec<String> = deliveries(&kiln, "acme", "shop", hook_id)
+        .await
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(all.len(), 27);
+    let first_page = console.get(&page_path).await;
+    let ids = first_page.attrs("#records tr[data-delivery-id]", "data-delivery-id");
+    assert_eq!(ids, all[..25].to_vec());
+    let next = first_page.attrs("a.next-page", "href")[0].clone();
+    let second_page = console.get(&next).await;
+    assert_eq!(second_page.status, StatusCode::OK);
+    assert_eq!(
+        second_page.attrs("#records tr[data-delivery-id]", "data-delivery-id"),
+        all[25..].to_vec()
+    );
+    assert!(!second_page.has("a.next-page"));
 
     // A long answer: cut for display, the note says how much, the whole body one link away.
     let long_hook = hook_named(&kiln, "acme", "shop", "long").await;
