@@ -118,7 +118,7 @@ async fn the_builds_tab_and_the_page_of_a_succeeded_build() {
         [format!("/builds/{id}")]
     );
     assert_eq!(tab.text(&row(&id, "code.commit")), &sha[..7]);
-    assert_eq!(tab.attrs(&row(&id, "code.commit"), "title"), [sha.clone()]);
+    assert_eq!(tab.attrs(&row(&id, "code.commit"), "title"), [sha.as_str()]);
     assert_eq!(tab.text(&row(&id, "code.tag")), "main");
     assert!(
         tab.text(&row(&id, ".duration")).ends_with(" s")
