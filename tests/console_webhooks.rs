@@ -534,6 +534,47 @@ async fn subscriptions_are_added_tested_edited_and_deleted_from_the_console() {
         "a delivery answered 500 is retried or failed: {outcome}"
     );
 
+    // An internal address the operator did not allow: accepted as a URL, refused when sent, and
+    // the record says why and how to allow it.
+    let internal = console
+        .post(
+            tab,
+            tab,
+            &[
+                ("name", "internal"),
+                ("url", "http://127.0.0.2:9/hook"),
+                ("events", "image.pushed"),
+                ("payload_format", "kiln"),
+                ("secret", &new_secret()),
+                ("active", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(internal.status, StatusCode::OK, "{}", internal.html);
+    let internal = internal
+        .url
+        .trim_start_matches(&console.url)
+        .split('?')
+        .next()
+        .unwrap()
+        .to_string();
+    let refused = console
+        .post(&internal, &format!("{internal}/test"), &[])
+        .await;
+    assert_eq!(
+        refused.text(".flash"),
+        "Test sent, but the delivery failed: see its access record."
+    );
+    assert_eq!(refused.text("#records .delivery-status"), "failed");
+    let link = refused.attrs("#records a.record-link", "href")[0].clone();
+    let record = console.get(&link).await;
+    let why = record.text(".delivery-error");
+    assert!(
+        why.contains("127.0.0.2") && why.contains("KILN_WEBHOOK_ALLOW"),
+        "{why}"
+    );
+    assert!(record.has("details.attempt[open] .no-response"));
+
     // Delete (the confirm is on the form), back to the tab without it.
     let form = console.get(&page_path).await;
     assert!(!form.attrs("form[action$='/delete']", "data-confirm")[0].is_empty());

@@ -174,15 +174,40 @@ struct Row {
     last: Option<DeliverySummary>,
 }
 
+/// A form shown again after the API refused it: what was typed, the errors by field, the status.
+struct Refused {
+    form: HookForm,
+    errors: serde_json::Value,
+    status: StatusCode,
+}
+
+impl Refused {
+    fn new(viewer: &Viewer, form: HookForm, e: &ApiError) -> Refused {
+        Refused {
+            form,
+            errors: form_errors(viewer, e),
+            status: e.status,
+        }
+    }
+}
+
+/// The tab: the subscriptions, and the add form (blank, or as refused).
 async fn tab_page(
     app: &App,
     viewer: &Viewer,
     ns: &str,
     repo: &str,
-    form: HookForm,
-    errors: serde_json::Value,
-    status: StatusCode,
+    refused: Option<Refused>,
 ) -> Result<Response, ConsoleError> {
+    let Refused {
+        form,
+        errors,
+        status,
+    } = refused.unwrap_or_else(|| Refused {
+        form: HookForm::blank(),
+        errors: json!({}),
+        status: StatusCode::OK,
+    });
     let (row, mut ctx) = repo_tab(app, viewer, ns, repo, Role::Read, "webhooks").await?;
     let mut hooks: Vec<WebhookView> = db::webhooks::list(&app.db, &row.id)
         .await?
@@ -208,16 +233,7 @@ async fn list_webhooks(
     viewer: Viewer,
     Path((ns, repo)): Path<(String, String)>,
 ) -> Result<Response, ConsoleError> {
-    tab_page(
-        &app,
-        &viewer,
-        &ns,
-        &repo,
-        HookForm::blank(),
-        json!({}),
-        StatusCode::OK,
-    )
-    .await
+    tab_page(&app, &viewer, &ns, &repo, None).await
 }
 
 /// `POST /repos/{ns}/{repo}/webhooks`: subscribes. A secret kiln generates is shown on the answer
@@ -251,8 +267,8 @@ async fn create_webhook(
         }
         Ok(hook) => Ok(done(&hook_path(&ns, &repo, &hook.id), "webhooks_created")),
         Err(e) if is_form_error(&e) => {
-            let errors = form_errors(&viewer, &e);
-            tab_page(&app, &viewer, &ns, &repo, form, errors, e.status).await
+            let refused = Refused::new(&viewer, form, &e);
+            tab_page(&app, &viewer, &ns, &repo, Some(refused)).await
         }
         Err(e) => Err(e.into()),
     }
@@ -300,20 +316,20 @@ async fn show_webhook(
     Ok(render::page(&viewer, "repo/webhook.html", ctx))
 }
 
+/// The edit form: the subscription's values, or the form as refused.
 async fn edit_page(
     app: &App,
     viewer: &Viewer,
-    ns: &str,
-    repo: &str,
-    id: &str,
-    form: Option<HookForm>,
-    errors: serde_json::Value,
-    status: StatusCode,
+    (ns, repo, id): (&str, &str, &str),
+    refused: Option<Refused>,
 ) -> Result<Response, ConsoleError> {
     let (_, mut ctx) = repo_tab(app, viewer, ns, repo, Role::Read, "webhooks").await?;
     let hook =
         WebhookView::from(api::load_webhook(app, &viewer.caller, ns, repo, id, Role::Write).await?);
-    let form = form.unwrap_or_else(|| HookForm::of(&hook));
+    let (form, errors, status) = match refused {
+        Some(r) => (r.form, r.errors, r.status),
+        None => (HookForm::of(&hook), json!({}), StatusCode::OK),
+    };
     ctx.insert("hook", &hook);
     ctx.insert("form", &form.shown());
     ctx.insert("errors", &errors);
@@ -332,17 +348,7 @@ async fn edit_webhook_page(
     viewer: Viewer,
     Path((ns, repo, id)): Path<(String, String, String)>,
 ) -> Result<Response, ConsoleError> {
-    edit_page(
-        &app,
-        &viewer,
-        &ns,
-        &repo,
-        &id,
-        None,
-        json!({}),
-        StatusCode::OK,
-    )
-    .await
+    edit_page(&app, &viewer, (&ns, &repo, &id), None).await
 }
 
 /// `POST /repos/{ns}/{repo}/webhooks/{id}/edit`: every field of the form; an empty secret keeps
@@ -365,8 +371,8 @@ async fn edit_webhook(
     match api::update(&app, &viewer.caller, &ns, &repo, &id, body).await {
         Ok(hook) => Ok(done(&hook_path(&ns, &repo, &hook.id), "webhooks_saved")),
         Err(e) if is_form_error(&e) => {
-            let errors = form_errors(&viewer, &e);
-            edit_page(&app, &viewer, &ns, &repo, &id, Some(form), errors, e.status).await
+            let refused = Refused::new(&viewer, form, &e);
+            edit_page(&app, &viewer, (&ns, &repo, &id), Some(refused)).await
         }
         Err(e) => Err(e.into()),
     }
@@ -475,7 +481,7 @@ struct ResponsePage {
     body: BodyView,
 }
 
-/// A recorded header object (`{"name": "value"}`) as pairs, in the recorded order.
+/// A recorded header object (`{"name": "value"}`) as pairs, by name (as the API lists them).
 fn header_pairs(headers: &serde_json::Value) -> Vec<(String, String)> {
     headers
         .as_object()
@@ -588,4 +594,53 @@ async fn redeliver(
         &format!("/deliveries/{}", new.id),
         "deliveries_redelivered",
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(fields: &[(&str, &str)]) -> Vec<(String, String)> {
+        fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_form_reads_repeated_boxes_and_absent_ones() {
+        let f = HookForm::parse(pairs(&[
+            ("_csrf", "t"),
+            ("name", " bot "),
+            ("url", " https://example.com/h "),
+            ("events", "image.pushed"),
+            ("events", "build.failed"),
+            ("secret", "  "),
+            ("tag_filter", ""),
+            ("payload_format", "kiln"),
+        ]));
+        assert_eq!(f.events, vec!["image.pushed", "build.failed"]);
+        assert_eq!(f.url, "https://example.com/h");
+        assert!(!f.active, "an unchecked box is absent: disabled");
+        assert_eq!(f.secret(), None, "a blank secret is none");
+        let f = HookForm::parse(pairs(&[("active", "1"), ("secret", "whsec_x")]));
+        assert!(f.active);
+        assert!(f.events.is_empty());
+        assert_eq!(f.secret().as_deref(), Some("whsec_x"));
+        assert_eq!(f.shown().secret, "", "a typed secret is never shown again");
+    }
+
+    #[test]
+    fn recorded_headers_become_pairs_by_name() {
+        let h: serde_json::Value =
+            serde_json::from_str(r#"{"x-n":3,"content-type":"application/json"}"#).unwrap();
+        assert_eq!(
+            header_pairs(&h),
+            vec![
+                ("content-type".to_string(), "application/json".to_string()),
+                ("x-n".to_string(), "3".to_string()),
+            ]
+        );
+        assert!(header_pairs(&serde_json::Value::Null).is_empty());
+    }
 }
