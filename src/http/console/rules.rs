@@ -113,7 +113,7 @@ async fn render_tab(
     let (row, mut ctx) = super::repo_tab(app, viewer, ns, repo, Role::Read, "rules").await?;
     let lang = viewer.lang;
     let base = tab_path(ns, repo);
-    ctx.insert("base", &base);
+    ctx.insert("rules_base", &base);
 
     // The git source and how to point its host's webhook at kiln.
     let source = db::sources::for_repo(&app.db, &row.id)
@@ -336,7 +336,7 @@ async fn form_page(
         status,
     } = shown;
     let (_, mut ctx) = super::repo_tab(app, viewer, ns, repo, Role::Write, "rules").await?;
-    ctx.insert("base", &tab_path(ns, repo));
+    ctx.insert("rules_base", &tab_path(ns, repo));
     ctx.insert("rule_id", &rule);
     ctx.insert("form", form);
     ctx.insert("errors", &errors);
