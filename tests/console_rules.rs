@@ -289,6 +289,11 @@ async fn link_source_webhook_settings_secret_once_and_unlink() {
     );
     let page = console.get(TAB).await;
     assert!(!page.html.contains(&fresh) && !page.has("#new-secret"));
+    // Reloading the answer's address (a GET) is the tab: no secret either.
+    let page = console.get("/repos/acme/api/source").await;
+    assert_ok(&page);
+    assert!(page.url.ends_with(TAB), "{}", page.url);
+    assert!(!page.html.contains(&fresh) && !page.has("#new-secret"));
 
     // Unlink (the confirmation says what happens to the rules): rules are kept, disabled; the form
     // comes back.
