@@ -96,6 +96,27 @@ async fn link_source_webhook_settings_secret_once_and_unlink() {
         vec![TAB]
     );
 
+    // No rules without a source: the API's 409, on the form.
+    let new = "/repos/acme/api/rules/new";
+    let page = console
+        .post(
+            new,
+            new,
+            &[
+                ("type", "branch"),
+                ("name", "main"),
+                ("dockerfile", "Dockerfile"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::CONFLICT, "{}", page.html);
+    assert!(
+        page.text("#err-_").contains("no git source"),
+        "{}",
+        page.html
+    );
+    assert_eq!(page.attrs("#name", "value"), vec!["main"]);
+
     // A URL kiln cannot fetch, then a local path outside KILN_LOCAL_SOURCES: the error at the field,
     // the input kept, 422, nothing linked.
     for bad in ["relative/path", "ssh://git@github.com/acme/api.git", "/etc"] {
