@@ -88,9 +88,34 @@ async fn link_source_webhook_settings_secret_once_and_unlink() {
     );
     assert!(!page.has("#webhook-url"));
     assert_eq!(
+        page.attrs("form#link-form", "action"),
+        vec!["/repos/acme/api/source"]
+    );
+    assert_eq!(
         page.attrs("nav.tabs a[aria-current=page]", "href"),
         vec![TAB]
     );
+
+    // No rules without a source: the API's 409, on the form.
+    let new = "/repos/acme/api/rules/new";
+    let page = console
+        .post(
+            new,
+            new,
+            &[
+                ("type", "branch"),
+                ("name", "main"),
+                ("dockerfile", "Dockerfile"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::CONFLICT, "{}", page.html);
+    assert!(
+        page.text("#err-_").contains("no git source"),
+        "{}",
+        page.html
+    );
+    assert_eq!(page.attrs("#name", "value"), vec!["main"]);
 
     // A URL kiln cannot fetch, then a local path outside KILN_LOCAL_SOURCES: the error at the field,
     // the input kept, 422, nothing linked.
@@ -206,6 +231,16 @@ async fn link_source_webhook_settings_secret_once_and_unlink() {
     }
     assert!(page.has("#plain-git"), "a file:// source is plain git");
     assert!(page.has("button[data-copy='#webhook-url']"));
+    let actions = page.attrs("form", "action");
+    for want in [
+        "/repos/acme/api/source/secret",
+        "/repos/acme/api/source/unlink",
+    ] {
+        assert!(
+            actions.iter().any(|a| a == want),
+            "{want} not in {actions:?}"
+        );
+    }
 
     // GitLab and Gitea/Forgejo: their own settings.
     for (provider, wants) in [
@@ -275,8 +310,19 @@ async fn link_source_webhook_settings_secret_once_and_unlink() {
     );
     let page = console.get(TAB).await;
     assert!(!page.html.contains(&fresh) && !page.has("#new-secret"));
+    // Reloading the answer's address (a GET) is the tab: no secret either.
+    let page = console.get("/repos/acme/api/source").await;
+    assert_ok(&page);
+    assert!(page.url.ends_with(TAB), "{}", page.url);
+    assert!(!page.html.contains(&fresh) && !page.has("#new-secret"));
 
-    // Unlink: rules are kept, disabled; the form comes back.
+    // Unlink (the confirmation says what happens to the rules): rules are kept, disabled; the form
+    // comes back.
+    let confirm = console
+        .get(TAB)
+        .await
+        .attrs("form[action$='/source/unlink']", "data-confirm");
+    assert!(confirm[0].contains("rule is disabled"), "{confirm:?}");
     let rule = kiln
         .rule("acme", "api", json!({"type": "branch", "name": "main"}))
         .await;
@@ -300,7 +346,6 @@ async fn link_source_webhook_settings_secret_once_and_unlink() {
         .await;
     assert_eq!(r["enabled"], false);
     assert!(page.has(&format!("tr[data-rule-id='{rule}'].rule-off")));
-    // The unlink button says what happens to rules.
     // Link again with a secret of one's own: no secret shown, a plain redirect.
     let own = "my-own-webhook-secret-0123";
     let page = console
@@ -522,6 +567,31 @@ async fn rules_form_toggle_delete_preview_and_events() {
         .await;
     assert_eq!(r["schedule"], Value::Null);
 
+    // The page's forms go where the tests post.
+    let page = console.get(TAB).await;
+    let forms = page.attrs(&format!("{row} form"), "action");
+    for path in ["build", "disable", "delete"] {
+        let want = format!("/repos/acme/api/rules/{main_id}/{path}");
+        assert!(forms.contains(&want), "{want} not in {forms:?}");
+    }
+    assert_eq!(
+        page.attrs(&format!("{row} a[href$='/edit']"), "href"),
+        vec![edit.clone()]
+    );
+    assert_eq!(page.attrs("#add-rule", "href"), vec![new.to_string()]);
+    assert_eq!(
+        page.attrs("form.preview-form", "action"),
+        vec![format!("{TAB}#preview")]
+    );
+    assert_eq!(
+        console.get(&edit).await.attrs("#rule-form", "action"),
+        vec![edit.clone()]
+    );
+    assert_eq!(
+        console.get(new).await.attrs("#rule-form", "action"),
+        vec![new.to_string()]
+    );
+
     // Disable, enable.
     let page = console
         .post(
@@ -611,6 +681,30 @@ async fn rules_form_toggle_delete_preview_and_events() {
         page.attrs("#events-table a[href^='/builds/']", "href"),
         vec![format!("/builds/{}", builds[0])]
     );
+
+    // Ten newer pushes (no rule builds dev): the tab shows the newest ten and links to older ones,
+    // where the first push is.
+    for _ in 0..10 {
+        let none = kiln
+            .push_hook(&secret, &git.clone_url(), "refs/heads/dev", &head)
+            .await;
+        assert!(none.is_empty());
+    }
+    let page = console.get(TAB).await;
+    assert_eq!(page.texts("#events-table tbody tr").len(), 10);
+    assert!(
+        page.texts("#events-table tbody tr")
+            .iter()
+            .all(|e| e.contains("refs/heads/dev"))
+    );
+    let more = page.attrs("#events-more", "href");
+    assert_eq!(more.len(), 1, "{}", page.html);
+    let page = console.get(more[0].split('#').next().unwrap()).await;
+    assert_ok(&page);
+    let older = page.texts("#events-table tbody tr");
+    assert_eq!(older.len(), 1);
+    assert!(older[0].contains("refs/heads/main"), "{older:?}");
+    assert!(!page.has("#events-more"));
 
     // Delete.
     let page = console
@@ -830,13 +924,13 @@ async fn build_now_opens_the_build_and_it_succeeds() {
     let page = console.get(TAB).await;
     let button = format!("tr[data-rule-id='{rule}'] button.build-now");
     assert!(page.has(&button));
-    let page = console
-        .post(
-            TAB,
-            &format!("/repos/acme/api/rules/{rule}/build"),
-            &[("ref", "")],
-        )
-        .await;
+    // The form the button submits, as a browser would.
+    let action = page.attrs(
+        &format!("tr[data-rule-id='{rule}'] form.build-form"),
+        "action",
+    );
+    assert_eq!(action, vec![format!("/repos/acme/api/rules/{rule}/build")]);
+    let page = console.post(TAB, &action[0], &[("ref", "")]).await;
     let path = page
         .url
         .split_once(&kiln.url)
