@@ -946,6 +946,10 @@ async fn build_now_opens_the_build_and_it_succeeds() {
         "{}",
         page.url
     );
+    // The build's page answers, with the build and the flash.
+    assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+    assert!(page.html.contains(&id));
+    assert!(page.text(".flash").contains("queued"), "{}", page.html);
     let build = kiln.wait_build(&id).await;
     assert_eq!(
         build["status"],
