@@ -14,7 +14,7 @@ use tera::Context;
 
 use super::error::{self, ConsoleError};
 use super::render;
-use super::session::{CsrfForm, Viewer};
+use super::session::{CsrfForm, NoFields, Viewer};
 use crate::app::App;
 use crate::db::{self, builds::BuildStatus};
 use crate::http::api::builds::{self as api, BuildView, LogQuery};
@@ -206,9 +206,6 @@ async fn build_status(
     Ok(response)
 }
 
-/// A form with no field but its CSRF token (`()` does not read a non-empty form).
-#[derive(Deserialize)]
-struct NoFields {}
 
 /// `POST /builds/{id}/cancel`: the API's cancel. Done: back to the build page with a flash; a
 /// build that already ended (or pushed before it could be stopped): the page again, 409, saying so.

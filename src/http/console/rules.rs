@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use self::form::RuleForm;
 use super::error::{ConsoleError, api_text};
 use super::render;
-use super::session::{CsrfForm, Viewer};
+use super::session::{CsrfForm, NoFields, Viewer};
 use crate::app::App;
 use crate::db;
 use crate::http::api::rules::{PreviewQuery, RuleView, load_rule};
@@ -76,9 +76,6 @@ pub struct LinkForm {
 
 const LINK_FIELDS: &[&str] = &["provider", "clone_url", "webhook_secret"];
 
-/// A form that sends only its CSRF token (a button).
-#[derive(Deserialize)]
-pub struct Button {}
 
 /// What a form answered on the tab itself (instead of redirecting).
 #[derive(Default)]
@@ -296,7 +293,7 @@ async fn link_source(
 async fn regenerate_secret(
     State(app): State<App>,
     Path((ns, repo)): Path<(String, String)>,
-    CsrfForm(viewer, Button {}): CsrfForm<Button>,
+    CsrfForm(viewer, NoFields {}): CsrfForm<NoFields>,
 ) -> Result<Response, ConsoleError> {
     let row = load_repo(&app, &viewer.caller, &ns, &repo, Role::Write).await?;
     let source = db::sources::for_repo(&app.db, &row.id)
@@ -321,7 +318,7 @@ async fn regenerate_secret(
 async fn unlink_source(
     State(app): State<App>,
     Path((ns, repo)): Path<(String, String)>,
-    CsrfForm(viewer, Button {}): CsrfForm<Button>,
+    CsrfForm(viewer, NoFields {}): CsrfForm<NoFields>,
 ) -> Result<Response, ConsoleError> {
     sources::delete(&app, &viewer.caller, &ns, &repo).await?;
     Ok(super::done(&tab_path(&ns, &repo), "rules_source_unlinked"))
@@ -476,7 +473,7 @@ async fn set_enabled(
 async fn enable_rule(
     State(app): State<App>,
     Path((ns, repo, id)): Path<(String, String, String)>,
-    CsrfForm(viewer, Button {}): CsrfForm<Button>,
+    CsrfForm(viewer, NoFields {}): CsrfForm<NoFields>,
 ) -> Result<Response, ConsoleError> {
     set_enabled(&app, &viewer, &ns, &repo, &id, true).await
 }
@@ -485,7 +482,7 @@ async fn enable_rule(
 async fn disable_rule(
     State(app): State<App>,
     Path((ns, repo, id)): Path<(String, String, String)>,
-    CsrfForm(viewer, Button {}): CsrfForm<Button>,
+    CsrfForm(viewer, NoFields {}): CsrfForm<NoFields>,
 ) -> Result<Response, ConsoleError> {
     set_enabled(&app, &viewer, &ns, &repo, &id, false).await
 }
@@ -494,7 +491,7 @@ async fn disable_rule(
 async fn delete_rule(
     State(app): State<App>,
     Path((ns, repo, id)): Path<(String, String, String)>,
-    CsrfForm(viewer, Button {}): CsrfForm<Button>,
+    CsrfForm(viewer, NoFields {}): CsrfForm<NoFields>,
 ) -> Result<Response, ConsoleError> {
     rules::delete(&app, &viewer.caller, &ns, &repo, &id).await?;
     Ok(super::done(&tab_path(&ns, &repo), "rules_deleted"))

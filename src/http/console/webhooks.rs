@@ -10,14 +10,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tera::Context;
 
 use self::body_view::{BodyView, SHOWN_LIMIT, body_view};
 use super::error::ConsoleError;
-use super::session::{CsrfForm, Viewer};
+use super::session::{CsrfForm, NoFields, Viewer};
 use super::{done, form_errors, render, repo_tab};
 use crate::app::App;
 use crate::db::{self, Page};
@@ -438,7 +437,7 @@ async fn disable_webhook(
 async fn delete_webhook(
     State(app): State<App>,
     Path((ns, repo, id)): Path<(String, String, String)>,
-    CsrfForm(viewer, _): CsrfForm<IgnoredAny>,
+    CsrfForm(viewer, NoFields {}): CsrfForm<NoFields>,
 ) -> Result<Response, ConsoleError> {
     api::delete(&app, &viewer.caller, &ns, &repo, &id).await?;
     Ok(done(&tab_path(&ns, &repo), "webhooks_deleted"))
@@ -449,7 +448,7 @@ async fn delete_webhook(
 async fn test_webhook(
     State(app): State<App>,
     Path((ns, repo, id)): Path<(String, String, String)>,
-    CsrfForm(viewer, _): CsrfForm<IgnoredAny>,
+    CsrfForm(viewer, NoFields {}): CsrfForm<NoFields>,
 ) -> Result<Response, ConsoleError> {
     let (attempted, delivery) = api::send_test(&app, &viewer.caller, &ns, &repo, &id).await?;
     let flash = match (attempted, delivery.summary.status.as_str()) {
@@ -587,7 +586,7 @@ async fn delivery_body(
 async fn redeliver(
     State(app): State<App>,
     Path(id): Path<String>,
-    CsrfForm(viewer, _): CsrfForm<IgnoredAny>,
+    CsrfForm(viewer, NoFields {}): CsrfForm<NoFields>,
 ) -> Result<Response, ConsoleError> {
     let new = api::redeliver_one(&app, &viewer.caller, &id).await?;
     Ok(done(
