@@ -582,6 +582,13 @@ async fn the_versions_tab_shows_sizes_digests_history_and_hides_versions() {
         vec![d1.clone()]
     );
     assert!(!page.has(&format!("{} details.history", row("2.0-rc.1"))));
+    // A digest's size is remembered: once read, it shows even when the registry lost the manifest.
+    registry.delete_manifest("acme/plain", &d2).await;
+    let again = console.get("/repos/acme/plain/versions").await;
+    assert_eq!(
+        again.text(&format!("{} td.size", row("1.0"))),
+        shown_size(size1)
+    );
 
     // The newest version is in the list and in the pull line.
     let home = console.get("/?ns=acme").await;
