@@ -92,6 +92,7 @@ async fn create_edit_hide_and_delete_a_repository_through_the_console() {
         )
         .await;
     assert_status(&bad, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(!bad.has("#err-summary") && !bad.has("#err-category"));
     assert!(bad.text("#err-name").contains("uppercase"), "{}", bad.html);
     assert_eq!(bad.attrs("#name", "value"), vec!["Bad_Name"]);
     assert_eq!(bad.attrs("#name", "aria-invalid"), vec!["true"]);
@@ -106,6 +107,37 @@ async fn create_edit_hide_and_delete_a_repository_through_the_console() {
         repo_json(&kiln, "acme", "bad_name").await.0,
         StatusCode::NOT_FOUND
     );
+    // Every refused field at once, each next to its own.
+    let long = "y".repeat(101);
+    let two = console
+        .post(
+            "/new?ns=acme",
+            "/new",
+            &[
+                ("ns", "acme"),
+                ("name", "-x"),
+                ("summary", &long),
+                ("category", "games"),
+            ],
+        )
+        .await;
+    assert_status(&two, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        two.text("#err-name").contains("must not start with '-'"),
+        "{}",
+        two.html
+    );
+    assert!(
+        two.text("#err-summary").contains("at most 100"),
+        "{}",
+        two.html
+    );
+    assert!(
+        two.text("#err-category").contains("must be one of"),
+        "{}",
+        two.html
+    );
+    assert_eq!(two.attrs("#summary", "value"), vec![long.clone()]);
 
     // A good one: to its overview, with the flash.
     let created = console
