@@ -206,7 +206,6 @@ async fn build_status(
     Ok(response)
 }
 
-
 /// `POST /builds/{id}/cancel`: the API's cancel. Done: back to the build page with a flash; a
 /// build that already ended (or pushed before it could be stopped): the page again, 409, saying so.
 async fn cancel(

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::error::ConsoleError;
 use super::render;
-use super::session::{CsrfForm, Viewer};
+use super::session::{CsrfForm, NoFields, Viewer};
 use super::versions::path_part;
 use crate::app::App;
 use crate::db;
@@ -39,10 +39,6 @@ pub struct EditForm {
     #[serde(default)]
     category: String,
 }
-
-/// A form with no fields but its CSRF token.
-#[derive(Deserialize)]
-pub struct NoFields {}
 
 #[derive(Deserialize)]
 pub struct DeleteForm {

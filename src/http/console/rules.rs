@@ -76,7 +76,6 @@ pub struct LinkForm {
 
 const LINK_FIELDS: &[&str] = &["provider", "clone_url", "webhook_secret"];
 
-
 /// What a form answered on the tab itself (instead of redirecting).
 #[derive(Default)]
 struct Answer {
