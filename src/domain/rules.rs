@@ -136,6 +136,25 @@ pub struct RuleSpec {
 }
 
 /// The longest `dockerfile` or `context`, in bytes.
+/// Every field a rule has, as the API, the rules files and the console's form name them.
+pub const RULE_FIELDS: &[&str] = &[
+    "type",
+    "name",
+    "dockerfile",
+    "context",
+    "version",
+    "overwrite",
+    "enabled",
+    "build_args",
+    "target",
+    "no_cache",
+    "extra_tags",
+    "timeout_minutes",
+    "schedule",
+    "paths",
+    "ignore_paths",
+];
+
 pub const MAX_REPO_PATH_LEN: usize = 1024;
 
 /// Normalizes a path inside the repository: `./a//b/` → `a/b`, `.` or `""`

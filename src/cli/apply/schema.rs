@@ -203,25 +203,7 @@ const WEBHOOK_KEYS: &[&str] = &[
     "active",
     "secret_env",
 ];
-const RULE_KEYS: &[&str] = &[
-    "type",
-    "name",
-    "dockerfile",
-    "context",
-    "version",
-    "overwrite",
-    "enabled",
-    // build settings (issue 9)
-    "build_args",
-    "target",
-    "no_cache",
-    "extra_tags",
-    "timeout_minutes",
-    // -- schedules and path filters (issue 9) --
-    "schedule",
-    "paths",
-    "ignore_paths",
-];
+const RULE_KEYS: &[&str] = crate::domain::rules::RULE_FIELDS;
 
 /// Reads, validates and merges rules files. `Err` holds every problem found, in file order.
 pub fn load(files: &[RulesFile]) -> Result<Desired, Vec<FileError>> {

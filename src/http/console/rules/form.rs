@@ -46,23 +46,7 @@ pub struct RuleForm {
 }
 
 /// Every field of the form (an error naming another field is shown on top of the form).
-pub const FIELDS: &[&str] = &[
-    "type",
-    "name",
-    "dockerfile",
-    "context",
-    "version",
-    "overwrite",
-    "enabled",
-    "build_args",
-    "target",
-    "no_cache",
-    "extra_tags",
-    "timeout_minutes",
-    "schedule",
-    "paths",
-    "ignore_paths",
-];
+pub const FIELDS: &[&str] = crate::domain::rules::RULE_FIELDS;
 
 const TICKED: &str = "on";
 
