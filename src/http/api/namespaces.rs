@@ -28,7 +28,7 @@ impl From<NamespaceRow> for NamespaceView {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateNamespace {
-    name: String,
+    pub name: String,
 }
 
 pub async fn create_namespace(
@@ -36,13 +36,19 @@ pub async fn create_namespace(
     caller: Caller,
     ApiJson(body): ApiJson<CreateNamespace>,
 ) -> ApiResult<(StatusCode, axum::Json<NamespaceView>)> {
+    let view = create(&app, &caller, &body.name).await?;
+    Ok((StatusCode::CREATED, axum::Json(view)))
+}
+
+/// Makes namespace `name` (kiln-wide admins only): the API's `POST /namespaces` and the console's.
+pub async fn create(app: &App, caller: &Caller, name: &str) -> ApiResult<NamespaceView> {
     caller.require(Role::Admin, None)?;
-    validate_namespace_name(&body.name)?;
-    match db::namespaces::insert(&app.db, &body.name).await {
-        Ok(row) => Ok((StatusCode::CREATED, axum::Json(row.into()))),
+    validate_namespace_name(name)?;
+    match db::namespaces::insert(&app.db, name).await {
+        Ok(row) => Ok(row.into()),
         Err(e) if db::is_constraint(&e, "") => Err(ApiError::conflict(
             "already_exists",
-            format!("namespace '{}' already exists", body.name),
+            format!("namespace '{name}' already exists"),
         )
         .with_field("name")),
         Err(e) => Err(e.into()),

@@ -10,13 +10,17 @@ pub async fn sync_registry(
     State(app): State<App>,
     caller: Caller,
 ) -> ApiResult<axum::Json<SyncReport>> {
+    Ok(axum::Json(sync(&app, &caller).await?))
+}
+
+/// Re-reads the registry into versions (kiln-wide admins only); 502 when the registry cannot be read.
+pub async fn sync(app: &App, caller: &Caller) -> ApiResult<SyncReport> {
     caller.require(Role::Admin, None)?;
-    let report = sync_all(&app).await.map_err(|e| {
+    sync_all(app).await.map_err(|e| {
         ApiError::new(
             axum::http::StatusCode::BAD_GATEWAY,
             "registry_unreachable",
             format!("{e:#}"),
         )
-    })?;
-    Ok(axum::Json(report))
+    })
 }

@@ -39,10 +39,10 @@ impl From<TokenRow> for TokenView {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
-    name: String,
-    namespace: Option<String>,
-    role: String,
-    expires_at: Option<String>,
+    pub name: String,
+    pub namespace: Option<String>,
+    pub role: String,
+    pub expires_at: Option<String>,
 }
 
 pub async fn create_token(
@@ -50,6 +50,12 @@ pub async fn create_token(
     caller: Caller,
     ApiJson(body): ApiJson<CreateToken>,
 ) -> ApiResult<(StatusCode, axum::Json<TokenView>)> {
+    let view = create(&app, &caller, body).await?;
+    Ok((StatusCode::CREATED, axum::Json(view)))
+}
+
+/// Makes a token (kiln-wide admins only); the view holds the token itself, the only time it is shown.
+pub async fn create(app: &App, caller: &Caller, body: CreateToken) -> ApiResult<TokenView> {
     caller.require(Role::Admin, None)?;
     let name = body.name.trim();
     if name.is_empty() || name.chars().count() > 100 {
@@ -110,7 +116,7 @@ pub async fn create_token(
     .await?;
     let mut view = TokenView::from(row);
     view.token = Some(token);
-    Ok((StatusCode::CREATED, axum::Json(view)))
+    Ok(view)
 }
 
 pub async fn list_tokens(
@@ -118,9 +124,8 @@ pub async fn list_tokens(
     caller: Caller,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Response> {
-    caller.require(Role::Admin, None)?;
-    let rows = db::tokens::list(&app.db).await?;
-    paginate(rows, &q, |t| t.id.clone(), TokenView::from)
+    let views = list(&app, &caller).await?;
+    paginate(views, &q, |t| t.id.clone(), |t| t)
 }
 
 pub async fn delete_token(
@@ -128,10 +133,26 @@ pub async fn delete_token(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
+    delete(&app, &caller, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes token `id` (kiln-wide admins only); the sessions opened with it end with it.
+pub async fn delete(app: &App, caller: &Caller, id: &str) -> ApiResult<()> {
     caller.require(Role::Admin, None)?;
-    if db::tokens::delete(&app.db, &id).await? {
-        Ok(StatusCode::NO_CONTENT)
+    if db::tokens::delete(&app.db, id).await? {
+        Ok(())
     } else {
         Err(ApiError::not_found(&format!("token {id}")))
     }
+}
+
+/// Every token, newest first (kiln-wide admins only), never with the token itself.
+pub async fn list(app: &App, caller: &Caller) -> ApiResult<Vec<TokenView>> {
+    caller.require(Role::Admin, None)?;
+    Ok(db::tokens::list(&app.db)
+        .await?
+        .into_iter()
+        .map(TokenView::from)
+        .collect())
 }

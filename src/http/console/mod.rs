@@ -2,6 +2,7 @@
 //! same `db/` and `domain/` functions and permission checks as the JSON API. One file per area;
 //! each exposes `routes()`.
 
+pub mod admin;
 pub mod builds;
 pub mod error;
 pub mod files;
@@ -38,6 +39,7 @@ pub fn routes(app: App) -> Router<App> {
         .route("/logout", post(session::logout))
         .route("/static/{file}", get(static_file))
         .merge(home::routes())
+        .merge(admin::routes())
         .merge(repo::routes())
         .merge(builds::routes())
         .merge(rules::routes())
