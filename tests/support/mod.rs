@@ -29,6 +29,7 @@
 //! Nothing in this file knows kiln's own types: kiln-specific helpers live in `kiln.rs` beside it.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod console;
 pub mod kiln;
 pub mod kiln_process;
