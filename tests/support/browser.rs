@@ -260,6 +260,43 @@ impl Browser {
             .unwrap_or_else(|e| panic!("type into {css}: {e}"));
     }
 
+    /// Chooses the option with value `value` in the `<select>` matching `css`.
+    pub async fn select(&self, css: &str, value: &str) {
+        self.wait_for(css)
+            .await
+            .select_by_value(value)
+            .await
+            .unwrap_or_else(|e| panic!("choose {value} in {css}: {e}"));
+    }
+
+    /// The current value of the field matching `css`.
+    pub async fn value(&self, css: &str) -> String {
+        self.wait_for(css)
+            .await
+            .prop("value")
+            .await
+            .unwrap_or_else(|e| panic!("value of {css}: {e}"))
+            .unwrap_or_default()
+    }
+
+    /// The text of the first element matching `css` (waiting for it).
+    pub async fn text(&self, css: &str) -> String {
+        self.wait_for(css)
+            .await
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("text of {css}: {e}"))
+    }
+
+    /// Attribute `attr` of the first element matching `css` (waiting for it).
+    pub async fn attr(&self, css: &str, attr: &str) -> Option<String> {
+        self.wait_for(css)
+            .await
+            .attr(attr)
+            .await
+            .unwrap_or_else(|e| panic!("{attr} of {css}: {e}"))
+    }
+
     /// Clicks the (visible) element matching `css`.
     pub async fn click(&self, css: &str) {
         let el = self.wait_for(css).await;
