@@ -125,3 +125,38 @@ pub async fn delete(db: &Db, id: &str) -> Result<(), sqlx::Error> {
         .await?;
     Ok(())
 }
+
+/// What the repositories list shows besides a repository's own fields: its newest build and its
+/// newest visible version.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ActivityRow {
+    pub repository_id: String,
+    pub build_id: Option<String>,
+    pub build_status: Option<String>,
+    pub build_created_at: Option<String>,
+    pub version_tag: Option<String>,
+    pub version_pushed_at: Option<String>,
+}
+
+/// The newest build and newest visible version of each of these repositories, in one query.
+pub async fn activity(db: &Db, repository_ids: &[String]) -> Result<Vec<ActivityRow>, sqlx::Error> {
+    if repository_ids.is_empty() {
+        return Ok(vec![]);
+    }
+    let placeholders = vec!["?"; repository_ids.len()].join(", ");
+    let sql = format!(
+        "SELECT r.id AS repository_id, b.id AS build_id, b.status AS build_status, b.created_at AS build_created_at, \
+         v.tag AS version_tag, v.pushed_at AS version_pushed_at \
+         FROM repositories r \
+         LEFT JOIN builds b ON b.id = (SELECT b2.id FROM builds b2 WHERE b2.repository_id = r.id \
+             ORDER BY b2.created_at DESC, b2.id DESC LIMIT 1) \
+         LEFT JOIN versions v ON v.repository_id = r.id AND v.tag = (SELECT v2.tag FROM versions v2 \
+             WHERE v2.repository_id = r.id AND v2.hidden = 0 ORDER BY v2.pushed_at DESC, v2.tag DESC LIMIT 1) \
+         WHERE r.id IN ({placeholders})"
+    );
+    let mut q = sqlx::query_as(AssertSqlSafe(sql));
+    for id in repository_ids {
+        q = q.bind(id);
+    }
+    q.fetch_all(db).await
+}

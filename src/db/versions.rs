@@ -223,3 +223,28 @@ pub async fn mark_registry_event(db: &Db, event_id: &str) -> Result<(), sqlx::Er
     .await?;
     Ok(())
 }
+
+/// A digest a tag held before, with its tag (every tag of a repository at once).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TagHistoryRow {
+    pub tag: String,
+    pub digest: String,
+    pub source: String,
+    pub build_id: Option<String>,
+    pub pushed_at: String,
+    pub replaced_at: String,
+}
+
+/// The history of every tag of a repository, newest replacement first (what [`history`] gives per tag).
+pub async fn history_of_repo(
+    db: &Db,
+    repository_id: &str,
+) -> Result<Vec<TagHistoryRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT tag, digest, source, build_id, pushed_at, replaced_at FROM version_history \
+         WHERE repository_id = ? ORDER BY replaced_at DESC",
+    )
+    .bind(repository_id)
+    .fetch_all(db)
+    .await
+}

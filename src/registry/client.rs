@@ -102,6 +102,41 @@ impl RegistryClient {
             .map(str::to_string))
     }
 
+    /// The manifest `repo@reference` as stored (its media type and bytes), or None when the registry
+    /// has no such manifest.
+    pub async fn manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> anyhow::Result<Option<(String, Vec<u8>)>> {
+        let resp = self
+            .get(&format!("/v2/{repo}/manifests/{reference}"))
+            .header(reqwest::header::ACCEPT, MANIFEST_ACCEPT)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.base))?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !resp.status().is_success() {
+            bail!(
+                "registry answered HTTP {} for the manifest {repo}@{reference}",
+                resp.status()
+            );
+        }
+        let media_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let body = resp
+            .bytes()
+            .await
+            .with_context(|| format!("cannot read the manifest {repo}@{reference}"))?;
+        Ok(Some((media_type, body.to_vec())))
+    }
+
     /// Every repository name in the registry: `/v2/_catalog`, every page of it.
     pub async fn catalog(&self) -> anyhow::Result<Vec<String>> {
         #[derive(serde::Deserialize)]

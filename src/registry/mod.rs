@@ -1,3 +1,4 @@
 pub mod client;
 pub mod events;
+pub mod manifest;
 pub mod sync;

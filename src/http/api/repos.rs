@@ -60,27 +60,33 @@ fn validate_detail(detail: &str) -> ApiResult<()> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRepo {
-    name: String,
+    pub name: String,
     #[serde(default)]
-    summary: String,
+    pub summary: String,
     #[serde(default)]
-    detail: String,
-    category: Option<String>,
+    pub detail: String,
+    pub category: Option<String>,
 }
 
-pub async fn create_repo(
-    State(app): State<App>,
-    caller: Caller,
-    ApiPath(ns): ApiPath<String>,
-    ApiJson(body): ApiJson<CreateRepo>,
-) -> ApiResult<(StatusCode, axum::Json<RepoView>)> {
-    if !caller.sees(&ns) {
+/// Namespace `ns`, after checking the caller may create repositories in it (a namespace it cannot
+/// see is "not found").
+pub async fn writable_namespace(
+    app: &App,
+    caller: &Caller,
+    ns: &str,
+) -> ApiResult<db::namespaces::NamespaceRow> {
+    if !caller.sees(ns) {
         return Err(ApiError::not_found(&format!("namespace {ns}")));
     }
-    caller.require(Role::Write, Some(&ns))?;
-    let namespace = db::namespaces::by_name(&app.db, &ns)
+    caller.require(Role::Write, Some(ns))?;
+    db::namespaces::by_name(&app.db, ns)
         .await?
-        .ok_or_else(|| ApiError::not_found(&format!("namespace {ns}")))?;
+        .ok_or_else(|| ApiError::not_found(&format!("namespace {ns}")))
+}
+
+/// Creates repository `body.name` in `ns` (the API's `POST .../repos` and the console's form).
+pub async fn create(app: &App, caller: &Caller, ns: &str, body: CreateRepo) -> ApiResult<RepoView> {
+    let namespace = writable_namespace(app, caller, ns).await?;
     validate_repo_name(&body.name)?;
     validate_summary(&body.summary)?;
     validate_detail(&body.detail)?;
@@ -107,7 +113,17 @@ pub async fn create_repo(
     let row = db::repos::by_id(&app.db, &id)
         .await?
         .ok_or_else(|| ApiError::internal("repository vanished"))?;
-    Ok((StatusCode::CREATED, axum::Json(RepoView::new(&app, row))))
+    Ok(RepoView::new(app, row))
+}
+
+pub async fn create_repo(
+    State(app): State<App>,
+    caller: Caller,
+    ApiPath(ns): ApiPath<String>,
+    ApiJson(body): ApiJson<CreateRepo>,
+) -> ApiResult<(StatusCode, axum::Json<RepoView>)> {
+    let view = create(&app, &caller, &ns, body).await?;
+    Ok((StatusCode::CREATED, axum::Json(view)))
 }
 
 #[derive(Deserialize, Default)]
@@ -149,22 +165,24 @@ pub async fn get_repo(
     Ok(axum::Json(RepoView::new(&app, row)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateRepo {
-    name: Option<String>,
-    summary: Option<String>,
-    detail: Option<String>,
-    category: Option<String>,
+    pub name: Option<String>,
+    pub summary: Option<String>,
+    pub detail: Option<String>,
+    pub category: Option<String>,
 }
 
-pub async fn update_repo(
-    State(app): State<App>,
-    caller: Caller,
-    ApiPath((ns, repo)): ApiPath<(String, String)>,
-    ApiJson(body): ApiJson<UpdateRepo>,
-) -> ApiResult<axum::Json<RepoView>> {
-    let row = load_repo(&app, &caller, &ns, &repo, Role::Write).await?;
+/// Changes a repository's summary, detail and category (fields left out keep their value).
+pub async fn update(
+    app: &App,
+    caller: &Caller,
+    ns: &str,
+    repo: &str,
+    body: UpdateRepo,
+) -> ApiResult<RepoView> {
+    let row = load_repo(app, caller, ns, repo, Role::Write).await?;
     if body.name.as_ref().is_some_and(|n| *n != row.name) {
         return Err(ApiError::invalid(
             "name",
@@ -182,7 +200,16 @@ pub async fn update_repo(
     let row = db::repos::by_id(&app.db, &row.id)
         .await?
         .ok_or_else(|| ApiError::not_found("repository"))?;
-    Ok(axum::Json(RepoView::new(&app, row)))
+    Ok(RepoView::new(app, row))
+}
+
+pub async fn update_repo(
+    State(app): State<App>,
+    caller: Caller,
+    ApiPath((ns, repo)): ApiPath<(String, String)>,
+    ApiJson(body): ApiJson<UpdateRepo>,
+) -> ApiResult<axum::Json<RepoView>> {
+    Ok(axum::Json(update(&app, &caller, &ns, &repo, body).await?))
 }
 
 #[derive(Deserialize, Default)]
@@ -208,15 +235,17 @@ pub struct NotDeleted {
 }
 
 /// Deletes the repository with its rules, webhooks and history, and its tags from the registry where
-/// the registry allows it; the answer says what could not be deleted there.
-pub async fn delete_repo(
-    State(app): State<App>,
-    caller: Caller,
-    ApiPath((ns, repo)): ApiPath<(String, String)>,
-    ApiQuery(q): ApiQuery<DeleteRepoQuery>,
-) -> ApiResult<axum::Json<DeleteReport>> {
-    let row = load_repo(&app, &caller, &ns, &repo, Role::Write).await?;
-    if q.confirm.as_deref() != Some(row.name.as_str()) {
+/// the registry allows it; the answer says what could not be deleted there. `confirm` must repeat
+/// the repository's name.
+pub async fn delete(
+    app: &App,
+    caller: &Caller,
+    ns: &str,
+    repo: &str,
+    confirm: Option<&str>,
+) -> ApiResult<DeleteReport> {
+    let row = load_repo(app, caller, ns, repo, Role::Write).await?;
+    if confirm != Some(row.name.as_str()) {
         return Err(ApiError::invalid(
             "confirm",
             "confirmation_required",
@@ -260,17 +289,29 @@ pub async fn delete_repo(
     // Its source went with it (ON DELETE CASCADE).
     app.sources.invalidate();
     tracing::info!(repo = %name, not_deleted = report.registry_not_deleted.len(), "repository deleted");
-    Ok(axum::Json(report))
+    Ok(report)
 }
 
-async fn set_hidden(
-    app: App,
+pub async fn delete_repo(
+    State(app): State<App>,
     caller: Caller,
-    ns: String,
-    repo: String,
+    ApiPath((ns, repo)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<DeleteRepoQuery>,
+) -> ApiResult<axum::Json<DeleteReport>> {
+    Ok(axum::Json(
+        delete(&app, &caller, &ns, &repo, q.confirm.as_deref()).await?,
+    ))
+}
+
+/// Hides a repository (and every version it has) or unhides it (its versions keep their own flags).
+pub async fn set_hidden(
+    app: &App,
+    caller: &Caller,
+    ns: &str,
+    repo: &str,
     hidden: bool,
-) -> ApiResult<axum::Json<RepoView>> {
-    let row = load_repo(&app, &caller, &ns, &repo, Role::Write).await?;
+) -> ApiResult<RepoView> {
+    let row = load_repo(app, caller, ns, repo, Role::Write).await?;
     let mut tx = crate::db::write_tx(&app.db).await?;
     db::repos::set_hidden(&mut *tx, &row.id, hidden).await?;
     if hidden {
@@ -281,7 +322,7 @@ async fn set_hidden(
     let row = db::repos::by_id(&app.db, &row.id)
         .await?
         .ok_or_else(|| ApiError::not_found("repository"))?;
-    Ok(axum::Json(RepoView::new(&app, row)))
+    Ok(RepoView::new(app, row))
 }
 
 pub async fn hide_repo(
@@ -289,7 +330,9 @@ pub async fn hide_repo(
     caller: Caller,
     ApiPath((ns, repo)): ApiPath<(String, String)>,
 ) -> ApiResult<axum::Json<RepoView>> {
-    set_hidden(app, caller, ns, repo, true).await
+    Ok(axum::Json(
+        set_hidden(&app, &caller, &ns, &repo, true).await?,
+    ))
 }
 
 pub async fn unhide_repo(
@@ -297,5 +340,7 @@ pub async fn unhide_repo(
     caller: Caller,
     ApiPath((ns, repo)): ApiPath<(String, String)>,
 ) -> ApiResult<axum::Json<RepoView>> {
-    set_hidden(app, caller, ns, repo, false).await
+    Ok(axum::Json(
+        set_hidden(&app, &caller, &ns, &repo, false).await?,
+    ))
 }

@@ -89,6 +89,39 @@ pub async fn list_versions(
     )
 }
 
+/// Every version of a repository (hidden ones too when asked), newest first, each with the digests
+/// its tag held before (what `GET .../versions/{tag}` gives for one tag).
+pub async fn list_with_history(
+    app: &App,
+    caller: &Caller,
+    ns: &str,
+    repo: &str,
+    include_hidden: bool,
+) -> ApiResult<Vec<VersionView>> {
+    let row = load_repo(app, caller, ns, repo, Role::Read).await?;
+    let image = app.image_name(ns, repo);
+    let versions = db::versions::list(&app.db, &row.id, include_hidden).await?;
+    let mut history: std::collections::HashMap<String, Vec<HistoryView>> = Default::default();
+    for h in db::versions::history_of_repo(&app.db, &row.id).await? {
+        history.entry(h.tag).or_default().push(HistoryView {
+            digest: h.digest,
+            source: h.source,
+            build_id: h.build_id,
+            pushed_at: h.pushed_at,
+            replaced_at: h.replaced_at,
+        });
+    }
+    Ok(versions
+        .into_iter()
+        .map(|v| {
+            let earlier = history.remove(&v.tag).unwrap_or_default();
+            let mut v = view(&image, v);
+            v.history = Some(earlier);
+            v
+        })
+        .collect())
+}
+
 /// One version with the digests its tag held before.
 pub async fn get_version(
     State(app): State<App>,
@@ -105,22 +138,23 @@ pub async fn get_version(
     Ok(axum::Json(v))
 }
 
-async fn set_hidden(
-    app: App,
-    caller: Caller,
-    ns: String,
-    repo: String,
-    tag: String,
+/// Hides or unhides one version.
+pub async fn set_hidden(
+    app: &App,
+    caller: &Caller,
+    ns: &str,
+    repo: &str,
+    tag: &str,
     hidden: bool,
-) -> ApiResult<axum::Json<VersionView>> {
-    let row = load_repo(&app, &caller, &ns, &repo, Role::Write).await?;
-    if !db::versions::set_hidden(&app.db, &row.id, &tag, hidden).await? {
+) -> ApiResult<VersionView> {
+    let row = load_repo(app, caller, ns, repo, Role::Write).await?;
+    if !db::versions::set_hidden(&app.db, &row.id, tag, hidden).await? {
         return Err(ApiError::not_found(&format!("version {ns}/{repo}:{tag}")));
     }
-    let version = db::versions::get(&app.db, &row.id, &tag)
+    let version = db::versions::get(&app.db, &row.id, tag)
         .await?
         .ok_or_else(|| ApiError::not_found("version"))?;
-    Ok(axum::Json(view(&app.image_name(&ns, &repo), version)))
+    Ok(view(&app.image_name(ns, repo), version))
 }
 
 pub async fn hide_version(
@@ -128,7 +162,9 @@ pub async fn hide_version(
     caller: Caller,
     ApiPath((ns, repo, tag)): ApiPath<(String, String, String)>,
 ) -> ApiResult<axum::Json<VersionView>> {
-    set_hidden(app, caller, ns, repo, tag, true).await
+    Ok(axum::Json(
+        set_hidden(&app, &caller, &ns, &repo, &tag, true).await?,
+    ))
 }
 
 pub async fn unhide_version(
@@ -136,5 +172,7 @@ pub async fn unhide_version(
     caller: Caller,
     ApiPath((ns, repo, tag)): ApiPath<(String, String, String)>,
 ) -> ApiResult<axum::Json<VersionView>> {
-    set_hidden(app, caller, ns, repo, tag, false).await
+    Ok(axum::Json(
+        set_hidden(&app, &caller, &ns, &repo, &tag, false).await?,
+    ))
 }

@@ -15,7 +15,18 @@ use crate::db;
 use crate::http::api::repos::RepoView;
 
 pub fn routes() -> Router<App> {
-    Router::new().route("/", get(home))
+    Router::new()
+        .route("/", get(home))
+        .merge(super::new_repo::routes())
+}
+
+/// A row of the list: the repository, its newest build and its newest visible version.
+#[derive(serde::Serialize)]
+struct HomeRow {
+    #[serde(flatten)]
+    repo: RepoView,
+    build: Option<serde_json::Value>,
+    version: Option<serde_json::Value>,
 }
 
 /// Repositories on one page.
@@ -69,7 +80,37 @@ async fn home(
         let more = rows.len() > PAGE;
         let rows: Vec<_> = rows.into_iter().take(PAGE).collect();
         let next = more.then(|| rows.last().map(|r| r.id.clone())).flatten();
-        let repos: Vec<RepoView> = rows.into_iter().map(|r| RepoView::new(&app, r)).collect();
+        let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+        let mut activity: std::collections::HashMap<String, db::repos::ActivityRow> =
+            db::repos::activity(&app.db, &ids)
+                .await?
+                .into_iter()
+                .map(|a| (a.repository_id.clone(), a))
+                .collect();
+        let repos: Vec<HomeRow> = rows
+            .into_iter()
+            .map(|r| {
+                let a = activity.remove(&r.id);
+                let build = a.as_ref().and_then(|a| {
+                    Some(serde_json::json!({
+                        "id": a.build_id.as_ref()?,
+                        "status": a.build_status,
+                        "created_at": a.build_created_at,
+                    }))
+                });
+                let version = a.as_ref().and_then(|a| {
+                    Some(serde_json::json!({
+                        "tag": a.version_tag.as_ref()?,
+                        "pushed_at": a.version_pushed_at,
+                    }))
+                });
+                HomeRow {
+                    repo: RepoView::new(&app, r),
+                    build,
+                    version,
+                }
+            })
+            .collect();
         ctx.insert("ns", &ns.name);
         ctx.insert("can_write", &viewer.can_write(&ns.name));
         ctx.insert("repos", &repos);

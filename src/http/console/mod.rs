@@ -7,10 +7,14 @@ pub mod error;
 pub mod files;
 pub mod home;
 pub mod i18n;
+pub mod image_sizes;
+pub mod markdown;
+pub mod new_repo;
 pub mod render;
 pub mod repo;
 pub mod rules;
 pub mod session;
+pub mod versions;
 pub mod webhooks;
 
 use axum::Router;
