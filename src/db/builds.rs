@@ -31,7 +31,7 @@ impl BuildStatus {
 }
 
 /// A build joined with its repository's names.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, Default, sqlx::FromRow)]
 pub struct BuildRow {
     pub id: String,
     pub repository_id: String,

@@ -46,7 +46,7 @@ pub struct BuildView {
 
 impl BuildView {
     /// The view of a build, with its place in line when it is queued.
-    async fn of(app: &App, build: BuildRow) -> ApiResult<BuildView> {
+    pub async fn of(app: &App, build: BuildRow) -> ApiResult<BuildView> {
         let queued = build.status == BuildStatus::Queued.as_str();
         let mut view = BuildView::from(build);
         if queued {
@@ -255,28 +255,40 @@ pub async fn list_builds(
 ) -> ApiResult<Response> {
     let row = load_repo(&app, &caller, &ns, &repo, Role::Read).await?;
     let page = q.page()?;
-    let builds = db::builds::list_for_repo(&app.db, &row.id, &page).await?;
-    let last = builds.last().map(|b| b.id.clone());
+    let views = list_views(&app, &row, &page).await?;
+    let last = views.last().map(|b| b.id.clone());
+    Ok(paged(views, &page, last))
+}
+
+/// One page of a repository's builds (loaded with the caller's checks), newest first, each with its
+/// place in line when it is queued.
+pub async fn list_views(
+    app: &App,
+    repo: &crate::db::repos::RepoRow,
+    page: &crate::db::Page,
+) -> ApiResult<Vec<BuildView>> {
+    let builds = db::builds::list_for_repo(&app.db, &repo.id, page).await?;
     let positions = if builds
         .iter()
         .any(|b| b.status == BuildStatus::Queued.as_str())
     {
-        crate::build::queue::queue_positions(&app).await?
+        crate::build::queue::queue_positions(app).await?
     } else {
         Default::default()
     };
-    let views: Vec<BuildView> = builds
+    Ok(builds
         .into_iter()
         .map(|b| {
             let mut view = BuildView::from(b);
             view.queue_position = positions.get(&view.id).copied();
             view
         })
-        .collect();
-    Ok(paged(views, &page, last))
+        .collect())
 }
 
-async fn load_build(app: &App, caller: &Caller, id: &str, role: Role) -> ApiResult<BuildRow> {
+/// A build the caller may see (404 otherwise, also for a namespace it cannot see), and `role` over
+/// its namespace (403 otherwise).
+pub async fn load_build(app: &App, caller: &Caller, id: &str, role: Role) -> ApiResult<BuildRow> {
     let build = db::builds::get(&app.db, id)
         .await?
         .filter(|b| caller.sees(&b.namespace))
@@ -290,22 +302,27 @@ pub async fn get_build(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<axum::Json<BuildView>> {
-    let build = load_build(&app, &caller, &id, Role::Read).await?;
-    Ok(axum::Json(BuildView::of(&app, build).await?))
+    Ok(axum::Json(build_view(&app, &caller, &id).await?))
+}
+
+/// Build `id` as the caller may read it (404 for one of a namespace it cannot see).
+pub async fn build_view(app: &App, caller: &Caller, id: &str) -> ApiResult<BuildView> {
+    let build = load_build(app, caller, id, Role::Read).await?;
+    BuildView::of(app, build).await
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct LogQuery {
     #[serde(default)]
-    follow: bool,
+    pub follow: bool,
     /// Skip the first `after` lines (lines are numbered from 1).
     #[serde(default)]
-    after: Option<i64>,
+    pub after: Option<i64>,
     /// At most this many lines (1 to [`MAX_LOG_PAGE`]); the answer's `X-Kiln-Log-Next` header is
     /// the `after` of the next page.
     #[serde(default)]
-    limit: Option<i64>,
+    pub limit: Option<i64>,
 }
 
 /// Lines read from the database at a time, and the largest `limit`.
@@ -321,7 +338,13 @@ pub async fn get_build_log(
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<LogQuery>,
 ) -> ApiResult<Response> {
-    let build = load_build(&app, &caller, &id, Role::Read).await?;
+    build_log(app, &caller, &id, &q).await
+}
+
+/// The log of build `id` (read over its namespace), as [`get_build_log`] answers it: the API's
+/// route and the console's both stream it from here.
+pub async fn build_log(app: App, caller: &Caller, id: &str, q: &LogQuery) -> ApiResult<Response> {
+    let build = load_build(&app, caller, id, Role::Read).await?;
     let text_plain = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
     let after = match q.after {
         None => 0,
@@ -428,7 +451,17 @@ pub async fn cancel_build(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<(StatusCode, axum::Json<BuildView>)> {
-    let build = load_build(&app, &caller, &id, Role::Write).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(cancel(&app, &caller, &id).await?),
+    ))
+}
+
+/// Cancels build `id` (write over its namespace) as [`cancel_build`] does, for the API and the
+/// console: the build as it is afterwards (`cancelled`, or still `building` when its worker has not
+/// stopped it within the wait).
+pub async fn cancel(app: &App, caller: &Caller, id: &str) -> ApiResult<BuildView> {
+    let build = load_build(app, caller, id, Role::Write).await?;
     let mut updates = app.builds.log_updates();
     let deadline = tokio::time::Instant::now() + CANCEL_WAIT;
     let mut asked = false;
@@ -487,10 +520,7 @@ pub async fn cancel_build(
     let build = db::builds::get(&app.db, &build.id)
         .await?
         .ok_or_else(|| ApiError::not_found("build"))?;
-    Ok((
-        StatusCode::ACCEPTED,
-        axum::Json(BuildView::of(&app, build).await?),
-    ))
+    BuildView::of(app, build).await
 }
 
 #[cfg(test)]
