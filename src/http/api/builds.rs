@@ -106,8 +106,8 @@ impl From<BuildRow> for BuildView {
 #[serde(deny_unknown_fields)]
 pub struct BuildNow {
     #[serde(rename = "ref")]
-    git_ref: Option<String>,
-    commit: Option<String>,
+    pub git_ref: Option<String>,
+    pub commit: Option<String>,
 }
 
 /// Which ref a "build now" builds: the one asked for (it must match the rule), or the rule's own branch
@@ -185,7 +185,22 @@ pub async fn create_build(
     ApiPath((ns, repo, id)): ApiPath<(String, String, String)>,
     ApiJson(body): ApiJson<BuildNow>,
 ) -> ApiResult<(StatusCode, axum::Json<BuildView>)> {
-    let (repo_row, rule) = load_rule(&app, &caller, &ns, &repo, &id, Role::Write).await?;
+    let build = build_now(&app, &caller, &ns, &repo, &id, body).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(build)))
+}
+
+/// "Build now" of rule `id` of `ns/repo` (write role): queues a manual build of the ref asked for
+/// (or the rule's own branch or tag). The API's `POST .../rules/{id}/builds` and the console's
+/// button.
+pub async fn build_now(
+    app: &App,
+    caller: &Caller,
+    ns: &str,
+    repo: &str,
+    id: &str,
+    body: BuildNow,
+) -> ApiResult<BuildView> {
+    let (repo_row, rule) = load_rule(app, caller, ns, repo, id, Role::Write).await?;
     if repo_row.hidden {
         return Err(ApiError::conflict(
             "repository_hidden",
@@ -229,7 +244,7 @@ pub async fn create_build(
         ));
     }
     let build = crate::build::queue::queue_rule_build(
-        &app,
+        app,
         &repo_row.id,
         &rule,
         &crate::build::queue::RuleBuildRequest {
@@ -241,10 +256,7 @@ pub async fn create_build(
     )
     .await?
     .ok_or_else(|| ApiError::internal("build vanished"))?;
-    Ok((
-        StatusCode::ACCEPTED,
-        axum::Json(BuildView::of(&app, build).await?),
-    ))
+    BuildView::of(app, build).await
 }
 
 pub async fn list_builds(

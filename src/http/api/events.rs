@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::{PageQuery, load_repo, paged};
 use crate::app::App;
-use crate::db::{self, builds::BuildStatus};
+use crate::db::{self, Page, builds::BuildStatus};
 use crate::http::auth::{Caller, Role};
 use crate::http::error::{ApiPath, ApiQuery, ApiResult};
 
@@ -45,7 +45,26 @@ pub async fn list_events(
     ApiPath((ns, repo)): ApiPath<(String, String)>,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Response> {
-    let row = load_repo(&app, &caller, &ns, &repo, Role::Read).await?;
+    let found = list(&app, &caller, &ns, &repo, &q).await?;
+    Ok(paged(found.events, &found.page, found.last))
+}
+
+/// A page of events: the events, the page asked for, the id of the last one (the next page's cursor).
+pub struct EventsPage {
+    pub events: Vec<EventView>,
+    pub page: Page,
+    pub last: Option<String>,
+}
+
+/// A page of the hook events of `ns/repo` (read role), newest first.
+pub async fn list(
+    app: &App,
+    caller: &Caller,
+    ns: &str,
+    repo: &str,
+    q: &PageQuery,
+) -> ApiResult<EventsPage> {
+    let row = load_repo(app, caller, ns, repo, Role::Read).await?;
     let page = q.page()?;
     let events = db::events::list(&app.db, &row.id, &page).await?;
     let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
@@ -81,7 +100,11 @@ pub async fn list_events(
             }
         })
         .collect();
-    Ok(paged(views, &page, last))
+    Ok(EventsPage {
+        events: views,
+        page,
+        last,
+    })
 }
 
 /// A rule's build that its path filter skipped (decided by the worker, after the event was planned)

@@ -84,58 +84,58 @@ impl RuleView {
 #[serde(deny_unknown_fields)]
 pub struct CreateRule {
     #[serde(rename = "type")]
-    kind: String,
-    name: String,
-    dockerfile: Option<String>,
-    context: Option<String>,
-    version: Option<String>,
-    overwrite: Option<bool>,
-    enabled: Option<bool>,
+    pub kind: String,
+    pub name: String,
+    pub dockerfile: Option<String>,
+    pub context: Option<String>,
+    pub version: Option<String>,
+    pub overwrite: Option<bool>,
+    pub enabled: Option<bool>,
     // Build settings (issue 9); see `SettingsInput`.
     #[serde(default, deserialize_with = "present")]
-    build_args: Option<serde_json::Value>,
+    pub build_args: Option<serde_json::Value>,
     #[serde(default, deserialize_with = "present")]
-    target: Option<Option<String>>,
+    pub target: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    no_cache: Option<Option<bool>>,
+    pub no_cache: Option<Option<bool>>,
     #[serde(default, deserialize_with = "present")]
-    extra_tags: Option<Option<Vec<String>>>,
+    pub extra_tags: Option<Option<Vec<String>>>,
     #[serde(default, deserialize_with = "present")]
-    timeout_minutes: Option<Option<i64>>,
+    pub timeout_minutes: Option<Option<i64>>,
     // -- schedules and path filters (issue 9) --
-    schedule: Option<String>,
-    paths: Option<Vec<String>>,
-    ignore_paths: Option<Vec<String>>,
+    pub schedule: Option<String>,
+    pub paths: Option<Vec<String>>,
+    pub ignore_paths: Option<Vec<String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateRule {
     #[serde(rename = "type")]
-    kind: Option<String>,
-    name: Option<String>,
-    dockerfile: Option<String>,
-    context: Option<String>,
-    version: Option<String>,
-    overwrite: Option<bool>,
-    enabled: Option<bool>,
+    pub kind: Option<String>,
+    pub name: Option<String>,
+    pub dockerfile: Option<String>,
+    pub context: Option<String>,
+    pub version: Option<String>,
+    pub overwrite: Option<bool>,
+    pub enabled: Option<bool>,
     // Build settings (issue 9); see `SettingsInput`.
     #[serde(default, deserialize_with = "present")]
-    build_args: Option<serde_json::Value>,
+    pub build_args: Option<serde_json::Value>,
     #[serde(default, deserialize_with = "present")]
-    target: Option<Option<String>>,
+    pub target: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    no_cache: Option<Option<bool>>,
+    pub no_cache: Option<Option<bool>>,
     #[serde(default, deserialize_with = "present")]
-    extra_tags: Option<Option<Vec<String>>>,
+    pub extra_tags: Option<Option<Vec<String>>>,
     #[serde(default, deserialize_with = "present")]
-    timeout_minutes: Option<Option<i64>>,
+    pub timeout_minutes: Option<Option<i64>>,
     // -- schedules and path filters (issue 9) --
     /// `null` removes the schedule; absent keeps it.
     #[serde(default, deserialize_with = "present")]
-    schedule: Option<Option<String>>,
-    paths: Option<Vec<String>>,
-    ignore_paths: Option<Vec<String>>,
+    pub schedule: Option<Option<String>>,
+    pub paths: Option<Vec<String>>,
+    pub ignore_paths: Option<Vec<String>>,
 }
 
 /// The build settings of a create or update body (issue 9). Absent: the default (create) or unchanged
@@ -239,7 +239,20 @@ pub async fn create_rule(
     ApiPath((ns, repo)): ApiPath<(String, String)>,
     ApiJson(body): ApiJson<CreateRule>,
 ) -> ApiResult<(StatusCode, axum::Json<RuleView>)> {
-    let row = load_repo(&app, &caller, &ns, &repo, Role::Write).await?;
+    let view = create(&app, &caller, &ns, &repo, body).await?;
+    Ok((StatusCode::CREATED, axum::Json(view)))
+}
+
+/// Adds a rule to `ns/repo` (write role; the repository must have a git source): the API's
+/// `POST .../rules` and the console's "add rule" form.
+pub async fn create(
+    app: &App,
+    caller: &Caller,
+    ns: &str,
+    repo: &str,
+    body: CreateRule,
+) -> ApiResult<RuleView> {
+    let row = load_repo(app, caller, ns, repo, Role::Write).await?;
     if !row.has_source {
         return Err(ApiError::conflict(
             "no_source",
@@ -264,10 +277,7 @@ pub async fn create_rule(
         ignore_paths: body.ignore_paths.unwrap_or_default(),
     })?;
     let rule = db::rules::insert(&app.db, &row.id, &fields).await?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(RuleView::new(rule, app.config.build_timeout)),
-    ))
+    Ok(RuleView::new(rule, app.config.build_timeout))
 }
 
 /// Newest first, like every list (rules are matched oldest first: the first of two rules that would
@@ -320,7 +330,22 @@ pub async fn update_rule(
     ApiPath((ns, repo, id)): ApiPath<(String, String, String)>,
     ApiJson(body): ApiJson<UpdateRule>,
 ) -> ApiResult<axum::Json<RuleView>> {
-    let (_, rule) = load_rule(&app, &caller, &ns, &repo, &id, Role::Write).await?;
+    Ok(axum::Json(
+        update(&app, &caller, &ns, &repo, &id, body).await?,
+    ))
+}
+
+/// Changes the fields `body` gives of rule `id` (write role): the API's `PATCH .../rules/{id}` and
+/// the console's "edit rule" form and enable/disable buttons.
+pub async fn update(
+    app: &App,
+    caller: &Caller,
+    ns: &str,
+    repo: &str,
+    id: &str,
+    body: UpdateRule,
+) -> ApiResult<RuleView> {
+    let (_, rule) = load_rule(app, caller, ns, repo, id, Role::Write).await?;
     let old = RuleFields::from(&rule);
     let fields = checked(RuleFields {
         kind: body.kind.unwrap_or(old.kind),
@@ -338,7 +363,7 @@ pub async fn update_rule(
         ignore_paths: body.ignore_paths.unwrap_or(old.ignore_paths),
     })?;
     let rule = db::rules::update(&app.db, &rule.id, &fields).await?;
-    Ok(axum::Json(RuleView::new(rule, app.config.build_timeout)))
+    Ok(RuleView::new(rule, app.config.build_timeout))
 }
 
 pub async fn delete_rule(
@@ -346,17 +371,23 @@ pub async fn delete_rule(
     caller: Caller,
     ApiPath((ns, repo, id)): ApiPath<(String, String, String)>,
 ) -> ApiResult<StatusCode> {
-    let (_, rule) = load_rule(&app, &caller, &ns, &repo, &id, Role::Write).await?;
-    db::rules::delete(&app.db, &rule.id).await?;
+    delete(&app, &caller, &ns, &repo, &id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes rule `id` of `ns/repo` (write role).
+pub async fn delete(app: &App, caller: &Caller, ns: &str, repo: &str, id: &str) -> ApiResult<()> {
+    let (_, rule) = load_rule(app, caller, ns, repo, id, Role::Write).await?;
+    db::rules::delete(&app.db, &rule.id).await?;
+    Ok(())
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PreviewQuery {
     #[serde(rename = "ref")]
-    git_ref: String,
-    commit: String,
+    pub git_ref: String,
+    pub commit: String,
 }
 
 #[derive(Serialize)]
@@ -385,7 +416,18 @@ pub async fn preview_rules(
     ApiPath((ns, repo)): ApiPath<(String, String)>,
     ApiQuery(q): ApiQuery<PreviewQuery>,
 ) -> ApiResult<axum::Json<Preview>> {
-    let row = load_repo(&app, &caller, &ns, &repo, Role::Read).await?;
+    Ok(axum::Json(preview(&app, &caller, &ns, &repo, q).await?))
+}
+
+/// Which rules of `ns/repo` a push of `q.git_ref` at `q.commit` would build (read role).
+pub async fn preview(
+    app: &App,
+    caller: &Caller,
+    ns: &str,
+    repo: &str,
+    q: PreviewQuery,
+) -> ApiResult<Preview> {
+    let row = load_repo(app, caller, ns, repo, Role::Read).await?;
     let git_ref = GitRef::parse(&q.git_ref).ok_or_else(|| {
         ApiError::invalid(
             "ref",
@@ -416,7 +458,7 @@ pub async fn preview_rules(
             repository_hidden: row.hidden,
         },
     );
-    let image = app.image_name(&ns, &repo);
+    let image = app.image_name(ns, repo);
     let mut builds = Vec::new();
     for b in plan.builds {
         let would_overwrite = db::versions::get(&app.db, &row.id, &b.tag).await?.is_some();
@@ -429,10 +471,10 @@ pub async fn preview_rules(
     }
     let rules =
         serde_json::from_str(&crate::ingest::decisions_json(&plan.outcomes)).unwrap_or_default();
-    Ok(axum::Json(Preview {
+    Ok(Preview {
         git_ref: q.git_ref,
         commit,
         builds,
         rules,
-    }))
+    })
 }

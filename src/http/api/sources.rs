@@ -29,7 +29,7 @@ pub struct SourceView {
 }
 
 impl SourceView {
-    fn new(app: &App, source: db::sources::SourceRow, webhook_secret: Option<String>) -> Self {
+    pub fn new(app: &App, source: db::sources::SourceRow, webhook_secret: Option<String>) -> Self {
         SourceView {
             webhook_url: format!("{}/hooks/{}", app.config.public_url, source.provider),
             has_credentials: source.credentials.is_some(),
@@ -43,17 +43,17 @@ impl SourceView {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PutSource {
-    provider: String,
+    pub provider: String,
     /// Credentials may be embedded (`https://user:token@host/…`): they are taken out and kept apart.
-    clone_url: String,
-    webhook_secret: Option<String>,
+    pub clone_url: String,
+    pub webhook_secret: Option<String>,
     /// Without `webhook_secret`: true makes kiln generate a new secret even for a linked source.
     #[serde(default)]
-    regenerate_secret: bool,
+    pub regenerate_secret: bool,
     /// With a clone URL without credentials: true drops the credentials the source has (by
     /// default they are kept while the URL stays on the same scheme, host and port).
     #[serde(default)]
-    remove_credentials: bool,
+    pub remove_credentials: bool,
 }
 
 /// A clone URL kiln can fetch (see [`CloneUrl::parse`]): https://, http://, git://, or a local
@@ -105,7 +105,20 @@ pub async fn put_source(
     ApiPath((ns, repo)): ApiPath<(String, String)>,
     ApiJson(body): ApiJson<PutSource>,
 ) -> ApiResult<axum::Json<SourceView>> {
-    let row = load_repo(&app, &caller, &ns, &repo, Role::Write).await?;
+    Ok(axum::Json(put(&app, &caller, &ns, &repo, body).await?))
+}
+
+/// Links (or changes) the git source of `ns/repo` (write role): the API's `PUT .../source` and the
+/// console's "link a git source" and "regenerate secret" forms. A secret kiln generated is in the
+/// answer, once.
+pub async fn put(
+    app: &App,
+    caller: &Caller,
+    ns: &str,
+    repo: &str,
+    body: PutSource,
+) -> ApiResult<SourceView> {
+    let row = load_repo(app, caller, ns, repo, Role::Write).await?;
     if !PROVIDERS.contains(&body.provider.as_str()) {
         return Err(ApiError::invalid(
             "provider",
@@ -115,7 +128,7 @@ pub async fn put_source(
     }
     let clone_url = CloneUrl::parse(&body.clone_url)?;
     if let CloneUrl::Local { path, .. } = &clone_url {
-        check_local_source(&app, path).await?;
+        check_local_source(app, path).await?;
     }
     if body.remove_credentials && clone_url.credentials().is_some() {
         return Err(ApiError::invalid(
@@ -167,11 +180,7 @@ pub async fn put_source(
         has_credentials = source.credentials.is_some(),
         "source linked"
     );
-    Ok(axum::Json(SourceView::new(
-        &app,
-        source,
-        generated.then_some(secret),
-    )))
+    Ok(SourceView::new(app, source, generated.then_some(secret)))
 }
 
 pub async fn get_source(
@@ -192,7 +201,13 @@ pub async fn delete_source(
     caller: Caller,
     ApiPath((ns, repo)): ApiPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let row = load_repo(&app, &caller, &ns, &repo, Role::Write).await?;
+    delete(&app, &caller, &ns, &repo).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Unlinks the git source of `ns/repo` (write role); its rules are kept, disabled.
+pub async fn delete(app: &App, caller: &Caller, ns: &str, repo: &str) -> ApiResult<()> {
+    let row = load_repo(app, caller, ns, repo, Role::Write).await?;
     let mut tx = crate::db::write_tx(&app.db).await?;
     if !db::sources::delete(&mut *tx, &row.id).await? {
         return Err(ApiError::not_found(&format!("git source of {ns}/{repo}")));
@@ -200,7 +215,7 @@ pub async fn delete_source(
     db::rules::disable_all(&mut *tx, &row.id).await?;
     tx.commit().await?;
     app.sources.invalidate();
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 #[cfg(test)]
