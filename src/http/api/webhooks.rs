@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use super::{PageQuery, load_repo, paged, paginate};
 use crate::app::App;
 use crate::db::{
-    self, deliveries::AttemptRow, deliveries::DeliveryRow, webhooks::WebhookFields,
-    webhooks::WebhookRow,
+    self, Page, deliveries::AttemptRow, deliveries::DeliveryRow, repos::RepoRow,
+    webhooks::WebhookFields, webhooks::WebhookRow,
 };
 use crate::domain::pattern::RefPattern;
 use crate::http::auth::{Caller, Role};
@@ -54,26 +54,26 @@ impl From<WebhookRow> for WebhookView {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhook {
-    name: String,
-    url: String,
-    secret: Option<String>,
-    events: Option<Vec<String>>,
-    tag_filter: Option<String>,
-    payload_format: Option<String>,
-    active: Option<bool>,
+    pub name: String,
+    pub url: String,
+    pub secret: Option<String>,
+    pub events: Option<Vec<String>>,
+    pub tag_filter: Option<String>,
+    pub payload_format: Option<String>,
+    pub active: Option<bool>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateWebhook {
-    name: Option<String>,
-    url: Option<String>,
-    secret: Option<String>,
-    events: Option<Vec<String>>,
+    pub name: Option<String>,
+    pub url: Option<String>,
+    pub secret: Option<String>,
+    pub events: Option<Vec<String>>,
     /// `""` clears the filter.
-    tag_filter: Option<String>,
-    payload_format: Option<String>,
-    active: Option<bool>,
+    pub tag_filter: Option<String>,
+    pub payload_format: Option<String>,
+    pub active: Option<bool>,
 }
 
 fn checked(mut f: WebhookFields) -> ApiResult<WebhookFields> {
@@ -154,7 +154,20 @@ pub async fn create_webhook(
     ApiPath((ns, repo)): ApiPath<(String, String)>,
     ApiJson(body): ApiJson<CreateWebhook>,
 ) -> ApiResult<(StatusCode, axum::Json<WebhookView>)> {
-    let row = load_repo(&app, &caller, &ns, &repo, Role::Write).await?;
+    let view = create(&app, &caller, &ns, &repo, body).await?;
+    Ok((StatusCode::CREATED, axum::Json(view)))
+}
+
+/// Subscribes `{ns}/{repo}` (write role): the fields checked, a secret generated when none is
+/// given (then shown in the answer, and only there).
+pub async fn create(
+    app: &App,
+    caller: &Caller,
+    ns: &str,
+    repo: &str,
+    body: CreateWebhook,
+) -> ApiResult<WebhookView> {
+    let row = load_repo(app, caller, ns, repo, Role::Write).await?;
     let fields = checked(WebhookFields {
         name: body.name,
         url: body.url,
@@ -175,7 +188,7 @@ pub async fn create_webhook(
         .map_err(|e| conflict_on_name(e, &fields.name))?;
     let mut view = WebhookView::from(hook);
     view.secret = generated.then_some(secret);
-    Ok((StatusCode::CREATED, axum::Json(view)))
+    Ok(view)
 }
 
 pub async fn list_webhooks(
@@ -190,7 +203,8 @@ pub async fn list_webhooks(
     paginate(hooks, &q, |h| h.id.clone(), WebhookView::from)
 }
 
-async fn load_webhook(
+/// A subscription of `{ns}/{repo}`, if the caller has `role` there.
+pub async fn load_webhook(
     app: &App,
     caller: &Caller,
     ns: &str,
@@ -223,7 +237,21 @@ pub async fn update_webhook(
     ApiPath((ns, repo, id)): ApiPath<(String, String, String)>,
     ApiJson(body): ApiJson<UpdateWebhook>,
 ) -> ApiResult<axum::Json<WebhookView>> {
-    let hook = load_webhook(&app, &caller, &ns, &repo, &id, Role::Write).await?;
+    Ok(axum::Json(
+        update(&app, &caller, &ns, &repo, &id, body).await?,
+    ))
+}
+
+/// Changes the fields given (write role); the others keep their values.
+pub async fn update(
+    app: &App,
+    caller: &Caller,
+    ns: &str,
+    repo: &str,
+    id: &str,
+    body: UpdateWebhook,
+) -> ApiResult<WebhookView> {
+    let hook = load_webhook(app, caller, ns, repo, id, Role::Write).await?;
     let events = hook.event_list();
     let fields = checked(WebhookFields {
         name: body.name.unwrap_or(hook.name),
@@ -243,7 +271,7 @@ pub async fn update_webhook(
     let hook = db::webhooks::update(&app.db, &hook.id, &fields, body.secret.as_deref())
         .await
         .map_err(|e| conflict_on_name(e, &fields.name))?;
-    Ok(axum::Json(hook.into()))
+    Ok(hook.into())
 }
 
 pub async fn delete_webhook(
@@ -251,9 +279,15 @@ pub async fn delete_webhook(
     caller: Caller,
     ApiPath((ns, repo, id)): ApiPath<(String, String, String)>,
 ) -> ApiResult<StatusCode> {
-    let hook = load_webhook(&app, &caller, &ns, &repo, &id, Role::Write).await?;
-    db::webhooks::delete(&app.db, &hook.id).await?;
+    delete(&app, &caller, &ns, &repo, &id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Removes a subscription (write role) with its delivery records.
+pub async fn delete(app: &App, caller: &Caller, ns: &str, repo: &str, id: &str) -> ApiResult<()> {
+    let hook = load_webhook(app, caller, ns, repo, id, Role::Write).await?;
+    db::webhooks::delete(&app.db, &hook.id).await?;
+    Ok(())
 }
 
 /// Sends a `test` event to this subscription and answers with its delivery once the first attempt is
@@ -263,13 +297,31 @@ pub async fn test_webhook(
     caller: Caller,
     ApiPath((ns, repo, id)): ApiPath<(String, String, String)>,
 ) -> ApiResult<(StatusCode, axum::Json<DeliveryDetail>)> {
-    let hook = load_webhook(&app, &caller, &ns, &repo, &id, Role::Write).await?;
+    let (attempted, detail) = send_test(&app, &caller, &ns, &repo, &id).await?;
+    let status = if attempted {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, axum::Json(detail)))
+}
+
+/// Queues a `test` event for one subscription (write role) and waits for its first attempt to be
+/// recorded, at most the delivery timeout and 2 s: `(attempted, the delivery as it stands)`.
+pub async fn send_test(
+    app: &App,
+    caller: &Caller,
+    ns: &str,
+    repo: &str,
+    id: &str,
+) -> ApiResult<(bool, DeliveryDetail)> {
+    let hook = load_webhook(app, caller, ns, repo, id, Role::Write).await?;
     let mut tx = crate::db::write_tx(&app.db).await?;
     let delivery_id = outbox::enqueue_one(
         &mut tx,
         &app.config.public_url,
         &hook,
-        &outbox::test_message(&ns, &repo),
+        &outbox::test_message(ns, repo),
     )
     .await?;
     tx.commit().await?;
@@ -281,10 +333,10 @@ pub async fn test_webhook(
             .await?
             .ok_or_else(|| ApiError::not_found("delivery"))?;
         if d.attempts > 0 {
-            return Ok((StatusCode::OK, axum::Json(detail(&app, d).await?)));
+            return Ok((true, detail(app, d).await?));
         }
         if tokio::time::Instant::now() >= deadline {
-            return Ok((StatusCode::ACCEPTED, axum::Json(detail(&app, d).await?)));
+            return Ok((false, detail(app, d).await?));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -390,7 +442,8 @@ pub struct DeliveryDetail {
     pub attempt_log: Vec<AttemptView>,
 }
 
-async fn detail(app: &App, d: DeliveryRow) -> ApiResult<DeliveryDetail> {
+/// The delivery with its attempts.
+pub async fn detail(app: &App, d: DeliveryRow) -> ApiResult<DeliveryDetail> {
     let attempt_log: Vec<AttemptView> = db::deliveries::attempts(&app.db, &d.id)
         .await?
         .into_iter()
@@ -412,21 +465,34 @@ pub async fn list_deliveries(
     ApiPath((ns, repo, id)): ApiPath<(String, String, String)>,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Response> {
-    let hook = load_webhook(&app, &caller, &ns, &repo, &id, Role::Read).await?;
     let page = q.page()?;
-    let rows = db::deliveries::list_for_webhook(&app.db, &hook.id, &page).await?;
-    let last = rows.last().map(|d| d.id.clone());
-    let views: Vec<DeliverySummary> = rows.into_iter().map(Into::into).collect();
+    let (_, views) = deliveries(&app, &caller, &ns, &repo, &id, &page).await?;
+    let last = views.last().map(|d| d.id.clone());
     Ok(paged(views, &page, last))
 }
 
-/// A delivery, if the caller may see its repository.
-async fn load_delivery(
+/// A page of a subscription's deliveries, newest first (read role), with the subscription.
+pub async fn deliveries(
+    app: &App,
+    caller: &Caller,
+    ns: &str,
+    repo: &str,
+    id: &str,
+    page: &Page,
+) -> ApiResult<(WebhookRow, Vec<DeliverySummary>)> {
+    let hook = load_webhook(app, caller, ns, repo, id, Role::Read).await?;
+    let rows = db::deliveries::list_for_webhook(&app.db, &hook.id, page).await?;
+    Ok((hook, rows.into_iter().map(Into::into).collect()))
+}
+
+/// A delivery, its subscription and repository, if the caller has `role` in its namespace (a
+/// namespace the caller cannot see: not found).
+pub async fn load_delivery(
     app: &App,
     caller: &Caller,
     id: &str,
     role: Role,
-) -> ApiResult<(DeliveryRow, WebhookRow)> {
+) -> ApiResult<(DeliveryRow, WebhookRow, RepoRow)> {
     let not_found = || ApiError::not_found(&format!("delivery {id}"));
     let d = db::deliveries::get(&app.db, id)
         .await?
@@ -441,7 +507,7 @@ async fn load_delivery(
         return Err(not_found());
     }
     caller.require(role, Some(&repo.namespace))?;
-    Ok((d, hook))
+    Ok((d, hook, repo))
 }
 
 pub async fn get_delivery(
@@ -449,17 +515,23 @@ pub async fn get_delivery(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<axum::Json<DeliveryDetail>> {
-    let (d, _) = load_delivery(&app, &caller, &id, Role::Read).await?;
+    let (d, _, _) = load_delivery(&app, &caller, &id, Role::Read).await?;
     Ok(axum::Json(detail(&app, d).await?))
 }
 
-/// Sends the same message again (same `webhook-id`, so receivers can tell) as a new delivery.
 pub async fn redeliver(
     State(app): State<App>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<(StatusCode, axum::Json<DeliverySummary>)> {
-    let (d, hook) = load_delivery(&app, &caller, &id, Role::Write).await?;
+    let view = redeliver_one(&app, &caller, &id).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(view)))
+}
+
+/// Sends the same message again (same `webhook-id`, so receivers can tell) as a new delivery
+/// (write role), queued: the worker sends it.
+pub async fn redeliver_one(app: &App, caller: &Caller, id: &str) -> ApiResult<DeliverySummary> {
+    let (d, hook, _) = load_delivery(app, caller, id, Role::Write).await?;
     let mut tx = crate::db::write_tx(&app.db).await?;
     let new_id = db::deliveries::enqueue(
         &mut tx,
@@ -476,5 +548,5 @@ pub async fn redeliver(
         .await?
         .ok_or_else(|| ApiError::not_found("delivery"))?;
     app.notifier.wake();
-    Ok((StatusCode::ACCEPTED, axum::Json(row.into())))
+    Ok(row.into())
 }
