@@ -282,8 +282,21 @@ async fn webhook_test_and_record(b: &Browser, receiver: &RecordingServer) -> Str
     b.fill("#wh-name", "receiver").await;
     b.fill("#wh-url", &url).await;
     b.click("#add-webhook button[type=submit]").await;
-    let hook_path = b.wait_for_path(&format!("{REPO_PATH}/webhooks/")).await;
+    // The subscription's page, with the signing secret kiln made, shown this once.
+    b.wait_for_text(".wh-title", "receiver").await;
     b.wait_for(".flash").await;
+    assert!(b.text("#new-secret").await.starts_with("whsec_"));
+    let hook_page = b
+        .js("return document.querySelector('button.send-test').form.getAttribute('action');")
+        .await
+        .as_str()
+        .expect("the send-test form's action")
+        .trim_end_matches("/test")
+        .to_string();
+    assert!(
+        hook_page.starts_with(&format!("{REPO_PATH}/webhooks/")),
+        "{hook_page}"
+    );
 
     b.goto(&format!("{REPO_PATH}/webhooks")).await;
     b.wait_for_text("tr[data-webhook-id] .wh-name", "receiver")
@@ -292,7 +305,6 @@ async fn webhook_test_and_record(b: &Browser, receiver: &RecordingServer) -> Str
     b.screenshots("webhooks").await;
 
     b.click("tr[data-webhook-id] button.send-test").await;
-    let hook_page = hook_path.split('?').next().unwrap().to_string();
     b.wait_for_path(&hook_page).await;
     let request = receiver
         .wait_for("the test delivery", WAIT, |r| r.path == "/kiln-hook")
