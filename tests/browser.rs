@@ -286,6 +286,7 @@ async fn webhook_test_and_record(b: &Browser, receiver: &RecordingServer) -> Str
     b.wait_for_text(".wh-title", "receiver").await;
     b.wait_for(".flash").await;
     assert!(b.text("#new-secret").await.starts_with("whsec_"));
+    b.screenshots("webhook-created").await;
     let hook_page = b
         .js("return document.querySelector('button.send-test').form.getAttribute('action');")
         .await

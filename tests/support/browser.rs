@@ -46,6 +46,8 @@ impl Browser {
     /// `zh-CN`: its `Accept-Language`), at desktop size, for the kiln at `base`.
     pub async fn start(base: &str, lang: &str) -> Browser {
         require_tools();
+        // A failure's screenshot from an earlier run would mislead.
+        let _ = fs::remove_file(screenshots_dir().join("FAILED.png"));
         let profile = tempfile::Builder::new()
             .prefix("kiln-browser-")
             .tempdir()
@@ -389,12 +391,16 @@ impl Browser {
         .await;
         let metrics = self.cdp("Page.getLayoutMetrics", json!({})).await;
         let size = &metrics["cssContentSize"];
-        let width = self
-            .js("return window.innerWidth;")
-            .await
+        let viewport = self
+            .js("return [window.innerWidth, window.innerHeight];")
+            .await;
+        let width = viewport[0].as_f64().unwrap_or(0.0);
+        // The whole page, and never less than the window (a short page keeps its footer low).
+        let height = size["height"]
             .as_f64()
-            .unwrap_or(0.0);
-        let height = size["height"].as_f64().unwrap_or(0.0).ceil();
+            .unwrap_or(0.0)
+            .max(viewport[1].as_f64().unwrap_or(0.0))
+            .ceil();
         let shot = self
             .cdp(
                 "Page.captureScreenshot",
