@@ -374,8 +374,43 @@ impl Browser {
         let desktop = self.screenshot(&format!("{name}-desktop")).await;
         self.set_size(PHONE).await;
         let phone = self.screenshot(&format!("{name}-phone")).await;
+        self.no_sideways_scroll(name).await;
         self.set_size(DESKTOP).await;
         [desktop, phone]
+    }
+
+    /// Panics when the page is wider than the window (a phone would scroll it sideways), naming
+    /// the elements that stick out. Wide content belongs in a box that scrolls (`.table-wrap`).
+    pub async fn no_sideways_scroll(&self, page: &str) {
+        let found = self
+            .js(
+                "const w = document.documentElement.clientWidth;
+                 if (document.documentElement.scrollWidth <= w) return [];
+                 const out = [];
+                 for (const el of document.body.querySelectorAll('*')) {
+                   const r = el.getBoundingClientRect();
+                   if (r.right <= w + 1 || r.width === 0) continue;
+                   let inside = false;
+                   for (let p = el.parentElement; p && p !== document.body; p = p.parentElement) {
+                     const o = getComputedStyle(p).overflowX;
+                     if (o === 'auto' || o === 'scroll' || o === 'hidden') { inside = true; break; }
+                   }
+                   if (inside) continue;
+                   out.push(el.tagName.toLowerCase() + (el.id ? '#' + el.id : '') +
+                     (el.className && typeof el.className === 'string' ? '.' + el.className.trim().split(/\\s+/).join('.') : '') +
+                     ' (right edge ' + Math.round(r.right) + ' px)');
+                   if (out.length >= 8) break;
+                 }
+                 return [document.documentElement.scrollWidth + ' px wide', ...out];",
+            )
+            .await;
+        let found: Vec<String> = serde_json::from_value(found).unwrap_or_default();
+        assert!(
+            found.is_empty(),
+            "the {page} page scrolls sideways at {} px: {}",
+            PHONE.0,
+            found.join(", ")
+        );
     }
 
     /// Saves the whole page as `target/screenshots/{file}.png` at the current window size.
