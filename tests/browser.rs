@@ -56,6 +56,7 @@ async fn a_person_uses_the_console_in_a_browser() {
     see_the_version(&b, &kiln, &build_id).await;
     let delivery = webhook_test_and_record(&b, &receiver).await;
     chinese(&b, &build_id, &delivery).await;
+    chinese_form_error(&b).await;
     b.close().await;
 }
 
@@ -411,6 +412,22 @@ async fn chinese(b: &Browser, build_id: &str, delivery: &str) {
         expect_chinese(b, words).await;
         b.screenshots(shot).await;
     }
+}
+
+/// The naming error of the new-repository form, in Chinese.
+async fn chinese_form_error(b: &Browser) {
+    b.goto(&format!("/new?ns={NS}")).await;
+    b.fill("#name", "Bad_Name").await;
+    b.click("form[action='/new'] button[type=submit]").await;
+    let error = b.text("#err-name").await;
+    assert!(
+        error
+            .chars()
+            .any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c)),
+        "the naming error is not in Chinese: {error:?}"
+    );
+    assert_eq!(b.value("#name").await, "Bad_Name");
+    b.screenshots("zh-new-repository-error").await;
 }
 
 async fn expect_chinese(b: &Browser, words: &[&str]) {
