@@ -92,6 +92,7 @@ async fn create_edit_hide_and_delete_a_repository_through_the_console() {
         )
         .await;
     assert_status(&bad, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(!bad.has("#err-summary") && !bad.has("#err-category"));
     assert!(bad.text("#err-name").contains("uppercase"), "{}", bad.html);
     assert_eq!(bad.attrs("#name", "value"), vec!["Bad_Name"]);
     assert_eq!(bad.attrs("#name", "aria-invalid"), vec!["true"]);
@@ -106,6 +107,37 @@ async fn create_edit_hide_and_delete_a_repository_through_the_console() {
         repo_json(&kiln, "acme", "bad_name").await.0,
         StatusCode::NOT_FOUND
     );
+    // Every refused field at once, each next to its own.
+    let long = "y".repeat(101);
+    let two = console
+        .post(
+            "/new?ns=acme",
+            "/new",
+            &[
+                ("ns", "acme"),
+                ("name", "-x"),
+                ("summary", &long),
+                ("category", "games"),
+            ],
+        )
+        .await;
+    assert_status(&two, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        two.text("#err-name").contains("must not start with '-'"),
+        "{}",
+        two.html
+    );
+    assert!(
+        two.text("#err-summary").contains("at most 100"),
+        "{}",
+        two.html
+    );
+    assert!(
+        two.text("#err-category").contains("must be one of"),
+        "{}",
+        two.html
+    );
+    assert_eq!(two.attrs("#summary", "value"), vec![long.clone()]);
 
     // A good one: to its overview, with the flash.
     let created = console
@@ -582,6 +614,13 @@ async fn the_versions_tab_shows_sizes_digests_history_and_hides_versions() {
         vec![d1.clone()]
     );
     assert!(!page.has(&format!("{} details.history", row("2.0-rc.1"))));
+    // A digest's size is remembered: once read, it shows even when the registry lost the manifest.
+    registry.delete_manifest("acme/plain", &d2).await;
+    let again = console.get("/repos/acme/plain/versions").await;
+    assert_eq!(
+        again.text(&format!("{} td.size", row("1.0"))),
+        shown_size(size1)
+    );
 
     // The newest version is in the list and in the pull line.
     let home = console.get("/?ns=acme").await;

@@ -160,3 +160,82 @@ pub async fn activity(db: &Db, repository_ids: &[String]) -> Result<Vec<Activity
     }
     q.fetch_all(db).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn build(db: &Db, repo: &str, id: &str, status: &str, created_at: &str) {
+        sqlx::query(
+            "INSERT INTO builds (id, repository_id, trigger, git_ref, dockerfile, status, created_at) \
+             VALUES (?, ?, 'manual', 'refs/heads/main', 'Dockerfile', ?, ?)",
+        )
+        .bind(id)
+        .bind(repo)
+        .bind(status)
+        .bind(created_at)
+        .execute(db)
+        .await
+        .unwrap();
+    }
+
+    async fn version(db: &Db, repo: &str, tag: &str, hidden: bool, pushed_at: &str) {
+        sqlx::query(
+            "INSERT INTO versions (repository_id, tag, digest, source, hidden, pushed_at) \
+             VALUES (?, ?, 'sha256:00', 'push', ?, ?)",
+        )
+        .bind(repo)
+        .bind(tag)
+        .bind(hidden)
+        .bind(pushed_at)
+        .execute(db)
+        .await
+        .unwrap();
+    }
+
+    /// The list's newest build and newest visible version of each repository, in one query.
+    #[tokio::test]
+    async fn activity_is_the_newest_build_and_the_newest_visible_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = super::super::connect(&format!("sqlite://{}/t.db", dir.path().display()))
+            .await
+            .unwrap();
+        let ns = super::super::namespaces::insert(&db, "ns").await.unwrap();
+        let mut ids = Vec::new();
+        for name in ["busy", "quiet", "other"] {
+            let new = NewRepo {
+                namespace_id: &ns.id,
+                name,
+                summary: "",
+                detail: "",
+                category: "other",
+            };
+            ids.push(insert(&db, &new).await.unwrap());
+        }
+        let (busy, quiet, other) = (&ids[0], &ids[1], &ids[2]);
+        build(&db, busy, "b1", "succeeded", "2026-01-01T00:00:00Z").await;
+        build(&db, busy, "b2", "failed", "2026-01-02T00:00:00Z").await;
+        build(&db, other, "b3", "queued", "2026-01-03T00:00:00Z").await;
+        version(&db, busy, "1.0", false, "2026-01-01T00:00:00Z").await;
+        version(&db, busy, "2.0", false, "2026-01-02T00:00:00Z").await;
+        version(&db, busy, "3.0", true, "2026-01-03T00:00:00Z").await;
+        version(&db, other, "9.9", false, "2026-01-03T00:00:00Z").await;
+
+        let mut rows = activity(&db, &[busy.clone(), quiet.clone()]).await.unwrap();
+        rows.sort_by_key(|r| r.repository_id != *busy);
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        let (b, q) = (&rows[0], &rows[1]);
+        assert_eq!(
+            (b.build_id.as_deref(), b.build_status.as_deref()),
+            (Some("b2"), Some("failed"))
+        );
+        assert_eq!(b.build_created_at.as_deref(), Some("2026-01-02T00:00:00Z"));
+        assert_eq!(
+            (b.version_tag.as_deref(), b.version_pushed_at.as_deref()),
+            (Some("2.0"), Some("2026-01-02T00:00:00Z"))
+        );
+        assert_eq!(&q.repository_id, quiet);
+        assert!(q.build_id.is_none() && q.build_status.is_none() && q.version_tag.is_none());
+        assert!(activity(&db, &[]).await.unwrap().is_empty());
+    }
+}

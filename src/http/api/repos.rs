@@ -84,14 +84,41 @@ pub async fn writable_namespace(
         .ok_or_else(|| ApiError::not_found(&format!("namespace {ns}")))
 }
 
+/// Every field of a new repository that breaks its rule, in the order the API checks them (the API
+/// answers the first; the console shows each next to its field).
+pub fn create_errors(body: &CreateRepo) -> Vec<ApiError> {
+    let mut errors: Vec<ApiError> = validate_repo_name(&body.name)
+        .err()
+        .map(Into::into)
+        .into_iter()
+        .collect();
+    errors.extend(field_errors(
+        &body.summary,
+        &body.detail,
+        body.category.as_deref().unwrap_or("other"),
+    ));
+    errors
+}
+
+/// The rules of a repository's summary, detail and category, each one broken, in the API's order.
+pub fn field_errors(summary: &str, detail: &str, category: &str) -> Vec<ApiError> {
+    [
+        validate_summary(summary).map_err(ApiError::from),
+        validate_detail(detail),
+        validate_category(category).map_err(ApiError::from),
+    ]
+    .into_iter()
+    .filter_map(Result::err)
+    .collect()
+}
+
 /// Creates repository `body.name` in `ns` (the API's `POST .../repos` and the console's form).
 pub async fn create(app: &App, caller: &Caller, ns: &str, body: CreateRepo) -> ApiResult<RepoView> {
     let namespace = writable_namespace(app, caller, ns).await?;
-    validate_repo_name(&body.name)?;
-    validate_summary(&body.summary)?;
-    validate_detail(&body.detail)?;
+    if let Some(first) = create_errors(&body).into_iter().next() {
+        return Err(first);
+    }
     let category = body.category.unwrap_or_else(|| "other".into());
-    validate_category(&category)?;
     let new = db::repos::NewRepo {
         namespace_id: &namespace.id,
         name: &body.name,
@@ -193,9 +220,12 @@ pub async fn update(
     let summary = body.summary.unwrap_or(row.summary);
     let detail = body.detail.unwrap_or(row.detail);
     let category = body.category.unwrap_or(row.category);
-    validate_summary(&summary)?;
-    validate_detail(&detail)?;
-    validate_category(&category)?;
+    if let Some(first) = field_errors(&summary, &detail, &category)
+        .into_iter()
+        .next()
+    {
+        return Err(first);
+    }
     db::repos::update_fields(&app.db, &row.id, &summary, &detail, &category).await?;
     let row = db::repos::by_id(&app.db, &row.id)
         .await?

@@ -101,3 +101,19 @@ pub fn form_errors(viewer: &Viewer, err: &crate::http::error::ApiError) -> serde
     let field = err.field.clone().unwrap_or_else(|| "_".to_string());
     serde_json::json!({ field: error::api_text(viewer.lang, err.code, &err.message) })
 }
+
+/// Several API errors as one `{field: sentence}` (the first error of a field wins).
+pub fn all_form_errors<'a>(
+    viewer: &Viewer,
+    errors: impl IntoIterator<Item = &'a crate::http::error::ApiError>,
+) -> serde_json::Value {
+    let mut all = serde_json::Map::new();
+    for e in errors {
+        if let serde_json::Value::Object(one) = form_errors(viewer, e) {
+            for (k, v) in one {
+                all.entry(k).or_insert(v);
+            }
+        }
+    }
+    serde_json::Value::Object(all)
+}

@@ -99,6 +99,7 @@ async fn create_repo(
         detail: form.detail.clone(),
         category: (!form.category.is_empty()).then(|| form.category.clone()),
     };
+    let every = repos::create_errors(&body);
     match repos::create(&app, &viewer.caller, &form.ns, body).await {
         Ok(view) => Ok(super::done(
             &format!(
@@ -109,7 +110,8 @@ async fn create_repo(
             "repos_created",
         )),
         Err(e) if e.field.is_some() => {
-            let errors = super::form_errors(&viewer, &e);
+            // The API answers its first refusal; the form shows every field's.
+            let errors = super::all_form_errors(&viewer, std::iter::once(&e).chain(&every));
             Ok(form_page(&viewer, &form, errors, e.status))
         }
         Err(e) => Err(e.into()),

@@ -133,8 +133,9 @@ async fn edit_repo(
     match repos::update(&app, &viewer.caller, &ns, &repo, body).await {
         Ok(_) => Ok(super::done(&repo_path(&ns, &repo), "repos_updated")),
         Err(e) if e.field.is_some() => {
+            let every = repos::field_errors(&form.summary, &form.detail, &form.category);
             let refused = Refused {
-                edit_errors: super::form_errors(&viewer, &e),
+                edit_errors: super::all_form_errors(&viewer, std::iter::once(&e).chain(&every)),
                 edit: Some(form),
                 ..Default::default()
             };
