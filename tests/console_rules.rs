@@ -96,6 +96,27 @@ async fn link_source_webhook_settings_secret_once_and_unlink() {
         vec![TAB]
     );
 
+    // No rules without a source: the API's 409, on the form.
+    let new = "/repos/acme/api/rules/new";
+    let page = console
+        .post(
+            new,
+            new,
+            &[
+                ("type", "branch"),
+                ("name", "main"),
+                ("dockerfile", "Dockerfile"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::CONFLICT, "{}", page.html);
+    assert!(
+        page.text("#err-_").contains("no git source"),
+        "{}",
+        page.html
+    );
+    assert_eq!(page.attrs("#name", "value"), vec!["main"]);
+
     // A URL kiln cannot fetch, then a local path outside KILN_LOCAL_SOURCES: the error at the field,
     // the input kept, 422, nothing linked.
     for bad in ["relative/path", "ssh://git@github.com/acme/api.git", "/etc"] {
@@ -288,6 +309,11 @@ async fn link_source_webhook_settings_secret_once_and_unlink() {
         StatusCode::ACCEPTED
     );
     let page = console.get(TAB).await;
+    assert!(!page.html.contains(&fresh) && !page.has("#new-secret"));
+    // Reloading the answer's address (a GET) is the tab: no secret either.
+    let page = console.get("/repos/acme/api/source").await;
+    assert_ok(&page);
+    assert!(page.url.ends_with(TAB), "{}", page.url);
     assert!(!page.html.contains(&fresh) && !page.has("#new-secret"));
 
     // Unlink (the confirmation says what happens to the rules): rules are kept, disabled; the form

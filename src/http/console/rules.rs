@@ -9,7 +9,7 @@ mod form;
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -29,7 +29,7 @@ use crate::http::error::ApiError;
 pub fn routes() -> Router<App> {
     Router::new()
         .route("/repos/{ns}/{repo}/rules", get(tab))
-        .route("/repos/{ns}/{repo}/source", post(link_source))
+        .route("/repos/{ns}/{repo}/source", get(to_tab).post(link_source))
         .route("/repos/{ns}/{repo}/source/secret", post(regenerate_secret))
         .route("/repos/{ns}/{repo}/source/unlink", post(unlink_source))
         .route(
@@ -232,6 +232,19 @@ async fn render_tab(
         ctx,
         status,
     ))
+}
+
+/// `GET /repos/{ns}/{repo}/source` (a reload or a bookmark of a form's answer): the tab, which never
+/// shows a secret again.
+async fn to_tab(
+    State(app): State<App>,
+    viewer: Viewer,
+    Path((ns, repo)): Path<(String, String)>,
+) -> Result<Response, ConsoleError> {
+    // Only a repository the viewer sees: its names are then valid in a URL.
+    let row = load_repo(&app, &viewer.caller, &ns, &repo, Role::Read).await?;
+    let to = tab_path(&row.namespace, &row.name);
+    Ok(axum::response::Redirect::to(&to).into_response())
 }
 
 /// `POST /repos/{ns}/{repo}/source`: links a git source (the API's `PUT .../source`). A secret kiln
