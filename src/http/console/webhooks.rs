@@ -481,7 +481,7 @@ struct ResponsePage {
     body: BodyView,
 }
 
-/// A recorded header object (`{"name": "value"}`) as pairs, in the recorded order.
+/// A recorded header object (`{"name": "value"}`) as pairs, by name (as the API lists them).
 fn header_pairs(headers: &serde_json::Value) -> Vec<(String, String)> {
     headers
         .as_object()
@@ -594,4 +594,53 @@ async fn redeliver(
         &format!("/deliveries/{}", new.id),
         "deliveries_redelivered",
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(fields: &[(&str, &str)]) -> Vec<(String, String)> {
+        fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_form_reads_repeated_boxes_and_absent_ones() {
+        let f = HookForm::parse(pairs(&[
+            ("_csrf", "t"),
+            ("name", " bot "),
+            ("url", " https://example.com/h "),
+            ("events", "image.pushed"),
+            ("events", "build.failed"),
+            ("secret", "  "),
+            ("tag_filter", ""),
+            ("payload_format", "kiln"),
+        ]));
+        assert_eq!(f.events, vec!["image.pushed", "build.failed"]);
+        assert_eq!(f.url, "https://example.com/h");
+        assert!(!f.active, "an unchecked box is absent: disabled");
+        assert_eq!(f.secret(), None, "a blank secret is none");
+        let f = HookForm::parse(pairs(&[("active", "1"), ("secret", "whsec_x")]));
+        assert!(f.active);
+        assert!(f.events.is_empty());
+        assert_eq!(f.secret().as_deref(), Some("whsec_x"));
+        assert_eq!(f.shown().secret, "", "a typed secret is never shown again");
+    }
+
+    #[test]
+    fn recorded_headers_become_pairs_by_name() {
+        let h: serde_json::Value =
+            serde_json::from_str(r#"{"x-n":3,"content-type":"application/json"}"#).unwrap();
+        assert_eq!(
+            header_pairs(&h),
+            vec![
+                ("content-type".to_string(), "application/json".to_string()),
+                ("x-n".to_string(), "3".to_string()),
+            ]
+        );
+        assert!(header_pairs(&serde_json::Value::Null).is_empty());
+    }
 }
