@@ -191,7 +191,35 @@ async fn build_now_and_watch(b: &Browser, kiln: &Kiln) -> String {
         Some("building")
     );
     b.screenshots("build-running").await;
+    // Where the log box is and how tall, while the log streams: the page must not move.
+    let place = "const r = document.querySelector('#build-log').getBoundingClientRect(); \
+                 return [Math.round(r.top + window.scrollY), Math.round(r.height)];";
+    let before = b.js(place).await;
 
+    // A line before the last: the build still runs (a second and more steps remain).
+    b.wait_for_text_within(
+        "#build-log",
+        &format!("tick {} of", TICKS - 1),
+        BUILD_TIMEOUT,
+    )
+    .await;
+    assert_eq!(
+        b.attr("#build-status", "data-status").await.as_deref(),
+        Some("building")
+    );
+    assert_eq!(
+        b.js(place).await,
+        before,
+        "the log box moved or grew while the log streamed (top, height)"
+    );
+    // The box follows the newest line.
+    assert_eq!(
+        b.js("const l = document.querySelector('#build-log'); \
+              return l.scrollHeight - l.scrollTop - l.clientHeight < 24;")
+            .await,
+        Value::Bool(true),
+        "the log box does not show its newest line"
+    );
     b.wait_for_text_within("#build-log", &format!("tick {TICKS} of"), BUILD_TIMEOUT)
         .await;
     b.wait_for_js(
