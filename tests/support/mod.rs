@@ -19,6 +19,8 @@
 //!   http-backend`), optionally behind HTTP Basic authentication: a private repository.
 //! - [`free_port`], [`wait_until`] and [`wait_until_blocking`]: wait on a condition with a
 //!   timeout, never a fixed sleep.
+//! - [`browser::Browser`] drives a headless chromium through Debian's chromedriver (the console's
+//!   browser tests): waits that poll, sign-in through the form, full-page screenshots.
 //!
 //! Blocking and async: the set-up functions (`ensure_*`, `Registry::start*`, `GitRepo`, [`docker`])
 //! block the calling thread for up to a few seconds. Call them before kiln starts, or run the test
@@ -29,6 +31,7 @@
 //! Nothing in this file knows kiln's own types: kiln-specific helpers live in `kiln.rs` beside it.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod console;
 pub mod kiln;
 pub mod kiln_process;
