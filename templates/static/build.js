@@ -61,6 +61,7 @@
       .catch(function () { /* the next poll tries again */ });
   }
 
+  var lastKey = null;
   // The build as the API sees it; the summary is redrawn when its status or place in line changed.
   function checkStatus() {
     return fetch("/builds/" + encodeURIComponent(id) + "/status", { credentials: "same-origin", cache: "no-store" })
@@ -69,7 +70,12 @@
         var queue = b.queue_position == null ? "" : String(b.queue_position);
         var ended = ENDED.indexOf(b.status) >= 0;
         if (ended) finished = true;
-        if (b.status !== lastSeen.status || queue !== lastSeen.queue) return refreshSummary();
+        // Also when the commit, tag or digest became known (the commit is resolved after the build
+        // starts): the summary shows them as soon as the API has them.
+        var key = [b.status, queue, b.commit || "", b.tag || "", b.digest || ""].join("|");
+        var changed = key !== lastKey;
+        lastKey = key;
+        if (changed || b.status !== lastSeen.status || queue !== lastSeen.queue) return refreshSummary();
       })
       .catch(function () {});
   }
