@@ -57,6 +57,7 @@ async fn a_person_uses_the_console_in_a_browser() {
     let delivery = webhook_test_and_record(&b, &receiver).await;
     chinese(&b, &build_id, &delivery).await;
     chinese_form_error(&b).await;
+    administration(&b).await;
     b.close().await;
 }
 
@@ -467,4 +468,22 @@ async fn expect_chinese(b: &Browser, words: &[&str]) {
             b.path().await
         );
     }
+}
+
+/// The administration page (kiln-wide admins): a token made there is shown once; screenshots.
+async fn administration(b: &Browser) {
+    b.goto("/admin?lang=en").await;
+    b.wait_for_text("main h1", "Administration").await;
+    b.fill("#tk-name", "deploy-bot").await;
+    b.click("#new-token-form button[type=submit]").await;
+    b.wait_for("#new-token-value").await;
+    assert!(b.text("#new-token-value").await.starts_with("kiln_"));
+    b.screenshots("admin").await;
+    b.goto("/admin?lang=zh-CN").await;
+    b.wait_for_text("main h1", "系统管理").await;
+    assert!(
+        !b.page_text().await.contains("kiln_"),
+        "the token is not shown again"
+    );
+    b.screenshots("zh-admin").await;
 }
