@@ -52,6 +52,21 @@ fn set_cookies(r: &reqwest::Response) -> Vec<String> {
 
 /// Signs in without a cookie jar and returns the session cookie's value.
 async fn session_cookie(kiln: &Kiln, token: &str) -> String {
+    let session = session_set_cookie(kiln, token).await;
+    assert!(
+        !session.contains("Secure"),
+        "plain-http kiln sets no Secure: {session}"
+    );
+    session
+        .split(';')
+        .next()
+        .unwrap()
+        .trim_start_matches("kiln_session=")
+        .to_string()
+}
+
+/// Signs in without a cookie jar and returns the session's whole `Set-Cookie`.
+async fn session_set_cookie(kiln: &Kiln, token: &str) -> String {
     let http = raw_client();
     let r = http
         .get(format!("{}/login", kiln.url))
@@ -85,19 +100,10 @@ async fn session_cookie(kiln: &Kiln, token: &str) -> String {
     assert!(session.contains("SameSite=Lax"), "{session}");
     assert!(session.contains("Path=/"), "{session}");
     assert!(
-        !session.contains("Secure"),
-        "plain-http kiln sets no Secure: {session}"
-    );
-    assert!(
         !session.contains(token),
         "the API token is never in the cookie"
     );
-    session
-        .split(';')
-        .next()
-        .unwrap()
-        .trim_start_matches("kiln_session=")
-        .to_string()
+    session.clone()
 }
 
 async fn get_with_cookie(kiln: &Kiln, path: &str, cookie: &str) -> reqwest::Response {
@@ -379,4 +385,23 @@ async fn many_people_sign_in_at_once() {
             assert!(!home_url.contains("/login"), "#{i}");
         }
     }
+}
+
+#[tokio::test]
+async fn behind_https_the_cookies_are_secure() {
+    let registry = Registry::start();
+    let kiln = Kiln::start(
+        &registry,
+        &[("KILN_PUBLIC_URL", "https://kiln.example.com")],
+    )
+    .await;
+    let session = session_set_cookie(&kiln, ADMIN_TOKEN).await;
+    assert!(session.contains("; Secure"), "{session}");
+    let r = raw_client()
+        .get(format!("{}/login", kiln.url))
+        .send()
+        .await
+        .unwrap();
+    let login = set_cookies(&r);
+    assert!(login.iter().all(|c| c.contains("; Secure")), "{login:?}");
 }
