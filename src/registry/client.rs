@@ -81,10 +81,15 @@ impl RegistryClient {
         }
     }
 
-    /// The digest the registry holds for `repo:tag`, or None when there is no such tag.
-    pub async fn manifest_digest(&self, repo: &str, tag: &str) -> anyhow::Result<Option<String>> {
+    /// `GET /v2/{repo}/manifests/{reference}` accepting every manifest kind kiln reads: the answer,
+    /// or None when the registry has no such manifest (404); any other failure is an error.
+    async fn get_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> anyhow::Result<Option<reqwest::Response>> {
         let resp = self
-            .get(&format!("/v2/{repo}/manifests/{tag}"))
+            .get(&format!("/v2/{repo}/manifests/{reference}"))
             .header(reqwest::header::ACCEPT, MANIFEST_ACCEPT)
             .send()
             .await
@@ -93,8 +98,19 @@ impl RegistryClient {
             return Ok(None);
         }
         if !resp.status().is_success() {
-            bail!("registry answered HTTP {} for {repo}:{tag}", resp.status());
+            bail!(
+                "registry answered HTTP {} for the manifest {repo}:{reference}",
+                resp.status()
+            );
         }
+        Ok(Some(resp))
+    }
+
+    /// The digest the registry holds for `repo:tag`, or None when there is no such tag.
+    pub async fn manifest_digest(&self, repo: &str, tag: &str) -> anyhow::Result<Option<String>> {
+        let Some(resp) = self.get_manifest(repo, tag).await? else {
+            return Ok(None);
+        };
         Ok(resp
             .headers()
             .get("docker-content-digest")
@@ -109,21 +125,9 @@ impl RegistryClient {
         repo: &str,
         reference: &str,
     ) -> anyhow::Result<Option<(String, Vec<u8>)>> {
-        let resp = self
-            .get(&format!("/v2/{repo}/manifests/{reference}"))
-            .header(reqwest::header::ACCEPT, MANIFEST_ACCEPT)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {}", self.base))?;
-        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+        let Some(resp) = self.get_manifest(repo, reference).await? else {
             return Ok(None);
-        }
-        if !resp.status().is_success() {
-            bail!(
-                "registry answered HTTP {} for the manifest {repo}@{reference}",
-                resp.status()
-            );
-        }
+        };
         let media_type = resp
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
