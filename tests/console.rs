@@ -12,17 +12,6 @@ use support::Registry;
 use support::console::Console;
 use support::kiln::{ADMIN_TOKEN, Kiln};
 
-async fn token(kiln: &Kiln, name: &str, role: &str, ns: Option<&str>) -> String {
-    let (s, body) = kiln
-        .post(
-            "/tokens",
-            json!({"name": name, "role": role, "namespace": ns}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{body}");
-    body["token"].as_str().unwrap().to_string()
-}
-
 async fn namespace_with_repos(kiln: &Kiln, ns: &str, repos: &[&str]) {
     let (s, body) = kiln.post("/namespaces", json!({"name": ns})).await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
@@ -191,7 +180,7 @@ async fn sign_in_sign_out_and_sessions() {
     );
 
     // A session ends with its token.
-    let red = token(&kiln, "red-reader", "read", Some("red")).await;
+    let red = kiln.token("red-reader", "read", Some("red")).await;
     let cookie = session_cookie(&kiln, &red).await;
     assert_eq!(
         get_with_cookie(&kiln, "/", &cookie).await.status(),
@@ -324,7 +313,7 @@ async fn the_repositories_page_shows_only_what_the_token_may_see() {
         .await;
     assert_eq!(s, StatusCode::OK);
 
-    let red = token(&kiln, "red-reader", "read", Some("red")).await;
+    let red = kiln.token("red-reader", "read", Some("red")).await;
     let console = Console::sign_in(&kiln.url, &red).await;
     let page = console.get("/").await;
     assert_eq!(page.texts("#repos tbody a.strong"), vec!["red-app"]);

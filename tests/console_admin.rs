@@ -171,15 +171,10 @@ async fn namespaces_tokens_and_registry_sync_from_the_console() {
         .unwrap();
     assert_eq!(later["expires_at"], "2099-12-31T23:59:59.000000Z");
 
-    // Only kiln-wide admins: a namespace admin, a writer, a reader get 403 on the page and every
-    // form, and nothing changes.
-    let (_, ns_admin) = kiln
-        .post(
-            "/tokens",
-            json!({"name": "ns-admin", "role": "admin", "namespace": "acme"}),
-        )
-        .await;
-    let ns_admin = Console::sign_in(&kiln.url, ns_admin["token"].as_str().unwrap()).await;
+    // Only kiln-wide admins: a namespace's admin and a writer get 403 on the page and every form,
+    // and nothing changes.
+    let ns_admin = kiln.token("ns-admin", "admin", Some("acme")).await;
+    let ns_admin = Console::sign_in(&kiln.url, &ns_admin).await;
     let id = later["id"].as_str().unwrap().to_string();
     for console in [&ns_admin, &writer] {
         assert!(

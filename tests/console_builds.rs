@@ -44,18 +44,6 @@ async fn build_now(kiln: &Kiln, ns: &str, name: &str, rule: &str) -> String {
     b["id"].as_str().unwrap().to_string()
 }
 
-/// A token made by the admin through the API.
-async fn token(kiln: &Kiln, name: &str, role: &str, ns: &str) -> String {
-    let (s, t) = kiln
-        .post(
-            "/tokens",
-            json!({"name": name, "role": role, "namespace": ns}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{t}");
-    t["token"].as_str().unwrap().to_string()
-}
-
 async fn status_of(kiln: &Kiln, id: &str) -> String {
     let (_, b) = kiln.get(&format!("/builds/{id}")).await;
     b["status"].as_str().unwrap_or_default().to_string()
@@ -232,7 +220,7 @@ async fn the_builds_tab_and_the_page_of_a_succeeded_build() {
     // A namespace token of another namespace sees none of it: 404 everywhere.
     let (s, b) = kiln.post("/namespaces", json!({"name": "other"})).await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
-    let other = Console::sign_in(&kiln.url, &token(&kiln, "o", "write", "other").await).await;
+    let other = Console::sign_in(&kiln.url, &kiln.token("o", "write", Some("other")).await).await;
     for path in [
         format!("/builds/{id}"),
         format!("/builds/{id}/log"),
@@ -248,7 +236,7 @@ async fn the_builds_tab_and_the_page_of_a_succeeded_build() {
     assert_eq!(page.status, StatusCode::NOT_FOUND, "{}", page.html);
 
     // A read token sees the page, gets no cancel button, and 403 on cancel.
-    let reader = Console::sign_in(&kiln.url, &token(&kiln, "r", "read", "acme").await).await;
+    let reader = Console::sign_in(&kiln.url, &kiln.token("r", "read", Some("acme")).await).await;
     let page = reader.get(&format!("/builds/{id}")).await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(!page.has("#cancel-build"));
@@ -409,7 +397,7 @@ async fn the_log_streams_while_a_build_runs_and_cancel_stops_builds() {
     );
 
     // A read token: no button, 403, nothing cancelled.
-    let reader = Console::sign_in(&kiln.url, &token(&kiln, "r", "read", "acme").await).await;
+    let reader = Console::sign_in(&kiln.url, &kiln.token("r", "read", Some("acme")).await).await;
     let page = reader.get(&format!("/builds/{running}")).await;
     assert!(!page.has("#cancel-build"));
     let page = reader

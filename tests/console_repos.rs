@@ -13,18 +13,6 @@ use support::console::{Console, Page};
 use support::kiln::{ADMIN_TOKEN, Kiln};
 use support::{Registry, docker_build_and_push, wait_until};
 
-/// A token made through the API: `role` over `namespace`.
-async fn token(kiln: &Kiln, name: &str, role: &str, namespace: &str) -> String {
-    let (s, body) = kiln
-        .post(
-            "/tokens",
-            json!({"name": name, "role": role, "namespace": namespace}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{body}");
-    body["token"].as_str().unwrap().to_string()
-}
-
 async fn repo_json(kiln: &Kiln, ns: &str, repo: &str) -> (StatusCode, Value) {
     kiln.get(&format!("/namespaces/{ns}/repos/{repo}")).await
 }
@@ -424,7 +412,7 @@ async fn a_read_token_sees_pages_without_changes_and_another_namespace_sees_noth
         json!({"name": "api", "summary": "s"}),
     )
     .await;
-    let reader = Console::sign_in(&kiln.url, &token(&kiln, "r", "read", "acme").await).await;
+    let reader = Console::sign_in(&kiln.url, &kiln.token("r", "read", Some("acme")).await).await;
 
     let home = reader.get("/?ns=acme").await;
     assert_status(&home, StatusCode::OK);
@@ -480,7 +468,8 @@ async fn a_read_token_sees_pages_without_changes_and_another_namespace_sees_noth
     );
 
     // A token of another namespace: acme does not exist for it.
-    let stranger = Console::sign_in(&kiln.url, &token(&kiln, "o", "write", "other").await).await;
+    let stranger =
+        Console::sign_in(&kiln.url, &kiln.token("o", "write", Some("other")).await).await;
     for path in [
         "/?ns=acme",
         "/new?ns=acme",

@@ -24,18 +24,6 @@ async fn plain_repo(kiln: &Kiln) {
     assert_eq!(s, StatusCode::CREATED, "{body}");
 }
 
-/// A token made by the admin.
-async fn token(kiln: &Kiln, role: &str, namespace: &str) -> String {
-    let (s, t) = kiln
-        .post(
-            "/tokens",
-            json!({"name": format!("{role}-{namespace}"), "role": role, "namespace": namespace}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{t}");
-    t["token"].as_str().unwrap().to_string()
-}
-
 async fn rules_api(kiln: &Kiln) -> Vec<Value> {
     let (s, body) = kiln.get("/namespaces/acme/repos/api/rules").await;
     assert_eq!(s, StatusCode::OK, "{body}");
@@ -793,7 +781,11 @@ async fn read_token_other_namespace_csrf_and_chinese() {
     ];
 
     // A read token: the tab, without a single change button; every POST 403.
-    let read = Console::sign_in(&kiln.url, &token(&kiln, "read", "acme").await).await;
+    let read = Console::sign_in(
+        &kiln.url,
+        &kiln.token("read-acme", "read", Some("acme")).await,
+    )
+    .await;
     let page = read.get(TAB).await;
     assert_ok(&page);
     assert!(page.has(&format!("tr[data-rule-id='{rule}']")));
@@ -824,7 +816,11 @@ async fn read_token_other_namespace_csrf_and_chinese() {
     }
 
     // A token of another namespace: 404 for the page, the forms and every POST.
-    let other = Console::sign_in(&kiln.url, &token(&kiln, "write", "other").await).await;
+    let other = Console::sign_in(
+        &kiln.url,
+        &kiln.token("write-other", "write", Some("other")).await,
+    )
+    .await;
     assert_eq!(other.get(TAB).await.status, StatusCode::NOT_FOUND);
     assert_eq!(
         other.get("/repos/acme/api/rules/new").await.status,

@@ -40,29 +40,6 @@ async fn start_kiln() -> (Registry, Kiln) {
     (registry, kiln)
 }
 
-async fn make_repo(kiln: &Kiln, ns: &str, repo: &str) {
-    let (s, body) = kiln.post("/namespaces", json!({"name": ns})).await;
-    assert!(
-        s == StatusCode::CREATED || s == StatusCode::CONFLICT,
-        "namespace: {s} {body}"
-    );
-    let (s, body) = kiln
-        .post(&format!("/namespaces/{ns}/repos"), json!({"name": repo}))
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "repo: {body}");
-}
-
-async fn token(kiln: &Kiln, name: &str, role: &str, ns: Option<&str>) -> String {
-    let (s, t) = kiln
-        .post(
-            "/tokens",
-            json!({"name": name, "role": role, "namespace": ns}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "token: {t}");
-    t["token"].as_str().expect("token").to_string()
-}
-
 async fn hooks(kiln: &Kiln, ns: &str, repo: &str) -> Vec<Value> {
     let (s, list) = kiln
         .get(&format!("/namespaces/{ns}/repos/{repo}/webhooks"))
@@ -141,7 +118,7 @@ const WAIT: Duration = Duration::from_secs(20);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_are_added_tested_edited_and_deleted_from_the_console() {
     let (_registry, kiln) = start_kiln().await;
-    make_repo(&kiln, "acme", "shop").await;
+    kiln.repo("acme", "shop").await;
     let receiver = RecordingServer::start().await;
     let console = Console::sign_in(&kiln.url, ADMIN_TOKEN).await;
     let tab = "/repos/acme/shop/webhooks";
@@ -627,7 +604,7 @@ async fn answering_receiver() -> (String, tokio::task::JoinHandle<()>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_shows_the_answer_pretty_and_cuts_long_bodies_with_a_note() {
     let (_registry, kiln) = start_kiln().await;
-    make_repo(&kiln, "acme", "shop").await;
+    kiln.repo("acme", "shop").await;
     let (url, _task) = answering_receiver().await;
     let console = Console::sign_in(&kiln.url, ADMIN_TOKEN).await;
     let tab = "/repos/acme/shop/webhooks";
@@ -759,8 +736,8 @@ async fn assert_unchanged(kiln: &Kiln, id: &str, delivery: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_tokens_see_other_namespaces_do_not_and_forms_need_their_token() {
     let (_registry, kiln) = start_kiln().await;
-    make_repo(&kiln, "acme", "shop").await;
-    make_repo(&kiln, "other", "thing").await;
+    kiln.repo("acme", "shop").await;
+    kiln.repo("other", "thing").await;
     let receiver = RecordingServer::start().await;
     let (s, hook) = kiln
         .post(
@@ -798,7 +775,7 @@ async fn read_tokens_see_other_namespaces_do_not_and_forms_need_their_token() {
         ("active", "1"),
     ];
     // A read token: every page, no change buttons, every change refused.
-    let read = token(&kiln, "viewer", "read", None).await;
+    let read = kiln.token("viewer", "read", None).await;
     let reader = Console::sign_in(&kiln.url, &read).await;
     let list = reader.get(tab).await;
     assert_eq!(list.status, StatusCode::OK);
@@ -830,7 +807,7 @@ async fn read_tokens_see_other_namespaces_do_not_and_forms_need_their_token() {
     assert_unchanged(&kiln, &id, &delivery).await;
 
     // A token of another namespace: nothing of acme exists for it.
-    let other = token(&kiln, "other-writer", "write", Some("other")).await;
+    let other = kiln.token("other-writer", "write", Some("other")).await;
     let outsider = Console::sign_in(&kiln.url, &other).await;
     for path in [
         tab.to_string(),

@@ -370,18 +370,6 @@ async fn notify_kiln(registry: &Registry, extra: &[(&str, &str)]) -> Kiln {
     Kiln::start(registry, &vars).await
 }
 
-async fn make_repo(kiln: &Kiln, ns: &str, repo: &str) {
-    let (s, body) = kiln.post("/namespaces", json!({"name": ns})).await;
-    assert!(
-        s == StatusCode::CREATED || s == StatusCode::CONFLICT,
-        "namespace: {s} {body}"
-    );
-    let (s, body) = kiln
-        .post(&format!("/namespaces/{ns}/repos"), json!({"name": repo}))
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "repo: {body}");
-}
-
 async fn subscribe(kiln: &Kiln, ns: &str, repo: &str, body: Value) -> Value {
     let (s, hook) = kiln
         .post(
@@ -533,7 +521,7 @@ fn header_of(record: &Value, name: &str) -> Option<String> {
 async fn subscriptions_are_validated_and_a_generated_secret_is_shown_once() {
     let registry = Registry::start();
     let kiln = notify_kiln(&registry, &[]).await;
-    make_repo(&kiln, "acme", "api").await;
+    kiln.repo("acme", "api").await;
     let path = "/namespaces/acme/repos/api/webhooks";
     let url = "https://hooks.example.com/kiln";
 
@@ -967,7 +955,7 @@ async fn builds_and_docker_pushes_reach_two_subscribers_with_verifiable_signatur
 async fn a_receiver_failing_twice_gets_the_event_once_and_every_attempt_is_recorded() {
     let registry = Registry::start();
     let kiln = notify_kiln(&registry, &[("KILN_DELIVERY_ATTEMPTS", "3")]).await;
-    make_repo(&kiln, "acme", "api").await;
+    kiln.repo("acme", "api").await;
     let receiver = Receiver::start().await;
     receiver.script("/flaky", &[Answer::Status(500), Answer::Status(503)]);
     receiver.script("/down", &[Answer::Status(500); 10]);
@@ -1117,7 +1105,7 @@ async fn a_hanging_receiver_times_out_without_delaying_another_subscriber() {
         ],
     )
     .await;
-    make_repo(&kiln, "acme", "api").await;
+    kiln.repo("acme", "api").await;
     let receiver = Receiver::start().await;
     receiver.script("/hang", &[Answer::Hang, Answer::Hang]);
     receiver.script("/close", &[Answer::Close]);
@@ -1219,7 +1207,7 @@ async fn a_hanging_receiver_times_out_without_delaying_another_subscriber() {
 async fn test_events_and_redelivery_work() {
     let registry = Registry::start();
     let kiln = notify_kiln(&registry, &[("KILN_DELIVERY_ATTEMPTS", "2")]).await;
-    make_repo(&kiln, "acme", "api").await;
+    kiln.repo("acme", "api").await;
     let receiver = Receiver::start().await;
     let hook = subscribe(
         &kiln,
@@ -1347,8 +1335,8 @@ async fn test_events_and_redelivery_work() {
 async fn filters_choose_what_each_subscription_gets() {
     let registry = Registry::start();
     let kiln = notify_kiln(&registry, &[]).await;
-    make_repo(&kiln, "acme", "api").await;
-    make_repo(&kiln, "acme", "other").await;
+    kiln.repo("acme", "api").await;
+    kiln.repo("acme", "other").await;
     let receiver = Receiver::start().await;
     let sub = |name: &str, extra: Value| {
         let mut body = json!({"name": name, "url": receiver.url(&format!("/{name}"))});
@@ -1536,7 +1524,7 @@ async fn filters_choose_what_each_subscription_gets() {
 async fn registry_events_are_accepted_while_deliveries_are_recorded() {
     let registry = Registry::start();
     let kiln = notify_kiln(&registry, &[]).await;
-    make_repo(&kiln, "acme", "api").await;
+    kiln.repo("acme", "api").await;
     let receiver = Receiver::start().await;
     let mut hooks = vec![];
     for i in 0..3 {
@@ -1598,7 +1586,7 @@ async fn without_the_allow_list_internal_addresses_are_refused_and_never_sent_to
     let registry = Registry::start();
     // Six attempts allowed, 0.1 s apart at first: a refusal must still end after the first.
     let kiln = notify_kiln(&registry, &[("KILN_WEBHOOK_ALLOW", "")]).await;
-    make_repo(&kiln, "acme", "api").await;
+    kiln.repo("acme", "api").await;
     let receiver = Receiver::start().await;
     let port = receiver.base.rsplit(':').next().unwrap().to_string();
     let targets = [
@@ -1690,7 +1678,7 @@ async fn a_refused_destination_fails_after_one_attempt_saying_why_while_others_r
     let registry = Registry::start();
     // 127.0.0.2 is allowed (the failing receiver that keeps time below); 127.0.0.1 and 10/8 are not.
     let kiln = notify_kiln(&registry, &[("KILN_WEBHOOK_ALLOW", "127.0.0.2")]).await;
-    make_repo(&kiln, "acme", "api").await;
+    kiln.repo("acme", "api").await;
     let allowed = Receiver::listen(
         tokio::net::TcpListener::bind("127.0.0.2:0")
             .await
@@ -1796,7 +1784,7 @@ async fn pending_deliveries_are_sent_after_a_restart() {
     // Retries 2.4–3.6 s apart: none is in flight when kiln stops right after the first attempts.
     let slow = [("KILN_DELIVERY_BACKOFF_MS", "3000")];
     let kiln = notify_kiln(&registry, &slow).await;
-    make_repo(&kiln, "acme", "api").await;
+    kiln.repo("acme", "api").await;
     let port = support::free_port(); // nothing listens there yet
     let secret = new_secret();
     let hook = subscribe(

@@ -49,18 +49,6 @@ fn captured_logs() -> String {
     String::from_utf8_lossy(&logs.lock().unwrap()).into_owned()
 }
 
-/// A token made by the admin for `namespace` with `role`.
-async fn token(kiln: &Kiln, name: &str, namespace: &str, role: &str) -> String {
-    let (s, body) = kiln
-        .post(
-            "/tokens",
-            json!({"name": name, "namespace": namespace, "role": role}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{body}");
-    body["token"].as_str().unwrap().to_string()
-}
-
 /// "Build now" of `rule` as `token`; waits for the build to end and returns it.
 async fn build_now(kiln: &Kiln, token: &str, ns: &str, repo: &str, rule: &str) -> Value {
     let (s, build) = kiln
@@ -171,7 +159,7 @@ async fn a_tenant_cannot_build_another_namespaces_repository() {
     // evil: a namespace, a write token for it alone, a repository.
     let (s, body) = kiln.post("/namespaces", json!({"name": "evil"})).await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
-    let evil = token(&kiln, "evil", "evil", "write").await;
+    let evil = kiln.token("evil", "write", Some("evil")).await;
     let (s, body) = kiln
         .call_as(
             &evil,
@@ -445,8 +433,8 @@ async fn credentials_are_a_write_only_secret_used_to_fetch() {
         .rule("acme", "app", json!({"type": "branch", "name": "main"}))
         .await;
 
-    let read = token(&kiln, "reader", "acme", "read").await;
-    let write = token(&kiln, "writer", "acme", "write").await;
+    let read = kiln.token("reader", "read", Some("acme")).await;
+    let write = kiln.token("writer", "write", Some("acme")).await;
     for token in [support::kiln::ADMIN_TOKEN, &read, &write] {
         for path in [
             path.to_string(),

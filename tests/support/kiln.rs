@@ -152,6 +152,35 @@ impl KilnApi {
         self.call_as(ADMIN_TOKEN, method, path, body).await
     }
 
+    /// Namespace `ns` (made unless it exists) and repository `ns/repo` in it, as the admin.
+    pub async fn repo(&self, ns: &str, repo: &str) {
+        let (s, body) = self.post("/namespaces", json!({"name": ns})).await;
+        assert!(
+            s == StatusCode::CREATED || s == StatusCode::CONFLICT,
+            "namespace: {s} {body}"
+        );
+        let (s, body) = self
+            .post(&format!("/namespaces/{ns}/repos"), json!({"name": repo}))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "repo: {body}");
+    }
+
+    /// A new API token made by the admin (`POST /tokens`), limited to `namespace` when given: the
+    /// token itself.
+    pub async fn token(&self, name: &str, role: &str, namespace: Option<&str>) -> String {
+        let (s, body) = self
+            .post(
+                "/tokens",
+                json!({"name": name, "role": role, "namespace": namespace}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "token {name}: {body}");
+        body["token"]
+            .as_str()
+            .expect("token in the answer")
+            .to_string()
+    }
+
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
         self.send(self.http.get(format!("{}/api/v1{path}", self.url)))
             .await
