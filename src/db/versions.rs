@@ -228,11 +228,8 @@ pub async fn mark_registry_event(db: &Db, event_id: &str) -> Result<(), sqlx::Er
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct TagHistoryRow {
     pub tag: String,
-    pub digest: String,
-    pub source: String,
-    pub build_id: Option<String>,
-    pub pushed_at: String,
-    pub replaced_at: String,
+    #[sqlx(flatten)]
+    pub entry: HistoryRow,
 }
 
 /// The history of every tag of a repository, newest replacement first (what [`history`] gives per tag).

@@ -103,13 +103,7 @@ pub async fn list_with_history(
     let versions = db::versions::list(&app.db, &row.id, include_hidden).await?;
     let mut history: std::collections::HashMap<String, Vec<HistoryView>> = Default::default();
     for h in db::versions::history_of_repo(&app.db, &row.id).await? {
-        history.entry(h.tag).or_default().push(HistoryView {
-            digest: h.digest,
-            source: h.source,
-            build_id: h.build_id,
-            pushed_at: h.pushed_at,
-            replaced_at: h.replaced_at,
-        });
+        history.entry(h.tag).or_default().push(h.entry.into());
     }
     Ok(versions
         .into_iter()
