@@ -114,10 +114,7 @@ impl LineBuffer {
                 if piece.len() <= room {
                     self.pending.push_str(piece);
                 } else {
-                    let mut cut = room;
-                    while !piece.is_char_boundary(cut) {
-                        cut -= 1;
-                    }
+                    let cut = piece.floor_char_boundary(room);
                     self.pending.push_str(&piece[..cut]);
                     complete.push(format!(
                         "{} [line cut at {MAX_LINE} bytes]",
@@ -151,10 +148,7 @@ fn clean_line(line: &str) -> String {
         .collect();
     // The slack lets a line [`LineBuffer`] already cut (and marked) through unchanged.
     if line.len() > MAX_LINE + 32 {
-        let mut cut = MAX_LINE;
-        while !line.is_char_boundary(cut) {
-            cut -= 1;
-        }
+        let cut = line.floor_char_boundary(MAX_LINE);
         format!("{} [line cut at {MAX_LINE} bytes]", &line[..cut])
     } else {
         line

@@ -28,10 +28,7 @@ pub fn body_view(body: &str, stored_cut: bool, limit: usize) -> BodyView {
     let json = pretty.is_some();
     let full = pretty.unwrap_or_else(|| body.to_string());
     let total_bytes = full.len();
-    let mut end = limit.min(full.len());
-    while !full.is_char_boundary(end) {
-        end -= 1;
-    }
+    let end = full.floor_char_boundary(limit);
     let mut text = full;
     text.truncate(end);
     BodyView {
