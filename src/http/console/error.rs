@@ -64,13 +64,8 @@ pub fn api_text(lang: Lang, code: &str, message: &str) -> String {
     if lang == Lang::En || code.is_empty() {
         return message.to_string();
     }
-    let key = format!("errors.{code}");
-    let text = lang.text(&key);
-    if text == key {
-        message.to_string()
-    } else {
-        text
-    }
+    lang.lookup(&format!("errors.{code}"))
+        .unwrap_or_else(|| message.to_string())
 }
 
 impl From<ApiError> for ConsoleError {

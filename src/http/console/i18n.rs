@@ -87,14 +87,17 @@ impl Lang {
 
     /// One message by `area.key`, or the key itself when it is missing (a test keeps none missing).
     pub fn text(self, key: &str) -> String {
+        self.lookup(key).unwrap_or_else(|| key.to_string())
+    }
+
+    /// One message by `area.key`, when the catalogue has it (for keys made from data: error codes,
+    /// skip reasons, flash keys).
+    pub fn lookup(self, key: &str) -> Option<String> {
         let mut v = self.messages();
         for part in key.split('.') {
-            match v.get(part) {
-                Some(next) => v = next,
-                None => return key.to_string(),
-            }
+            v = v.get(part)?;
         }
-        v.as_str().map_or_else(|| key.to_string(), str::to_string)
+        v.as_str().map(str::to_string)
     }
 }
 

@@ -73,9 +73,7 @@ pub fn guest_page(
             .collect::<Vec<_>>(),
     );
     if let Some(key) = query_value(uri, "flash") {
-        let full = format!("flash.{key}");
-        let text = lang.text(&full);
-        if text != full {
+        if let Some(text) = lang.lookup(&format!("flash.{key}")) {
             ctx.insert("flash", &text);
         }
     }

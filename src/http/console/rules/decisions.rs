@@ -87,11 +87,9 @@ pub fn reason(lang: Lang, skipped: &Value, labels: &HashMap<String, String>) -> 
     if lang == Lang::En || code.is_empty() {
         return message;
     }
-    let key = format!("rules.reason.{code}");
-    let mut text = lang.text(&key);
-    if text == key {
+    let Some(mut text) = lang.lookup(&format!("rules.reason.{code}")) else {
         return message;
-    }
+    };
     let fact = |name: &str| -> String {
         let v = skipped[name].as_str().unwrap_or_default();
         match name {
