@@ -72,10 +72,10 @@ pub fn guest_page(
             .map(|l| json!({"code": l.code(), "name": l.text("common.language_name"), "href": with_query(uri, "lang", l.code()), "current": *l == lang}))
             .collect::<Vec<_>>(),
     );
-    if let Some(key) = query_value(uri, "flash") {
-        if let Some(text) = lang.lookup(&format!("flash.{key}")) {
-            ctx.insert("flash", &text);
-        }
+    if let Some(key) = query_value(uri, "flash")
+        && let Some(text) = lang.lookup(&format!("flash.{key}"))
+    {
+        ctx.insert("flash", &text);
     }
     match TERA.render(template, &ctx) {
         Ok(body) => {
