@@ -45,6 +45,8 @@ struct FileConfig {
     // -- the web console (issue 10) --
     session_idle_minutes: Option<u64>,
     session_max_hours: Option<u64>,
+    // -- the audit log (issue 11) --
+    audit_retention_days: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -103,6 +105,8 @@ pub struct Config {
     pub session_idle: Duration,
     /// A console session ends this long after sign-in, however busy.
     pub session_max: Duration,
+    /// Audit records are kept this long (`KILN_AUDIT_RETENTION_DAYS`, default 90).
+    pub audit_retention: Duration,
 }
 
 /// Where configuration values come from: a variable lookup, so tests can pass a map instead of the process env.
@@ -344,6 +348,10 @@ impl Config {
         if session_idle_minutes == 0 || session_max_hours == 0 {
             bail!("KILN_SESSION_IDLE_MINUTES and KILN_SESSION_MAX_HOURS must be at least 1");
         }
+        let audit_retention_days = number("KILN_AUDIT_RETENTION_DAYS", f.audit_retention_days, 90)?;
+        if !(1..=36_500).contains(&audit_retention_days) {
+            bail!("KILN_AUDIT_RETENTION_DAYS: must be 1 to 36500, got {audit_retention_days}");
+        }
         let allow_text = pick("KILN_WEBHOOK_ALLOW", f.webhook_allow).unwrap_or_default();
         let webhook_allow = crate::notify::guard::AllowList::parse(&allow_text)
             .map_err(|e| anyhow::anyhow!("KILN_WEBHOOK_ALLOW: {e}"))?;
@@ -383,6 +391,7 @@ impl Config {
             image_cache_max_bytes,
             session_idle: Duration::from_secs(session_idle_minutes * 60),
             session_max: Duration::from_secs(session_max_hours * 3600),
+            audit_retention: Duration::from_secs(audit_retention_days * 86_400),
         })
     }
 
@@ -638,5 +647,29 @@ mod tests {
         )
         .unwrap();
         assert!(!format!("{c:?}").contains("hunter2-secret"));
+    }
+
+    #[test]
+    fn audit_retention_defaults_to_90_days_and_is_checked() {
+        let c = Config::resolve(FileConfig::default(), &env(&[])).unwrap();
+        assert_eq!(c.audit_retention, Duration::from_secs(90 * 86_400));
+        let c = Config::resolve(
+            FileConfig::default(),
+            &env(&[("KILN_AUDIT_RETENTION_DAYS", "7")]),
+        )
+        .unwrap();
+        assert_eq!(c.audit_retention, Duration::from_secs(7 * 86_400));
+        let file: FileConfig = toml::from_str("audit_retention_days = 30\n").unwrap();
+        let c = Config::resolve(file, &env(&[])).unwrap();
+        assert_eq!(c.audit_retention, Duration::from_secs(30 * 86_400));
+        for bad in ["0", "-1", "forever", "36501"] {
+            let err = Config::resolve(
+                FileConfig::default(),
+                &env(&[("KILN_AUDIT_RETENTION_DAYS", bad)]),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("KILN_AUDIT_RETENTION_DAYS"), "{bad}: {err}");
+        }
     }
 }

@@ -65,9 +65,13 @@ impl Server {
         let stop_http = tokio_util::sync::CancellationToken::new();
         let graceful = stop_http.clone().cancelled_owned();
         let task = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(graceful)
-                .await
+            // The peer's address reaches handlers (the audit log records it).
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(graceful)
+            .await
         });
         Ok(Server {
             addr,

@@ -1,7 +1,8 @@
 //! Pruning what is kept only for a while: received hook events (`event_retention`) and finished
 //! notification deliveries with their access records (`delivery_retention`); builds and their logs
 //! (`build_retention_count` / `build_retention`), and the local cache under its cap
-//! (`image_cache_max_bytes`: images kiln built, mirrors of deleted sources).
+//! (`image_cache_max_bytes`: images kiln built, mirrors of deleted sources); audit records
+//! (`audit_retention`).
 
 use std::time::Duration;
 
@@ -24,6 +25,10 @@ pub fn spawn_pruning(app: &App, stop: CancellationToken) {
             }
             if let Err(e) = prune_local_cache(&app).await {
                 tracing::warn!(error = %e, "pruning the local cache failed");
+            }
+            // -- the audit log (issue 11) --
+            if let Err(e) = prune_audit(&app).await {
+                tracing::warn!(error = %e, "pruning the audit log failed");
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
@@ -180,4 +185,13 @@ pub async fn prune_local_cache(app: &App) -> anyhow::Result<CachePruned> {
         }
     }
     Ok(done)
+}
+
+/// Deletes the audit records older than `audit_retention`; returns how many.
+pub async fn prune_audit(app: &App) -> Result<u64, sqlx::Error> {
+    let pruned = db::audit::prune(&app.db, &cutoff(app.config.audit_retention)).await?;
+    if pruned > 0 {
+        tracing::info!(records = pruned, "pruned old audit records");
+    }
+    Ok(pruned)
 }

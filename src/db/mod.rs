@@ -1,5 +1,6 @@
 //! The only place SQL lives. Free functions over an executor, `*Row` structs, newtype ids, TEXT enums.
 
+pub mod audit;
 pub mod builds;
 pub mod deliveries;
 pub mod events;

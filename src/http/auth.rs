@@ -34,12 +34,20 @@ impl Role {
     }
 }
 
-/// Who is calling: the role of their token and the namespace it is limited to (None: all).
+/// Who is calling: the role of their token and the namespace it is limited to (None: all), and which
+/// token it is (for the audit log).
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub role: Role,
     pub namespace: Option<String>,
+    /// The token's id; None for the admin token of `KILN_ADMIN_TOKEN` (it has no row).
+    pub token_id: Option<String>,
+    /// The token's name ([`ENV_ADMIN_NAME`] for `KILN_ADMIN_TOKEN`).
+    pub token_name: String,
 }
+
+/// How the audit log names the admin token set by `KILN_ADMIN_TOKEN`.
+pub const ENV_ADMIN_NAME: &str = "admin (KILN_ADMIN_TOKEN)";
 
 impl Caller {
     /// Fails with 403 unless the caller has at least `role` over `namespace` (None: kiln-wide).
@@ -78,28 +86,36 @@ pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+/// The caller the access layer ([`crate::http::access`]) authenticated for this request; a request
+/// that did not pass it (no route of the API's table) is authenticated here from its header.
 impl FromRequestParts<App> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::unauthorized("send Authorization: Bearer TOKEN"))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                ApiError::unauthorized("the Authorization header must be 'Bearer TOKEN'")
-            })?;
-        caller_for_token(app, token).await
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(caller.clone());
+        }
+        authenticate(app, &parts.headers).await
     }
+}
+
+/// The caller named by the request's `Authorization: Bearer TOKEN` (401 without one, or for a token
+/// that is unknown or expired).
+pub async fn authenticate(app: &App, headers: &axum::http::HeaderMap) -> ApiResult<Caller> {
+    let header = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("send Authorization: Bearer TOKEN"))?;
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::unauthorized("the Authorization header must be 'Bearer TOKEN'"))?;
+    caller_for_token(app, token).await
 }
 
 pub async fn caller_for_token(app: &App, token: &str) -> ApiResult<Caller> {
@@ -112,6 +128,8 @@ pub async fn caller_for_hash(app: &App, hash: &str) -> ApiResult<Caller> {
         return Ok(Caller {
             role: Role::Admin,
             namespace: None,
+            token_id: None,
+            token_name: ENV_ADMIN_NAME.to_string(),
         });
     }
     let row = db::tokens::by_hash(&app.db, hash)
@@ -127,5 +145,7 @@ pub async fn caller_for_hash(app: &App, hash: &str) -> ApiResult<Caller> {
     Ok(Caller {
         role,
         namespace: row.namespace,
+        token_id: Some(row.id),
+        token_name: row.name,
     })
 }

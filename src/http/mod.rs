@@ -1,4 +1,6 @@
+pub mod access;
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod console;
 pub mod error;

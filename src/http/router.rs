@@ -4,7 +4,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use tower_http::trace::TraceLayer;
 
-use super::{api, console, health, hooks, metrics};
+use super::{api, audit, console, health, hooks, metrics};
 use crate::app::App;
 use crate::registry::events::receive_registry_events;
 
@@ -16,9 +16,14 @@ pub fn create_router(app: App) -> Router {
         .route("/hooks/gitlab", post(hooks::receive_gitlab))
         .route("/hooks/gitea", post(hooks::receive_gitea))
         .route("/registry/events", post(receive_registry_events))
-        .nest("/api/v1", api::routes())
+        .nest("/api/v1", api::routes(app.clone()))
         .merge(console::routes(app.clone()))
         .fallback(console::not_found)
+        // Before any layer that answers early: it needs the matched route.
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            audit::record_changes,
+        ))
         .layer(axum::middleware::map_response(close_after_unread_body))
         .layer(TraceLayer::new_for_http())
         .with_state(app)

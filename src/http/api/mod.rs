@@ -1,5 +1,6 @@
 //! The JSON API under `/api/v1`: one file per resource, view structs beside their handlers.
 
+pub mod audit;
 pub mod builds;
 pub mod events;
 pub mod namespaces;
@@ -11,115 +12,318 @@ pub mod tokens;
 pub mod versions;
 pub mod webhooks;
 
+use std::collections::BTreeMap;
+
 use axum::Router;
-use axum::http::{HeaderValue, StatusCode};
+use axum::handler::Handler;
+use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{MethodFilter, MethodRouter};
 use serde::{Deserialize, Serialize};
 
+use super::access::{self, Access, Guard, Lookup};
 use super::auth::{Caller, Role};
 use super::error::{ApiError, ApiResult};
 use crate::app::App;
 use crate::db::{self, Page, repos::RepoRow};
 
-pub fn routes() -> Router<App> {
-    Router::new()
-        .route(
+/// One route of the API: method, path (under `/api/v1`) and who may call it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiRoute {
+    pub method: Method,
+    pub path: &'static str,
+    pub access: Access,
+}
+
+/// A route of the table with its handler.
+struct Entry {
+    route: ApiRoute,
+    handler: MethodRouter<App>,
+}
+
+fn entry<H: Handler<T, App>, T: 'static>(
+    method: Method,
+    path: &'static str,
+    access: Access,
+    handler: H,
+) -> Entry {
+    let filter = MethodFilter::try_from(method.clone()).expect("a method axum routes");
+    Entry {
+        route: ApiRoute {
+            method,
+            path,
+            access,
+        },
+        handler: axum::routing::on(filter, handler),
+    }
+}
+
+/// Every route of the API with its access rule: the router is built from this table and nothing
+/// else, so a route cannot exist without a rule, and [`route_table`] lists exactly what is served.
+fn table() -> Vec<Entry> {
+    use Method as M;
+    const READ: Role = Role::Read;
+    const WRITE: Role = Role::Write;
+    const ADMIN: Role = Role::Admin;
+    let ns = |role| Access::Namespace { role };
+    let build = |role| Access::Resource {
+        role,
+        lookup: Lookup::Build,
+    };
+    let delivery = |role| Access::Resource {
+        role,
+        lookup: Lookup::Delivery,
+    };
+    let kiln_wide = |role| Access::KilnWide { role };
+    const REPO: &str = "/namespaces/{ns}/repos/{repo}";
+    vec![
+        entry(
+            M::POST,
             "/namespaces",
-            post(namespaces::create_namespace).get(namespaces::list_namespaces),
-        )
-        .route(
+            kiln_wide(ADMIN),
+            namespaces::create_namespace,
+        ),
+        entry(
+            M::GET,
+            "/namespaces",
+            Access::AnyToken,
+            namespaces::list_namespaces,
+        ),
+        entry(
+            M::POST,
             "/namespaces/{ns}/repos",
-            post(repos::create_repo).get(repos::list_repos),
-        )
-        .route(
-            "/namespaces/{ns}/repos/{repo}",
-            get(repos::get_repo)
-                .patch(repos::update_repo)
-                .delete(repos::delete_repo),
-        )
-        .route("/namespaces/{ns}/repos/{repo}/hide", post(repos::hide_repo))
-        .route(
+            ns(WRITE),
+            repos::create_repo,
+        ),
+        entry(
+            M::GET,
+            "/namespaces/{ns}/repos",
+            ns(READ),
+            repos::list_repos,
+        ),
+        entry(M::GET, REPO, ns(READ), repos::get_repo),
+        entry(M::PATCH, REPO, ns(WRITE), repos::update_repo),
+        entry(M::DELETE, REPO, ns(WRITE), repos::delete_repo),
+        entry(
+            M::POST,
+            "/namespaces/{ns}/repos/{repo}/hide",
+            ns(WRITE),
+            repos::hide_repo,
+        ),
+        entry(
+            M::POST,
             "/namespaces/{ns}/repos/{repo}/unhide",
-            post(repos::unhide_repo),
-        )
-        .route(
+            ns(WRITE),
+            repos::unhide_repo,
+        ),
+        entry(
+            M::PUT,
             "/namespaces/{ns}/repos/{repo}/source",
-            put(sources::put_source)
-                .get(sources::get_source)
-                .delete(sources::delete_source),
-        )
-        .route(
+            ns(WRITE),
+            sources::put_source,
+        ),
+        entry(
+            M::GET,
+            "/namespaces/{ns}/repos/{repo}/source",
+            ns(READ),
+            sources::get_source,
+        ),
+        entry(
+            M::DELETE,
+            "/namespaces/{ns}/repos/{repo}/source",
+            ns(WRITE),
+            sources::delete_source,
+        ),
+        entry(
+            M::POST,
             "/namespaces/{ns}/repos/{repo}/rules",
-            post(rules::create_rule).get(rules::list_rules),
-        )
-        .route(
+            ns(WRITE),
+            rules::create_rule,
+        ),
+        entry(
+            M::GET,
+            "/namespaces/{ns}/repos/{repo}/rules",
+            ns(READ),
+            rules::list_rules,
+        ),
+        entry(
+            M::GET,
             "/namespaces/{ns}/repos/{repo}/rules/{id}",
-            get(rules::get_rule)
-                .patch(rules::update_rule)
-                .delete(rules::delete_rule),
-        )
-        .route(
+            ns(READ),
+            rules::get_rule,
+        ),
+        entry(
+            M::PATCH,
+            "/namespaces/{ns}/repos/{repo}/rules/{id}",
+            ns(WRITE),
+            rules::update_rule,
+        ),
+        entry(
+            M::DELETE,
+            "/namespaces/{ns}/repos/{repo}/rules/{id}",
+            ns(WRITE),
+            rules::delete_rule,
+        ),
+        entry(
+            M::POST,
             "/namespaces/{ns}/repos/{repo}/rules/{id}/builds",
-            post(builds::create_build),
-        )
-        .route(
+            ns(WRITE),
+            builds::create_build,
+        ),
+        entry(
+            M::GET,
             "/namespaces/{ns}/repos/{repo}/builds",
-            get(builds::list_builds),
-        )
-        .route(
+            ns(READ),
+            builds::list_builds,
+        ),
+        entry(
+            M::GET,
             "/namespaces/{ns}/repos/{repo}/versions",
-            get(versions::list_versions),
-        )
-        .route(
+            ns(READ),
+            versions::list_versions,
+        ),
+        entry(
+            M::GET,
             "/namespaces/{ns}/repos/{repo}/versions/{tag}",
-            get(versions::get_version),
-        )
-        .route(
+            ns(READ),
+            versions::get_version,
+        ),
+        entry(
+            M::POST,
             "/namespaces/{ns}/repos/{repo}/versions/{tag}/hide",
-            post(versions::hide_version),
-        )
-        .route(
+            ns(WRITE),
+            versions::hide_version,
+        ),
+        entry(
+            M::POST,
             "/namespaces/{ns}/repos/{repo}/versions/{tag}/unhide",
-            post(versions::unhide_version),
-        )
-        .route(
+            ns(WRITE),
+            versions::unhide_version,
+        ),
+        entry(
+            M::GET,
             "/namespaces/{ns}/repos/{repo}/events",
-            get(events::list_events),
-        )
-        .route(
+            ns(READ),
+            events::list_events,
+        ),
+        entry(
+            M::GET,
             "/namespaces/{ns}/repos/{repo}/rules/preview",
-            get(rules::preview_rules),
-        )
-        .route("/registry/sync", post(registry::sync_registry))
-        .route(
+            ns(READ),
+            rules::preview_rules,
+        ),
+        entry(
+            M::POST,
+            "/registry/sync",
+            kiln_wide(ADMIN),
+            registry::sync_registry,
+        ),
+        entry(
+            M::POST,
             "/namespaces/{ns}/repos/{repo}/webhooks",
-            post(webhooks::create_webhook).get(webhooks::list_webhooks),
-        )
-        .route(
+            ns(WRITE),
+            webhooks::create_webhook,
+        ),
+        entry(
+            M::GET,
+            "/namespaces/{ns}/repos/{repo}/webhooks",
+            ns(READ),
+            webhooks::list_webhooks,
+        ),
+        entry(
+            M::GET,
             "/namespaces/{ns}/repos/{repo}/webhooks/{id}",
-            get(webhooks::get_webhook)
-                .patch(webhooks::update_webhook)
-                .delete(webhooks::delete_webhook),
-        )
-        .route(
+            ns(READ),
+            webhooks::get_webhook,
+        ),
+        entry(
+            M::PATCH,
+            "/namespaces/{ns}/repos/{repo}/webhooks/{id}",
+            ns(WRITE),
+            webhooks::update_webhook,
+        ),
+        entry(
+            M::DELETE,
+            "/namespaces/{ns}/repos/{repo}/webhooks/{id}",
+            ns(WRITE),
+            webhooks::delete_webhook,
+        ),
+        entry(
+            M::POST,
             "/namespaces/{ns}/repos/{repo}/webhooks/{id}/test",
-            post(webhooks::test_webhook),
-        )
-        .route(
+            ns(WRITE),
+            webhooks::test_webhook,
+        ),
+        entry(
+            M::GET,
             "/namespaces/{ns}/repos/{repo}/webhooks/{id}/deliveries",
-            get(webhooks::list_deliveries),
-        )
-        .route("/deliveries/{id}", get(webhooks::get_delivery))
-        .route("/deliveries/{id}/redeliver", post(webhooks::redeliver))
-        .route("/builds/{id}", get(builds::get_build))
-        .route("/builds/{id}/log", get(builds::get_build_log))
-        .route("/builds/{id}/cancel", post(builds::cancel_build))
-        .route(
-            "/tokens",
-            post(tokens::create_token).get(tokens::list_tokens),
-        )
-        .route("/tokens/{id}", axum::routing::delete(tokens::delete_token))
+            ns(READ),
+            webhooks::list_deliveries,
+        ),
+        entry(
+            M::GET,
+            "/deliveries/{id}",
+            delivery(READ),
+            webhooks::get_delivery,
+        ),
+        entry(
+            M::POST,
+            "/deliveries/{id}/redeliver",
+            delivery(WRITE),
+            webhooks::redeliver,
+        ),
+        entry(M::GET, "/builds/{id}", build(READ), builds::get_build),
+        entry(
+            M::GET,
+            "/builds/{id}/log",
+            build(READ),
+            builds::get_build_log,
+        ),
+        entry(
+            M::POST,
+            "/builds/{id}/cancel",
+            build(WRITE),
+            builds::cancel_build,
+        ),
+        entry(M::POST, "/tokens", kiln_wide(ADMIN), tokens::create_token),
+        entry(M::GET, "/tokens", kiln_wide(ADMIN), tokens::list_tokens),
+        entry(
+            M::DELETE,
+            "/tokens/{id}",
+            kiln_wide(ADMIN),
+            tokens::delete_token,
+        ),
+        entry(M::GET, "/audit", kiln_wide(ADMIN), audit::list_audit),
+    ]
+}
+
+/// The API's routes (method, path under `/api/v1`, access rule), in the order they are declared.
+pub fn route_table() -> Vec<ApiRoute> {
+    table().into_iter().map(|e| e.route).collect()
+}
+
+/// The API under `/api/v1`: every route of the table behind the access layer with its rule.
+pub fn routes(app: App) -> Router<App> {
+    let mut paths: BTreeMap<&'static str, MethodRouter<App>> = BTreeMap::new();
+    for Entry { route, handler } in table() {
+        let guarded = handler.route_layer(axum::middleware::from_fn_with_state(
+            Guard {
+                app: app.clone(),
+                access: route.access,
+            },
+            access::enforce,
+        ));
+        let merged = match paths.remove(route.path) {
+            Some(other) => other.merge(guarded),
+            None => guarded,
+        };
+        paths.insert(route.path, merged);
+    }
+    paths
+        .into_iter()
+        .fold(Router::new(), |router, (path, methods)| {
+            router.route(path, methods)
+        })
         .fallback(|| async { ApiError::not_found("API route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

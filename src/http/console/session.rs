@@ -188,6 +188,10 @@ impl<T: DeserializeOwned> FromRequest<App> for CsrfForm<T> {
         if !same_secret(&sent, &viewer.csrf) {
             return Err(ConsoleError::status(StatusCode::FORBIDDEN, "errors.csrf").into_response());
         }
+        // The audit log names who made the change this form asks for.
+        if let Some(slot) = parts.extensions.get::<crate::http::audit::AuditSlot>() {
+            slot.fill(viewer.caller.clone(), None, None);
+        }
         let fields = serde_urlencoded::from_bytes::<T>(&bytes)
             .map_err(|e| ConsoleError::bad_form(e.to_string()).into_response())?;
         Ok(CsrfForm(viewer, fields))
