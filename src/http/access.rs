@@ -191,3 +191,44 @@ async fn path_params(parts: &mut axum::http::request::Parts) -> ApiResult<HashMa
         ApiPath::<HashMap<String, String>>::from_request_parts(parts, &()).await?;
     Ok(params)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objects_are_found_in_their_routes() {
+        assert_eq!(
+            Lookup::in_route("/api/v1/builds/{id}/cancel"),
+            Some(Lookup::Build)
+        );
+        assert_eq!(Lookup::in_route("/builds/{id}/cancel"), Some(Lookup::Build));
+        assert_eq!(
+            Lookup::in_route("/deliveries/{id}/redeliver"),
+            Some(Lookup::Delivery)
+        );
+        assert_eq!(
+            Lookup::in_route("/api/v1/namespaces/{ns}/repos/{repo}/rules/{id}/builds"),
+            None
+        );
+        assert_eq!(Lookup::in_route("/api/v1/tokens/{id}"), None);
+    }
+
+    #[test]
+    fn roles_of_rules() {
+        assert_eq!(Access::Public.role(), None);
+        assert_eq!(Access::AnyToken.role(), Some(Role::Read));
+        assert_eq!(
+            Access::Resource {
+                role: Role::Write,
+                lookup: Lookup::Build
+            }
+            .role(),
+            Some(Role::Write)
+        );
+        assert_eq!(
+            Access::KilnWide { role: Role::Admin }.role(),
+            Some(Role::Admin)
+        );
+    }
+}
