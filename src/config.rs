@@ -47,6 +47,7 @@ struct FileConfig {
     session_max_hours: Option<u64>,
     // -- the audit log (issue 11) --
     audit_retention_days: Option<u64>,
+    trusted_proxies: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +108,9 @@ pub struct Config {
     pub session_max: Duration,
     /// Audit records are kept this long (`KILN_AUDIT_RETENTION_DAYS`, default 90).
     pub audit_retention: Duration,
+    /// Proxies whose `X-Forwarded-For` names the client (`KILN_TRUSTED_PROXIES`; none by default:
+    /// the header is ignored).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// Where configuration values come from: a variable lookup, so tests can pass a map instead of the process env.
@@ -352,6 +356,10 @@ impl Config {
         if !(1..=36_500).contains(&audit_retention_days) {
             bail!("KILN_AUDIT_RETENTION_DAYS: must be 1 to 36500, got {audit_retention_days}");
         }
+        let trusted_proxies = crate::http::client_addr::parse_trusted_proxies(
+            &pick("KILN_TRUSTED_PROXIES", f.trusted_proxies).unwrap_or_default(),
+        )
+        .map_err(|e| anyhow::anyhow!("KILN_TRUSTED_PROXIES: {e}"))?;
         let allow_text = pick("KILN_WEBHOOK_ALLOW", f.webhook_allow).unwrap_or_default();
         let webhook_allow = crate::notify::guard::AllowList::parse(&allow_text)
             .map_err(|e| anyhow::anyhow!("KILN_WEBHOOK_ALLOW: {e}"))?;
@@ -392,6 +400,7 @@ impl Config {
             session_idle: Duration::from_secs(session_idle_minutes * 60),
             session_max: Duration::from_secs(session_max_hours * 3600),
             audit_retention: Duration::from_secs(audit_retention_days * 86_400),
+            trusted_proxies,
         })
     }
 
@@ -671,5 +680,24 @@ mod tests {
             .to_string();
             assert!(err.contains("KILN_AUDIT_RETENTION_DAYS"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_networks() {
+        let c = Config::resolve(FileConfig::default(), &env(&[])).unwrap();
+        assert!(c.trusted_proxies.is_empty());
+        let c = Config::resolve(
+            FileConfig::default(),
+            &env(&[("KILN_TRUSTED_PROXIES", "127.0.0.1, 10.0.0.0/8")]),
+        )
+        .unwrap();
+        assert_eq!(c.trusted_proxies.len(), 2);
+        let err = Config::resolve(
+            FileConfig::default(),
+            &env(&[("KILN_TRUSTED_PROXIES", "proxy.example")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("KILN_TRUSTED_PROXIES"), "{err}");
     }
 }

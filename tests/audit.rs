@@ -87,13 +87,17 @@ async fn api_changes_are_recorded_with_who_what_and_where() {
     )
     .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
-    let (s, b) = as_writer(
-        Method::PATCH,
-        "/namespaces/red/repos/app",
-        Some(json!({"summary": "the app"})),
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
+    // A forged X-Forwarded-For changes nothing: no proxy is trusted by default.
+    let resp = kiln
+        .http
+        .patch(format!("{}/api/v1/namespaces/red/repos/app", kiln.url))
+        .bearer_auth(&writer)
+        .header("x-forwarded-for", "203.0.113.9")
+        .json(&json!({"summary": "the app"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
     let (s, hook) = as_writer(
         Method::POST,
         "/namespaces/red/repos/app/webhooks",
@@ -383,4 +387,26 @@ async fn retention_prunes_old_records() {
             .unwrap(),
         0
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_the_forwarded_address_is_recorded() {
+    let registry = Registry::start();
+    let kiln = Kiln::start(&registry, &[("KILN_TRUSTED_PROXIES", "127.0.0.1")]).await;
+    for (name, forwarded) in [("one", Some("198.51.100.1, 203.0.113.9")), ("two", None)] {
+        let mut req = kiln
+            .http
+            .post(format!("{}/api/v1/namespaces", kiln.url))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({"name": name}));
+        if let Some(f) = forwarded {
+            req = req.header("x-forwarded-for", f);
+        }
+        assert_eq!(req.send().await.unwrap().status(), StatusCode::CREATED);
+    }
+    let records = audit(&kiln, "").await;
+    assert_eq!(records.len(), 2);
+    // Newest first: the call without the header, then the one through the "proxy".
+    assert_eq!(records[0]["address"], "127.0.0.1");
+    assert_eq!(records[1]["address"], "203.0.113.9");
 }

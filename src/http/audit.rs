@@ -6,8 +6,8 @@
 //! pattern, concrete path without the query, namespace and repository), the status and the peer
 //! address. Bodies are never recorded.
 //!
-//! The address is the TCP peer's (`ConnectInfo`); `X-Forwarded-For` is not honoured (behind a
-//! proxy, the proxy's address is recorded).
+//! The address is the TCP peer's (`ConnectInfo`), or the client's named by `X-Forwarded-For` when
+//! the peer is one of `KILN_TRUSTED_PROXIES` (see [`super::client_addr`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,6 +20,7 @@ use axum::response::Response;
 
 use super::access::Lookup;
 use super::auth::Caller;
+use super::client_addr::client_ip;
 use crate::app::App;
 use crate::db;
 
@@ -70,10 +71,12 @@ pub async fn record_changes(State(app): State<App>, request: Request, next: Next
     };
     let method = parts.method.to_string();
     let path = parts.uri.path().to_string();
-    let address = parts
+    let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string());
+        .map(|c| c.0.ip());
+    let address =
+        client_ip(peer, &parts.headers, &app.config.trusted_proxies).map(|ip| ip.to_string());
     let params = Path::<HashMap<String, String>>::from_request_parts(&mut parts, &())
         .await
         .map(|p| p.0)

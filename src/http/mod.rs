@@ -2,6 +2,7 @@ pub mod access;
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod client_addr;
 pub mod console;
 pub mod error;
 pub mod health;
