@@ -19,7 +19,7 @@ pub fn create_router(app: App) -> Router {
         .nest("/api/v1", api::routes(app.clone()))
         .merge(console::routes(app.clone()))
         .fallback(console::not_found)
-        // Before any layer that answers early: it needs the matched route.
+        // A layer of the routes themselves (added before the outer layers), so it sees the matched route.
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             audit::record_changes,
