@@ -45,6 +45,8 @@ struct FileConfig {
     // -- the web console (issue 10) --
     session_idle_minutes: Option<u64>,
     session_max_hours: Option<u64>,
+    // -- secrets at rest (issue 11) --
+    secret_key: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -103,6 +105,10 @@ pub struct Config {
     pub session_idle: Duration,
     /// A console session ends this long after sign-in, however busy.
     pub session_max: Duration,
+    // -- secrets at rest (issue 11) --
+    /// The key kiln's stored secrets are encrypted with (`KILN_SECRET_KEY`: base64 or 64 hex digits
+    /// of 32 bytes); None: the key file in the data directory (`crate::secrets::key`).
+    pub secret_key: Option<crate::secrets::SecretKey>,
 }
 
 /// Where configuration values come from: a variable lookup, so tests can pass a map instead of the process env.
@@ -352,6 +358,10 @@ impl Config {
             crate::local_sources::LocalSources::parse(&local_sources_text, &data_dir)
                 .map_err(|e| anyhow::anyhow!("KILN_LOCAL_SOURCES: {e}"))?;
 
+        let secret_key = pick("KILN_SECRET_KEY", f.secret_key)
+            .map(|k| crate::secrets::key::parse_configured(&k))
+            .transpose()?;
+
         Ok(Config {
             listen,
             data_dir,
@@ -383,6 +393,7 @@ impl Config {
             image_cache_max_bytes,
             session_idle: Duration::from_secs(session_idle_minutes * 60),
             session_max: Duration::from_secs(session_max_hours * 3600),
+            secret_key,
         })
     }
 
@@ -638,5 +649,35 @@ mod tests {
         )
         .unwrap();
         assert!(!format!("{c:?}").contains("hunter2-secret"));
+    }
+
+    #[test]
+    fn the_secret_key_is_base64_or_hex_of_32_bytes() {
+        let key = crate::secrets::SecretKey::generate();
+        let c = Config::resolve(
+            FileConfig::default(),
+            &env(&[("KILN_SECRET_KEY", &key.encode())]),
+        )
+        .unwrap();
+        assert_eq!(c.secret_key.as_ref(), Some(&key));
+        assert!(!format!("{c:?}").contains(&key.encode()));
+        let c = Config::resolve(
+            FileConfig::default(),
+            &env(&[("KILN_SECRET_KEY", &hex::encode(key.bytes()))]),
+        )
+        .unwrap();
+        assert_eq!(c.secret_key, Some(key));
+        assert!(
+            Config::resolve(FileConfig::default(), &env(&[]))
+                .unwrap()
+                .secret_key
+                .is_none()
+        );
+        for bad in [" ", "abc", "c2hvcnQ="] {
+            let err = Config::resolve(FileConfig::default(), &env(&[("KILN_SECRET_KEY", bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("KILN_SECRET_KEY: "), "{bad}: {err}");
+        }
     }
 }
