@@ -12,6 +12,8 @@ use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::sync::{Arc, LazyLock, RwLock};
 
+use aho_corasick::{AhoCorasick, MatchKind};
+
 /// What a secret is replaced by.
 pub const MASK: &str = "***";
 
@@ -21,8 +23,8 @@ pub const MIN_LEN: usize = 6;
 #[derive(Default)]
 struct Known {
     values: BTreeSet<String>,
-    /// All values, longest first (so a longer value wins over one it contains), as one pattern.
-    pattern: Option<Arc<regex::Regex>>,
+    /// All values as one automaton (leftmost-longest: a longer value wins over one it contains).
+    pattern: Option<Arc<AhoCorasick>>,
 }
 
 static KNOWN: LazyLock<RwLock<Known>> = LazyLock::new(RwLock::default);
@@ -38,7 +40,8 @@ pub fn register_all<'a>(values: impl IntoIterator<Item = &'a str>) {
     {
         let known = KNOWN.read().unwrap_or_else(|e| e.into_inner());
         for value in values {
-            if value.chars().count() < MIN_LEN {
+            // Known already (with its forms): the common case, a value opened again.
+            if value.chars().count() < MIN_LEN || known.values.contains(value) {
                 continue;
             }
             for form in forms(value) {
@@ -53,21 +56,11 @@ pub fn register_all<'a>(values: impl IntoIterator<Item = &'a str>) {
     }
     let mut known = KNOWN.write().unwrap_or_else(|e| e.into_inner());
     known.values.extend(new);
-    let mut all: Vec<&String> = known.values.iter().collect();
-    all.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
-    let alternation = all
-        .iter()
-        .map(|v| regex::escape(v))
-        .collect::<Vec<_>>()
-        .join("|");
-    match regex::RegexBuilder::new(&alternation)
-        .size_limit(256 << 20)
-        .build()
-    {
-        Ok(re) => known.pattern = Some(Arc::new(re)),
-        // Only too many secrets to fit the limit could get here: keep the values, mask by hand.
-        Err(_) => known.pattern = None,
-    }
+    known.pattern = AhoCorasick::builder()
+        .match_kind(MatchKind::LeftmostLongest)
+        .build(&known.values)
+        .ok()
+        .map(Arc::new);
 }
 
 /// The value as written, and as a JSON or `Debug` string shows it (without the quotes).
@@ -85,6 +78,16 @@ fn forms(value: &str) -> Vec<String> {
             forms.push(inner.to_string());
         }
     }
+    // And percent-encoded, as in a URL's query (a Docker API call's build args) or user info.
+    for form in forms.clone() {
+        let encoded: String = form_urlencoded::byte_serialize(form.as_bytes()).collect();
+        let encoded_space = encoded.replace('+', "%20");
+        for e in [encoded, encoded_space] {
+            if !forms.contains(&e) {
+                forms.push(e);
+            }
+        }
+    }
     forms
 }
 
@@ -95,12 +98,17 @@ pub fn mask(text: &str) -> Cow<'_, str> {
         return Cow::Borrowed(text);
     }
     match known.pattern.clone() {
-        Some(re) => {
+        Some(ac) => {
             drop(known);
-            match re.replace_all(text, MASK) {
-                Cow::Borrowed(_) => Cow::Borrowed(text),
-                Cow::Owned(s) => Cow::Owned(s),
+            if ac.find(text).is_none() {
+                return Cow::Borrowed(text);
             }
+            let mut out = String::with_capacity(text.len());
+            ac.replace_all_with(text, &mut out, |_, _, out| {
+                out.push_str(MASK);
+                true
+            });
+            Cow::Owned(out)
         }
         None => {
             let mut out = text.to_string();
@@ -190,6 +198,10 @@ mod tests {
             "a *** b *** c"
         );
         assert_eq!(mask(r#"{"x":"mask\"test\\quoted"}"#), r#"{"x":"***"}"#);
+        assert_eq!(
+            mask("?buildargs=mask%22test%5Cquoted&x"),
+            "?buildargs=***&x"
+        );
         assert_eq!(mask("short stays"), "short stays");
         assert!(matches!(mask("nothing here"), Cow::Borrowed(_)));
     }
