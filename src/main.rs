@@ -32,7 +32,9 @@ enum Command {
     /// finish before they are stopped and queued again, default 60), KILN_HOOK_QUEUE (verified hook deliveries
     /// waiting to be stored; beyond it hooks answer 503 with Retry-After). DOCKER_HOST picks the Docker daemon.
     /// KILN_LOCAL_SOURCES (`:`-separated directories) allows local git repositories under them as
-    /// sources; unset, none is allowed.
+    /// sources; unset, none is allowed. KILN_SECRET_KEY (base64 or 64 hex digits of 32 bytes) encrypts
+    /// the secrets kept in the database; unset, the key is {KILN_DATA_DIR}/secret.key, created at
+    /// first start (see `kiln secrets rotate`).
     Serve {
         /// TOML configuration file (see examples/kiln.toml).
         #[arg(long, short, env = "KILN_CONFIG")]

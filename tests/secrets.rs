@@ -381,6 +381,33 @@ async fn rotating_the_key_reencrypts_every_secret() {
         StatusCode::ACCEPTED
     );
     let data_dir = stop(kiln).await;
+
+    // With the key in KILN_SECRET_KEY: the database is re-encrypted with KILN_NEW_SECRET_KEY, and
+    // kiln starts with it (and only with it) once the variable says so.
+    let current = new_key.trim().to_string();
+    let next = kiln::secrets::SecretKey::generate().encode();
+    let rotated = rotate(&[
+        ("KILN_SECRET_KEY", current.as_str()),
+        ("KILN_NEW_SECRET_KEY", next.as_str()),
+    ]);
+    assert!(rotated.status.success(), "{rotated:?}");
+    assert!(
+        String::from_utf8_lossy(&rotated.stdout).contains("set KILN_SECRET_KEY"),
+        "{rotated:?}"
+    );
+    assert!(!String::from_utf8_lossy(&rotated.stdout).contains(&next));
+    assert!(
+        kiln::Server::start(config(&registry, data_dir.path(), &[]))
+            .await
+            .is_err(),
+        "the key file's key no longer opens them"
+    );
+    let kiln = Kiln::start_in(&registry, &[("KILN_SECRET_KEY", next.as_str())], data_dir).await;
+    assert_eq!(
+        push(&kiln, "rotated-2", HOOK_SECRET).await,
+        StatusCode::ACCEPTED
+    );
+    let data_dir = stop(kiln).await;
     assert_absent(
         &[HOOK_SECRET, GIT_TOKEN, SUBSCRIPTION_SECRET],
         &database_files(data_dir.path()),
