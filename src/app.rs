@@ -147,7 +147,17 @@ async fn open_secrets(db: &Db, config: &Config) -> anyhow::Result<crate::secrets
             if let KeySource::Created(path) = &source {
                 let _ = std::fs::remove_file(path);
             }
-            Err(e.context("cannot open the secrets kept in the database"))
+            let mut e = e.context("cannot open the secrets kept in the database");
+            let pending = secrets::key::key_file(&config.data_dir).with_extension("key.new");
+            if pending.exists() {
+                e = e.context(format!(
+                    "{} exists: a `kiln secrets rotate` may have stopped after re-encrypting the \
+                     secrets with it; if so, move it over {}",
+                    pending.display(),
+                    secrets::key::KEY_FILE
+                ));
+            }
+            Err(e)
         }
     }
 }

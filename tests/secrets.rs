@@ -408,6 +408,30 @@ async fn rotating_the_key_reencrypts_every_secret() {
         StatusCode::ACCEPTED
     );
     let data_dir = stop(kiln).await;
+
+    // A rotation stopped between the database's commit and the key file's replacement: the start
+    // says where the new key is; moved over the key file, kiln starts.
+    let key_file = data_dir.path().join("secret.key");
+    let pending = data_dir.path().join("secret.key.new");
+    std::fs::write(&pending, format!("{next}\n")).unwrap();
+    let err = kiln::Server::start(config(&registry, data_dir.path(), &[]))
+        .await
+        .err()
+        .expect("the key file's key is refused");
+    assert!(
+        format!("{err:#}").starts_with(&format!(
+            "{} exists: a `kiln secrets rotate` may have stopped",
+            pending.display()
+        )),
+        "{err:#}"
+    );
+    std::fs::rename(&pending, &key_file).unwrap();
+    let kiln = Kiln::start_in(&registry, &[], data_dir).await;
+    assert_eq!(
+        push(&kiln, "rotated-3", HOOK_SECRET).await,
+        StatusCode::ACCEPTED
+    );
+    let data_dir = stop(kiln).await;
     assert_absent(
         &[HOOK_SECRET, GIT_TOKEN, SUBSCRIPTION_SECRET],
         &database_files(data_dir.path()),
