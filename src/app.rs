@@ -29,6 +29,8 @@ pub struct App {
     pub sources: Arc<SourceIndex>,
     /// SHA-256 of `KILN_ADMIN_TOKEN`, when set.
     pub admin_token_hash: Option<String>,
+    /// Encrypts and decrypts the secrets kept in the database (`crate::secrets`).
+    pub secrets: crate::secrets::Cipher,
 }
 
 impl App {
@@ -41,6 +43,7 @@ impl App {
             .with_context(|| format!("cannot create {}", config.mirrors_dir().display()))?;
         let db = db::connect(&config.database_url).await?;
         move_credentials_out_of_clone_urls(&db, &config.mirrors_dir()).await?;
+        let secrets = open_secrets(&db, &config).await?;
         static GIT_TIMEOUTS: std::sync::Once = std::sync::Once::new();
         GIT_TIMEOUTS.call_once(|| {
             if let Err(e) = crate::build::git::set_network_timeouts() {
@@ -72,6 +75,7 @@ impl App {
                 (2 * config.hook_body_limit).max(64 << 20),
             )),
             admin_token_hash,
+            secrets,
             config: Arc::new(config),
         })
     }
@@ -113,6 +117,49 @@ impl App {
 /// `{registry}/{namespace}/{repo}`: the name images of a repository are pushed as.
 pub fn image_name(registry: &str, namespace: &str, repo: &str) -> String {
     format!("{registry}/{namespace}/{repo}")
+}
+
+/// The key (configured, or the key file's, created at first start), the secrets of an older
+/// database encrypted, every encrypted one checked to open. The configuration's secrets are
+/// registered with the masker. Fails, naming the row and where the key came from, when a stored
+/// secret does not open with the key (a key file created just now is removed again).
+async fn open_secrets(db: &Db, config: &Config) -> anyhow::Result<crate::secrets::Cipher> {
+    use crate::secrets::{self, key::KeySource};
+    let configured = [
+        config.registry_password.as_ref(),
+        config.admin_token.as_ref(),
+        config.registry_events_token.as_ref(),
+    ];
+    secrets::mask::register_all(configured.into_iter().flatten().map(|s| s.expose_secret()));
+    let (key, source) = secrets::key::load_or_create(config.secret_key.as_ref(), &config.data_dir)?;
+    let cipher = secrets::Cipher::new(&key);
+    match secrets::upgrade::seal_plaintext(db, &cipher, &source).await {
+        Ok(done) => {
+            if done.encrypted > 0 {
+                tracing::info!(
+                    encrypted = done.encrypted,
+                    "plaintext secrets of an older kiln encrypted"
+                );
+            }
+            Ok(cipher)
+        }
+        Err(e) => {
+            if let KeySource::Created(path) = &source {
+                let _ = std::fs::remove_file(path);
+            }
+            let mut e = e.context("cannot open the secrets kept in the database");
+            let pending = secrets::key::key_file(&config.data_dir).with_extension("key.new");
+            if pending.exists() {
+                e = e.context(format!(
+                    "{} exists: a `kiln secrets rotate` may have stopped after re-encrypting the \
+                     secrets with it; if so, move it over {}",
+                    pending.display(),
+                    secrets::key::KEY_FILE
+                ));
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Sources stored before credentials were kept apart hold them in their clone URL: move them to

@@ -48,6 +48,8 @@ struct FileConfig {
     // -- the audit log (issue 11) --
     audit_retention_days: Option<u64>,
     trusted_proxies: Option<String>,
+    // -- secrets at rest (issue 11) --
+    secret_key: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -111,6 +113,10 @@ pub struct Config {
     /// Proxies whose `X-Forwarded-For` names the client (`KILN_TRUSTED_PROXIES`; none by default:
     /// the header is ignored).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    // -- secrets at rest (issue 11) --
+    /// The key kiln's stored secrets are encrypted with (`KILN_SECRET_KEY`: base64 or 64 hex digits
+    /// of 32 bytes); None: the key file in the data directory (`crate::secrets::key`).
+    pub secret_key: Option<crate::secrets::SecretKey>,
 }
 
 /// Where configuration values come from: a variable lookup, so tests can pass a map instead of the process env.
@@ -368,6 +374,10 @@ impl Config {
             crate::local_sources::LocalSources::parse(&local_sources_text, &data_dir)
                 .map_err(|e| anyhow::anyhow!("KILN_LOCAL_SOURCES: {e}"))?;
 
+        let secret_key = pick("KILN_SECRET_KEY", f.secret_key)
+            .map(|k| crate::secrets::key::parse_configured(&k))
+            .transpose()?;
+
         Ok(Config {
             listen,
             data_dir,
@@ -401,6 +411,7 @@ impl Config {
             session_max: Duration::from_secs(session_max_hours * 3600),
             audit_retention: Duration::from_secs(audit_retention_days * 86_400),
             trusted_proxies,
+            secret_key,
         })
     }
 
@@ -699,5 +710,35 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("KILN_TRUSTED_PROXIES"), "{err}");
+    }
+
+    #[test]
+    fn the_secret_key_is_base64_or_hex_of_32_bytes() {
+        let key = crate::secrets::SecretKey::generate();
+        let c = Config::resolve(
+            FileConfig::default(),
+            &env(&[("KILN_SECRET_KEY", &key.encode())]),
+        )
+        .unwrap();
+        assert_eq!(c.secret_key.as_ref(), Some(&key));
+        assert!(!format!("{c:?}").contains(&key.encode()));
+        let c = Config::resolve(
+            FileConfig::default(),
+            &env(&[("KILN_SECRET_KEY", &hex::encode(key.bytes()))]),
+        )
+        .unwrap();
+        assert_eq!(c.secret_key, Some(key));
+        assert!(
+            Config::resolve(FileConfig::default(), &env(&[]))
+                .unwrap()
+                .secret_key
+                .is_none()
+        );
+        for bad in [" ", "abc", "c2hvcnQ="] {
+            let err = Config::resolve(FileConfig::default(), &env(&[("KILN_SECRET_KEY", bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("KILN_SECRET_KEY: "), "{bad}: {err}");
+        }
     }
 }

@@ -15,6 +15,7 @@ pub mod notify;
 pub mod registry;
 pub mod retention;
 pub mod schedules;
+pub mod secrets;
 pub mod source_index;
 pub mod versions;
 

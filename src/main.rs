@@ -32,14 +32,33 @@ enum Command {
     /// finish before they are stopped and queued again, default 60), KILN_HOOK_QUEUE (verified hook deliveries
     /// waiting to be stored; beyond it hooks answer 503 with Retry-After). DOCKER_HOST picks the Docker daemon.
     /// KILN_LOCAL_SOURCES (`:`-separated directories) allows local git repositories under them as
-    /// sources; unset, none is allowed.
+    /// sources; unset, none is allowed. KILN_SECRET_KEY (base64 or 64 hex digits of 32 bytes) encrypts
+    /// the secrets kept in the database; unset, the key is {KILN_DATA_DIR}/secret.key, created at
+    /// first start (see `kiln secrets rotate`).
     Serve {
         /// TOML configuration file (see examples/kiln.toml).
         #[arg(long, short, env = "KILN_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Manage the key kiln's stored secrets are encrypted with (run with kiln stopped).
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
     #[command(flatten)]
     Client(kiln::cli::ClientCommand),
+}
+
+#[derive(Subcommand)]
+enum SecretsCommand {
+    /// Re-encrypt every stored secret (sources' webhook secrets and git credentials, webhooks'
+    /// secrets) with a new key, in one transaction. The new key is KILN_NEW_SECRET_KEY (base64 or
+    /// 64 hex digits of 32 bytes), or a new random one. With the key file in the data directory, the
+    /// file is replaced; with KILN_SECRET_KEY, set it to the new key before starting kiln again (a
+    /// generated key is printed once).
+    Rotate {
+        /// TOML configuration file (see examples/kiln.toml).
+        #[arg(long, short, env = "KILN_CONFIG")]
+        config: Option<PathBuf>,
+    },
 }
 
 /// Logs go to standard error: as JSON with `KILN_LOG_FORMAT=json`, otherwise as text, coloured only
@@ -55,7 +74,8 @@ fn init_tracing() {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(colour)
-        .with_writer(std::io::stderr);
+        // Every secret kiln knows is masked (`***`) in every line, at every level.
+        .with_writer(kiln::secrets::mask::MaskingWriter::new(std::io::stderr));
     if json {
         builder.json().init();
     } else {
@@ -71,12 +91,16 @@ async fn main() -> std::process::ExitCode {
             init_tracing();
             serve(config).await
         }
+        Command::Secrets(SecretsCommand::Rotate { config }) => {
+            init_tracing();
+            rotate_secret_key(config).await
+        }
         Command::Client(command) => return kiln::cli::run(command).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kiln: {e:#}");
+            eprintln!("kiln: {}", kiln::secrets::mask::mask(&format!("{e:#}")));
             std::process::ExitCode::FAILURE
         }
     }
@@ -102,6 +126,35 @@ async fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
             });
         })
         .await
+}
+
+async fn rotate_secret_key(config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = kiln::Config::load(config_path.as_deref(), &kiln::config::ProcessEnv)?;
+    let new_key = match std::env::var("KILN_NEW_SECRET_KEY") {
+        Ok(text) => Some(
+            kiln::secrets::SecretKey::parse(&text)
+                .map_err(|e| anyhow::anyhow!("KILN_NEW_SECRET_KEY: {e}"))?,
+        ),
+        Err(_) => None,
+    };
+    let rotated = kiln::secrets::rotation::rotate_key(&config, new_key).await?;
+    let count = rotated.resealed.rotated + rotated.resealed.encrypted;
+    match (&rotated.key_file, &rotated.generated) {
+        (Some(path), _) => println!(
+            "kiln: {count} secrets re-encrypted; the new key is in {}",
+            path.display()
+        ),
+        (None, Some(key)) => println!(
+            "kiln: {count} secrets re-encrypted with a new key (shown only now): set KILN_SECRET_KEY \
+             to it before starting kiln again:\n\n    {}\n",
+            key.encode()
+        ),
+        (None, None) => println!(
+            "kiln: {count} secrets re-encrypted: set KILN_SECRET_KEY to KILN_NEW_SECRET_KEY's value \
+             before starting kiln again"
+        ),
+    }
+    Ok(())
 }
 
 /// SIGTERM (service managers, `docker stop`) or Ctrl-C.

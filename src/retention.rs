@@ -125,11 +125,12 @@ pub async fn prune_local_cache(app: &App) -> anyhow::Result<CachePruned> {
         .await?
         .into_iter()
         .collect();
-    let live: std::collections::HashSet<std::path::PathBuf> = db::sources::all(&app.db)
-        .await?
-        .iter()
-        .map(|s| crate::build::git::mirror_path(&app.config.mirrors_dir(), &s.clone_url))
-        .collect();
+    let live: std::collections::HashSet<std::path::PathBuf> =
+        db::sources::all(&app.db, &app.secrets)
+            .await?
+            .iter()
+            .map(|s| crate::build::git::mirror_path(&app.config.mirrors_dir(), &s.clone_url))
+            .collect();
     let mirrors_dir = app.config.mirrors_dir();
     let orphans: Vec<local_cache::Mirror> =
         tokio::task::spawn_blocking(move || local_cache::mirrors(&mirrors_dir))

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::db::{self, Db, sources::SourceRow};
+use crate::secrets::Cipher;
 
 type Sources = HashMap<(String, String), Vec<SourceRow>>;
 
@@ -26,10 +27,11 @@ impl SourceIndex {
     pub async fn candidates(
         &self,
         db: &Db,
+        cipher: &Cipher,
         provider: &str,
         match_urls: &[String],
     ) -> Result<Vec<SourceRow>, sqlx::Error> {
-        let sources = self.current(db).await?;
+        let sources = self.current(db, cipher).await?;
         let mut found: Vec<SourceRow> = Vec::new();
         for url in match_urls {
             if let Some(rows) = sources.get(&(provider.to_string(), url.clone())) {
@@ -48,7 +50,7 @@ impl SourceIndex {
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
-    async fn current(&self, db: &Db) -> Result<Arc<Sources>, sqlx::Error> {
+    async fn current(&self, db: &Db, cipher: &Cipher) -> Result<Arc<Sources>, sqlx::Error> {
         let generation = self.generation.load(Ordering::SeqCst);
         if let Some((at, sources)) = self.loaded.read().expect("source index poisoned").as_ref()
             && *at == generation
@@ -56,7 +58,7 @@ impl SourceIndex {
             return Ok(sources.clone());
         }
         let mut sources = Sources::new();
-        for row in db::sources::all(db).await? {
+        for row in db::sources::all(db, cipher).await? {
             sources
                 .entry((row.provider.clone(), row.match_url.clone()))
                 .or_default()

@@ -1408,11 +1408,9 @@ async fn sources_validate_and_keep_their_secret() {
         .await;
     assert_eq!(s, StatusCode::OK, "{again}");
     assert!(again.get("webhook_secret").is_none(), "{again}");
-    let kept: (String,) = sqlx::query_as("SELECT webhook_secret FROM sources")
-        .fetch_one(&kiln.server.app.db)
-        .await
-        .unwrap();
-    assert_eq!(kept.0, secret);
+    let app = &kiln.server.app;
+    let kept = kiln::db::sources::all(&app.db, &app.secrets).await.unwrap();
+    assert_eq!(kept[0].webhook_secret, secret);
     assert_eq!(kiln.delete(path).await.0, StatusCode::NO_CONTENT);
     let (s, again) = kiln
         .put(path, json!({"provider": "github", "clone_url": url}))
@@ -1552,11 +1550,9 @@ async fn sources_refuse_what_kiln_cannot_fetch_and_keep_credentials_secret() {
     assert_eq!(body["has_credentials"], true);
     assert!(!body.to_string().contains(token), "{body}");
     let stored = || async {
-        let (c,): (Option<String>,) = sqlx::query_as("SELECT credentials FROM sources")
-            .fetch_one(&kiln.server.app.db)
-            .await
-            .unwrap();
-        c
+        let app = &kiln.server.app;
+        let sources = kiln::db::sources::all(&app.db, &app.secrets).await.unwrap();
+        sources[0].credentials.clone()
     };
     assert_eq!(
         stored().await.as_deref(),

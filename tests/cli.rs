@@ -859,11 +859,9 @@ async fn apply_takes_clone_url_credentials_from_the_environment_and_never_prints
     let (_, source) = s.kiln.get("/namespaces/shop/repos/web/source").await;
     assert_eq!(source["clone_url"], url, "{source}");
     assert_eq!(source["has_credentials"], true, "{source}");
-    let (stored,): (Option<String>,) = sqlx::query_as("SELECT credentials FROM sources")
-        .fetch_one(&s.kiln.server.app.db)
-        .await
-        .unwrap();
-    assert_eq!(stored.as_deref(), Some(credentials.as_str()));
+    let app = &s.kiln.server.app;
+    let stored = kiln::db::sources::all(&app.db, &app.secrets).await.unwrap();
+    assert_eq!(stored[0].credentials.as_deref(), Some(credentials.as_str()));
 
     // Set: nothing to do, the variable not even needed; rotating sends them again.
     let r = kiln(&s, &["apply", path]).await;

@@ -568,13 +568,11 @@ async fn credentials_are_a_write_only_secret_used_to_fetch() {
             assert!(!text.contains(secret), "{secret} in {what}");
         }
     }
-    // Only the source's row holds them.
-    let (stored,): (Option<String>,) = sqlx::query_as("SELECT credentials FROM sources")
-        .fetch_one(&kiln.server.app.db)
-        .await
-        .unwrap();
+    // Only the source's row holds them (encrypted).
+    let app = &kiln.server.app;
+    let stored = kiln::db::sources::all(&app.db, &app.secrets).await.unwrap();
     assert_eq!(
-        stored.as_deref(),
+        stored[0].credentials.as_deref(),
         Some(format!("kiln-bot:{TOKEN}").as_str())
     );
     let (urls,): (String,) = sqlx::query_as("SELECT group_concat(clone_url) FROM sources")

@@ -186,6 +186,7 @@ async fn credentials_stored_in_clone_urls_are_moved_apart_at_start() {
         ("r5", "/srv/git/e.git", None),
         ("r6", "ssh://git@github.com/acme/f.git", None),
     ];
+    let cipher = kiln::secrets::Cipher::new(&kiln::secrets::SecretKey::generate());
     // Twice: the second start finds nothing to do and changes nothing.
     for moved in [2, 0] {
         let db = kiln::db::connect(&url).await.unwrap();
@@ -193,8 +194,14 @@ async fn credentials_stored_in_clone_urls_are_moved_apart_at_start() {
             .await
             .unwrap();
         assert_eq!(urls.len(), moved, "{urls:?}");
+        // As kiln does next at start: the plaintext secrets are encrypted.
+        let key = kiln::secrets::key::KeySource::Configured;
+        let done = kiln::secrets::upgrade::seal_plaintext(&db, &cipher, &key)
+            .await
+            .unwrap();
+        assert_eq!(done.encrypted, if moved > 0 { 8 } else { 0 }, "{done:?}");
         for (id, clone_url, credentials) in want {
-            let source = kiln::db::sources::for_repo(&db, id)
+            let source = kiln::db::sources::for_repo(&db, &cipher, id)
                 .await
                 .unwrap()
                 .expect("source kept");
@@ -205,7 +212,12 @@ async fn credentials_stored_in_clone_urls_are_moved_apart_at_start() {
         }
         // Hooks still find them by their normalized URL.
         let found = kiln::source_index::SourceIndex::default()
-            .candidates(&db, "github", &["https://github.com/acme/a".to_string()])
+            .candidates(
+                &db,
+                &cipher,
+                "github",
+                &["https://github.com/acme/a".to_string()],
+            )
             .await
             .unwrap();
         assert_eq!(found.len(), 1);

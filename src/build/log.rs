@@ -40,7 +40,7 @@ impl BuildLog {
 
     /// One line of kiln's own: always written.
     pub async fn line(&mut self, line: &str) {
-        let line = clean_line(line);
+        let line = masked(clean_line(line));
         self.written += line.len() as u64 + 1;
         self.write(vec![line]).await;
     }
@@ -52,7 +52,7 @@ impl BuildLog {
         }
         let mut kept = Vec::new();
         for line in lines {
-            let line = clean_line(line);
+            let line = masked(clean_line(line));
             let size = line.len() as u64 + 1;
             if self.written + size > self.limit {
                 kept.push(format!(
@@ -140,6 +140,15 @@ impl LineBuffer {
     }
 }
 
+/// The line with every secret kiln knows replaced by `***` (a whole line at a time: a secret split
+/// across the pieces a build's output arrives in is masked once [`LineBuffer`] has joined them).
+fn masked(line: String) -> String {
+    match crate::secrets::mask::mask(&line) {
+        std::borrow::Cow::Borrowed(_) => line,
+        std::borrow::Cow::Owned(masked) => masked,
+    }
+}
+
 fn clean_line(line: &str) -> String {
     let line = line.trim_end_matches(['\r', '\n']);
     let line: String = line
@@ -171,6 +180,16 @@ mod tests {
         let cut = clean_line(&long);
         assert!(cut.ends_with("[line cut at 16384 bytes]"));
         assert!(cut.len() < 16_500);
+    }
+
+    #[test]
+    fn a_secret_split_across_pieces_is_masked_in_its_whole_line() {
+        crate::secrets::mask::register("log-test-secret-0123456789");
+        let mut buffer = LineBuffer::default();
+        let mut lines = buffer.push("Step 2/2 : RUN echo $TOKEN\nlog-test-sec");
+        lines.extend(buffer.push("ret-0123456789 and more\n"));
+        let lines: Vec<String> = lines.into_iter().map(|l| masked(clean_line(&l))).collect();
+        assert_eq!(lines, ["Step 2/2 : RUN echo $TOKEN", "*** and more"]);
     }
 
     #[test]

@@ -36,7 +36,8 @@ pub async fn decide(app: &App, build: &BuildRow) -> PathDecision {
     if filter.is_empty() {
         return PathDecision::Build(None);
     }
-    let Ok(Some(source)) = db::sources::for_repo(&app.db, &build.repository_id).await else {
+    let Ok(Some(source)) = db::sources::for_repo(&app.db, &app.secrets, &build.repository_id).await
+    else {
         return PathDecision::Build(None);
     };
     let mirror = git::mirror_path(&app.config.mirrors_dir(), &source.clone_url);

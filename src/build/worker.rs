@@ -306,8 +306,10 @@ async fn end_build(
     error: Option<&str>,
     digest: Option<&str>,
 ) -> Result<bool, sqlx::Error> {
+    // A failure's reason can quote what a build printed or a server answered: masked like the log.
+    let error = error.map(crate::secrets::mask::mask);
     let mut tx = crate::db::write_tx(&app.db).await?;
-    if !db::builds::finish(&mut *tx, build_id, status, error, digest).await? {
+    if !db::builds::finish(&mut *tx, build_id, status, error.as_deref(), digest).await? {
         return Ok(false);
     }
     let event = match status {
@@ -381,7 +383,7 @@ async fn execute(
     push: &PushWatch,
 ) -> Result<Pushed, Failure> {
     let db_err = |e: sqlx::Error| Failure::Failed(format!("database error: {e}"));
-    let source = db::sources::for_repo(&app.db, &build.repository_id)
+    let source = db::sources::for_repo(&app.db, &app.secrets, &build.repository_id)
         .await
         .map_err(db_err)?
         .ok_or_else(|| "the repository has no git source".to_string())?;

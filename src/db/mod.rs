@@ -7,6 +7,7 @@ pub mod events;
 pub mod namespaces;
 pub mod repos;
 pub mod rules;
+pub mod secrets;
 pub mod sessions;
 pub mod sources;
 pub mod stats;

@@ -1,6 +1,11 @@
+use super::secrets::{SOURCES_CREDENTIALS, SOURCES_WEBHOOK_SECRET};
 use super::{Db, now};
+use crate::domain::clone_url::Credentials;
+use crate::secrets::Cipher;
+use crate::secrets::cipher::place;
 
-#[derive(Clone, sqlx::FromRow)]
+/// A source, its secrets decrypted (they are stored encrypted: see [`crate::secrets`]).
+#[derive(Clone)]
 pub struct SourceRow {
     pub repository_id: String,
     pub provider: String,
@@ -29,6 +34,52 @@ impl std::fmt::Debug for SourceRow {
     }
 }
 
+/// A source as stored: its secrets encrypted.
+#[derive(sqlx::FromRow)]
+struct StoredSource {
+    repository_id: String,
+    provider: String,
+    clone_url: String,
+    match_url: String,
+    webhook_secret: String,
+    created_at: String,
+    credentials: Option<String>,
+}
+
+impl StoredSource {
+    /// Decrypts the secrets (registering them with the masker, credentials in every form they may
+    /// be shown in). A value that does not open is a decode error naming the row and column.
+    fn open(self, cipher: &Cipher) -> Result<SourceRow, sqlx::Error> {
+        let open = |column: &str, stored: &str| {
+            cipher
+                .open(stored, &place(column, &self.repository_id))
+                .map_err(|e| {
+                    sqlx::Error::Decode(
+                        format!("{column} of source {}: {e}", self.repository_id).into(),
+                    )
+                })
+        };
+        let webhook_secret = open(SOURCES_WEBHOOK_SECRET, &self.webhook_secret)?;
+        let credentials = match &self.credentials {
+            Some(c) => Some(open(SOURCES_CREDENTIALS, c)?),
+            None => None,
+        };
+        if let Some(c) = credentials.as_deref().and_then(Credentials::from_userinfo) {
+            let forms = c.secrets();
+            crate::secrets::mask::register_all(forms.iter().map(String::as_str));
+        }
+        Ok(SourceRow {
+            repository_id: self.repository_id,
+            provider: self.provider,
+            clone_url: self.clone_url,
+            match_url: self.match_url,
+            webhook_secret,
+            created_at: self.created_at,
+            credentials,
+        })
+    }
+}
+
 pub struct NewSource<'a> {
     pub repository_id: &'a str,
     pub provider: &'a str,
@@ -39,9 +90,16 @@ pub struct NewSource<'a> {
     pub credentials: Option<&'a str>,
 }
 
-/// Creates or replaces the repository's one source.
-pub async fn upsert(db: &Db, s: &NewSource<'_>) -> Result<SourceRow, sqlx::Error> {
-    sqlx::query_as(
+/// Creates or replaces the repository's one source, its secrets encrypted with `cipher`.
+pub async fn upsert(db: &Db, cipher: &Cipher, s: &NewSource<'_>) -> Result<SourceRow, sqlx::Error> {
+    let webhook_secret = cipher.seal(
+        s.webhook_secret,
+        &place(SOURCES_WEBHOOK_SECRET, s.repository_id),
+    );
+    let credentials = s
+        .credentials
+        .map(|c| cipher.seal(c, &place(SOURCES_CREDENTIALS, s.repository_id)));
+    let stored: StoredSource = sqlx::query_as(
         "INSERT INTO sources (repository_id, provider, clone_url, match_url, webhook_secret, credentials, created_at) \
          VALUES (?, ?, ?, ?, ?, ?, ?) \
          ON CONFLICT (repository_id) DO UPDATE SET provider = excluded.provider, clone_url = excluded.clone_url, \
@@ -52,15 +110,17 @@ pub async fn upsert(db: &Db, s: &NewSource<'_>) -> Result<SourceRow, sqlx::Error
     .bind(s.provider)
     .bind(s.clone_url)
     .bind(s.match_url)
-    .bind(s.webhook_secret)
-    .bind(s.credentials)
+    .bind(&webhook_secret)
+    .bind(&credentials)
     .bind(now())
     .fetch_one(db)
-    .await
+    .await?;
+    stored.open(cipher)
 }
 
 /// Takes the credentials out of clone URLs stored with them (`https://user:token@host/…`, as every
-/// source was stored before they were kept apart) into the `credentials` column. Idempotent: kiln
+/// source was stored before they were kept apart) into the `credentials` column, as plaintext: kiln
+/// encrypts it right after ([`crate::secrets::upgrade`]), as every plaintext secret. Idempotent: kiln
 /// runs it at every start; a row is changed only if its URL is still the one read. Returns the URLs
 /// as they were (with their credentials) of the rows changed.
 pub async fn move_embedded_credentials(db: &Db) -> Result<Vec<String>, sqlx::Error> {
@@ -93,18 +153,37 @@ pub async fn move_embedded_credentials(db: &Db) -> Result<Vec<String>, sqlx::Err
     Ok(moved)
 }
 
-pub async fn for_repo(db: &Db, repository_id: &str) -> Result<Option<SourceRow>, sqlx::Error> {
-    sqlx::query_as("SELECT * FROM sources WHERE repository_id = ?")
-        .bind(repository_id)
-        .fetch_optional(db)
-        .await
+pub async fn for_repo(
+    db: &Db,
+    cipher: &Cipher,
+    repository_id: &str,
+) -> Result<Option<SourceRow>, sqlx::Error> {
+    let stored: Option<StoredSource> =
+        sqlx::query_as("SELECT * FROM sources WHERE repository_id = ?")
+            .bind(repository_id)
+            .fetch_optional(db)
+            .await?;
+    stored.map(|s| s.open(cipher)).transpose()
 }
 
-/// Every source: the hook path routes by them (`crate::source_index`).
-pub async fn all(db: &Db) -> Result<Vec<SourceRow>, sqlx::Error> {
-    sqlx::query_as("SELECT * FROM sources ORDER BY repository_id")
+/// Every source: the hook path routes by them (`crate::source_index`). Each is decrypted once
+/// here, so verifying a delivery against many candidates costs no decryption.
+pub async fn all(db: &Db, cipher: &Cipher) -> Result<Vec<SourceRow>, sqlx::Error> {
+    let stored: Vec<StoredSource> = sqlx::query_as("SELECT * FROM sources ORDER BY repository_id")
         .fetch_all(db)
-        .await
+        .await?;
+    // A row that does not open (written outside kiln after its start check) is left out, so that
+    // it breaks no other source's hooks.
+    Ok(stored
+        .into_iter()
+        .filter_map(|s| match s.open(cipher) {
+            Ok(row) => Some(row),
+            Err(e) => {
+                tracing::error!(error = %e, "source left out: its secrets cannot be decrypted");
+                None
+            }
+        })
+        .collect())
 }
 
 pub async fn delete<'e, E: sqlx::SqliteExecutor<'e>>(

@@ -1,4 +1,7 @@
+use super::secrets::WEBHOOKS_SECRET;
 use super::{Db, new_id, now};
+use crate::secrets::Cipher;
+use crate::secrets::cipher::place;
 
 #[derive(Clone, sqlx::FromRow)]
 pub struct WebhookRow {
@@ -6,8 +9,8 @@ pub struct WebhookRow {
     pub repository_id: String,
     pub name: String,
     pub url: String,
-    /// Never returned by the API after creation, never logged.
-    pub secret: String,
+    // The secret is not in the row: it is stored encrypted and read, decrypted, only to sign
+    // (`signing_secret`); never returned by the API after creation, never logged.
     /// JSON array of event names.
     pub events: String,
     pub tag_filter: Option<String>,
@@ -44,22 +47,26 @@ pub struct WebhookFields {
     pub active: bool,
 }
 
+/// A new subscription; its secret is stored encrypted with `cipher`.
 pub async fn insert(
     db: &Db,
+    cipher: &Cipher,
     repository_id: &str,
     f: &WebhookFields,
     secret: &str,
 ) -> Result<WebhookRow, sqlx::Error> {
     let ts = now();
+    let id = new_id();
+    let secret = cipher.seal(secret, &place(WEBHOOKS_SECRET, &id));
     sqlx::query_as(
         "INSERT INTO webhooks (id, repository_id, name, url, secret, events, tag_filter, payload_format, active, \
          created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
     )
-    .bind(new_id())
+    .bind(&id)
     .bind(repository_id)
     .bind(&f.name)
     .bind(&f.url)
-    .bind(secret)
+    .bind(&secret)
     .bind(serde_json::to_string(&f.events).unwrap_or_else(|_| "[]".into()))
     .bind(&f.tag_filter)
     .bind(&f.payload_format)
@@ -70,13 +77,15 @@ pub async fn insert(
     .await
 }
 
-/// Updates the fields, and the secret when `secret` is Some.
+/// Updates the fields, and the secret (encrypted with `cipher`) when `secret` is Some.
 pub async fn update(
     db: &Db,
+    cipher: &Cipher,
     id: &str,
     f: &WebhookFields,
     secret: Option<&str>,
 ) -> Result<WebhookRow, sqlx::Error> {
+    let secret = secret.map(|s| cipher.seal(s, &place(WEBHOOKS_SECRET, id)));
     sqlx::query_as(
         "UPDATE webhooks SET name = ?, url = ?, events = ?, tag_filter = ?, payload_format = ?, active = ?, \
          secret = COALESCE(?, secret), updated_at = ? WHERE id = ? RETURNING *",
@@ -87,7 +96,7 @@ pub async fn update(
     .bind(&f.tag_filter)
     .bind(&f.payload_format)
     .bind(f.active)
-    .bind(secret)
+    .bind(&secret)
     .bind(now())
     .bind(id)
     .fetch_one(db)
@@ -109,6 +118,26 @@ pub async fn get(db: &Db, id: &str) -> Result<Option<WebhookRow>, sqlx::Error> {
         .bind(id)
         .fetch_optional(db)
         .await
+}
+
+/// The subscription's secret, decrypted: what its deliveries are signed with. None when there is no
+/// such subscription; a decode error naming the row when the stored value does not open.
+pub async fn signing_secret(
+    db: &Db,
+    cipher: &Cipher,
+    id: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let stored: Option<(String,)> = sqlx::query_as("SELECT secret FROM webhooks WHERE id = ?")
+        .bind(id)
+        .fetch_optional(db)
+        .await?;
+    stored
+        .map(|(s,)| {
+            cipher.open(&s, &place(WEBHOOKS_SECRET, id)).map_err(|e| {
+                sqlx::Error::Decode(format!("{WEBHOOKS_SECRET} of webhook {id}: {e}").into())
+            })
+        })
+        .transpose()
 }
 
 pub async fn delete(db: &Db, id: &str) -> Result<(), sqlx::Error> {

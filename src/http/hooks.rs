@@ -166,7 +166,7 @@ async fn receive(app: &App, forge: &Forge, headers: &HeaderMap, body: Body) -> A
     })?;
     let candidates = app
         .sources
-        .candidates(&app.db, forge.provider, &urls)
+        .candidates(&app.db, &app.secrets, forge.provider, &urls)
         .await?;
     if candidates.is_empty() {
         tracing::info!(provider = forge.provider, urls = ?urls, "hook refused: no source linked to its repository");

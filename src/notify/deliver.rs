@@ -162,12 +162,17 @@ async fn attempt(app: &App, d: DeliveryRow) {
         ("webhook-timestamp".into(), timestamp.to_string()),
     ];
     let mut error = None;
-    match signing::secret_key(&hook.secret) {
-        Ok(key) => headers.push((
-            "webhook-signature".into(),
-            signing::signature(&key, &d.message_id, timestamp, d.body.as_bytes()),
-        )),
-        Err(e) => error = Some(format!("the webhook's secret is unusable: {}", e.message)),
+    // Decrypted only here, to sign, and dropped with this attempt.
+    match db::webhooks::signing_secret(&app.db, &app.secrets, &hook.id).await {
+        Ok(Some(secret)) => match signing::secret_key(&secret) {
+            Ok(key) => headers.push((
+                "webhook-signature".into(),
+                signing::signature(&key, &d.message_id, timestamp, d.body.as_bytes()),
+            )),
+            Err(e) => error = Some(format!("the webhook's secret is unusable: {}", e.message)),
+        },
+        Ok(None) => return,
+        Err(e) => error = Some(format!("the webhook's secret is unusable: {e}")),
     }
     // Refused by the address guard: that holds until the operator changes the allow-list, so the
     // delivery fails now rather than being retried for an hour.
@@ -247,6 +252,9 @@ async fn attempt(app: &App, d: DeliveryRow) {
     )
     .to_string();
     let (request_body, request_cut) = cut(d.body.as_bytes());
+    // A receiver's answer or an error could echo a secret kiln knows: stored masked.
+    let error = error.map(|e| crate::secrets::mask::mask(&e).into_owned());
+    let resp_body = resp_body.map(|b| crate::secrets::mask::mask(&b).into_owned());
     let record = AttemptRecord {
         attempt: attempt_no,
         started_at: &started_at,

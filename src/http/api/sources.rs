@@ -139,7 +139,7 @@ pub async fn put(
     }
     // No secret sent: a linked source keeps its own (a PUT that only moves the clone URL must not
     // break the forge's webhook); a new one gets a generated secret, shown once.
-    let existing = db::sources::for_repo(&app.db, &row.id).await?;
+    let existing = db::sources::for_repo(&app.db, &app.secrets, &row.id).await?;
     // No credentials in the URL: a linked source keeps its own while the URL stays on the same
     // scheme, host and port (they are never sent anywhere else).
     let credentials = match (clone_url.credentials(), &existing) {
@@ -163,6 +163,7 @@ pub async fn put(
     };
     let source = db::sources::upsert(
         &app.db,
+        &app.secrets,
         &db::sources::NewSource {
             repository_id: &row.id,
             provider: &body.provider,
@@ -189,7 +190,7 @@ pub async fn get_source(
     ApiPath((ns, repo)): ApiPath<(String, String)>,
 ) -> ApiResult<axum::Json<SourceView>> {
     let row = load_repo(&app, &caller, &ns, &repo, Role::Read).await?;
-    let source = db::sources::for_repo(&app.db, &row.id)
+    let source = db::sources::for_repo(&app.db, &app.secrets, &row.id)
         .await?
         .ok_or_else(|| ApiError::not_found(&format!("git source of {ns}/{repo}")))?;
     Ok(axum::Json(SourceView::new(&app, source, None)))

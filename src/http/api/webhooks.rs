@@ -183,7 +183,7 @@ pub async fn create(
         }
         None => (signing::generate_secret(), true),
     };
-    let hook = db::webhooks::insert(&app.db, &row.id, &fields, &secret)
+    let hook = db::webhooks::insert(&app.db, &app.secrets, &row.id, &fields, &secret)
         .await
         .map_err(|e| conflict_on_name(e, &fields.name))?;
     let mut view = WebhookView::from(hook);
@@ -268,9 +268,15 @@ pub async fn update(
     if let Some(s) = &body.secret {
         signing::secret_key(s)?;
     }
-    let hook = db::webhooks::update(&app.db, &hook.id, &fields, body.secret.as_deref())
-        .await
-        .map_err(|e| conflict_on_name(e, &fields.name))?;
+    let hook = db::webhooks::update(
+        &app.db,
+        &app.secrets,
+        &hook.id,
+        &fields,
+        body.secret.as_deref(),
+    )
+    .await
+    .map_err(|e| conflict_on_name(e, &fields.name))?;
     Ok(hook.into())
 }
 

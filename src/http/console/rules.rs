@@ -112,7 +112,7 @@ async fn render_tab(
     ctx.insert("rules_base", &base);
 
     // The git source and how to point its host's webhook at kiln.
-    let source = db::sources::for_repo(&app.db, &row.id)
+    let source = db::sources::for_repo(&app.db, &app.secrets, &row.id)
         .await?
         .map(|s| SourceView::new(app, s, None));
     if let Some(s) = &source {
@@ -295,7 +295,7 @@ async fn regenerate_secret(
     CsrfForm(viewer, NoFields {}): CsrfForm<NoFields>,
 ) -> Result<Response, ConsoleError> {
     let row = load_repo(&app, &viewer.caller, &ns, &repo, Role::Write).await?;
-    let source = db::sources::for_repo(&app.db, &row.id)
+    let source = db::sources::for_repo(&app.db, &app.secrets, &row.id)
         .await?
         .ok_or_else(|| ApiError::not_found(&format!("git source of {ns}/{repo}")))?;
     let body = PutSource {
