@@ -50,6 +50,9 @@ struct FileConfig {
     trusted_proxies: Option<String>,
     // -- secrets at rest (issue 11) --
     secret_key: Option<String>,
+    // -- outbound guards (issue 11) --
+    git_allow: Option<String>,
+    outbound_proxy: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -117,6 +120,13 @@ pub struct Config {
     /// The key kiln's stored secrets are encrypted with (`KILN_SECRET_KEY`: base64 or 64 hex digits
     /// of 32 bytes); None: the key file in the data directory (`crate::secrets::key`).
     pub secret_key: Option<crate::secrets::SecretKey>,
+    // -- outbound guards (issue 11) --
+    /// Internal hosts/networks git fetches may reach (`KILN_GIT_ALLOW`): self-hosted git servers.
+    pub git_allow: crate::notify::guard::AllowList,
+    /// The HTTP proxy webhook deliveries go through (`KILN_OUTBOUND_PROXY`); none by default, and
+    /// the environment's `HTTP_PROXY`/`HTTPS_PROXY`/`ALL_PROXY` are never used. A secret: its URL
+    /// may hold credentials.
+    pub outbound_proxy: Option<SecretString>,
 }
 
 /// Where configuration values come from: a variable lookup, so tests can pass a map instead of the process env.
@@ -373,6 +383,15 @@ impl Config {
         let local_sources =
             crate::local_sources::LocalSources::parse(&local_sources_text, &data_dir)
                 .map_err(|e| anyhow::anyhow!("KILN_LOCAL_SOURCES: {e}"))?;
+        let git_allow_text = pick("KILN_GIT_ALLOW", f.git_allow).unwrap_or_default();
+        let git_allow = crate::notify::guard::AllowList::parse(&git_allow_text)
+            .map_err(|e| anyhow::anyhow!("KILN_GIT_ALLOW: {e}"))?
+            .for_setting("KILN_GIT_ALLOW");
+        let outbound_proxy = pick("KILN_OUTBOUND_PROXY", f.outbound_proxy)
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| crate::notify::guard::check_proxy_url(&p).map(|()| SecretString::from(p)))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("KILN_OUTBOUND_PROXY: {e}"))?;
 
         let secret_key = pick("KILN_SECRET_KEY", f.secret_key)
             .map(|k| crate::secrets::key::parse_configured(&k))
@@ -412,6 +431,8 @@ impl Config {
             audit_retention: Duration::from_secs(audit_retention_days * 86_400),
             trusted_proxies,
             secret_key,
+            git_allow,
+            outbound_proxy,
         })
     }
 
@@ -739,6 +760,42 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.starts_with("KILN_SECRET_KEY: "), "{bad}: {err}");
+        }
+    }
+
+    /// Issue 11: the git allow-list and the outbound proxy.
+    #[test]
+    fn git_allow_and_outbound_proxy() {
+        let c = Config::resolve(FileConfig::default(), &env(&[])).unwrap();
+        assert!(!c.git_allow.allows_ip("127.0.0.1".parse().unwrap()));
+        assert!(c.outbound_proxy.is_none());
+        let c = Config::resolve(
+            FileConfig::default(),
+            &env(&[
+                ("KILN_GIT_ALLOW", "git.internal,10.0.0.0/8"),
+                ("KILN_OUTBOUND_PROXY", "http://user:pw@proxy.internal:3128"),
+            ]),
+        )
+        .unwrap();
+        assert!(c.git_allow.allows_host("git.internal"));
+        assert!(c.git_allow.allows_ip("10.1.2.3".parse().unwrap()));
+        assert_eq!(
+            c.outbound_proxy.unwrap().expose_secret(),
+            "http://user:pw@proxy.internal:3128"
+        );
+        let file: FileConfig = toml::from_str("git_allow = \"192.168.0.0/16\"\n").unwrap();
+        let c = Config::resolve(file, &env(&[])).unwrap();
+        assert!(c.git_allow.allows_ip("192.168.3.4".parse().unwrap()));
+        for (var, value) in [
+            ("KILN_GIT_ALLOW", "http://x"),
+            ("KILN_GIT_ALLOW", "10.0.0.0/40"),
+            ("KILN_OUTBOUND_PROXY", "proxy:3128"),
+            ("KILN_OUTBOUND_PROXY", "ftp://proxy/"),
+            ("KILN_OUTBOUND_PROXY", "http://"),
+        ] {
+            let err = Config::resolve(FileConfig::default(), &env(&[(var, value)])).unwrap_err();
+            assert!(err.to_string().starts_with(var), "{var}={value}: {err}");
+            assert!(!err.to_string().contains("pw@"), "{err}");
         }
     }
 }

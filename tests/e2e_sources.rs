@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use kiln::build::git::{self, GitError, Remote};
 use kiln::local_sources::LocalSources;
+use kiln::notify::guard::AllowList;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::kiln::Kiln;
@@ -616,8 +617,14 @@ async fn credentials_are_offered_once_and_only_to_the_sources_host() {
         let root = mirrors.path().to_path_buf();
         async move {
             tokio::task::spawn_blocking(move || {
-                let remote =
-                    Remote::resolve(&url, credentials.as_deref(), &LocalSources::default())?;
+                // The servers are on the loopback address, which only KILN_GIT_ALLOW opens.
+                let loopback = AllowList::parse("127.0.0.1").unwrap();
+                let remote = Remote::resolve(
+                    &url,
+                    credentials.as_deref(),
+                    &LocalSources::default(),
+                    &loopback,
+                )?;
                 let repo = git::fetch_mirror(&git::mirror_path(&root, remote.url()), &remote)?;
                 git::branch_head(&repo, "main").map(|oid| oid.to_string())
             })

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::domain::clone_url::{CloneUrl, Credentials, host_of};
 use crate::forge::display_url;
 use crate::local_sources::LocalSources;
+use crate::notify::guard::{self, AllowList};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
@@ -72,12 +73,15 @@ impl std::fmt::Debug for Remote {
 impl Remote {
     /// Checks a source's clone URL (as stored) with its credentials (the user info kept apart;
     /// any left in the URL are taken out too) at fetch time. A local repository is resolved now,
-    /// and the fetch uses the resolved path: what was checked is what is read. Blocking (it looks
-    /// at the disk).
+    /// and the fetch uses the resolved path: what was checked is what is read. A remote one's
+    /// host is resolved now and refused when an address is internal and `git_allow`
+    /// (`KILN_GIT_ALLOW`) does not open it: DNS may have changed since the source was linked.
+    /// Blocking (it looks at the disk and asks the resolver).
     pub fn resolve(
         clone_url: &str,
         credentials: Option<&str>,
         local_sources: &LocalSources,
+        git_allow: &AllowList,
     ) -> Result<Remote, GitError> {
         let parsed = CloneUrl::parse(clone_url).map_err(|e| GitError::Refused {
             url: display_url(clone_url),
@@ -88,7 +92,18 @@ impl Remote {
                 url,
                 credentials: in_url,
             } => Ok(Remote {
-                host: host_of(&url),
+                host: match host_of(&url) {
+                    Some(host) => {
+                        guard::check_host_blocking(git_allow, &host).map_err(|reason| {
+                            GitError::Refused {
+                                url: url.clone(),
+                                reason,
+                            }
+                        })?;
+                        Some(host)
+                    }
+                    None => None,
+                },
                 credentials: credentials.and_then(Credentials::from_userinfo).or(in_url),
                 fetch_url: url.clone(),
                 shown: url,
@@ -650,7 +665,7 @@ mod tests {
     /// `url` checked as kiln checks a source, with local repositories allowed under `allowed`.
     fn remote(url: &str, allowed: &Path) -> Remote {
         let local = LocalSources::new(vec![allowed.to_path_buf()], None);
-        Remote::resolve(url, None, &local).unwrap()
+        Remote::resolve(url, None, &local, &AllowList::default()).unwrap()
     }
 
     #[test]
@@ -1147,7 +1162,7 @@ mod tests {
             ),
         ];
         for (url, allowed, reason) in cases {
-            let error = Remote::resolve(&url, None, allowed).unwrap_err();
+            let error = Remote::resolve(&url, None, allowed, &AllowList::default()).unwrap_err();
             let GitError::Refused { url: shown, .. } = &error else {
                 panic!("{url}: expected a refusal, got {error:?}");
             };
@@ -1164,13 +1179,19 @@ mod tests {
         assert_eq!(fs::read_dir(root.path()).unwrap().count(), 0);
         // Allowed, the same link is read at its real place.
         let allowed = LocalSources::new(vec![forge.dir.path().to_path_buf()], None);
-        let remote = Remote::resolve(&link.display().to_string(), None, &allowed).unwrap();
+        let remote = Remote::resolve(
+            &link.display().to_string(),
+            None,
+            &allowed,
+            &AllowList::default(),
+        )
+        .unwrap();
         assert_eq!(remote.url(), link.display().to_string());
         assert_eq!(
             remote.fetch_url,
             file_url(&fs::canonicalize(forge.path()).unwrap())
         );
-        let remote = Remote::resolve(&forge_path, None, &allowed).unwrap();
+        let remote = Remote::resolve(&forge_path, None, &allowed, &AllowList::default()).unwrap();
         assert_eq!(remote.url(), forge_path);
         let mirror = mirror_path(root.path(), &forge_path);
         assert!(branch_head(&fetch_mirror(&mirror, &remote).unwrap(), "main").is_ok());
@@ -1186,7 +1207,13 @@ mod tests {
         fs::rename(forge.path(), &odd).unwrap();
         let allowed = LocalSources::new(vec![dir.path().to_path_buf()], None);
         let root = mirrors();
-        let remote = Remote::resolve(&odd.display().to_string(), None, &allowed).unwrap();
+        let remote = Remote::resolve(
+            &odd.display().to_string(),
+            None,
+            &allowed,
+            &AllowList::default(),
+        )
+        .unwrap();
         let repo = fetch_mirror(&mirror_path(root.path(), "x"), &remote).unwrap();
         assert_eq!(branch_head(&repo, "main").unwrap(), head);
         assert_eq!(file_url(Path::new("/a:b/%/é")), "file:///a%3Ab/%25/%C3%A9");
@@ -1196,6 +1223,7 @@ mod tests {
     fn credentials_never_show_in_fetch_errors() {
         let root = mirrors();
         let none = LocalSources::default();
+        let loopback = AllowList::parse("127.0.0.1").unwrap();
         // Port 1 on the loopback address: nothing listens, the connection is refused.
         for (url, stored) in [
             ("https://kiln-bot:s3cr3t-pa55@127.0.0.1:1/org/app.git", None),
@@ -1206,7 +1234,7 @@ mod tests {
                 Some("kiln-bot:s3cr3t-pa55"),
             ),
         ] {
-            let remote = Remote::resolve(url, stored, &none).unwrap();
+            let remote = Remote::resolve(url, stored, &none, &loopback).unwrap();
             assert!(!format!("{remote:?}").contains("s3cr3t"), "{remote:?}");
             let error = fetch_mirror(&mirror_path(root.path(), remote.url()), &remote)
                 .err()
@@ -1227,6 +1255,48 @@ mod tests {
             assert!(shown.contains("127.0.0.1:1/org/app.git"), "{shown}");
             assert!(!shown.contains('@'), "{shown}");
             assert!(error.to_string().contains("127.0.0.1"), "{error}");
+        }
+    }
+
+    #[test]
+    fn internal_hosts_are_refused_at_fetch_time_unless_allowed() {
+        let root = mirrors();
+        let none = LocalSources::default();
+        let git_allow = AllowList::default().for_setting("KILN_GIT_ALLOW");
+        for (url, fragment) in [
+            (
+                "http://127.0.0.1:1/org/app.git",
+                "127.0.0.1 is a loopback address",
+            ),
+            (
+                "https://user:s3cr3t@[64:ff9b::7f00:1]:1/org/app.git",
+                "a NAT64 address carrying 127.0.0.1",
+            ),
+            ("git://[::1]/x.git", "[::1] is a loopback address"),
+            ("http://localhost:1/org/app.git", "localhost resolves to"),
+            (
+                "https://169.254.169.254/latest/x",
+                "a cloud metadata address",
+            ),
+        ] {
+            let error = Remote::resolve(url, None, &none, &git_allow).unwrap_err();
+            let GitError::Refused { url: shown, reason } = &error else {
+                panic!("expected a refusal, got {error:?}");
+            };
+            assert!(reason.contains(fragment), "{url}: {reason}");
+            assert!(reason.contains("KILN_GIT_ALLOW"), "{url}: {reason}");
+            assert!(!format!("{shown} {reason}").contains("s3cr3t"), "{error}");
+        }
+        // Opened by KILN_GIT_ALLOW, by address or by name: the fetch runs (and fails: nothing
+        // listens on port 1).
+        for allow in ["127.0.0.0/8", "localhost"] {
+            let allow = AllowList::parse(allow)
+                .unwrap()
+                .for_setting("KILN_GIT_ALLOW");
+            let remote = Remote::resolve("http://localhost:1/org/app.git", None, &none, &allow);
+            let remote = remote.unwrap();
+            let error = fetch_mirror(&mirror_path(root.path(), remote.url()), &remote).err();
+            assert!(matches!(error, Some(GitError::Fetch { .. })), "{error:?}");
         }
     }
 

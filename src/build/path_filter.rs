@@ -45,12 +45,14 @@ pub async fn decide(app: &App, build: &BuildRow) -> PathDecision {
     let _guard = lock.lock().await;
     let (before, commit) = (before.clone(), commit.clone());
     let local_sources = app.config.local_sources.clone();
+    let git_allow = app.config.git_allow.clone();
     let mirror: PathBuf = mirror.clone();
     let changed = tokio::task::spawn_blocking(move || {
         let remote = git::Remote::resolve(
             &source.clone_url,
             source.credentials.as_deref(),
             &local_sources,
+            &git_allow,
         )
         .map_err(|e| e.to_string())?;
         let repo = git::fetch_mirror(&mirror, &remote).map_err(|e| e.to_string())?;

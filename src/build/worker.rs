@@ -424,6 +424,7 @@ async fn execute(
         let build = build.clone();
         let mirror: PathBuf = mirror.clone();
         let local_sources = app.config.local_sources.clone();
+        let git_allow = app.config.git_allow.clone();
         tokio::task::spawn_blocking(move || {
             let _guard = guard;
             // Checked again now (KILN_LOCAL_SOURCES, the scheme): nothing is fetched from a source
@@ -432,6 +433,7 @@ async fn execute(
                 &source.clone_url,
                 source.credentials.as_deref(),
                 &local_sources,
+                &git_allow,
             )
             .map_err(|e| e.to_string())?;
             resolve_target(&mirror, &remote, &build, rule.as_ref())
@@ -790,7 +792,7 @@ mod tests {
             let url = format!("file://{}", self.dir.path().join("source.git").display());
             let allowed =
                 crate::local_sources::LocalSources::new(vec![self.dir.path().to_path_buf()], None);
-            git::Remote::resolve(&url, None, &allowed).unwrap()
+            git::Remote::resolve(&url, None, &allowed, &Default::default()).unwrap()
         }
 
         fn resolve(&self, build: &BuildRow, rule: Option<&RuleSpec>) -> Result<Target, String> {

@@ -117,7 +117,8 @@ pub fn validate_namespace_name(name: &str) -> Result<(), FieldError> {
 }
 
 /// Validates a repository summary (field `summary`): at most 100 characters,
-/// counted as Unicode scalar values.
+/// counted as Unicode scalar values, on one line without control characters
+/// (a summary is shown in terminals, where they would be escape sequences).
 pub fn validate_summary(s: &str) -> Result<(), FieldError> {
     let len = s.chars().count();
     if len > MAX_SUMMARY_CHARS {
@@ -125,6 +126,16 @@ pub fn validate_summary(s: &str) -> Result<(), FieldError> {
             "summary",
             "too_long",
             format!("must be at most {MAX_SUMMARY_CHARS} characters (got {len})"),
+        ));
+    }
+    if let Some(c) = s.chars().find(|c| c.is_control()) {
+        return Err(FieldError::new(
+            "summary",
+            "invalid_character",
+            format!(
+                "must not contain the control character {} (one line of text)",
+                describe_char(c)
+            ),
         ));
     }
     Ok(())
@@ -302,6 +313,26 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn summaries_have_no_control_characters() {
+        for bad in [
+            "a\u{0}b",
+            "line\nbreak",
+            "tab\there",
+            "\u{1b}[31mred",
+            "x\u{7f}",
+            "\u{85}",
+        ] {
+            let e = validate_summary(bad).unwrap_err();
+            assert_eq!(
+                (e.field, e.code),
+                ("summary", "invalid_character"),
+                "{bad:?}"
+            );
+        }
+        assert!(validate_summary("plain, with \u{202e} and é").is_ok());
     }
 
     #[test]

@@ -98,12 +98,7 @@ pub fn parse(event: &str, body: &[u8]) -> Result<Outcome, MalformedPayload> {
         }
         "push" => {
             let p: WirePush = super::from_json("push payload", body)?;
-            if !p.git_ref.starts_with("refs/") {
-                return Err(MalformedPayload(format!(
-                    "push payload: ref '{}' is not a full ref",
-                    p.git_ref
-                )));
-            }
+            super::check_ref(&p.git_ref)?;
             if !is_sha(&p.after) || !is_sha(&p.before) {
                 return Err(MalformedPayload(
                     "push payload: before/after are not commit ids".into(),

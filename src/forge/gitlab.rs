@@ -89,9 +89,10 @@ pub fn parse(event: &str, body: &[u8]) -> Result<Outcome, MalformedPayload> {
                     p.object_kind
                 )));
             }
-            if !p.git_ref.starts_with("refs/") || !is_sha(&p.after) || !is_sha(&p.before) {
+            super::check_ref(&p.git_ref)?;
+            if !is_sha(&p.after) || !is_sha(&p.before) {
                 return Err(MalformedPayload(
-                    "push payload: ref/before/after are not a full ref and commit ids".into(),
+                    "push payload: before/after are not commit ids".into(),
                 ));
             }
             let deleted = p.after.bytes().all(|b| b == b'0');

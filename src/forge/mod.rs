@@ -79,6 +79,44 @@ pub fn ignored(body: &[u8], why: String) -> Result<Outcome, MalformedPayload> {
     Ok(Outcome::Ignore(why))
 }
 
+/// The longest ref name taken from a payload, in bytes (git itself caps a ref's every component at
+/// the file system's 255 bytes; forges cap whole names lower than this).
+pub const MAX_REF_LEN: usize = 1024;
+
+/// A pushed ref as a payload names it: a full ref (`refs/…`) of at most [`MAX_REF_LEN`] bytes,
+/// without the control characters git refuses in ref names. The error quotes at most 64
+/// characters of it.
+pub fn check_ref(git_ref: &str) -> Result<(), MalformedPayload> {
+    let shown = || escape_start(git_ref);
+    if !git_ref.starts_with("refs/") {
+        return Err(MalformedPayload(format!(
+            "push payload: ref '{}' is not a full ref",
+            shown()
+        )));
+    }
+    if git_ref.len() > MAX_REF_LEN {
+        return Err(MalformedPayload(format!(
+            "push payload: ref '{}…' is over {MAX_REF_LEN} bytes",
+            shown()
+        )));
+    }
+    if git_ref.chars().any(char::is_control) {
+        return Err(MalformedPayload(format!(
+            "push payload: ref '{}' holds control characters",
+            shown()
+        )));
+    }
+    Ok(())
+}
+
+/// The first 64 characters of `text`, control characters escaped: fit for a message.
+fn escape_start(text: &str) -> String {
+    text.chars()
+        .take(64)
+        .flat_map(char::escape_default)
+        .collect()
+}
+
 /// Is this a full 40-hex commit id?
 pub fn is_sha(s: &str) -> bool {
     s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
@@ -137,6 +175,25 @@ pub fn display_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pushed_refs_are_full_short_and_printable() {
+        for ok in ["refs/heads/main", "refs/tags/v1.0", "refs/heads/feature/é"] {
+            assert_eq!(check_ref(ok), Ok(()), "{ok}");
+        }
+        let long = format!("refs/heads/{}", "a".repeat(MAX_REF_LEN));
+        for (bad, says) in [
+            ("main", "is not a full ref"),
+            ("", "is not a full ref"),
+            (long.as_str(), "is over 1024 bytes"),
+            ("refs/heads/a\nb", "control characters"),
+            ("refs/heads/\u{1b}[2J", "control characters"),
+        ] {
+            let e = check_ref(bad).unwrap_err();
+            assert!(e.0.contains(says), "{bad:?}: {e}");
+            assert!(e.0.len() < 200, "{e}");
+        }
+    }
 
     #[test]
     fn urls_normalize_to_one_form() {

@@ -25,10 +25,18 @@ pub struct Notifier {
 
 impl Notifier {
     pub fn new(config: &crate::config::Config) -> anyhow::Result<Notifier> {
-        let http = reqwest::Client::builder()
-            .dns_resolver(Arc::new(GuardedResolver {
-                allow: Arc::new(config.webhook_allow.clone()),
-            }))
+        // Through a configured proxy, the resolver sees the proxy's name (the operator's own
+        // choice, so it passes) and the proxy resolves the webhook's: `refused_destination`
+        // checks that one before the request.
+        let proxy = config.outbound_proxy.as_ref();
+        let allow = match guard::proxy_host(proxy) {
+            Some(host) => config.webhook_allow.clone().with_host(&host),
+            None => config.webhook_allow.clone(),
+        };
+        let builder = reqwest::Client::builder().dns_resolver(Arc::new(GuardedResolver {
+            allow: Arc::new(allow),
+        }));
+        let http = guard::with_proxy(builder, proxy)?
             .timeout(config.delivery_timeout)
             .connect_timeout(config.delivery_timeout)
             .redirect(reqwest::redirect::Policy::none())
@@ -178,7 +186,7 @@ async fn attempt(app: &App, d: DeliveryRow) {
     // delivery fails now rather than being retried for an hour.
     let mut refused = false;
     if error.is_none() {
-        error = literal_host_refused(app, &hook.url);
+        error = refused_destination(app, &hook.url).await;
         refused = error.is_some();
     }
     let start = Instant::now();
@@ -277,16 +285,20 @@ async fn attempt(app: &App, d: DeliveryRow) {
     }
 }
 
-/// URLs naming an IP address directly skip DNS, so the guard checks them here.
-fn literal_host_refused(app: &App, url: &str) -> Option<String> {
+/// URLs naming an IP address directly skip DNS, so the guard checks them here; through an outbound
+/// proxy the resolver never sees the webhook's host, so its name is resolved and checked here too.
+async fn refused_destination(app: &App, url: &str) -> Option<String> {
     let parsed = reqwest::Url::parse(url).ok()?;
     let host = parsed.host_str()?;
-    let ip: std::net::IpAddr = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse()
-        .ok()?;
-    guard::check(&app.config.webhook_allow, host, ip).err()
+    let allow = &app.config.webhook_allow;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+        return guard::check(allow, host, ip).err();
+    }
+    if app.config.outbound_proxy.is_some() {
+        return guard::check_host(allow, host).await.err();
+    }
+    None
 }
 
 #[cfg(test)]

@@ -28,7 +28,9 @@ impl RegistryClient {
         username: Option<String>,
         password: Option<SecretString>,
     ) -> anyhow::Result<Self> {
+        // kiln's own registry: reached directly, never through the environment's proxy settings.
         let http = reqwest::Client::builder()
+            .no_proxy()
             .timeout(Duration::from_secs(10))
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
             .build()

@@ -12,7 +12,8 @@ use sha2::{Digest, Sha256};
 
 use crate::app::App;
 use crate::db::{self, repos::RepoRow, versions::NewVersion, versions::Recorded};
-use crate::domain::names::validate_repo_name;
+use crate::domain::names::{validate_namespace_name, validate_repo_name};
+use crate::domain::tag::is_valid_tag;
 use crate::http::error::{ApiError, ApiResult};
 
 pub const ENVELOPE_MEDIA_TYPE: &str = "application/vnd.docker.distribution.events.v1+json";
@@ -81,15 +82,47 @@ pub fn manifest_pushes(body: &[u8]) -> Result<Vec<ManifestPush>, String> {
                 return None;
             }
             let tag = t.tag.filter(|t| !t.is_empty())?;
-            Some(ManifestPush {
+            let digest = t.digest?;
+            // What kiln stores must obey its rules: names it can hold, a tag Docker accepts, a
+            // digest in the OCI grammar, an event id fit to deduplicate by. The registry checks
+            // the same; anything else is not a push kiln can record.
+            let fits = validate_namespace_name(&namespace).is_ok()
+                && validate_repo_name(&repository).is_ok()
+                && is_valid_tag(&tag)
+                && is_digest(&digest)
+                && !e.id.is_empty()
+                && e.id.len() <= MAX_EVENT_ID
+                && !e.id.chars().any(char::is_control);
+            fits.then_some(ManifestPush {
                 event_id: e.id,
                 namespace,
                 repository,
                 tag,
-                digest: t.digest?,
+                digest,
             })
         })
         .collect())
+}
+
+/// The longest registry event id kept (Distribution sends UUIDs).
+const MAX_EVENT_ID: usize = 256;
+
+/// `algorithm:encoded` as the OCI image spec writes digests: `[a-z0-9]+([+._-][a-z0-9]+)*` and
+/// `[a-zA-Z0-9=_-]+`.
+fn is_digest(s: &str) -> bool {
+    let Some((algorithm, encoded)) = s.split_once(':') else {
+        return false;
+    };
+    let component_ok = |c: &str| {
+        !c.is_empty()
+            && c.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    };
+    algorithm.split(['+', '.', '_', '-']).all(component_ok)
+        && !encoded.is_empty()
+        && encoded
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'=' | b'_' | b'-'))
 }
 
 fn authorized(app: &App, headers: &HeaderMap) -> ApiResult<()> {
@@ -287,6 +320,45 @@ mod tests {
             (event("push", manifest, "library", Some("v1")), 0),
             (event("push", manifest, "a/b/c", Some("v1")), 0),
             (json!({"id": "e2", "action": "push"}), 0),
+        ];
+        for (e, n) in cases {
+            let body = serde_json::to_vec(&json!({"events": [e.clone()]})).unwrap();
+            assert_eq!(manifest_pushes(&body).unwrap().len(), n, "{e}");
+        }
+    }
+
+    #[test]
+    fn pushes_kiln_cannot_record_are_left_out() {
+        let manifest = "application/vnd.docker.distribution.manifest.v2+json";
+        let with = |id: &str, repository: &str, tag: &str, digest: &str| {
+            json!({"id": id, "action": "push",
+                   "target": {"mediaType": manifest, "digest": digest, "repository": repository,
+                              "tag": tag}})
+        };
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let cases = [
+            (with("e1", "acme/api", "v1", &digest), 1),
+            (
+                with(
+                    "e1",
+                    "acme/api",
+                    "v1",
+                    "sha256+b64u:LCa0a2j_xo_5m0U8HTBBNBNCLXBkg7-g-YpeiGJm564",
+                ),
+                1,
+            ),
+            (with("e1", "Acme/api", "v1", &digest), 0),
+            (with("e1", "acme/-api", "v1", &digest), 0),
+            (with("e1", "acme/api", ".v1", &digest), 0),
+            (with("e1", "acme/api", "v1<script>", &digest), 0),
+            (with("e1", "acme/api", &"v".repeat(129), &digest), 0),
+            (with("e1", "acme/api", "v1", "abc"), 0),
+            (with("e1", "acme/api", "v1", "sha256:"), 0),
+            (with("e1", "acme/api", "v1", "SHA256:abc"), 0),
+            (with("e1", "acme/api", "v1", "sha256:a b"), 0),
+            (with("", "acme/api", "v1", &digest), 0),
+            (with("e\n1", "acme/api", "v1", &digest), 0),
+            (with(&"e".repeat(257), "acme/api", "v1", &digest), 0),
         ];
         for (e, n) in cases {
             let body = serde_json::to_vec(&json!({"events": [e.clone()]})).unwrap();

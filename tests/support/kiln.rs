@@ -25,6 +25,10 @@ impl std::ops::Deref for Kiln {
     }
 }
 
+/// What `KILN_GIT_ALLOW` opens in the test kilns: the loopback address [`super::GitHttpServer`]
+/// serves on.
+pub const TEST_GIT_ALLOW: &str = "127.0.0.1,::1";
+
 /// A client for a running kiln's API (in this process, or [`super::kiln_process::KilnProcess`]).
 pub struct KilnApi {
     pub url: String,
@@ -33,7 +37,8 @@ pub struct KilnApi {
 
 impl Kiln {
     /// Starts kiln pushing to `registry`, with `extra` KILN_* variables on top of the test defaults
-    /// (`KILN_LOCAL_SOURCES` allows [`super::git_repos_root`]; an empty value in `extra` unsets it).
+    /// (`KILN_LOCAL_SOURCES` allows [`super::git_repos_root`], `KILN_GIT_ALLOW` the loopback
+    /// address; an empty value in `extra` unsets either).
     pub async fn start(registry: &Registry, extra: &[(&str, &str)]) -> Kiln {
         let data_dir = tempfile::tempdir().expect("temp dir");
         Self::start_in(registry, extra, data_dir).await
@@ -58,6 +63,9 @@ impl Kiln {
             "KILN_LOCAL_SOURCES".into(),
             super::git_repos_root().display().to_string(),
         );
+        // The private repositories of [`super::GitHttpServer`] are served on the loopback address,
+        // which the outbound guard refuses unless KILN_GIT_ALLOW opens it.
+        vars.insert("KILN_GIT_ALLOW".into(), TEST_GIT_ALLOW.into());
         for (k, v) in extra {
             vars.insert(k.to_string(), v.to_string());
         }

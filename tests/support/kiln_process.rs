@@ -70,6 +70,7 @@ impl KilnProcess {
             .env("KILN_REGISTRY", &registry.addr)
             .env("KILN_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("KILN_LOCAL_SOURCES", super::git_repos_root())
+            .env("KILN_GIT_ALLOW", super::kiln::TEST_GIT_ALLOW)
             .envs(extra.iter().copied())
             .stdin(Stdio::null())
             .stdout(output.try_clone().expect("kiln.log"))

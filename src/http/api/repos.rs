@@ -46,12 +46,23 @@ impl RepoView {
 /// Longest `detail` (Markdown) accepted.
 const MAX_DETAIL: usize = 100_000;
 
+/// At most [`MAX_DETAIL`] characters of text: lines and tabs, but no other control character.
 fn validate_detail(detail: &str) -> ApiResult<()> {
     if detail.chars().count() > MAX_DETAIL {
         return Err(ApiError::invalid(
             "detail",
             "too_long",
             format!("detail must be at most {MAX_DETAIL} characters"),
+        ));
+    }
+    if detail
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(ApiError::invalid(
+            "detail",
+            "invalid_character",
+            "detail must not contain control characters other than line breaks and tabs",
         ));
     }
     Ok(())

@@ -6,10 +6,11 @@ use serde::{Deserialize, Serialize};
 use super::load_repo;
 use crate::app::App;
 use crate::db;
-use crate::domain::clone_url::{CloneUrl, origin_of};
+use crate::domain::clone_url::{CloneUrl, host_of, origin_of};
 use crate::forge::{display_url, normalize_url};
 use crate::http::auth::{Caller, Role};
 use crate::http::error::{ApiError, ApiJson, ApiPath, ApiResult};
+use crate::notify::guard;
 
 /// Providers whose hooks kiln receives.
 pub const PROVIDERS: &[&str] = &["github", "gitlab", "gitea"];
@@ -74,6 +75,18 @@ async fn check_local_source(app: &App, path: &str) -> ApiResult<()> {
         .map_err(|e| ApiError::invalid("clone_url", "local_source_not_allowed", e.to_string()))
 }
 
+/// A remote source's host must not resolve to an internal address (loopback, private, link-local,
+/// metadata, …; see [`crate::notify::guard`]) unless `KILN_GIT_ALLOW` opens it: 422 otherwise.
+/// Checked again at every fetch (DNS may change).
+async fn check_remote_host(app: &App, url: &str) -> ApiResult<()> {
+    let Some(host) = host_of(url) else {
+        return Ok(());
+    };
+    guard::check_host(&app.config.git_allow, &host)
+        .await
+        .map_err(|reason| ApiError::invalid("clone_url", "address_not_allowed", reason))
+}
+
 fn validate_secret(secret: &str) -> ApiResult<()> {
     let n = secret.chars().count();
     if !(16..=256).contains(&n) {
@@ -127,8 +140,9 @@ pub async fn put(
         ));
     }
     let clone_url = CloneUrl::parse(&body.clone_url)?;
-    if let CloneUrl::Local { path, .. } = &clone_url {
-        check_local_source(app, path).await?;
+    match &clone_url {
+        CloneUrl::Local { path, .. } => check_local_source(app, path).await?,
+        CloneUrl::Remote { url, .. } => check_remote_host(app, url).await?,
     }
     if body.remove_credentials && clone_url.credentials().is_some() {
         return Err(ApiError::invalid(

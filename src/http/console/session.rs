@@ -192,10 +192,54 @@ impl<T: DeserializeOwned> FromRequest<App> for CsrfForm<T> {
         if let Some(slot) = parts.extensions.get::<crate::http::audit::AuditSlot>() {
             slot.fill(viewer.caller.clone(), None, None);
         }
-        let fields = serde_urlencoded::from_bytes::<T>(&bytes)
-            .map_err(|e| ConsoleError::bad_form(e.to_string()).into_response())?;
+        let fields = parse_form::<T>(&bytes).map_err(IntoResponse::into_response)?;
         Ok(CsrfForm(viewer, fields))
     }
+}
+
+/// A form body (up to the console's form limit) as `T`: what does not fit is the console's 413 page,
+/// what `T` cannot take its 422 page (not axum's plain-text rejections). Any content type is read as
+/// `application/x-www-form-urlencoded`, as browsers send it.
+async fn read_form<T: DeserializeOwned>(body: axum::body::Body) -> Result<T, ConsoleError> {
+    let bytes = axum::body::to_bytes(body, FORM_LIMIT).await.map_err(|_| {
+        ConsoleError::status(StatusCode::PAYLOAD_TOO_LARGE, "errors.form_too_large")
+    })?;
+    parse_form(&bytes)
+}
+
+/// A urlencoded form as `T`: a 422 page when it is not UTF-8 once decoded (form_urlencoded would
+/// replace the bytes silently) or when `T` cannot take a field.
+fn parse_form<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConsoleError> {
+    if !form_is_utf8(bytes) {
+        return Err(ConsoleError::bad_form(
+            "the form is not UTF-8 text".to_string(),
+        ));
+    }
+    serde_urlencoded::from_bytes::<T>(bytes).map_err(|e| ConsoleError::bad_form(e.to_string()))
+}
+
+/// Whether a urlencoded body is UTF-8 once its `%XX` escapes are decoded. Decoding the whole body
+/// at once is enough: the separators `&` and `=` are ASCII, which never continues a UTF-8
+/// sequence.
+fn form_is_utf8(bytes: &[u8]) -> bool {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let (Some(hi), Some(lo)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            )
+        {
+            decoded.push((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            decoded.push(bytes[i]);
+            i += 1;
+        }
+    }
+    std::str::from_utf8(&decoded).is_ok()
 }
 
 #[derive(serde::Deserialize)]
@@ -265,8 +309,9 @@ pub async fn login(
     axum::extract::State(app): axum::extract::State<App>,
     headers: HeaderMap,
     uri: axum::http::Uri,
-    axum::extract::Form(form): axum::extract::Form<LoginForm>,
+    body: axum::body::Body,
 ) -> Result<Response, ConsoleError> {
+    let form: LoginForm = read_form(body).await?;
     let lang = Lang::of_request(uri.query(), &headers);
     let expected = cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
     if expected.is_empty() || !same_secret(&form.csrf, &expected) {
@@ -333,6 +378,28 @@ pub async fn logout(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn forms_must_be_utf8_once_decoded() {
+        for ok in [
+            &b""[..],
+            b"a=b&c=d",
+            b"name=%C3%A9t%C3%A9",
+            b"x=%zz%4",
+            "é=ü".as_bytes(),
+        ] {
+            assert!(form_is_utf8(ok), "{}", String::from_utf8_lossy(ok));
+        }
+        for bad in [
+            &b"name=%FF"[..],
+            b"name=%C3",
+            b"a=%C3&b=%A9",
+            b"a=\xff",
+            b"%ED%A0%80=x",
+        ] {
+            assert!(!form_is_utf8(bad), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
     use super::*;
 
     #[test]
