@@ -40,6 +40,21 @@ enum Command {
     },
     #[command(flatten)]
     Client(kiln::cli::ClientCommand),
+    /// kiln as the registry's token server: the key tokens are signed with.
+    #[command(subcommand)]
+    RegistryAuth(RegistryAuthCommand),
+}
+
+#[derive(Subcommand)]
+enum RegistryAuthCommand {
+    /// Make the registry token key and its certificate in the data directory when missing (kiln
+    /// also does at start), and print the certificate's path: the registry's
+    /// `auth.token.rootcertbundle`. Reads KILN_DATA_DIR (or --config) like `kiln serve`.
+    Init {
+        /// TOML configuration file (see examples/kiln.toml).
+        #[arg(long, short, env = "KILN_CONFIG")]
+        config: Option<PathBuf>,
+    },
 }
 
 /// Logs go to standard error: as JSON with `KILN_LOG_FORMAT=json`, otherwise as text, coloured only
@@ -72,6 +87,7 @@ async fn main() -> std::process::ExitCode {
             serve(config).await
         }
         Command::Client(command) => return kiln::cli::run(command).await,
+        Command::RegistryAuth(RegistryAuthCommand::Init { config }) => registry_auth_init(config),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -80,6 +96,13 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn registry_auth_init(config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = kiln::Config::load(config_path.as_deref(), &kiln::config::ProcessEnv)?;
+    let key = kiln::registry::token_key::load_or_create(&config.data_dir)?;
+    println!("{}", key.cert_path.display());
+    Ok(())
 }
 
 async fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {

@@ -257,6 +257,50 @@ async fn log_context_sent(log: &mut BuildLog, summary: &ContextSummary, took: Du
     .await;
 }
 
+/// The credentials the daemon pushes (and pulls) `repository` of kiln's registry with: the
+/// configured basic credentials when there are (`KILN_REGISTRY_USERNAME`), otherwise a registry
+/// token kiln signs for `repository:{repository}:pull,push`, which the daemon sends as a Bearer
+/// token when the registry asks for one (an open registry never asks, and never sees it).
+pub fn registry_credentials(
+    config: &crate::config::Config,
+    tokens: &crate::registry::token::TokenIssuer,
+    repository: &str,
+) -> DockerCredentials {
+    use crate::registry::token::{Requester, grant, parse_scopes};
+    use secrecy::ExposeSecret;
+    let serveraddress = Some(config.registry.clone());
+    if config.registry_username.is_some() {
+        return DockerCredentials {
+            username: config.registry_username.clone(),
+            password: config
+                .registry_password
+                .as_ref()
+                .map(|p| p.expose_secret().to_string()),
+            serveraddress,
+            ..Default::default()
+        };
+    }
+    let access = grant(
+        &Requester::Kiln,
+        &parse_scopes(&format!("repository:{repository}:pull,push")),
+        false,
+    );
+    match tokens.issue("kiln", &access) {
+        Ok(issued) => DockerCredentials {
+            registrytoken: Some(issued.token),
+            serveraddress,
+            ..Default::default()
+        },
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), repository, "cannot sign a registry token");
+            DockerCredentials {
+                serveraddress,
+                ..Default::default()
+            }
+        }
+    }
+}
+
 /// Pushes `image:tag`, logging the daemon's status lines (not per-layer progress); returns the digest.
 pub async fn push_image(
     docker: &Docker,

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bollard::auth::DockerCredentials;
-use secrecy::ExposeSecret;
 
 use super::log::BuildLog;
 use super::path_filter::PathDecision;
@@ -507,7 +506,8 @@ async fn execute(
     let cache_from = if settings.no_cache {
         Vec::new()
     } else {
-        layer_cache::pull_previous_image(app, &docker, build, registry_credentials(app), log).await
+        layer_cache::pull_previous_image(app, &docker, build, registry_credentials(app, build), log)
+            .await
     };
     // The OCI labels and the one the local cache cap finds kiln's images by, as one LABEL step in
     // kiln's copy of the Dockerfile (domain::dockerfile_labels); else as the `labels` option, which
@@ -575,8 +575,14 @@ async fn execute(
         image: image.clone(),
         before,
     });
-    let pushed =
-        docker::push_image(&docker, &image, &target.tag, registry_credentials(app), log).await;
+    let pushed = docker::push_image(
+        &docker,
+        &image,
+        &target.tag,
+        registry_credentials(app, build),
+        log,
+    )
+    .await;
     if pushed.is_err() {
         record_stage(app, &build.id, Stage::Push, push_started.elapsed()).await;
     }
@@ -611,9 +617,10 @@ async fn execute(
         docker::tag_image(&docker, &full_ref, &image, tag)
             .await
             .map_err(|e| format!("cannot tag {extra_ref}: {e}"))?;
-        let extra_digest = docker::push_image(&docker, &image, tag, registry_credentials(app), log)
-            .await
-            .map_err(|e| format!("push of {extra_ref} refused: {e}"))?;
+        let extra_digest =
+            docker::push_image(&docker, &image, tag, registry_credentials(app, build), log)
+                .await
+                .map_err(|e| format!("push of {extra_ref} refused: {e}"))?;
         if extra_digest != digest {
             return Err(Failure::Failed(format!(
                 "{extra_ref} was pushed as {extra_digest}, not as {digest} like {full_ref}"
@@ -638,18 +645,13 @@ async fn execute(
     })
 }
 
-/// The registry credentials pushes (and layer cache pulls) use.
-pub(super) fn registry_credentials(app: &App) -> DockerCredentials {
-    DockerCredentials {
-        username: app.config.registry_username.clone(),
-        password: app
-            .config
-            .registry_password
-            .as_ref()
-            .map(|p| p.expose_secret().to_string()),
-        serveraddress: Some(app.config.registry.clone()),
-        ..Default::default()
-    }
+/// The registry credentials pushes (and layer cache pulls) of `build`'s repository use.
+pub(super) fn registry_credentials(app: &App, build: &BuildRow) -> DockerCredentials {
+    docker::registry_credentials(
+        &app.config,
+        &app.registry_tokens,
+        &format!("{}/{}", build.namespace, build.repository),
+    )
 }
 
 /// Blocking: fetch the mirror, find the exact commit, decide the tag, tar the context.
