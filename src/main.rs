@@ -32,7 +32,9 @@ enum Command {
     /// finish before they are stopped and queued again, default 60), KILN_HOOK_QUEUE (verified hook deliveries
     /// waiting to be stored; beyond it hooks answer 503 with Retry-After). DOCKER_HOST picks the Docker daemon.
     /// KILN_LOCAL_SOURCES (`:`-separated directories) allows local git repositories under them as
-    /// sources; unset, none is allowed.
+    /// sources; unset, none is allowed. kiln is the registry's token server (GET /registry/token):
+    /// KILN_REGISTRY_TOKEN_ISSUER, KILN_REGISTRY_TOKEN_SERVICE (both `kiln`),
+    /// KILN_REGISTRY_TOKEN_LIFETIME_SECS (300), KILN_REGISTRY_ANONYMOUS_PULL (false).
     Serve {
         /// TOML configuration file (see examples/kiln.toml).
         #[arg(long, short, env = "KILN_CONFIG")]

@@ -462,3 +462,48 @@ async fn kilns_builds_syncs_and_deletions_use_tokens_it_issues_itself() {
     let pulled = admin.pull(&by_hand).await;
     assert!(!pulled.ok, "deleted, yet pulled: {}", pulled.output);
 }
+
+/// `kiln registry-auth init` (the real binary) makes the key once, private, and prints the
+/// certificate's path; the registry settings of `examples/kiln.toml` are read as documented.
+#[test]
+fn registry_auth_init_makes_the_key_once_and_prints_the_certificate() {
+    use std::os::unix::fs::PermissionsExt;
+    let data = tempfile::tempdir().expect("temp dir");
+    let init = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["registry-auth", "init"])
+            .env("KILN_DATA_DIR", data.path())
+            .env_remove("KILN_CONFIG")
+            .output()
+            .expect("run kiln registry-auth init");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .expect("utf-8")
+            .trim()
+            .to_string()
+    };
+    let printed = init();
+    let cert = data.path().join("registry-token.pem");
+    assert_eq!(printed, cert.display().to_string());
+    let pem = std::fs::read_to_string(&cert).expect("the certificate");
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
+    let key_path = data.path().join("registry-token.key");
+    let key = std::fs::read(&key_path).expect("the key");
+    let mode = std::fs::metadata(&key_path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(init(), printed);
+    assert_eq!(std::fs::read(&key_path).unwrap(), key, "the key is kept");
+    assert_eq!(std::fs::read_to_string(&cert).unwrap(), pem);
+
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/kiln.toml");
+    let vars: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let config = kiln::Config::load(Some(&example), &vars).expect("examples/kiln.toml");
+    assert_eq!(config.registry_token_issuer, "kiln");
+    assert_eq!(config.registry_token_service, "kiln");
+    assert_eq!(config.registry_token_lifetime, Duration::from_secs(300));
+    assert!(!config.registry_anonymous_pull);
+}
