@@ -507,3 +507,55 @@ fn registry_auth_init_makes_the_key_once_and_prints_the_certificate() {
     assert_eq!(config.registry_token_lifetime, Duration::from_secs(300));
     assert!(!config.registry_anonymous_pull);
 }
+
+/// A build whose Dockerfile starts `FROM` an image in kiln's registry pulls it with a token kiln
+/// signs for the build's namespace: its own namespace's images, never another's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builds_pull_base_images_of_their_own_namespace_only() {
+    let (registry, kiln) = Kiln::start_with_registry_token_auth(&[]).await;
+    let busybox = support::ensure_base_image();
+    namespaces(&kiln, &["red", "blue"]).await;
+    let base = registry.image("red/base", "1");
+    let admin = DockerCli::new();
+    assert!(admin.run(&["tag", busybox, &base], None).await.ok);
+    assert!(admin.login(&registry, ADMIN_TOKEN).await.ok);
+    let pushed = admin.push(&base).await;
+    assert!(pushed.ok, "{}", pushed.output);
+    // Only the registry has it under that name now: the build must pull it.
+    let removed = admin.run(&["image", "rm", &base], None).await;
+    assert!(removed.ok, "{}", removed.output);
+
+    let git = GitRepo::new();
+    git.write(
+        "Dockerfile",
+        format!("FROM {base}\nRUN echo on a base from kiln's registry\n"),
+    );
+    git.commit("from kiln's registry");
+    git.push("main");
+    let mut outcomes = Vec::new();
+    for ns in ["red", "blue"] {
+        kiln.ci_repo(ns, "app", &git.clone_url()).await;
+        let rule = kiln
+            .rule(ns, "app", json!({"type": "branch", "name": "main"}))
+            .await;
+        let (s, build) = kiln
+            .post(
+                &format!("/namespaces/{ns}/repos/app/rules/{rule}/builds"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{build}");
+        let id = build["id"].as_str().unwrap().to_string();
+        let build = kiln.wait_build(&id).await;
+        outcomes.push((build, kiln.log(&id).await));
+    }
+    let (red, red_log) = &outcomes[0];
+    assert_eq!(red["status"], "succeeded", "{red}\n{red_log}");
+    let (blue, blue_log) = &outcomes[1];
+    assert_eq!(blue["status"], "failed", "{blue}\n{blue_log}");
+    let reason = blue.to_string() + blue_log;
+    assert!(
+        reason.contains("denied") || reason.contains("unauthorized"),
+        "{blue}\n{blue_log}"
+    );
+}

@@ -535,6 +535,12 @@ async fn execute(
         target: settings.target.clone(),
         no_cache: settings.no_cache,
         cache_from,
+        registry_credentials: docker::build_credentials(
+            &app.config,
+            &app.registry_tokens,
+            &build.namespace,
+            &context.base_images(),
+        ),
     };
     let build_started = Instant::now();
     let built = docker::build_image(&docker, &context, &options, log).await?;

@@ -169,7 +169,10 @@ fn allows(requester: &Requester, scope: &Scope, action: &str, anonymous_pull: bo
     let caller = match requester {
         Requester::Kiln => return true,
         Requester::Anonymous => {
-            return anonymous_pull && scope.kind == ScopeKind::Repository && action == "pull";
+            return anonymous_pull
+                && scope.kind == ScopeKind::Repository
+                && repository_namespace(&scope.name).is_some()
+                && action == "pull";
         }
         Requester::Caller(caller) => caller,
     };
@@ -459,6 +462,14 @@ mod tests {
                 "repository:blue/app:pull"
             ]
         );
+        // A scope made by hand with a name the registry refuses is granted to nobody but kiln.
+        let bad = [Scope {
+            kind: ScopeKind::Repository,
+            name: "RED/x".into(),
+            actions: vec!["pull".into()],
+        }];
+        assert!(grant(&Requester::Anonymous, &bad, true).is_empty());
+        assert!(grant(&caller(Role::Admin, None), &bad, true).is_empty());
         // A namespace is a whole first segment: `red` does not cover `redder`.
         assert!(
             granted(
