@@ -528,12 +528,14 @@ async fn builds_pull_base_images_of_their_own_namespace_only() {
     let git = GitRepo::new();
     git.write(
         "Dockerfile",
-        format!("FROM {base}\nRUN echo on a base from kiln's registry\n"),
+        format!("FROM {base}\nRUN echo on a base from the kiln registry\n"),
     );
     git.commit("from kiln's registry");
     git.push("main");
+    // blue first: once red's build pulled the image, the daemon's store holds it for every build
+    // (the daemon's images are shared; registry tokens guard the registry, not that store).
     let mut outcomes = Vec::new();
-    for ns in ["red", "blue"] {
+    for ns in ["blue", "red"] {
         kiln.ci_repo(ns, "app", &git.clone_url()).await;
         let rule = kiln
             .rule(ns, "app", json!({"type": "branch", "name": "main"}))
@@ -549,9 +551,9 @@ async fn builds_pull_base_images_of_their_own_namespace_only() {
         let build = kiln.wait_build(&id).await;
         outcomes.push((build, kiln.log(&id).await));
     }
-    let (red, red_log) = &outcomes[0];
+    let (red, red_log) = &outcomes[1];
     assert_eq!(red["status"], "succeeded", "{red}\n{red_log}");
-    let (blue, blue_log) = &outcomes[1];
+    let (blue, blue_log) = &outcomes[0];
     assert_eq!(blue["status"], "failed", "{blue}\n{blue_log}");
     let reason = blue.to_string() + blue_log;
     assert!(
