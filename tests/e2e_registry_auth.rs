@@ -423,6 +423,23 @@ async fn kilns_builds_syncs_and_deletions_use_tokens_it_issues_itself() {
     assert_eq!(s, StatusCode::OK, "{versions}");
     assert_eq!(versions[0]["tag"], "main", "{versions}");
 
+    // The local store loses the image: the next build pulls it back as its layer cache, through
+    // the daemon with a token kiln signed.
+    let built = build["image"].as_str().unwrap().to_string();
+    support::docker_async(&["rmi", &built]).await;
+    let (s, again) = kiln
+        .post(
+            &format!("/namespaces/acme/repos/app/rules/{rule}/builds"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{again}");
+    let again_id = again["id"].as_str().unwrap().to_string();
+    let again = kiln.wait_build(&again_id).await;
+    let log = kiln.log(&again_id).await;
+    assert_eq!(again["status"], "succeeded", "{again}\n{log}");
+    assert!(log.contains("Layer cache: pulled"), "{log}");
+
     // A plain `docker push` kiln was not told about (no notifications here): the sync reads the
     // catalog, tags and digests with its own tokens and records it.
     let by_hand = registry.image("acme/app", "by-hand");
