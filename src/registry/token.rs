@@ -334,7 +334,8 @@ mod tests {
 
     #[test]
     fn scopes_are_parsed_and_bad_ones_left_out() {
-        let cases: &[(&str, Option<(ScopeKind, &str, &[&str])>)] = &[
+        type Parsed<'a> = Option<(ScopeKind, &'a str, &'a [&'a str])>;
+        let cases: &[(&str, Parsed)] = &[
             (
                 "repository:red/app:pull,push",
                 Some((ScopeKind::Repository, "red/app", &["pull", "push"])),
