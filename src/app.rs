@@ -13,6 +13,7 @@ use crate::http::auth;
 use crate::ingest::IngestQueue;
 use crate::notify::deliver::Notifier;
 use crate::registry::client::RegistryClient;
+use crate::registry::token::TokenIssuer;
 use crate::source_index::SourceIndex;
 
 #[derive(Clone)]
@@ -31,6 +32,8 @@ pub struct App {
     pub admin_token_hash: Option<String>,
     /// Encrypts and decrypts the secrets kept in the database (`crate::secrets`).
     pub secrets: crate::secrets::Cipher,
+    /// Signs the registry's tokens (kiln is its token server; issue 11).
+    pub registry_tokens: Arc<TokenIssuer>,
 }
 
 impl App {
@@ -53,12 +56,14 @@ impl App {
                 tracing::warn!(error = %e, "cannot bound libgit2's pack windows");
             }
         });
+        let registry_tokens = Arc::new(registry_token_issuer(&config)?);
         let registry = RegistryClient::new(
             &config.registry_url,
             config.registry_username.clone(),
             config.registry_password.clone(),
         )?
-        .with_page_size(config.registry_page_size);
+        .with_page_size(config.registry_page_size)
+        .with_token_issuer(registry_tokens.clone());
         let admin_token_hash = config
             .admin_token
             .as_ref()
@@ -76,6 +81,7 @@ impl App {
             )),
             admin_token_hash,
             secrets,
+            registry_tokens,
             config: Arc::new(config),
         })
     }
@@ -112,6 +118,21 @@ impl App {
     pub fn image_name(&self, namespace: &str, repo: &str) -> String {
         image_name(&self.config.registry, namespace, repo)
     }
+}
+
+/// The registry token issuer, with the key in the data directory (made at first start).
+pub fn registry_token_issuer(config: &Config) -> anyhow::Result<TokenIssuer> {
+    let key = crate::registry::token_key::load_or_create(&config.data_dir)?;
+    Ok(TokenIssuer::new(
+        &key.pkcs8_der,
+        &key.public_key_der,
+        crate::registry::token::IssuerSettings {
+            issuer: config.registry_token_issuer.clone(),
+            service: config.registry_token_service.clone(),
+            lifetime: config.registry_token_lifetime,
+            anonymous_pull: config.registry_anonymous_pull,
+        },
+    ))
 }
 
 /// `{registry}/{namespace}/{repo}`: the name images of a repository are pushed as.

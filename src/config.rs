@@ -53,6 +53,11 @@ struct FileConfig {
     // -- outbound guards (issue 11) --
     git_allow: Option<String>,
     outbound_proxy: Option<String>,
+    // -- registry access through kiln (issue 11) --
+    registry_token_issuer: Option<String>,
+    registry_token_service: Option<String>,
+    registry_token_lifetime_secs: Option<u64>,
+    registry_anonymous_pull: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -127,6 +132,17 @@ pub struct Config {
     /// the environment's `HTTP_PROXY`/`HTTPS_PROXY`/`ALL_PROXY` are never used. A secret: its URL
     /// may hold credentials.
     pub outbound_proxy: Option<SecretString>,
+    // -- registry access through kiln (issue 11) --
+    /// `iss` of the registry tokens kiln signs (`KILN_REGISTRY_TOKEN_ISSUER`, default `kiln`): the
+    /// registry's `auth.token.issuer`.
+    pub registry_token_issuer: String,
+    /// `aud` of those tokens and the only `service` kiln issues them for
+    /// (`KILN_REGISTRY_TOKEN_SERVICE`, default `kiln`): the registry's `auth.token.service`.
+    pub registry_token_service: String,
+    /// How long a registry token is valid (`KILN_REGISTRY_TOKEN_LIFETIME_SECS`, default 300).
+    pub registry_token_lifetime: Duration,
+    /// Pulls without credentials are allowed (`KILN_REGISTRY_ANONYMOUS_PULL`, default false).
+    pub registry_anonymous_pull: bool,
 }
 
 /// Where configuration values come from: a variable lookup, so tests can pass a map instead of the process env.
@@ -397,6 +413,41 @@ impl Config {
             .map(|k| crate::secrets::key::parse_configured(&k))
             .transpose()?;
 
+        // -- registry access through kiln (issue 11) --
+        let token_name = |var: &str, file: Option<String>| -> anyhow::Result<String> {
+            let value = pick(var, file).unwrap_or_else(|| "kiln".into());
+            if value.is_empty()
+                || value.trim() != value
+                || value.chars().any(char::is_control)
+                || value.len() > 255
+            {
+                bail!("{var}: '{value}' must be a short name without spaces around it");
+            }
+            Ok(value)
+        };
+        let registry_token_issuer =
+            token_name("KILN_REGISTRY_TOKEN_ISSUER", f.registry_token_issuer)?;
+        let registry_token_service =
+            token_name("KILN_REGISTRY_TOKEN_SERVICE", f.registry_token_service)?;
+        let registry_token_lifetime_secs = number(
+            "KILN_REGISTRY_TOKEN_LIFETIME_SECS",
+            f.registry_token_lifetime_secs,
+            300,
+        )?;
+        if !(60..=86_400).contains(&registry_token_lifetime_secs) {
+            bail!(
+                "KILN_REGISTRY_TOKEN_LIFETIME_SECS: must be 60 to 86400, got {registry_token_lifetime_secs}"
+            );
+        }
+        let registry_anonymous_pull = match vars.get("KILN_REGISTRY_ANONYMOUS_PULL") {
+            Some(v) => match v.as_str() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" => false,
+                _ => bail!("KILN_REGISTRY_ANONYMOUS_PULL: '{v}' is not true or false"),
+            },
+            None => f.registry_anonymous_pull.unwrap_or(false),
+        };
+
         Ok(Config {
             listen,
             data_dir,
@@ -433,6 +484,10 @@ impl Config {
             secret_key,
             git_allow,
             outbound_proxy,
+            registry_token_issuer,
+            registry_token_service,
+            registry_token_lifetime: Duration::from_secs(registry_token_lifetime_secs),
+            registry_anonymous_pull,
         })
     }
 
@@ -796,6 +851,48 @@ mod tests {
             let err = Config::resolve(FileConfig::default(), &env(&[(var, value)])).unwrap_err();
             assert!(err.to_string().starts_with(var), "{var}={value}: {err}");
             assert!(!err.to_string().contains("pw@"), "{err}");
+        }
+    }
+
+    /// Issue 11: the registry token server's issuer, service, lifetime and anonymous pulls.
+    #[test]
+    fn registry_token_settings() {
+        let c = Config::resolve(FileConfig::default(), &env(&[])).unwrap();
+        assert_eq!(c.registry_token_issuer, "kiln");
+        assert_eq!(c.registry_token_service, "kiln");
+        assert_eq!(c.registry_token_lifetime, Duration::from_secs(300));
+        assert!(!c.registry_anonymous_pull);
+        let file: FileConfig = toml::from_str(
+            "registry_token_issuer = \"kiln.example\"\nregistry_anonymous_pull = true\n",
+        )
+        .unwrap();
+        let c = Config::resolve(
+            file,
+            &env(&[
+                ("KILN_REGISTRY_TOKEN_SERVICE", "registry.example"),
+                ("KILN_REGISTRY_TOKEN_LIFETIME_SECS", "600"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.registry_token_issuer, "kiln.example");
+        assert_eq!(c.registry_token_service, "registry.example");
+        assert_eq!(c.registry_token_lifetime, Duration::from_secs(600));
+        assert!(c.registry_anonymous_pull);
+        let c = Config::resolve(
+            FileConfig::default(),
+            &env(&[("KILN_REGISTRY_ANONYMOUS_PULL", "true")]),
+        )
+        .unwrap();
+        assert!(c.registry_anonymous_pull);
+        for (var, value) in [
+            ("KILN_REGISTRY_ANONYMOUS_PULL", "maybe"),
+            ("KILN_REGISTRY_TOKEN_LIFETIME_SECS", "10"),
+            ("KILN_REGISTRY_TOKEN_LIFETIME_SECS", "5 minutes"),
+            ("KILN_REGISTRY_TOKEN_ISSUER", " kiln"),
+            ("KILN_REGISTRY_TOKEN_SERVICE", "a\tb"),
+        ] {
+            let err = Config::resolve(FileConfig::default(), &env(&[(var, value)])).unwrap_err();
+            assert!(err.to_string().starts_with(var), "{var}={value}: {err}");
         }
     }
 }

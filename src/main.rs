@@ -34,7 +34,9 @@ enum Command {
     /// KILN_LOCAL_SOURCES (`:`-separated directories) allows local git repositories under them as
     /// sources; unset, none is allowed. KILN_SECRET_KEY (base64 or 64 hex digits of 32 bytes) encrypts
     /// the secrets kept in the database; unset, the key is {KILN_DATA_DIR}/secret.key, created at
-    /// first start (see `kiln secrets rotate`).
+    /// first start (see `kiln secrets rotate`). kiln is the registry's token server (GET /registry/token):
+    /// KILN_REGISTRY_TOKEN_ISSUER, KILN_REGISTRY_TOKEN_SERVICE (both `kiln`),
+    /// KILN_REGISTRY_TOKEN_LIFETIME_SECS (300), KILN_REGISTRY_ANONYMOUS_PULL (false).
     Serve {
         /// TOML configuration file (see examples/kiln.toml).
         #[arg(long, short, env = "KILN_CONFIG")]
@@ -45,6 +47,21 @@ enum Command {
     Secrets(SecretsCommand),
     #[command(flatten)]
     Client(kiln::cli::ClientCommand),
+    /// kiln as the registry's token server: the key tokens are signed with.
+    #[command(subcommand)]
+    RegistryAuth(RegistryAuthCommand),
+}
+
+#[derive(Subcommand)]
+enum RegistryAuthCommand {
+    /// Make the registry token key and its certificate in the data directory when missing (kiln
+    /// also does at start), and print the certificate's path: the registry's
+    /// `auth.token.rootcertbundle`. Reads KILN_DATA_DIR (or --config) like `kiln serve`.
+    Init {
+        /// TOML configuration file (see examples/kiln.toml).
+        #[arg(long, short, env = "KILN_CONFIG")]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -96,6 +113,7 @@ async fn main() -> std::process::ExitCode {
             rotate_secret_key(config).await
         }
         Command::Client(command) => return kiln::cli::run(command).await,
+        Command::RegistryAuth(RegistryAuthCommand::Init { config }) => registry_auth_init(config),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -104,6 +122,13 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn registry_auth_init(config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = kiln::Config::load(config_path.as_deref(), &kiln::config::ProcessEnv)?;
+    let key = kiln::registry::token_key::load_or_create(&config.data_dir)?;
+    println!("{}", key.cert_path.display());
+    Ok(())
 }
 
 async fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {

@@ -200,6 +200,13 @@ impl ContextPlan {
         }
     }
 
+    /// The images the rule's Dockerfile builds `FROM`, as written.
+    pub fn base_images(&self) -> Vec<String> {
+        crate::domain::dockerfile_labels::base_images(&String::from_utf8_lossy(
+            &self.dockerfile_content,
+        ))
+    }
+
     /// Whether the tar carries a Dockerfile of kiln's (`.kiln.Dockerfile`).
     fn sends_own_dockerfile(&self) -> bool {
         self.inside.is_none() || self.generated.is_some()

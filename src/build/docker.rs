@@ -104,6 +104,8 @@ pub struct BuildOptions {
     pub no_cache: bool,
     /// Images whose layers may be used as cache (`--cache-from`).
     pub cache_from: Vec<String>,
+    /// Credentials per registry host for the images the build pulls (`X-Registry-Config`).
+    pub registry_credentials: HashMap<String, DockerCredentials>,
 }
 
 /// What a build made: the image id, and the context as sent.
@@ -168,7 +170,8 @@ async fn build_once(
         mut finished,
     } = context.stream();
     let body = bollard::body_try_stream(tokio_stream::wrappers::ReceiverStream::new(chunks));
-    let mut stream = docker.build_image(options, None, Some(body));
+    let credentials = (!o.registry_credentials.is_empty()).then(|| o.registry_credentials.clone());
+    let mut stream = docker.build_image(options, credentials, Some(body));
     let mut sent: Option<(ContextSummary, Instant)> = None;
     // The producer stopped without the whole tar: the build fails with its reason, unless it
     // only saw the daemon stop reading (then the daemon's own error says why).
@@ -255,6 +258,113 @@ async fn log_context_sent(log: &mut BuildLog, summary: &ContextSummary, took: Du
         summary.tar_bytes
     ))
     .await;
+}
+
+/// The credentials the daemon pushes (and pulls) `repository` of kiln's registry with: the
+/// configured basic credentials when there are (`KILN_REGISTRY_USERNAME`), otherwise a registry
+/// token kiln signs for `repository:{repository}:pull,push`, which the daemon sends as a Bearer
+/// token when the registry asks for one (an open registry never asks, and never sees it).
+pub fn registry_credentials(
+    config: &crate::config::Config,
+    tokens: &crate::registry::token::TokenIssuer,
+    repository: &str,
+) -> DockerCredentials {
+    use crate::registry::token::{Requester, grant, parse_scopes};
+    use secrecy::ExposeSecret;
+    let serveraddress = Some(config.registry.clone());
+    if config.registry_username.is_some() {
+        return DockerCredentials {
+            username: config.registry_username.clone(),
+            password: config
+                .registry_password
+                .as_ref()
+                .map(|p| p.expose_secret().to_string()),
+            serveraddress,
+            ..Default::default()
+        };
+    }
+    let access = grant(
+        &Requester::Kiln,
+        &parse_scopes(&format!("repository:{repository}:pull,push")),
+        false,
+    );
+    match tokens.issue("kiln", &access) {
+        Ok(issued) => DockerCredentials {
+            registrytoken: Some(issued.token),
+            serveraddress,
+            ..Default::default()
+        },
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), repository, "cannot sign a registry token");
+            DockerCredentials {
+                serveraddress,
+                ..Default::default()
+            }
+        }
+    }
+}
+
+/// The credentials a build of namespace `namespace` pulls its `FROM` images of kiln's registry
+/// with: the configured basic credentials, or a token kiln signs for pulling those of
+/// `base_images` that are in kiln's registry and that a `read` token of `namespace` may pull (plus
+/// any, when anonymous pulls are on); a build never pulls another namespace's private images.
+/// Empty when none of the base images is in kiln's registry.
+pub fn build_credentials(
+    config: &crate::config::Config,
+    tokens: &crate::registry::token::TokenIssuer,
+    namespace: &str,
+    base_images: &[String],
+) -> HashMap<String, DockerCredentials> {
+    use crate::http::auth::{Caller, Role};
+    use crate::registry::token::{Requester, Scope, ScopeKind, grant};
+    let prefix = format!("{}/", config.registry);
+    let scopes: Vec<Scope> = base_images
+        .iter()
+        .filter_map(|image| image.strip_prefix(&prefix))
+        .map(|name| {
+            let name = name.split_once('@').map_or(name, |(n, _)| n);
+            match name.rsplit_once(':') {
+                Some((n, tag)) if !tag.contains('/') => n,
+                _ => name,
+            }
+        })
+        .map(|name| Scope {
+            kind: ScopeKind::Repository,
+            name: name.to_string(),
+            actions: vec!["pull".to_string()],
+        })
+        .collect();
+    if scopes.is_empty() {
+        return HashMap::new();
+    }
+    if config.registry_username.is_some() {
+        let basic = registry_credentials(config, tokens, "");
+        return HashMap::from([(config.registry.clone(), basic)]);
+    }
+    let reader = Requester::Caller(Caller {
+        role: Role::Read,
+        namespace: Some(namespace.to_string()),
+        token_id: None,
+        token_name: format!("kiln (build in {namespace})"),
+    });
+    let mut access = grant(&reader, &scopes, false);
+    for extra in grant(&Requester::Anonymous, &scopes, tokens.anonymous_pull) {
+        if !access.contains(&extra) {
+            access.push(extra);
+        }
+    }
+    let credentials = DockerCredentials {
+        registrytoken: match tokens.issue("kiln", &access) {
+            Ok(issued) => Some(issued.token),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot sign a registry token");
+                None
+            }
+        },
+        serveraddress: Some(config.registry.clone()),
+        ..Default::default()
+    };
+    HashMap::from([(config.registry.clone(), credentials)])
 }
 
 /// Pushes `image:tag`, logging the daemon's status lines (not per-layer progress); returns the digest.
@@ -386,6 +496,109 @@ pub fn digest_from_status(status: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The `access` claim of the registry token in `credentials` (read without verifying).
+    fn access_of(credentials: &DockerCredentials) -> serde_json::Value {
+        use base64::Engine;
+        let token = credentials.registrytoken.as_deref().expect("a token");
+        let payload = token.split('.').nth(1).unwrap();
+        let claims: serde_json::Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .unwrap(),
+        )
+        .unwrap();
+        claims["access"].clone()
+    }
+
+    #[test]
+    fn builds_pull_base_images_of_their_own_namespace() {
+        use crate::registry::token::{IssuerSettings, TokenIssuer};
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let issuer = |anonymous_pull| {
+            TokenIssuer::new(
+                &key.serialize_der(),
+                &rcgen::PublicKeyData::subject_public_key_info(&key),
+                IssuerSettings {
+                    issuer: "kiln".into(),
+                    service: "kiln".into(),
+                    lifetime: Duration::from_secs(300),
+                    anonymous_pull,
+                },
+            )
+        };
+        let vars = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let config =
+            crate::config::Config::load(None, &vars(&[("KILN_REGISTRY", "reg:5000")])).unwrap();
+        let images: Vec<String> = [
+            "reg:5000/red/base:1",
+            "reg:5000/red/a/b",
+            "reg:5000/blue/x@sha256:0123",
+            "reg:5000/RED/bad:1",
+            "other:5000/red/base:1",
+            "build",
+            "$BASE",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let creds = build_credentials(&config, &issuer(false), "red", &images);
+        assert_eq!(creds.len(), 1);
+        let red = &creds["reg:5000"];
+        assert_eq!(red.serveraddress.as_deref(), Some("reg:5000"));
+        assert_eq!(
+            access_of(red),
+            serde_json::json!([
+                {"type": "repository", "name": "red/base", "actions": ["pull"]},
+                {"type": "repository", "name": "red/a/b", "actions": ["pull"]},
+            ])
+        );
+        let open = build_credentials(&config, &issuer(true), "red", &images);
+        assert_eq!(
+            access_of(&open["reg:5000"]).as_array().unwrap().len(),
+            3,
+            "with anonymous pulls, blue/x too: {}",
+            access_of(&open["reg:5000"])
+        );
+        // No base image in kiln's registry: no credentials at all.
+        assert!(build_credentials(&config, &issuer(false), "red", &images[4..]).is_empty());
+        // Basic credentials configured: those.
+        let basic = crate::config::Config::load(
+            None,
+            &vars(&[
+                ("KILN_REGISTRY", "reg:5000"),
+                ("KILN_REGISTRY_USERNAME", "kiln"),
+                ("KILN_REGISTRY_PASSWORD", "pw"),
+            ]),
+        )
+        .unwrap();
+        let creds = build_credentials(&basic, &issuer(false), "red", &images);
+        let c = &creds["reg:5000"];
+        assert_eq!(
+            (
+                c.username.as_deref(),
+                c.password.as_deref(),
+                &c.registrytoken
+            ),
+            (Some("kiln"), Some("pw"), &None)
+        );
+        // Pushes: a token for pull and push of the repository, or the basic credentials.
+        let push = registry_credentials(&config, &issuer(false), "red/app");
+        assert_eq!(
+            access_of(&push),
+            serde_json::json!([{"type": "repository", "name": "red/app", "actions": ["pull", "push"]}])
+        );
+        assert!(
+            registry_credentials(&basic, &issuer(false), "red/app")
+                .registrytoken
+                .is_none()
+        );
+    }
 
     #[test]
     fn step_containers_are_read_from_the_build_output() {

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bollard::auth::DockerCredentials;
-use secrecy::ExposeSecret;
 
 use super::log::BuildLog;
 use super::path_filter::PathDecision;
@@ -511,7 +510,8 @@ async fn execute(
     let cache_from = if settings.no_cache {
         Vec::new()
     } else {
-        layer_cache::pull_previous_image(app, &docker, build, registry_credentials(app), log).await
+        layer_cache::pull_previous_image(app, &docker, build, registry_credentials(app, build), log)
+            .await
     };
     // The OCI labels and the one the local cache cap finds kiln's images by, as one LABEL step in
     // kiln's copy of the Dockerfile (domain::dockerfile_labels); else as the `labels` option, which
@@ -539,6 +539,12 @@ async fn execute(
         target: settings.target.clone(),
         no_cache: settings.no_cache,
         cache_from,
+        registry_credentials: docker::build_credentials(
+            &app.config,
+            &app.registry_tokens,
+            &build.namespace,
+            &context.base_images(),
+        ),
     };
     let build_started = Instant::now();
     let built = docker::build_image(&docker, &context, &options, log).await?;
@@ -579,8 +585,14 @@ async fn execute(
         image: image.clone(),
         before,
     });
-    let pushed =
-        docker::push_image(&docker, &image, &target.tag, registry_credentials(app), log).await;
+    let pushed = docker::push_image(
+        &docker,
+        &image,
+        &target.tag,
+        registry_credentials(app, build),
+        log,
+    )
+    .await;
     if pushed.is_err() {
         record_stage(app, &build.id, Stage::Push, push_started.elapsed()).await;
     }
@@ -615,9 +627,10 @@ async fn execute(
         docker::tag_image(&docker, &full_ref, &image, tag)
             .await
             .map_err(|e| format!("cannot tag {extra_ref}: {e}"))?;
-        let extra_digest = docker::push_image(&docker, &image, tag, registry_credentials(app), log)
-            .await
-            .map_err(|e| format!("push of {extra_ref} refused: {e}"))?;
+        let extra_digest =
+            docker::push_image(&docker, &image, tag, registry_credentials(app, build), log)
+                .await
+                .map_err(|e| format!("push of {extra_ref} refused: {e}"))?;
         if extra_digest != digest {
             return Err(Failure::Failed(format!(
                 "{extra_ref} was pushed as {extra_digest}, not as {digest} like {full_ref}"
@@ -642,18 +655,13 @@ async fn execute(
     })
 }
 
-/// The registry credentials pushes (and layer cache pulls) use.
-pub(super) fn registry_credentials(app: &App) -> DockerCredentials {
-    DockerCredentials {
-        username: app.config.registry_username.clone(),
-        password: app
-            .config
-            .registry_password
-            .as_ref()
-            .map(|p| p.expose_secret().to_string()),
-        serveraddress: Some(app.config.registry.clone()),
-        ..Default::default()
-    }
+/// The registry credentials pushes (and layer cache pulls) of `build`'s repository use.
+pub(super) fn registry_credentials(app: &App, build: &BuildRow) -> DockerCredentials {
+    docker::registry_credentials(
+        &app.config,
+        &app.registry_tokens,
+        &format!("{}/{}", build.namespace, build.repository),
+    )
 }
 
 /// Blocking: fetch the mirror, find the exact commit, decide the tag, tar the context.

@@ -80,6 +80,29 @@ pub fn dockerignore_with_generated(original: Option<&[u8]>) -> Vec<u8> {
     }
 }
 
+/// The images the stages of `dockerfile` start `FROM` (`FROM [--platform=…] IMAGE [AS name]`), as
+/// written (a stage name or an `$ARG` among them; the caller keeps what it recognises), each once.
+pub fn base_images(dockerfile: &str) -> Vec<String> {
+    let escape = escape_char(dockerfile);
+    let lines: Vec<&str> = dockerfile.split_inclusive('\n').collect();
+    let mut images: Vec<String> = Vec::new();
+    for instruction in instructions(&lines, escape) {
+        if !instruction.keyword.eq_ignore_ascii_case("FROM") {
+            continue;
+        }
+        let image = instruction
+            .rest
+            .split_whitespace()
+            .find(|w| !w.starts_with("--"));
+        if let Some(image) = image
+            && !images.iter().any(|i| i == image)
+        {
+            images.push(image.to_string());
+        }
+    }
+    images
+}
+
 /// One instruction: the line it starts on, its keyword and the rest of that first line.
 struct Instruction {
     line: usize,
@@ -198,6 +221,16 @@ fn label_instruction(labels: &[(&str, &str)], escape: char) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base_images_are_the_words_after_from() {
+        let dockerfile = "# syntax=docker/dockerfile:1\nARG BASE=x\nFROM --platform=linux/amd64 reg:5000/red/base:1 AS build\nRUN echo \\\n  FROM not/this\nfrom build\nFROM $BASE\nFROM reg:5000/red/base:1\nFROM\n";
+        assert_eq!(
+            base_images(dockerfile),
+            ["reg:5000/red/base:1", "build", "$BASE"]
+        );
+        assert!(base_images("").is_empty());
+    }
 
     const LABELS: &[(&str, &str)] = &[("a.b", "1"), ("c", "x y")];
     const LABEL: &str = "LABEL \"a.b\"=\"1\" \"c\"=\"x y\"\n";

@@ -8,4 +8,5 @@ pub mod error;
 pub mod health;
 pub mod hooks;
 pub mod metrics;
+pub mod registry_token;
 pub mod router;

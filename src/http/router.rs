@@ -16,6 +16,10 @@ pub fn create_router(app: App) -> Router {
         .route("/hooks/gitlab", post(hooks::receive_gitlab))
         .route("/hooks/gitea", post(hooks::receive_gitea))
         .route("/registry/events", post(receive_registry_events))
+        .route(
+            "/registry/token",
+            get(super::registry_token::issue_registry_token),
+        )
         .nest("/api/v1", api::routes(app.clone()))
         .merge(console::routes(app.clone()))
         .fallback(console::not_found)

@@ -1,10 +1,14 @@
 //! The registry's HTTP API (Distribution v2): reachability, catalog and tags (every page), manifest
 //! digests, deletion.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use secrecy::{ExposeSecret, SecretString};
+
+use super::token::{Requester, TokenIssuer, grant, parse_scopes};
 
 pub const MANIFEST_ACCEPT: &str = "application/vnd.docker.distribution.manifest.v2+json, \
     application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, \
@@ -20,6 +24,15 @@ pub struct RegistryClient {
     username: Option<String>,
     password: Option<SecretString>,
     page_size: usize,
+    /// Without basic credentials: kiln answers a registry's Bearer challenge with a token it
+    /// signs for itself (the registry trusts kiln as its token server).
+    self_tokens: Option<Arc<SelfTokens>>,
+}
+
+/// Tokens kiln issued to itself, per scope, reused until shortly before they expire.
+struct SelfTokens {
+    issuer: Arc<TokenIssuer>,
+    cache: Mutex<HashMap<String, (String, Instant)>>,
 }
 
 impl RegistryClient {
@@ -41,7 +54,70 @@ impl RegistryClient {
             username,
             password,
             page_size: DEFAULT_PAGE_SIZE,
+            self_tokens: None,
         })
+    }
+
+    /// Answers the registry's Bearer challenges with tokens `issuer` signs (unless basic
+    /// credentials are configured: those are sent instead, as before).
+    pub fn with_token_issuer(mut self, issuer: Arc<TokenIssuer>) -> Self {
+        if self.username.is_none() {
+            self.self_tokens = Some(Arc::new(SelfTokens {
+                issuer,
+                cache: Mutex::new(HashMap::new()),
+            }));
+        }
+        self
+    }
+
+    /// Sends `req`; with self-issued tokens, a cached token for the scope the request needs goes
+    /// along, and a 401 with a Bearer challenge is answered once with a token for the challenged
+    /// scope (the Docker token authentication flow, without asking kiln's own HTTP endpoint).
+    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        let Some(tokens) = &self.self_tokens else {
+            return Ok(req.send().await?);
+        };
+        let retry = req.try_clone();
+        let (client, request) = req.build_split();
+        let mut request = request?;
+        if let Some(scope) = scope_for(request.method(), request.url().path())
+            && let Some(token) = tokens.cached(&scope)
+        {
+            request
+                .headers_mut()
+                .insert(reqwest::header::AUTHORIZATION, bearer(&token)?);
+        }
+        let resp = client.execute(request).await?;
+        if resp.status() != reqwest::StatusCode::UNAUTHORIZED {
+            return Ok(resp);
+        }
+        let Some(challenge) = resp
+            .headers()
+            .get_all(reqwest::header::WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(bearer_challenge)
+        else {
+            return Ok(resp);
+        };
+        let Some(retry) = retry else {
+            return Ok(resp);
+        };
+        if let Some(service) = challenge.get("service")
+            && *service != tokens.issuer.service
+        {
+            bail!(
+                "the registry asks for tokens of service '{service}', kiln issues them for '{}' \
+                 (KILN_REGISTRY_TOKEN_SERVICE)",
+                tokens.issuer.service
+            );
+        }
+        let scope = challenge.get("scope").cloned().unwrap_or_default();
+        let token = tokens.issue(&scope)?;
+        Ok(retry
+            .header(reqwest::header::AUTHORIZATION, bearer(&token)?)
+            .send()
+            .await?)
     }
 
     /// Asks for `n` entries per page of catalog and tag lists (at least 1).
@@ -90,10 +166,11 @@ impl RegistryClient {
         repo: &str,
         reference: &str,
     ) -> anyhow::Result<Option<reqwest::Response>> {
-        let resp = self
+        let req = self
             .get(&format!("/v2/{repo}/manifests/{reference}"))
-            .header(reqwest::header::ACCEPT, MANIFEST_ACCEPT)
-            .send()
+            .header(reqwest::header::ACCEPT, MANIFEST_ACCEPT);
+        let resp = self
+            .send(req)
             .await
             .with_context(|| format!("cannot reach {}", self.base))?;
         if resp.status() == reqwest::StatusCode::NOT_FOUND {
@@ -202,8 +279,7 @@ impl RegistryClient {
                 bail!("the registry's pages of {what} loop back to {url}");
             }
             let resp = self
-                .authorized(self.http.get(url.clone()))
-                .send()
+                .send(self.authorized(self.http.get(url.clone())))
                 .await
                 .with_context(|| format!("cannot read {what} from {}", self.base))?;
             let status = resp.status();
@@ -246,11 +322,10 @@ impl RegistryClient {
     /// Deletes a manifest by digest (every tag pointing at it goes). Err names why the registry refused.
     pub async fn delete_manifest(&self, repo: &str, digest: &str) -> anyhow::Result<()> {
         let resp = self
-            .request(
+            .send(self.request(
                 reqwest::Method::DELETE,
                 &format!("/v2/{repo}/manifests/{digest}"),
-            )
-            .send()
+            ))
             .await
             .with_context(|| format!("cannot reach {}", self.base))?;
         match resp.status().as_u16() {
@@ -258,6 +333,98 @@ impl RegistryClient {
             405 => bail!("the registry does not allow deletion (storage.delete.enabled is off)"),
             s => bail!("the registry answered HTTP {s}"),
         }
+    }
+}
+
+impl SelfTokens {
+    /// A cached token for `scope` that is still good for a while.
+    fn cached(&self, scope: &str) -> Option<String> {
+        let cache = self.cache.lock().expect("token cache poisoned");
+        cache
+            .get(scope)
+            .filter(|(_, good_until)| Instant::now() < *good_until)
+            .map(|(token, _)| token.clone())
+    }
+
+    /// A token kiln grants itself for `scope` (space-separated scopes; none: a token with no
+    /// access, as for the API root), cached until a fifth of its lifetime is left.
+    fn issue(&self, scope: &str) -> anyhow::Result<String> {
+        if let Some(token) = self.cached(scope) {
+            return Ok(token);
+        }
+        let access = grant(&Requester::Kiln, &parse_scopes(scope), false);
+        let issued = self.issuer.issue("kiln", &access)?;
+        let good_until = Instant::now() + issued.expires_in.mul_f32(0.8);
+        let mut cache = self.cache.lock().expect("token cache poisoned");
+        cache.retain(|_, (_, until)| Instant::now() < *until);
+        cache.insert(scope.to_string(), (issued.token.clone(), good_until));
+        Ok(issued.token)
+    }
+}
+
+fn bearer(token: &str) -> anyhow::Result<reqwest::header::HeaderValue> {
+    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+        .context("a registry token is not a header value")?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// The scope the registry asks for a request (as Distribution words its challenges), so a cached
+/// token can go along with the first attempt: `registry:catalog:*` for the catalog,
+/// `repository:NAME:pull` to read, `repository:NAME:delete` to delete.
+fn scope_for(method: &reqwest::Method, path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/v2/")?;
+    if rest == "_catalog" {
+        return Some("registry:catalog:*".into());
+    }
+    let name = ["/manifests/", "/tags/", "/blobs/"]
+        .iter()
+        .filter_map(|marker| rest.rfind(marker).map(|i| &rest[..i]))
+        .max_by_key(|name| name.len())?;
+    let action = match *method {
+        reqwest::Method::GET | reqwest::Method::HEAD => "pull",
+        reqwest::Method::DELETE => "delete",
+        _ => "push",
+    };
+    Some(format!("repository:{name}:{action}"))
+}
+
+/// The parameters of a `Bearer` challenge (`Bearer realm="…",service="…",scope="…"`), whose
+/// quoted values may hold commas; None for another scheme.
+fn bearer_challenge(header: &str) -> Option<HashMap<String, String>> {
+    let (scheme, rest) = header.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let mut params = HashMap::new();
+    let mut chars = rest.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
+            chars.next();
+        }
+        let key: String = chars
+            .by_ref()
+            .take_while(|c| *c != '=')
+            .collect::<String>()
+            .trim()
+            .to_ascii_lowercase();
+        if key.is_empty() {
+            return Some(params);
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => value.extend(chars.next()),
+                    '"' => break,
+                    c => value.push(c),
+                }
+            }
+        } else {
+            value = chars.by_ref().take_while(|c| *c != ',').collect();
+        }
+        params.insert(key, value.trim().to_string());
     }
 }
 
@@ -339,6 +506,60 @@ mod tests {
         ];
         for (values, want) in cases {
             assert_eq!(next_link(&headers(values)).as_deref(), *want, "{values:?}");
+        }
+    }
+
+    #[test]
+    fn bearer_challenges_are_read() {
+        let c = bearer_challenge(
+            r#"Bearer realm="http://127.0.0.1:8080/registry/token",service="kiln",scope="repository:red/app:pull,push",error="insufficient_scope""#,
+        )
+        .unwrap();
+        assert_eq!(c["realm"], "http://127.0.0.1:8080/registry/token");
+        assert_eq!(c["service"], "kiln");
+        assert_eq!(c["scope"], "repository:red/app:pull,push");
+        assert_eq!(c["error"], "insufficient_scope");
+        let c = bearer_challenge(r#"bearer realm=x, scope="a\"b""#).unwrap();
+        assert_eq!((c["realm"].as_str(), c["scope"].as_str()), ("x", "a\"b"));
+        assert!(bearer_challenge(r#"Basic realm="registry""#).is_none());
+        assert!(bearer_challenge("Bearer").is_none());
+        assert_eq!(bearer_challenge("Bearer ,,=").unwrap().len(), 0);
+        assert_eq!(
+            bearer_challenge(r#"Bearer realm="unterminated"#).unwrap()["realm"],
+            "unterminated"
+        );
+    }
+
+    #[test]
+    fn the_scope_of_a_request_is_predicted() {
+        use reqwest::Method;
+        let cases = [
+            (Method::GET, "/v2/_catalog", Some("registry:catalog:*")),
+            (
+                Method::GET,
+                "/v2/red/app/manifests/v1",
+                Some("repository:red/app:pull"),
+            ),
+            (
+                Method::GET,
+                "/v2/red/a/b/tags/list",
+                Some("repository:red/a/b:pull"),
+            ),
+            (
+                Method::DELETE,
+                "/v2/red/app/manifests/sha256:ab",
+                Some("repository:red/app:delete"),
+            ),
+            (
+                Method::GET,
+                "/v2/red/manifests/tags/list",
+                Some("repository:red/manifests:pull"),
+            ),
+            (Method::GET, "/v2/", None),
+            (Method::GET, "/other", None),
+        ];
+        for (method, path, want) in cases {
+            assert_eq!(scope_for(&method, path).as_deref(), want, "{method} {path}");
         }
     }
 

@@ -105,6 +105,28 @@ impl Kiln {
     }
 }
 
+impl Kiln {
+    /// A registry that takes kiln as its token server (issue 11), and kiln: kiln's port and data
+    /// dir are chosen first, and its signing key made there, so the registry is told the realm
+    /// (`http://127.0.0.1:{port}/registry/token`) and the certificate before kiln starts.
+    pub async fn start_with_registry_token_auth(extra: &[(&str, &str)]) -> (Registry, Kiln) {
+        super::ensure_docker();
+        let port = super::free_port();
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let key = kiln::registry::token_key::load_or_create(data_dir.path())
+            .expect("make the registry token key");
+        let registry = Registry::start_with_token_auth(
+            &format!("http://127.0.0.1:{port}/registry/token"),
+            &key.cert_path,
+        );
+        let listen = format!("127.0.0.1:{port}");
+        let mut vars = vec![("KILN_LISTEN", listen.as_str())];
+        vars.extend_from_slice(extra);
+        let kiln = Kiln::start_in(&registry, &vars, data_dir).await;
+        (registry, kiln)
+    }
+}
+
 impl KilnApi {
     pub fn new(url: String) -> KilnApi {
         KilnApi {

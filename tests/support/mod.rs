@@ -501,7 +501,23 @@ impl Registry {
         Self::spawn(None, Some((user, password)))
     }
 
+    /// A registry that trusts kiln as its token server (`auth: token`): clients get a token from
+    /// `realm` (kiln's `/registry/token`), signed by the key whose certificate is `cert_path`
+    /// (kiln's `registry-token.pem`), for the service and issuer `kiln`. Nothing works without one,
+    /// this harness's own queries included.
+    pub fn start_with_token_auth(realm: &str, cert_path: &Path) -> Registry {
+        Self::spawn_with(None, None, Some((realm, cert_path)))
+    }
+
     fn spawn(notifications: Option<(&str, &str)>, htpasswd: Option<(&str, &str)>) -> Registry {
+        Self::spawn_with(notifications, htpasswd, None)
+    }
+
+    fn spawn_with(
+        notifications: Option<(&str, &str)>,
+        htpasswd: Option<(&str, &str)>,
+        token_auth: Option<(&str, &Path)>,
+    ) -> Registry {
         let binary = "docker-registry";
         let dir = tempfile::Builder::new()
             .prefix("kiln-test-registry-")
@@ -522,7 +538,19 @@ impl Registry {
                     serde_json::to_string(file.to_str().expect("utf-8 path")).expect("quote")
                 ));
             }
-            let ready_status = if htpasswd.is_some() { 401 } else { 200 };
+            if let Some((realm, cert_path)) = token_auth {
+                let q = |s: &str| serde_json::to_string(s).expect("quote");
+                config.push_str(&format!(
+                    "auth:\n  token:\n    realm: {}\n    service: kiln\n    issuer: kiln\n    rootcertbundle: {}\n",
+                    q(realm),
+                    q(cert_path.to_str().expect("utf-8 path"))
+                ));
+            }
+            let ready_status = if htpasswd.is_some() || token_auth.is_some() {
+                401
+            } else {
+                200
+            };
             let config_path = dir.path().join("config.yml");
             fs::write(&config_path, config).expect("write the registry config");
             let log_path = dir.path().join("registry.log");
