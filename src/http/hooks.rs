@@ -192,9 +192,11 @@ async fn receive(app: &App, forge: &Forge, headers: &HeaderMap, body: Body) -> A
             format!("missing {}", forge.event_headers[0]),
         )
     })?;
+    // Replays (the same signed body under a new delivery id) are told apart by the body's digest.
+    let body_sha256 = cpu(&body, |body| hex::encode(Sha256::digest(body))).await?;
     let delivery = match header(headers, forge.delivery_headers) {
         Some(d) => d.to_string(),
-        None if forge.delivery_optional => format!("sha256:{}", hex::encode(Sha256::digest(&body))),
+        None if forge.delivery_optional => format!("sha256:{body_sha256}"),
         None => {
             return Err(ApiError::bad_request(
                 "missing_header",
@@ -222,6 +224,7 @@ async fn receive(app: &App, forge: &Forge, headers: &HeaderMap, body: Body) -> A
             event: event.to_string(),
             outcome: outcome.clone(),
             body,
+            body_sha256,
             sources: verified,
         })
         .await
