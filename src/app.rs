@@ -29,6 +29,8 @@ pub struct App {
     pub sources: Arc<SourceIndex>,
     /// SHA-256 of `KILN_ADMIN_TOKEN`, when set.
     pub admin_token_hash: Option<String>,
+    /// Per-address budgets of failed requests on the unauthenticated surfaces (issue 11).
+    pub rate_limits: Arc<crate::rate_limit::RateLimits>,
 }
 
 impl App {
@@ -72,6 +74,7 @@ impl App {
                 (2 * config.hook_body_limit).max(64 << 20),
             )),
             admin_token_hash,
+            rate_limits: Arc::new(crate::rate_limit::RateLimits::new(config.rate_limit)),
             config: Arc::new(config),
         })
     }

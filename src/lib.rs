@@ -12,6 +12,7 @@ pub mod http;
 pub mod ingest;
 pub mod local_sources;
 pub mod notify;
+pub mod rate_limit;
 pub mod registry;
 pub mod retention;
 pub mod schedules;
@@ -65,9 +66,13 @@ impl Server {
         let stop_http = tokio_util::sync::CancellationToken::new();
         let graceful = stop_http.clone().cancelled_owned();
         let task = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(graceful)
-                .await
+            // The peer's address reaches the handlers (per-address rate limits, `crate::rate_limit`).
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(graceful)
+            .await
         });
         Ok(Server {
             addr,

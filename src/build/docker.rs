@@ -104,6 +104,10 @@ pub struct BuildOptions {
     pub no_cache: bool,
     /// Images whose layers may be used as cache (`--cache-from`).
     pub cache_from: Vec<String>,
+    /// The server's memory and CPU limits (issue 11).
+    pub limits: crate::domain::build_limits::BuildLimits,
+    /// The `RUN` steps' network mode; None: the daemon's default.
+    pub network_mode: Option<&'static str>,
 }
 
 /// What a build made: the image id, and the context as sent.
@@ -161,6 +165,16 @@ async fn build_once(
     if !o.cache_from.is_empty() {
         options = options.cachefrom(&o.cache_from);
     }
+    // Limits (issue 11): swap counts in the memory limit, so the build cannot swap past it.
+    if let Some(memory) = o.limits.memory_option() {
+        options = options.memory(memory).memswap(memory);
+    }
+    if let Some(shares) = o.limits.cpu_shares {
+        options = options.cpushares(i32::try_from(shares).unwrap_or(i32::MAX));
+    }
+    if let Some(mode) = o.network_mode {
+        options = options.networkmode(mode);
+    }
     let options = options.build();
     let started = Instant::now();
     let ContextStream {
@@ -200,7 +214,12 @@ async fn build_once(
                     log.lines(complete.iter().map(String::as_str)).await;
                 }
                 if let Some(detail) = info.error_detail {
-                    break Some(detail.message.unwrap_or_else(|| "build failed".into()));
+                    let message = detail.message.unwrap_or_else(|| "build failed".into());
+                    break Some(
+                        o.limits
+                            .out_of_memory(detail.code, &message)
+                            .unwrap_or(message),
+                    );
                 }
                 if let Some(id) = info.aux.and_then(|a| a.id) {
                     image_id = Some(id);

@@ -535,7 +535,12 @@ async fn execute(
         target: settings.target.clone(),
         no_cache: settings.no_cache,
         cache_from,
+        limits: app.config.build_limits,
+        network_mode: app.config.build_limits.network_mode(settings.network),
     };
+    if let Some(line) = app.config.build_limits.summary(settings.network) {
+        log.line(&line).await;
+    }
     let build_started = Instant::now();
     let built = docker::build_image(&docker, &context, &options, log).await?;
     let context_took = built.context_sent.saturating_duration_since(build_started);

@@ -82,24 +82,31 @@ impl FromRequestParts<App> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::unauthorized("send Authorization: Bearer TOKEN"))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                ApiError::unauthorized("the Authorization header must be 'Bearer TOKEN'")
-            })?;
-        caller_for_token(app, token).await
+        // A refused token counts against the caller's address (429 once its budget is spent).
+        let peer = crate::rate_limit::peer(&parts.extensions);
+        caller_of_request(parts, app).await.map_err(|e| {
+            crate::rate_limit::refuse(&app.rate_limits, crate::rate_limit::Surface::Api, peer, e)
+        })
     }
+}
+
+/// The caller of the request's `Authorization: Bearer` token: 401 when it is missing or refused.
+async fn caller_of_request(parts: &Parts, app: &App) -> ApiResult<Caller> {
+    let header = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("send Authorization: Bearer TOKEN"))?;
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::unauthorized("the Authorization header must be 'Bearer TOKEN'"))?;
+    caller_for_token(app, token).await
 }
 
 pub async fn caller_for_token(app: &App, token: &str) -> ApiResult<Caller> {

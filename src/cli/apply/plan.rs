@@ -147,6 +147,12 @@ pub struct RuleFields {
     pub paths: Vec<String>,
     #[serde(default)]
     pub ignore_paths: Vec<String>,
+    // -- build limits (issue 11); left out of a body when it is the default --
+    #[serde(
+        default,
+        skip_serializing_if = "crate::domain::build_limits::RuleNetwork::is_default"
+    )]
+    pub network: crate::domain::build_limits::RuleNetwork,
 }
 
 impl RuleFields {
@@ -178,6 +184,7 @@ impl From<&DesiredRule> for RuleFields {
             schedule: r.schedule.clone(),
             paths: r.paths.clone(),
             ignore_paths: r.ignore_paths.clone(),
+            network: r.settings.network,
         }
     }
 }
@@ -722,6 +729,7 @@ fn diff_rule_settings(out: &mut Vec<FieldChange>, have: &RuleFields, want: &Rule
             new: Value::Minutes(want.timeout_minutes),
         });
     }
+    diff_str(out, "network", have.network.as_str(), want.network.as_str());
 }
 
 /// An ordered list (path filters).

@@ -13,6 +13,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::domain::FieldError;
+use crate::domain::build_limits::RuleNetwork;
 use crate::domain::build_settings::{self, BuildSettings};
 use crate::domain::clone_url::CloneUrl;
 use crate::domain::names::{
@@ -707,6 +708,19 @@ fn read_rule_settings(cx: &mut Cx, t: &Table, name: Option<&str>) -> Option<Buil
         Some(Some(b)) => settings.no_cache = b,
         Some(None) => ok = false,
         None => {}
+    }
+    // -- build limits (issue 11) --
+    if lookup(t.table, "network").is_some() {
+        match cx.string(t, "network", Required::No) {
+            Some((network, span)) => match RuleNetwork::parse(&network) {
+                Ok(n) => settings.network = n,
+                Err(message) => {
+                    cx.key_error(t, "network", span, message);
+                    ok = false;
+                }
+            },
+            None => ok = false,
+        }
     }
     match cx.strings(t, "extra_tags") {
         Some(Some((list, span))) => {
