@@ -214,12 +214,7 @@ async fn build_once(
                     log.lines(complete.iter().map(String::as_str)).await;
                 }
                 if let Some(detail) = info.error_detail {
-                    let message = detail.message.unwrap_or_else(|| "build failed".into());
-                    break Some(
-                        o.limits
-                            .out_of_memory(detail.code, &message)
-                            .unwrap_or(message),
-                    );
+                    break Some(detail.message.unwrap_or_else(|| "build failed".into()));
                 }
                 if let Some(id) = info.aux.and_then(|a| a.id) {
                     image_id = Some(id);
@@ -244,7 +239,9 @@ async fn build_once(
         }
     }
     if let Some(error) = daemon_error {
-        return Err(error);
+        // bollard passes the daemon's error line as a stream error, without its code: the
+        // message ends with the code of the RUN step.
+        return Err(o.limits.out_of_memory(None, &error).unwrap_or(error));
     }
     let Some((context, context_sent)) = sent else {
         let reason = producer_failed.map_or_else(|| "unknown".to_string(), |e| e.to_string());
