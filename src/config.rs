@@ -737,4 +737,10 @@ mod tests {
             assert!(e.to_string().contains(var), "{var}={value}: {e}");
         }
     }
+    #[test]
+    fn the_example_file_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/kiln.toml");
+        let c = Config::load(Some(&path), &env(&[])).unwrap();
+        assert_eq!(c.rate_limit, crate::rate_limit::RateLimitConfig::default());
+    }
 }

@@ -32,7 +32,10 @@ enum Command {
     /// finish before they are stopped and queued again, default 60), KILN_HOOK_QUEUE (verified hook deliveries
     /// waiting to be stored; beyond it hooks answer 503 with Retry-After). DOCKER_HOST picks the Docker daemon.
     /// KILN_LOCAL_SOURCES (`:`-separated directories) allows local git repositories under them as
-    /// sources; unset, none is allowed.
+    /// sources; unset, none is allowed. KILN_RATE_LIMIT_PER_MINUTE / KILN_RATE_LIMIT_BURST (failed
+    /// hooks, sign-ins and API tokens per address before 429, default 30 a minute, 10 at once; 0: off).
+    /// KILN_BUILD_MEMORY (e.g. 2g, at most 2g; default none), KILN_BUILD_CPU_SHARES (2-262144; default
+    /// the daemon's), KILN_BUILD_NETWORK (default, none or host: the network of RUN steps).
     Serve {
         /// TOML configuration file (see examples/kiln.toml).
         #[arg(long, short, env = "KILN_CONFIG")]

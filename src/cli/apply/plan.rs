@@ -1598,4 +1598,27 @@ url = "https://hooks.example.com/x"
         assert!(p.is_empty());
         assert_eq!(p.notes.len(), 2);
     }
+    #[test]
+    fn a_rules_network_is_updated_in_place_and_back() {
+        let offline = ACME.replace(
+            "type = \"branch\"\nname = \"main\"\n",
+            "type = \"branch\"\nname = \"main\"\nnetwork = \"none\"\n",
+        );
+        let state = matching_state();
+        let p = plan(&desired(&offline), &state, Options::default());
+        assert_eq!(ops(&p), vec!["update_rule acme/api/main/r1"]);
+        let Change::UpdateRule { changes, .. } = &p.changes[0] else {
+            panic!("{:?}", p.changes)
+        };
+        let lines: Vec<String> = changes
+            .iter()
+            .map(|c| format!("{}: {} → {}", c.field, c.old, c.new))
+            .collect();
+        assert_eq!(lines, vec!["network: \"default\" → \"none\""]);
+        assert_eq!(serde_json::json!(changes[0].new), serde_json::json!("none"));
+        let after = simulate(&state, &p.changes).unwrap();
+        assert!(plan(&desired(&offline), &after, Options::default()).is_empty());
+        let back = plan(&desired(ACME), &after, Options::default());
+        assert_eq!(ops(&back), vec!["update_rule acme/api/main/r1"]);
+    }
 }

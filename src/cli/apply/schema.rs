@@ -1936,4 +1936,31 @@ url = "https://hooks.example.com/y"
             assert!(!is_env_name(bad), "{bad}");
         }
     }
+    #[test]
+    fn a_rules_network_is_read_and_checked() {
+        let head = "[[namespace]]\nname = \"acme\"\n[[namespace.repository]]\nname = \"api\"\n\
+                    [namespace.repository.source]\nprovider = \"github\"\nclone_url = \"https://x.example/a.git\"\n";
+        let good = format!(
+            "{head}[[namespace.repository.rule]]\ntype = \"branch\"\nname = \"main\"\nnetwork = \"none\"\n\
+             [[namespace.repository.rule]]\ntype = \"branch\"\nname = \"dev\"\nnetwork = \"default\"\n"
+        );
+        let d = load(&[file("t.toml", &good)]).unwrap_or_else(|e| panic!("{e:?}"));
+        let rules = &d.namespaces[0].repos[0].rules;
+        assert_eq!(rules[0].settings.network, RuleNetwork::None);
+        assert_eq!(rules[1].settings.network, RuleNetwork::Default);
+
+        let bad = format!(
+            "{head}[[namespace.repository.rule]]\ntype = \"branch\"\nname = \"main\"\nnetwork = \"host\"\n\
+             [[namespace.repository.rule]]\ntype = \"branch\"\nname = \"dev\"\nnetwork = false\n"
+        );
+        let got = errors(&bad).join("\n");
+        assert!(
+            got.contains("rule #1 of acme/api: network: must be \"default\" or \"none\": host networking is set for the whole server"),
+            "{got}"
+        );
+        assert!(
+            got.contains("rule #2 of acme/api: network: must be a string (got boolean)"),
+            "{got}"
+        );
+    }
 }

@@ -282,4 +282,17 @@ mod tests {
         assert_eq!(c.timeout_minutes, Some(Some(9)));
         assert_eq!(c.extra_tags, Some(Some(vec!["latest".to_string()])));
     }
+    #[test]
+    fn the_network_choice_goes_to_the_api_body() {
+        let c = RuleForm::blank().to_create().unwrap();
+        assert_eq!(c.network, Some(Some("default".to_string())));
+        let f = RuleForm {
+            network: "none".into(),
+            ..RuleForm::blank()
+        };
+        assert_eq!(
+            f.to_update().unwrap().network,
+            Some(Some("none".to_string()))
+        );
+    }
 }
