@@ -59,6 +59,20 @@ async fn a_build_over_its_memory_limit_fails_with_that_reason() {
     );
     assert!(log.contains("Build limits: memory 32 MiB"), "{log}");
 
+    // A step killed by something else (exit code 137 as well) is not called out of memory: the
+    // daemon's `oom` event decides. (The inner shell is not PID 1, which ignores SIGKILL.)
+    let (build, log) = build_main(
+        &kiln,
+        &repo_running("sh -c 'kill -9 $$'; exit $?"),
+        "killed",
+        json!({}),
+    )
+    .await;
+    assert_eq!(build["status"], "failed", "{build}\n{log}");
+    let error = build["error"].as_str().unwrap();
+    assert!(error.ends_with("returned a non-zero code: 137"), "{error}");
+    assert!(!error.contains("memory"), "{error}");
+
     // Within the limit the same server builds, and the limit is the RUN container's.
     let (build, log) = build_main(
         &kiln,

@@ -128,23 +128,25 @@ impl BuildLimits {
         self.memory.map(|m| i32::try_from(m).unwrap_or(i32::MAX))
     }
 
-    /// The failure reason when the daemon's error is an out-of-memory kill: with a memory limit, a
-    /// `RUN` step killed with SIGKILL (exit code 137: the kernel's OOM killer, which the classic
-    /// builder reports only as that code). None otherwise (the daemon's message stands).
-    pub fn out_of_memory(&self, code: Option<i64>, message: &str) -> Option<String> {
+    /// The failure reason of a build whose `RUN` step the kernel's OOM killer stopped (the daemon's
+    /// `message` kept after it); None without a memory limit.
+    pub fn out_of_memory(&self, message: &str) -> Option<String> {
         let limit = self.memory?;
-        let killed = code == Some(137)
-            || message
-                .trim_end()
-                .ends_with("returned a non-zero code: 137");
-        killed.then(|| {
-            format!(
-                "ran out of memory: the build is limited to {} (KILN_BUILD_MEMORY); {}",
-                mebibytes(limit),
-                message.trim()
-            )
-        })
+        Some(format!(
+            "ran out of memory: the build is limited to {} (KILN_BUILD_MEMORY); {}",
+            mebibytes(limit),
+            message.trim()
+        ))
     }
+}
+
+/// Whether the classic builder's error says a `RUN` step was killed (SIGKILL, exit code 137): what
+/// an out-of-memory kill looks like in the build's own output (also a `kill -9`, so the daemon's
+/// `oom` event decides when it can be had).
+pub fn step_killed(message: &str) -> bool {
+    message
+        .trim_end()
+        .ends_with("returned a non-zero code: 137")
 }
 
 /// `N MiB` (rounded down; under 1 MiB in bytes).
@@ -300,17 +302,21 @@ mod tests {
             memory: Some(32 << 20),
             ..BuildLimits::default()
         };
-        let reason = limited.out_of_memory(Some(137), msg).unwrap();
+        assert!(step_killed(msg));
+        assert!(!step_killed(
+            "The command '/bin/sh -c false' returned a non-zero code: 1"
+        ));
+        assert!(!step_killed("returned a non-zero code: 1370"));
+        let reason = limited.out_of_memory(msg).unwrap();
         assert!(
             reason.starts_with("ran out of memory: the build is limited to 32 MiB"),
             "{reason}"
         );
-        assert!(limited.out_of_memory(None, msg).is_some());
-        assert_eq!(
-            limited.out_of_memory(Some(1), "returned a non-zero code: 1"),
-            None
+        assert!(
+            reason.ends_with("returned a non-zero code: 137"),
+            "{reason}"
         );
-        assert_eq!(BuildLimits::default().out_of_memory(Some(137), msg), None);
+        assert_eq!(BuildLimits::default().out_of_memory(msg), None);
         let two = BuildLimits {
             memory: Some(parse_memory("2g").unwrap()),
             ..BuildLimits::default()
