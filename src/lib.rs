@@ -66,7 +66,7 @@ impl Server {
         let stop_http = tokio_util::sync::CancellationToken::new();
         let graceful = stop_http.clone().cancelled_owned();
         let task = tokio::spawn(async move {
-            // The peer's address reaches the handlers (per-address rate limits, `crate::rate_limit`).
+            // The peer's address reaches handlers (the audit log records it).
             axum::serve(
                 listener,
                 router.into_make_service_with_connect_info::<std::net::SocketAddr>(),

@@ -84,16 +84,16 @@ impl FromRequestParts<App> for Caller {
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
         // A refused token counts against the caller's address (429 once its budget is spent).
         let peer = crate::rate_limit::peer(&parts.extensions);
-        caller_of_request(parts, app).await.map_err(|e| {
+        authenticate(app, &parts.headers).await.map_err(|e| {
             crate::rate_limit::refuse(&app.rate_limits, crate::rate_limit::Surface::Api, peer, e)
         })
     }
 }
 
-/// The caller of the request's `Authorization: Bearer` token: 401 when it is missing or refused.
-async fn caller_of_request(parts: &Parts, app: &App) -> ApiResult<Caller> {
-    let header = parts
-        .headers
+/// The caller named by the request's `Authorization: Bearer TOKEN` (401 without one, or for a token
+/// that is unknown or expired).
+pub async fn authenticate(app: &App, headers: &axum::http::HeaderMap) -> ApiResult<Caller> {
+    let header = headers
         .get(axum::http::header::AUTHORIZATION)
         .ok_or_else(|| ApiError::unauthorized("send Authorization: Bearer TOKEN"))?;
     let token = header
