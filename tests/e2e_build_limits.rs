@@ -212,3 +212,61 @@ async fn a_rules_network_is_validated_shown_and_changed() {
     assert_eq!(s, StatusCode::CREATED, "{body}");
     assert_eq!(body["network"], "none");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_console_rule_form_sets_and_shows_the_network() {
+    let registry = support::Registry::start();
+    let kiln = Kiln::start(&registry, &[]).await;
+    kiln.ci_repo("acme", "api", "https://github.com/acme/api.git")
+        .await;
+    let rule = kiln
+        .rule("acme", "api", json!({"type": "branch", "name": "main"}))
+        .await;
+    let console = support::console::Console::sign_in(&kiln.url, support::kiln::ADMIN_TOKEN).await;
+    let edit = format!("/repos/acme/api/rules/{rule}/edit");
+    let page = console.get(&edit).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+    assert_eq!(
+        page.attrs("#network option[selected]", "value"),
+        vec!["default"]
+    );
+
+    let fields = [
+        ("type", "branch"),
+        ("name", "main"),
+        ("dockerfile", "Dockerfile"),
+        ("context", "."),
+        ("overwrite", "on"),
+        ("enabled", "on"),
+        ("network", "none"),
+    ];
+    let page = console.post(&edit, &edit, &fields).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+    let (_, r) = kiln
+        .get(&format!("/namespaces/acme/repos/api/rules/{rule}"))
+        .await;
+    assert_eq!(r["network"], "none", "{r}");
+    assert!(
+        page.text(&format!("tr[data-rule-id='{rule}']"))
+            .contains("No network for RUN steps"),
+        "{}",
+        page.html
+    );
+    let page = console.get(&edit).await;
+    assert_eq!(
+        page.attrs("#network option[selected]", "value"),
+        vec!["none"]
+    );
+
+    // A value the API refuses is shown next to the field.
+    let mut host = fields.to_vec();
+    host.retain(|(f, _)| *f != "network");
+    host.push(("network", "host"));
+    let page = console.post(&edit, &edit, &host).await;
+    assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        page.text("#err-network").contains("whole server"),
+        "{}",
+        page.html
+    );
+}
