@@ -5,6 +5,6 @@
 ALTER TABLE events ADD COLUMN body_sha256 TEXT;
 CREATE UNIQUE INDEX events_body_unique ON events (provider, repository_id, body_sha256);
 
--- The network mode of a rule's RUN steps: 'default' (the server's KILN_BUILD_NETWORK), 'none' or
--- 'host' (only when KILN_BUILD_ALLOW_HOST_NETWORK is set).
+-- The network of a rule's RUN steps: 'default' (the server's KILN_BUILD_NETWORK) or 'none'. A rule
+-- can only make it stricter: host networking is the server's choice (KILN_BUILD_NETWORK=host).
 ALTER TABLE rules ADD COLUMN network TEXT NOT NULL DEFAULT 'default';
