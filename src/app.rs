@@ -34,6 +34,8 @@ pub struct App {
     pub secrets: crate::secrets::Cipher,
     /// Signs the registry's tokens (kiln is its token server; issue 11).
     pub registry_tokens: Arc<TokenIssuer>,
+    /// Per-address budgets of failed requests on the unauthenticated surfaces (issue 11).
+    pub rate_limits: Arc<crate::rate_limit::RateLimits>,
 }
 
 impl App {
@@ -82,6 +84,7 @@ impl App {
             admin_token_hash,
             secrets,
             registry_tokens,
+            rate_limits: Arc::new(crate::rate_limit::RateLimits::new(config.rate_limit)),
             config: Arc::new(config),
         })
     }

@@ -58,6 +58,12 @@ struct FileConfig {
     registry_token_service: Option<String>,
     registry_token_lifetime_secs: Option<u64>,
     registry_anonymous_pull: Option<bool>,
+    // -- rate limits and build limits (issue 11) --
+    rate_limit_per_minute: Option<u64>,
+    rate_limit_burst: Option<u64>,
+    build_memory: Option<String>,
+    build_cpu_shares: Option<u64>,
+    build_network: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -143,6 +149,12 @@ pub struct Config {
     pub registry_token_lifetime: Duration,
     /// Pulls without credentials are allowed (`KILN_REGISTRY_ANONYMOUS_PULL`, default false).
     pub registry_anonymous_pull: bool,
+    /// Failures allowed per address on hooks, sign-in and the API (`KILN_RATE_LIMIT_PER_MINUTE`,
+    /// `KILN_RATE_LIMIT_BURST`; 0 per minute: no limit).
+    pub rate_limit: crate::rate_limit::RateLimitConfig,
+    /// Memory, CPU shares and network of every build (`KILN_BUILD_MEMORY`, `KILN_BUILD_CPU_SHARES`,
+    /// `KILN_BUILD_NETWORK`).
+    pub build_limits: crate::domain::build_limits::BuildLimits,
 }
 
 /// Where configuration values come from: a variable lookup, so tests can pass a map instead of the process env.
@@ -392,6 +404,43 @@ impl Config {
             &pick("KILN_TRUSTED_PROXIES", f.trusted_proxies).unwrap_or_default(),
         )
         .map_err(|e| anyhow::anyhow!("KILN_TRUSTED_PROXIES: {e}"))?;
+        // -- rate limits and build limits (issue 11) --
+        let rate_limit = crate::rate_limit::RateLimitConfig::new(
+            number(
+                "KILN_RATE_LIMIT_PER_MINUTE",
+                f.rate_limit_per_minute,
+                u64::from(crate::rate_limit::DEFAULT_PER_MINUTE),
+            )?,
+            number(
+                "KILN_RATE_LIMIT_BURST",
+                f.rate_limit_burst,
+                u64::from(crate::rate_limit::DEFAULT_BURST),
+            )?,
+        )
+        .map_err(anyhow::Error::msg)?;
+        let build_limits = {
+            use crate::domain::build_limits::{self as limits, ServerNetwork};
+            let memory = pick("KILN_BUILD_MEMORY", f.build_memory)
+                .map(|m| limits::parse_memory(&m))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("KILN_BUILD_MEMORY: {e}"))?;
+            let cpu_shares = vars
+                .get("KILN_BUILD_CPU_SHARES")
+                .or(f.build_cpu_shares.map(|n| n.to_string()))
+                .map(|s| limits::parse_cpu_shares(&s))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("KILN_BUILD_CPU_SHARES: {e}"))?;
+            let network = pick("KILN_BUILD_NETWORK", f.build_network)
+                .map(|n| ServerNetwork::parse(&n))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("KILN_BUILD_NETWORK: {e}"))?
+                .unwrap_or_default();
+            limits::BuildLimits {
+                memory,
+                cpu_shares,
+                network,
+            }
+        };
         let allow_text = pick("KILN_WEBHOOK_ALLOW", f.webhook_allow).unwrap_or_default();
         let webhook_allow = crate::notify::guard::AllowList::parse(&allow_text)
             .map_err(|e| anyhow::anyhow!("KILN_WEBHOOK_ALLOW: {e}"))?;
@@ -488,6 +537,8 @@ impl Config {
             registry_token_service,
             registry_token_lifetime: Duration::from_secs(registry_token_lifetime_secs),
             registry_anonymous_pull,
+            rate_limit,
+            build_limits,
         })
     }
 
@@ -894,5 +945,58 @@ mod tests {
             let err = Config::resolve(FileConfig::default(), &env(&[(var, value)])).unwrap_err();
             assert!(err.to_string().starts_with(var), "{var}={value}: {err}");
         }
+    }
+    #[test]
+    fn rate_limits_and_build_limits() {
+        use crate::domain::build_limits::{BuildLimits, ServerNetwork};
+        let c = Config::resolve(FileConfig::default(), &env(&[])).unwrap();
+        assert_eq!(c.rate_limit, crate::rate_limit::RateLimitConfig::default());
+        assert_eq!(c.build_limits, BuildLimits::default());
+        let c = Config::resolve(
+            FileConfig::default(),
+            &env(&[
+                ("KILN_RATE_LIMIT_PER_MINUTE", "0"),
+                ("KILN_RATE_LIMIT_BURST", "0"),
+                ("KILN_BUILD_MEMORY", "2g"),
+                ("KILN_BUILD_CPU_SHARES", "512"),
+                ("KILN_BUILD_NETWORK", "none"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.rate_limit.per_minute, 0);
+        assert_eq!(
+            c.build_limits,
+            BuildLimits {
+                memory: Some(2 << 30),
+                cpu_shares: Some(512),
+                network: ServerNetwork::None,
+            }
+        );
+        let file: FileConfig = toml::from_str(
+            "rate_limit_per_minute = 5\nrate_limit_burst = 2\nbuild_memory = \"512m\"\nbuild_cpu_shares = 256\nbuild_network = \"host\"\n",
+        )
+        .unwrap();
+        let c = Config::resolve(file, &env(&[])).unwrap();
+        assert_eq!((c.rate_limit.per_minute, c.rate_limit.burst), (5, 2));
+        assert_eq!(c.build_limits.memory, Some(512 << 20));
+        assert_eq!(c.build_limits.cpu_shares, Some(256));
+        assert_eq!(c.build_limits.network, ServerNetwork::Host);
+        for (var, value) in [
+            ("KILN_BUILD_MEMORY", "lots"),
+            ("KILN_BUILD_MEMORY", "1m"),
+            ("KILN_BUILD_CPU_SHARES", "1"),
+            ("KILN_BUILD_NETWORK", "bridge"),
+            ("KILN_RATE_LIMIT_PER_MINUTE", "x"),
+            ("KILN_RATE_LIMIT_BURST", "1000000"),
+        ] {
+            let e = Config::resolve(FileConfig::default(), &env(&[(var, value)])).unwrap_err();
+            assert!(e.to_string().contains(var), "{var}={value}: {e}");
+        }
+    }
+    #[test]
+    fn the_example_file_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/kiln.toml");
+        let c = Config::load(Some(&path), &env(&[])).unwrap();
+        assert_eq!(c.rate_limit, crate::rate_limit::RateLimitConfig::default());
     }
 }

@@ -7,6 +7,9 @@
 //! this path holds a write transaction while it waits for anything else (a pooled connection, a lock,
 //! another task), which is what stalled concurrent deliveries before.
 //!
+//! A delivery is stored once per repository: a redelivery (the same delivery id) or a replay (the same
+//! body, by its SHA-256, under a new delivery id) is counted on the stored event and queues nothing.
+//!
 //! A full queue (by count, or by the bytes of the bodies waiting) refuses at once: the handler answers
 //! 503 with `Retry-After`, never an unbounded backlog.
 
@@ -36,6 +39,9 @@ pub struct Delivery {
     pub event: String,
     pub outcome: Outcome,
     pub body: Bytes,
+    /// The SHA-256 of `body` (hex), computed by the handler: a replay of a stored body under a new
+    /// delivery id is a duplicate, like a redelivery.
+    pub body_sha256: String,
     pub sources: Vec<SourceRow>,
 }
 
@@ -44,7 +50,8 @@ pub struct Delivery {
 pub struct Stored {
     /// Builds queued, over every source.
     pub build_ids: Vec<String>,
-    /// Sources for which this delivery id was stored already (a redelivery).
+    /// Sources for which this delivery id, or this body, was stored already (a redelivery or a
+    /// replay).
     pub duplicates: usize,
 }
 
@@ -218,8 +225,14 @@ impl Writer {
                 let ids = queue_builds(&mut tx, &self.registry, &p).await?;
                 stored[i].build_ids.extend(ids);
             } else {
-                db::events::count_duplicate(&mut tx, d.provider, &d.delivery_id, &p.repo.0.id)
-                    .await?;
+                db::events::count_duplicate(
+                    &mut tx,
+                    d.provider,
+                    &d.delivery_id,
+                    &d.body_sha256,
+                    &p.repo.0.id,
+                )
+                .await?;
                 stored[i].duplicates += 1;
             }
         }
@@ -277,6 +290,7 @@ impl PlannedEvent {
             outcome: &self.summary,
             plan: &self.plan_json,
             payload: &d.body,
+            body_sha256: &d.body_sha256,
         }
     }
 }
@@ -435,6 +449,7 @@ mod tests {
             event: "ping".into(),
             outcome: Outcome::Ping,
             body: Bytes::from(vec![b'x'; body_len]),
+            body_sha256: String::new(),
             sources: vec![],
         }
     }

@@ -12,6 +12,7 @@ pub mod http;
 pub mod ingest;
 pub mod local_sources;
 pub mod notify;
+pub mod rate_limit;
 pub mod registry;
 pub mod retention;
 pub mod schedules;

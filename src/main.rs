@@ -37,6 +37,10 @@ enum Command {
     /// first start (see `kiln secrets rotate`). kiln is the registry's token server (GET /registry/token):
     /// KILN_REGISTRY_TOKEN_ISSUER, KILN_REGISTRY_TOKEN_SERVICE (both `kiln`),
     /// KILN_REGISTRY_TOKEN_LIFETIME_SECS (300), KILN_REGISTRY_ANONYMOUS_PULL (false).
+    /// KILN_RATE_LIMIT_PER_MINUTE / KILN_RATE_LIMIT_BURST (failed
+    /// hooks, sign-ins and API tokens per address before 429, default 30 a minute, 10 at once; 0: off).
+    /// KILN_BUILD_MEMORY (e.g. 2g, at most 2g; default none), KILN_BUILD_CPU_SHARES (2-262144; default
+    /// the daemon's), KILN_BUILD_NETWORK (default, none or host: the network of RUN steps).
     Serve {
         /// TOML configuration file (see examples/kiln.toml).
         #[arg(long, short, env = "KILN_CONFIG")]

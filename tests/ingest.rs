@@ -25,24 +25,23 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(20);
 /// What one delivery got back: its status and body, or the transport error.
 type Answer = Result<(StatusCode, Value), String>;
 
-/// Sends `body` signed with `secret` to `/hooks/github` once per delivery id, all at once, each
-/// on its own connection; waits at most [`ANSWER_WITHIN`] for all the answers. Panics naming
-/// what was answered so far when they do not all come in time.
+/// Sends each (delivery id, body) signed with `secret` to `/hooks/github`, all at once, each on its
+/// own connection; waits at most [`ANSWER_WITHIN`] for all the answers. Panics naming what was
+/// answered so far when they do not all come in time.
 async fn deliver_concurrently(
     kiln: &Kiln,
     secret: &str,
-    body: &[u8],
-    deliveries: &[String],
+    deliveries: &[(String, Vec<u8>)],
 ) -> Vec<(String, StatusCode, Value)> {
     let url = format!("{}/hooks/github", kiln.url);
     let answers: Arc<Mutex<Vec<(String, Answer)>>> = Arc::default();
     let start = Arc::new(tokio::sync::Barrier::new(deliveries.len()));
     let mut tasks = tokio::task::JoinSet::new();
-    for delivery in deliveries {
+    for (delivery, body) in deliveries {
         let (url, secret, body, delivery) = (
             url.clone(),
             secret.to_string(),
-            body.to_vec(),
+            body.clone(),
             delivery.clone(),
         );
         let (answers, start) = (answers.clone(), start.clone());
@@ -139,11 +138,17 @@ async fn sixty_four_concurrent_signed_deliveries_are_all_answered_and_each_store
         json!({"type": "tag", "name": "v*", "overwrite": true}),
     )
     .await;
-    let payload = github_push_payload(CLONE_URL, "refs/heads/main", ZERO_SHA, COMMIT, false);
-    let body = serde_json::to_vec(&payload).unwrap();
-    let deliveries: Vec<String> = (0..64).map(|_| new_delivery_id()).collect();
+    // 64 pushes: each its own body (a body already stored under another delivery id is a replay).
+    let sent: Vec<(String, Vec<u8>)> = (0..64)
+        .map(|_| {
+            let payload =
+                github_push_payload(CLONE_URL, "refs/heads/main", ZERO_SHA, COMMIT, false);
+            (new_delivery_id(), serde_json::to_vec(&payload).unwrap())
+        })
+        .collect();
+    let deliveries: Vec<String> = sent.iter().map(|(d, _)| d.clone()).collect();
 
-    let answers = deliver_concurrently(&kiln, &secret, &body, &deliveries).await;
+    let answers = deliver_concurrently(&kiln, &secret, &sent).await;
 
     assert_eq!(answers.len(), 64);
     for (delivery, status, body) in &answers {
@@ -189,9 +194,9 @@ async fn one_delivery_sent_sixteen_times_at_once_is_stored_once_and_builds_once(
     let payload = github_push_payload(CLONE_URL, "refs/heads/main", ZERO_SHA, COMMIT, false);
     let body = serde_json::to_vec(&payload).unwrap();
     let delivery = new_delivery_id();
-    let same: Vec<String> = vec![delivery.clone(); 16];
+    let same: Vec<(String, Vec<u8>)> = vec![(delivery.clone(), body); 16];
 
-    let answers = deliver_concurrently(&kiln, &secret, &body, &same).await;
+    let answers = deliver_concurrently(&kiln, &secret, &same).await;
 
     // One is accepted and queues the build; the other fifteen are answered as duplicates.
     let accepted: Vec<&Value> = answers
@@ -229,10 +234,10 @@ async fn one_delivery_sent_sixteen_times_at_once_is_stored_once_and_builds_once(
 async fn source_changes_are_seen_by_the_next_delivery() {
     let registry = Registry::start();
     let kiln = Kiln::start(&registry, &[]).await;
-    let payload = github_push_payload(CLONE_URL, "refs/heads/main", ZERO_SHA, COMMIT, false);
+    // Each send is a new push (a new body: the same body again would be a replay).
     let send = |secret: String| {
         let kiln = &kiln;
-        let payload = payload.clone();
+        let payload = github_push_payload(CLONE_URL, "refs/heads/main", ZERO_SHA, COMMIT, false);
         async move {
             kiln.github_hook("push", &new_delivery_id(), &secret, &payload)
                 .await
@@ -322,12 +327,13 @@ async fn a_full_ingest_queue_answers_503_with_retry_after_and_loses_nothing() {
     let registry = Registry::start();
     let kiln = Kiln::start(&registry, &[("KILN_HOOK_QUEUE", "1")]).await;
     let secret = kiln.ci_repo("acme", "widget", CLONE_URL).await;
-    let payload = github_push_payload(CLONE_URL, "refs/heads/main", ZERO_SHA, COMMIT, false);
-    let body = serde_json::to_vec(&payload).unwrap();
     let url = format!("{}/hooks/github", kiln.url);
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..64 {
-        let (url, secret, body) = (url.clone(), secret.clone(), body.clone());
+        // Each its own push (the same body again would be a replay).
+        let payload = github_push_payload(CLONE_URL, "refs/heads/main", ZERO_SHA, COMMIT, false);
+        let body = serde_json::to_vec(&payload).unwrap();
+        let (url, secret) = (url.clone(), secret.clone());
         tasks.spawn(async move {
             let delivery = format!("q-{i}");
             let resp = post_github_hook(&url, "push", &delivery, &secret, &body).await;

@@ -106,6 +106,10 @@ pub struct BuildOptions {
     pub cache_from: Vec<String>,
     /// Credentials per registry host for the images the build pulls (`X-Registry-Config`).
     pub registry_credentials: HashMap<String, DockerCredentials>,
+    /// The server's memory and CPU limits (issue 11).
+    pub limits: crate::domain::build_limits::BuildLimits,
+    /// The `RUN` steps' network mode; None: the daemon's default.
+    pub network_mode: Option<&'static str>,
 }
 
 /// What a build made: the image id, and the context as sent.
@@ -163,6 +167,16 @@ async fn build_once(
     if !o.cache_from.is_empty() {
         options = options.cachefrom(&o.cache_from);
     }
+    // Limits (issue 11): swap counts in the memory limit, so the build cannot swap past it.
+    if let Some(memory) = o.limits.memory_option() {
+        options = options.memory(memory).memswap(memory);
+    }
+    if let Some(shares) = o.limits.cpu_shares {
+        options = options.cpushares(i32::try_from(shares).unwrap_or(i32::MAX));
+    }
+    if let Some(mode) = o.network_mode {
+        options = options.networkmode(mode);
+    }
     let options = options.build();
     let started = Instant::now();
     let ContextStream {
@@ -178,6 +192,9 @@ async fn build_once(
     let mut producer_failed: Option<ContextError> = None;
     let mut image_id = None;
     let mut lines = LineBuffer::default();
+    // With a memory limit, the daemon's `oom` events tell an out-of-memory kill from another one.
+    let oom = o.limits.memory.is_some().then(|| OomWatch::start(docker));
+    let mut step_containers: Vec<String> = Vec::new();
     let daemon_error = loop {
         let item = tokio::select! {
             biased;
@@ -200,6 +217,12 @@ async fn build_once(
             Ok(info) => {
                 if let Some(text) = info.stream {
                     let complete = lines.push(&text);
+                    step_containers.extend(
+                        complete
+                            .iter()
+                            .filter_map(|l| step_container(l))
+                            .map(str::to_string),
+                    );
                     log.lines(complete.iter().map(String::as_str)).await;
                 }
                 if let Some(detail) = info.error_detail {
@@ -228,6 +251,13 @@ async fn build_once(
         }
     }
     if let Some(error) = daemon_error {
+        if let Some(oom) = oom
+            && crate::domain::build_limits::step_killed(&error)
+            && oom.killed_any(&step_containers).await
+            && let Some(reason) = o.limits.out_of_memory(&error)
+        {
+            return Err(reason);
+        }
         return Err(error);
     }
     let Some((context, context_sent)) = sent else {
@@ -243,6 +273,83 @@ async fn build_once(
         context,
         context_sent,
     })
+}
+
+/// The containers the kernel's OOM killer hit since a build started (Docker's `oom` events), read
+/// while the build runs.
+struct OomWatch {
+    seen: tokio::sync::watch::Receiver<OomEvents>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct OomEvents {
+    ids: Vec<String>,
+    /// The event stream ended or failed: what was not seen may have happened.
+    unavailable: bool,
+}
+
+/// How long an `oom` event may trail the build's error.
+const OOM_EVENT_WAIT: Duration = Duration::from_secs(3);
+
+impl OomWatch {
+    fn start(docker: &Docker) -> OomWatch {
+        use bollard::query_parameters::EventsOptionsBuilder;
+        let (tx, seen) = tokio::sync::watch::channel(OomEvents::default());
+        let filters = HashMap::from([("type", vec!["container"]), ("event", vec!["oom"])]);
+        // From a second before now: an event the daemon sent before the request was set up is
+        // still replayed.
+        let since = (chrono::Utc::now().timestamp() - 1).to_string();
+        let options = EventsOptionsBuilder::default()
+            .filters(&filters)
+            .since(&since)
+            .build();
+        let docker = docker.clone();
+        let task = tokio::spawn(async move {
+            let mut events = docker.events(Some(options));
+            loop {
+                match events.next().await {
+                    Some(Ok(event)) => {
+                        if let Some(id) = event.actor.and_then(|a| a.id) {
+                            tx.send_modify(|s| s.ids.push(id));
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %one_line(&e), "cannot read the Docker daemon's oom events");
+                        tx.send_modify(|s| s.unavailable = true);
+                        return;
+                    }
+                    None => {
+                        tx.send_modify(|s| s.unavailable = true);
+                        return;
+                    }
+                }
+            }
+        });
+        OomWatch { seen, task }
+    }
+
+    /// Whether one of `containers` (ids or their 12-character prefixes) was OOM-killed; waits a
+    /// little for the event. When the events cannot be read, a killed step counts as one.
+    async fn killed_any(mut self, containers: &[String]) -> bool {
+        let hit = |s: &OomEvents| {
+            s.unavailable
+                || s.ids
+                    .iter()
+                    .any(|id| containers.iter().any(|c| id.starts_with(c.as_str())))
+        };
+        let found = tokio::time::timeout(OOM_EVENT_WAIT, self.seen.wait_for(hit))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        self.task.abort();
+        found
+    }
+}
+
+impl Drop for OomWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 fn context_failure(error: &ContextError) -> String {

@@ -545,7 +545,12 @@ async fn execute(
             &build.namespace,
             &context.base_images(),
         ),
+        limits: app.config.build_limits,
+        network_mode: app.config.build_limits.network_mode(settings.network),
     };
+    if let Some(line) = app.config.build_limits.summary(settings.network) {
+        log.line(&line).await;
+    }
     let build_started = Instant::now();
     let built = docker::build_image(&docker, &context, &options, log).await?;
     let context_took = built.context_sent.saturating_duration_since(build_started);

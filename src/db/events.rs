@@ -31,14 +31,17 @@ pub struct NewEvent<'a> {
     pub outcome: &'a str,
     pub plan: &'a str,
     pub payload: &'a [u8],
+    /// The SHA-256 of the payload (hex): the same body under a new delivery id is a replay.
+    pub body_sha256: &'a str,
 }
 
-/// Rows per INSERT: 11 parameters each, far below SQLite's 32,766.
+/// Rows per INSERT: 12 parameters each, far below SQLite's 32,766.
 const ROWS_PER_INSERT: usize = 500;
 
 /// Stores the events in as few statements as it can (group commit: one round trip to SQLite for a
 /// whole batch) and returns the ids of those stored. An event whose delivery was stored already for
-/// its repository (a redelivery, or the same delivery twice in `events`) is left out: the first wins.
+/// its repository (a redelivery, or the same delivery twice in `events`), or whose body was (a replay
+/// under a new delivery id), is left out: the first wins.
 pub async fn insert_new_many(
     tx: &mut sqlx::SqliteConnection,
     events: &[NewEvent<'_>],
@@ -47,13 +50,14 @@ pub async fn insert_new_many(
     let received_at = now();
     for chunk in events.chunks(ROWS_PER_INSERT) {
         let mut sql = String::from(
-            "INSERT INTO events (id, repository_id, provider, delivery_id, kind, git_ref, commit_sha, outcome, plan, payload, received_at) VALUES ",
+            "INSERT INTO events (id, repository_id, provider, delivery_id, kind, git_ref, commit_sha, outcome, plan, payload, body_sha256, received_at) VALUES ",
         );
         for i in 0..chunk.len() {
             sql.push_str(if i == 0 { "" } else { ", " });
-            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
         }
-        sql.push_str(" ON CONFLICT (provider, delivery_id, repository_id) DO NOTHING RETURNING id");
+        // No conflict target: both unique keys count (the delivery id, and the body's digest).
+        sql.push_str(" ON CONFLICT DO NOTHING RETURNING id");
         let mut q = sqlx::query_as::<_, (String,)>(AssertSqlSafe(sql));
         for e in chunk {
             q = q
@@ -67,6 +71,7 @@ pub async fn insert_new_many(
                 .bind(e.outcome)
                 .bind(e.plan)
                 .bind(e.payload)
+                .bind(e.body_sha256)
                 .bind(&received_at);
         }
         stored.extend(q.fetch_all(&mut *tx).await?.into_iter().map(|(id,)| id));
@@ -90,19 +95,23 @@ pub async fn list(
     .await
 }
 
-/// The same delivery came again: count it on the stored event.
+/// The same delivery (or the same body under another delivery id) came again: count it on the
+/// stored event.
 pub async fn count_duplicate(
     tx: &mut sqlx::SqliteConnection,
     provider: &str,
     delivery_id: &str,
+    body_sha256: &str,
     repository_id: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE events SET duplicates = duplicates + 1 WHERE provider = ? AND delivery_id = ? AND repository_id = ?",
+        "UPDATE events SET duplicates = duplicates + 1 \
+         WHERE provider = ? AND repository_id = ? AND (delivery_id = ? OR body_sha256 = ?)",
     )
     .bind(provider)
-    .bind(delivery_id)
     .bind(repository_id)
+    .bind(delivery_id)
+    .bind(body_sha256)
     .execute(&mut *tx)
     .await?;
     Ok(())

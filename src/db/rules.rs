@@ -1,4 +1,5 @@
 use super::{Db, new_id, now};
+use crate::domain::build_limits::RuleNetwork;
 use crate::domain::build_settings::BuildSettings;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -29,6 +30,9 @@ pub struct RuleRow {
     pub paths: String,
     /// JSON array of globs.
     pub ignore_paths: String,
+    // -- build limits (issue 11) --
+    /// `default` or `none` (`domain::build_limits::RuleNetwork`).
+    pub network: String,
 }
 
 impl RuleRow {
@@ -77,6 +81,7 @@ impl RuleRow {
             no_cache: self.no_cache,
             extra_tags: serde_json::from_str(&self.extra_tags).unwrap_or_default(),
             timeout_minutes: self.timeout_minutes.and_then(|m| u32::try_from(m).ok()),
+            network: RuleNetwork::parse(&self.network).unwrap_or_default(),
         }
     }
 }
@@ -137,8 +142,8 @@ pub async fn insert(db: &Db, repository_id: &str, f: &RuleFields) -> Result<Rule
     let (build_args, target, no_cache, extra_tags, timeout_minutes) = settings_columns(&f.settings);
     sqlx::query_as(
         "INSERT INTO rules (id, repository_id, kind, name, dockerfile, context, version, overwrite, enabled, created_at, updated_at, \
-         build_args, target, no_cache, extra_tags, timeout_minutes, schedule, paths, ignore_paths) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+         build_args, target, no_cache, extra_tags, timeout_minutes, schedule, paths, ignore_paths, network) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
     )
     .bind(new_id())
     .bind(repository_id)
@@ -159,6 +164,7 @@ pub async fn insert(db: &Db, repository_id: &str, f: &RuleFields) -> Result<Rule
     .bind(&f.schedule)
     .bind(json_list(&f.paths))
     .bind(json_list(&f.ignore_paths))
+    .bind(f.settings.network.as_str())
     .fetch_one(db)
     .await
 }
@@ -168,7 +174,7 @@ pub async fn update(db: &Db, id: &str, f: &RuleFields) -> Result<RuleRow, sqlx::
     sqlx::query_as(
         "UPDATE rules SET kind = ?, name = ?, dockerfile = ?, context = ?, version = ?, overwrite = ?, enabled = ?, \
          build_args = ?, target = ?, no_cache = ?, extra_tags = ?, timeout_minutes = ?, \
-         updated_at = ?, schedule = ?, paths = ?, ignore_paths = ? WHERE id = ? RETURNING *",
+         updated_at = ?, schedule = ?, paths = ?, ignore_paths = ?, network = ? WHERE id = ? RETURNING *",
     )
     .bind(&f.kind)
     .bind(&f.name)
@@ -186,6 +192,7 @@ pub async fn update(db: &Db, id: &str, f: &RuleFields) -> Result<RuleRow, sqlx::
     .bind(&f.schedule)
     .bind(json_list(&f.paths))
     .bind(json_list(&f.ignore_paths))
+    .bind(f.settings.network.as_str())
     .bind(id)
     .fetch_one(db)
     .await

@@ -1,4 +1,5 @@
-//! A rule's build settings: `build_args`, `target`, `no_cache`, `extra_tags`, `timeout_minutes`.
+//! A rule's build settings: `build_args`, `target`, `no_cache`, `extra_tags`, `timeout_minutes`,
+//! `network`.
 //!
 //! A build copies its rule's settings when it is queued and runs with that copy. Everything here is
 //! pure: validation of each field (with the field named, `build_args.GREETING`, `extra_tags[1]`),
@@ -8,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::build_limits::RuleNetwork;
 use super::pattern::RefPattern;
 use super::template::{TemplateVars, VersionTemplate};
 use super::{describe_char, quote};
@@ -45,6 +47,9 @@ pub struct BuildSettings {
     pub extra_tags: Vec<String>,
     /// `None`: the server's default (`KILN_BUILD_TIMEOUT_MINUTES`).
     pub timeout_minutes: Option<u32>,
+    /// The network of the `RUN` steps: the server's (`KILN_BUILD_NETWORK`), or none (issue 11).
+    #[serde(skip_serializing_if = "RuleNetwork::is_default")]
+    pub network: RuleNetwork,
 }
 
 /// A bad setting, naming the field (`build_args.KILN_COMMIT`, `extra_tags[0]`, `target`); the HTTP
@@ -809,6 +814,7 @@ mod tests {
             no_cache: true,
             extra_tags: vec!["latest".into()],
             timeout_minutes: Some(5),
+            network: RuleNetwork::Default,
         };
         let text = serde_json::to_string(&full).unwrap();
         assert_eq!(
@@ -816,6 +822,16 @@ mod tests {
             r#"{"build_args":{"A":"1"},"target":"build","no_cache":true,"extra_tags":["latest"],"timeout_minutes":5}"#
         );
         assert_eq!(serde_json::from_str::<BuildSettings>(&text).unwrap(), full);
+        let offline = BuildSettings {
+            network: RuleNetwork::None,
+            ..full.clone()
+        };
+        let text = serde_json::to_string(&offline).unwrap();
+        assert!(text.ends_with(r#""network":"none"}"#), "{text}");
+        assert_eq!(
+            serde_json::from_str::<BuildSettings>(&text).unwrap(),
+            offline
+        );
         let main = RefPattern::parse("main").unwrap();
         assert_eq!(validate_settings(&full, &main), Ok(()));
         let mut bad = full.clone();

@@ -5,6 +5,7 @@
 //! function is total over arbitrary strings (empty, huge, Unicode, control
 //! characters), which the tests in each module check.
 
+pub mod build_limits;
 pub mod build_settings;
 pub mod cache_cap;
 pub mod clone_url;

@@ -153,6 +153,7 @@ pub const RULE_FIELDS: &[&str] = &[
     "schedule",
     "paths",
     "ignore_paths",
+    "network",
 ];
 
 pub const MAX_REPO_PATH_LEN: usize = 1024;

@@ -111,7 +111,17 @@ struct Admitted {
 /// The middleware: checks `guard.access` before the handler runs.
 pub async fn enforce(State(guard): State<Guard>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
-    match admit(&guard, &mut parts).await {
+    let admitted = admit(&guard, &mut parts).await.map_err(|e| {
+        // A refused token counts against the caller's address (429 once its budget is spent).
+        let peer = crate::rate_limit::peer(&parts, &guard.app);
+        crate::rate_limit::refuse(
+            &guard.app.rate_limits,
+            crate::rate_limit::Surface::Api,
+            peer,
+            e,
+        )
+    });
+    match admitted {
         Ok(admitted) => {
             if let Some(slot) = parts.extensions.get::<AuditSlot>()
                 && let Some(caller) = &admitted.caller

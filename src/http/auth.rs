@@ -95,7 +95,11 @@ impl FromRequestParts<App> for Caller {
         if let Some(caller) = parts.extensions.get::<Caller>() {
             return Ok(caller.clone());
         }
-        authenticate(app, &parts.headers).await
+        // A refused token counts against the caller's address (429 once its budget is spent).
+        let peer = crate::rate_limit::peer(parts, app);
+        authenticate(app, &parts.headers).await.map_err(|e| {
+            crate::rate_limit::refuse(&app.rate_limits, crate::rate_limit::Surface::Api, peer, e)
+        })
     }
 }
 

@@ -13,6 +13,7 @@ use crate::app::App;
 use crate::db::sources::SourceRow;
 use crate::forge::{MalformedPayload, Outcome, gitea, github, gitlab};
 use crate::ingest::{Delivery, SubmitError};
+use crate::rate_limit::{self, Peer, Surface};
 use sha2::{Digest, Sha256};
 
 /// Reads at most `limit` bytes of body: 413 beyond.
@@ -101,21 +102,45 @@ const GITLAB: Forge = Forge {
     ping_events: &[],
 };
 
-pub async fn receive_github(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
-    receive(&app, &GITHUB, &headers, body)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+pub async fn receive_github(
+    State(app): State<App>,
+    Peer(peer): Peer,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    receive_from(&app, peer, &GITHUB, &headers, body).await
 }
 
-pub async fn receive_gitea(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
-    receive(&app, &GITEA, &headers, body)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+pub async fn receive_gitea(
+    State(app): State<App>,
+    Peer(peer): Peer,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    receive_from(&app, peer, &GITEA, &headers, body).await
 }
 
-pub async fn receive_gitlab(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
-    receive(&app, &GITLAB, &headers, body)
+pub async fn receive_gitlab(
+    State(app): State<App>,
+    Peer(peer): Peer,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    receive_from(&app, peer, &GITLAB, &headers, body).await
+}
+
+/// A delivery from `peer`: an unverified one (401) counts against the address's budget and is
+/// answered 429 once it is spent; a verified one is never limited (`crate::rate_limit`).
+async fn receive_from(
+    app: &App,
+    peer: Option<std::net::IpAddr>,
+    forge: &Forge,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    receive(app, forge, headers, body)
         .await
+        .map_err(|e| rate_limit::refuse(&app.rate_limits, Surface::Hooks, peer, e))
         .unwrap_or_else(IntoResponse::into_response)
 }
 
@@ -192,9 +217,11 @@ async fn receive(app: &App, forge: &Forge, headers: &HeaderMap, body: Body) -> A
             format!("missing {}", forge.event_headers[0]),
         )
     })?;
+    // Replays (the same signed body under a new delivery id) are told apart by the body's digest.
+    let body_sha256 = cpu(&body, |body| hex::encode(Sha256::digest(body))).await?;
     let delivery = match header(headers, forge.delivery_headers) {
         Some(d) => d.to_string(),
-        None if forge.delivery_optional => format!("sha256:{}", hex::encode(Sha256::digest(&body))),
+        None if forge.delivery_optional => format!("sha256:{body_sha256}"),
         None => {
             return Err(ApiError::bad_request(
                 "missing_header",
@@ -222,6 +249,7 @@ async fn receive(app: &App, forge: &Forge, headers: &HeaderMap, body: Body) -> A
             event: event.to_string(),
             outcome: outcome.clone(),
             body,
+            body_sha256,
             sources: verified,
         })
         .await

@@ -66,6 +66,9 @@ impl Kiln {
         // The private repositories of [`super::GitHttpServer`] are served on the loopback address,
         // which the outbound guard refuses unless KILN_GIT_ALLOW opens it.
         vars.insert("KILN_GIT_ALLOW".into(), TEST_GIT_ALLOW.into());
+        // Per-address rate limits off: every test talks from 127.0.0.1, and many try wrong tokens and
+        // signatures on purpose. tests/rate_limits.rs turns them on through `extra`.
+        vars.insert("KILN_RATE_LIMIT_PER_MINUTE".into(), "0".into());
         for (k, v) in extra {
             vars.insert(k.to_string(), v.to_string());
         }

@@ -71,6 +71,8 @@ impl KilnProcess {
             .env("KILN_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("KILN_LOCAL_SOURCES", super::git_repos_root())
             .env("KILN_GIT_ALLOW", super::kiln::TEST_GIT_ALLOW)
+            // Rate limits off, as in [`super::kiln::Kiln::start`]; `extra` may turn them on.
+            .env("KILN_RATE_LIMIT_PER_MINUTE", "0")
             .envs(extra.iter().copied())
             .stdin(Stdio::null())
             .stdout(output.try_clone().expect("kiln.log"))

@@ -1468,7 +1468,7 @@ fn github_repository(repo: &GithubRepoNames, now: u64, push_event: bool) -> Valu
     if push_event {
         r.insert("created_at".into(), json!(created));
         r.insert("updated_at".into(), json!(rfc3339(now - 3_600)));
-        r.insert("pushed_at".into(), json!(now));
+        r.insert("pushed_at".into(), json!(unique_push_time(now)));
     } else {
         r.insert("created_at".into(), json!(rfc3339(created)));
         r.insert("updated_at".into(), json!(rfc3339(now - 3_600)));
@@ -2182,6 +2182,21 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .expect("the clock is after 1970")
         .as_secs()
+}
+
+/// A push event's `pushed_at`: `now`, or one second past the last one given, so that two pushes
+/// of the same commit are two bodies, as GitHub sends them (kiln takes the same body under a new
+/// delivery id for a replay, issue 11).
+fn unique_push_time(now: u64) -> u64 {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let mut last = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(last + 1);
+        match LAST.compare_exchange(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(seen) => last = seen,
+        }
+    }
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for Unix seconds.

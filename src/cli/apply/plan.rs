@@ -147,6 +147,12 @@ pub struct RuleFields {
     pub paths: Vec<String>,
     #[serde(default)]
     pub ignore_paths: Vec<String>,
+    // -- build limits (issue 11); left out of a body when it is the default --
+    #[serde(
+        default,
+        skip_serializing_if = "crate::domain::build_limits::RuleNetwork::is_default"
+    )]
+    pub network: crate::domain::build_limits::RuleNetwork,
 }
 
 impl RuleFields {
@@ -178,6 +184,7 @@ impl From<&DesiredRule> for RuleFields {
             schedule: r.schedule.clone(),
             paths: r.paths.clone(),
             ignore_paths: r.ignore_paths.clone(),
+            network: r.settings.network,
         }
     }
 }
@@ -722,6 +729,7 @@ fn diff_rule_settings(out: &mut Vec<FieldChange>, have: &RuleFields, want: &Rule
             new: Value::Minutes(want.timeout_minutes),
         });
     }
+    diff_str(out, "network", have.network.as_str(), want.network.as_str());
 }
 
 /// An ordered list (path filters).
@@ -1589,5 +1597,28 @@ url = "https://hooks.example.com/x"
         );
         assert!(p.is_empty());
         assert_eq!(p.notes.len(), 2);
+    }
+    #[test]
+    fn a_rules_network_is_updated_in_place_and_back() {
+        let offline = ACME.replace(
+            "type = \"branch\"\nname = \"main\"\n",
+            "type = \"branch\"\nname = \"main\"\nnetwork = \"none\"\n",
+        );
+        let state = matching_state();
+        let p = plan(&desired(&offline), &state, Options::default());
+        assert_eq!(ops(&p), vec!["update_rule acme/api/main/r1"]);
+        let Change::UpdateRule { changes, .. } = &p.changes[0] else {
+            panic!("{:?}", p.changes)
+        };
+        let lines: Vec<String> = changes
+            .iter()
+            .map(|c| format!("{}: {} → {}", c.field, c.old, c.new))
+            .collect();
+        assert_eq!(lines, vec!["network: \"default\" → \"none\""]);
+        assert_eq!(serde_json::json!(changes[0].new), serde_json::json!("none"));
+        let after = simulate(&state, &p.changes).unwrap();
+        assert!(plan(&desired(&offline), &after, Options::default()).is_empty());
+        let back = plan(&desired(ACME), &after, Options::default());
+        assert_eq!(ops(&back), vec!["update_rule acme/api/main/r1"]);
     }
 }

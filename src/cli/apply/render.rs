@@ -233,6 +233,9 @@ fn rule_settings(rule: &RuleFields) -> String {
     if let Some(m) = rule.timeout_minutes {
         s.push_str(&format!(", timeout_minutes: {m}"));
     }
+    if !rule.network.is_default() {
+        s.push_str(&format!(", network: {}", shown(rule.network.as_str())));
+    }
     // -- schedules and path filters (issue 9): shown when set --
     if let Some(schedule) = &rule.schedule {
         s.push_str(&format!(", schedule: {}", shown(schedule)));

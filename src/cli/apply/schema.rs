@@ -13,6 +13,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::domain::FieldError;
+use crate::domain::build_limits::RuleNetwork;
 use crate::domain::build_settings::{self, BuildSettings};
 use crate::domain::clone_url::CloneUrl;
 use crate::domain::names::{
@@ -707,6 +708,19 @@ fn read_rule_settings(cx: &mut Cx, t: &Table, name: Option<&str>) -> Option<Buil
         Some(Some(b)) => settings.no_cache = b,
         Some(None) => ok = false,
         None => {}
+    }
+    // -- build limits (issue 11) --
+    if lookup(t.table, "network").is_some() {
+        match cx.string(t, "network", Required::No) {
+            Some((network, span)) => match RuleNetwork::parse(&network) {
+                Ok(n) => settings.network = n,
+                Err(message) => {
+                    cx.key_error(t, "network", span, message);
+                    ok = false;
+                }
+            },
+            None => ok = false,
+        }
     }
     match cx.strings(t, "extra_tags") {
         Some(Some((list, span))) => {
@@ -1921,5 +1935,32 @@ url = "https://hooks.example.com/y"
         for bad in ["", "1A", "A-B", "has space", "é"] {
             assert!(!is_env_name(bad), "{bad}");
         }
+    }
+    #[test]
+    fn a_rules_network_is_read_and_checked() {
+        let head = "[[namespace]]\nname = \"acme\"\n[[namespace.repository]]\nname = \"api\"\n\
+                    [namespace.repository.source]\nprovider = \"github\"\nclone_url = \"https://x.example/a.git\"\n";
+        let good = format!(
+            "{head}[[namespace.repository.rule]]\ntype = \"branch\"\nname = \"main\"\nnetwork = \"none\"\n\
+             [[namespace.repository.rule]]\ntype = \"branch\"\nname = \"dev\"\nnetwork = \"default\"\n"
+        );
+        let d = load(&[file("t.toml", &good)]).unwrap_or_else(|e| panic!("{e:?}"));
+        let rules = &d.namespaces[0].repos[0].rules;
+        assert_eq!(rules[0].settings.network, RuleNetwork::None);
+        assert_eq!(rules[1].settings.network, RuleNetwork::Default);
+
+        let bad = format!(
+            "{head}[[namespace.repository.rule]]\ntype = \"branch\"\nname = \"main\"\nnetwork = \"host\"\n\
+             [[namespace.repository.rule]]\ntype = \"branch\"\nname = \"dev\"\nnetwork = false\n"
+        );
+        let got = errors(&bad).join("\n");
+        assert!(
+            got.contains("rule #1 of acme/api: network: must be \"default\" or \"none\": host networking is set for the whole server"),
+            "{got}"
+        );
+        assert!(
+            got.contains("rule #2 of acme/api: network: must be a string (got boolean)"),
+            "{got}"
+        );
     }
 }

@@ -7,6 +7,7 @@ use super::{PageQuery, load_repo, paginate};
 use crate::app::App;
 use crate::db::{self, rules::RuleFields, rules::RuleRow};
 use crate::domain::FieldError;
+use crate::domain::build_limits::RuleNetwork;
 use crate::domain::build_settings::{self, BuildSettings, SettingError};
 use crate::domain::paths::PathFilter;
 use crate::domain::pattern::RefPattern;
@@ -44,6 +45,9 @@ pub struct RuleView {
     pub schedule: Option<String>,
     pub paths: Vec<String>,
     pub ignore_paths: Vec<String>,
+    // -- build limits (issue 11) --
+    /// `default` (the server's `KILN_BUILD_NETWORK`) or `none`.
+    pub network: RuleNetwork,
 }
 
 impl RuleView {
@@ -61,6 +65,7 @@ impl RuleView {
             no_cache: settings.no_cache,
             extra_tags: settings.extra_tags,
             timeout_minutes: settings.timeout_minutes,
+            network: settings.network,
             effective_timeout_minutes: build_settings::whole_minutes(effective),
             id: r.id,
             kind: r.kind,
@@ -106,6 +111,9 @@ pub struct CreateRule {
     pub schedule: Option<String>,
     pub paths: Option<Vec<String>>,
     pub ignore_paths: Option<Vec<String>>,
+    // -- build limits (issue 11) --
+    #[serde(default, deserialize_with = "present")]
+    pub network: Option<Option<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -136,6 +144,9 @@ pub struct UpdateRule {
     pub schedule: Option<Option<String>>,
     pub paths: Option<Vec<String>>,
     pub ignore_paths: Option<Vec<String>>,
+    // -- build limits (issue 11) --
+    #[serde(default, deserialize_with = "present")]
+    pub network: Option<Option<String>>,
 }
 
 /// The build settings of a create or update body (issue 9). Absent: the default (create) or unchanged
@@ -146,6 +157,7 @@ struct SettingsInput {
     no_cache: Option<Option<bool>>,
     extra_tags: Option<Option<Vec<String>>>,
     timeout_minutes: Option<Option<i64>>,
+    network: Option<Option<String>>,
 }
 
 macro_rules! settings_input {
@@ -156,6 +168,7 @@ macro_rules! settings_input {
             no_cache: $body.no_cache,
             extra_tags: $body.extra_tags,
             timeout_minutes: $body.timeout_minutes,
+            network: $body.network,
         }
     };
 }
@@ -188,6 +201,16 @@ impl SettingsInput {
             base.timeout_minutes = m
                 .map(build_settings::validate_timeout_minutes)
                 .transpose()?;
+        }
+        if let Some(n) = self.network {
+            base.network = match n {
+                None => RuleNetwork::Default,
+                Some(n) => RuleNetwork::parse(&n).map_err(|message| SettingError {
+                    field: "network".into(),
+                    code: "invalid_value",
+                    message,
+                })?,
+            };
         }
         Ok(base)
     }

@@ -117,7 +117,16 @@ pub async fn render_errors(
         let mut ctx = tera::Context::new();
         ctx.insert("status", &err.status.as_u16());
         ctx.insert("message", &err.text(lang));
+        let retry_after = response
+            .headers()
+            .get(axum::http::header::RETRY_AFTER)
+            .cloned();
         response = super::render::guest_page(lang, &uri, "error.html", ctx, err.status);
+        if let Some(v) = retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, v);
+        }
     }
     if let Some(picked) = super::i18n::query_lang(query.as_deref()) {
         response.headers_mut().append(

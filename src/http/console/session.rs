@@ -307,6 +307,7 @@ pub struct LoginForm {
 /// `POST /login`: opens a session for a valid API token. A failure says only that it failed.
 pub async fn login(
     axum::extract::State(app): axum::extract::State<App>,
+    crate::rate_limit::Peer(peer): crate::rate_limit::Peer,
     headers: HeaderMap,
     uri: axum::http::Uri,
     body: axum::body::Body,
@@ -328,6 +329,23 @@ pub async fn login(
         }
     };
     if caller.is_none() {
+        // A failed sign-in counts against the address; once its budget is spent: 429 (issue 11).
+        if let Err(t) = app
+            .rate_limits
+            .note_failure(crate::rate_limit::Surface::Login, peer)
+        {
+            tracing::info!(
+                retry_after = t.retry_after_secs,
+                "console sign-in refused: too many failures from this address"
+            );
+            let mut response =
+                ConsoleError::status(StatusCode::TOO_MANY_REQUESTS, "errors.rate_limited")
+                    .into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(t.retry_after_secs));
+            return Ok(response);
+        }
         tracing::info!("console sign-in refused");
         return Ok(login_form(
             &app,

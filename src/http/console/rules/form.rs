@@ -43,6 +43,9 @@ pub struct RuleForm {
     pub paths: String,
     #[serde(default)]
     pub ignore_paths: String,
+    /// `default` or `none` (issue 11); empty: `default`.
+    #[serde(default)]
+    pub network: String,
 }
 
 /// Every field of the form (an error naming another field is shown on top of the form).
@@ -90,6 +93,7 @@ impl RuleForm {
             schedule: rule.schedule.clone().unwrap_or_default(),
             paths: rule.paths.iter().map(|p| format!("{p}\n")).collect(),
             ignore_paths: rule.ignore_paths.iter().map(|p| format!("{p}\n")).collect(),
+            network: rule.network.as_str().to_string(),
         }
     }
 
@@ -111,6 +115,10 @@ impl RuleForm {
             schedule: Some(self.schedule.clone()),
             paths: Some(lines(&self.paths)),
             ignore_paths: Some(lines(&self.ignore_paths)),
+            network: Some(Some(match self.network.trim() {
+                "" => "default".to_string(),
+                n => n.to_string(),
+            })),
         })
     }
 
@@ -133,6 +141,7 @@ impl RuleForm {
             schedule: Some(c.schedule),
             paths: c.paths,
             ignore_paths: c.ignore_paths,
+            network: c.network,
         })
     }
 }
@@ -272,5 +281,18 @@ mod tests {
         assert_eq!(c.no_cache, Some(Some(false)));
         assert_eq!(c.timeout_minutes, Some(Some(9)));
         assert_eq!(c.extra_tags, Some(Some(vec!["latest".to_string()])));
+    }
+    #[test]
+    fn the_network_choice_goes_to_the_api_body() {
+        let c = RuleForm::blank().to_create().unwrap();
+        assert_eq!(c.network, Some(Some("default".to_string())));
+        let f = RuleForm {
+            network: "none".into(),
+            ..RuleForm::blank()
+        };
+        assert_eq!(
+            f.to_update().unwrap().network,
+            Some(Some("none".to_string()))
+        );
     }
 }
