@@ -45,6 +45,8 @@ struct FileConfig {
     // -- the web console (issue 10) --
     session_idle_minutes: Option<u64>,
     session_max_hours: Option<u64>,
+    // -- faults (issue 11) --
+    build_wait_when_down_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -103,6 +105,9 @@ pub struct Config {
     pub session_idle: Duration,
     /// A console session ends this long after sign-in, however busy.
     pub session_max: Duration,
+    /// How long a build waits for the Docker daemon or the registry to answer again before it fails
+    /// (`KILN_BUILD_WAIT_WHEN_DOWN_SECS`, default 300; zero: it fails at once).
+    pub build_wait_when_down: Duration,
 }
 
 /// Where configuration values come from: a variable lookup, so tests can pass a map instead of the process env.
@@ -138,6 +143,8 @@ pub const DEFAULT_BUILD_RETENTION_COUNT: u64 = 500;
 pub const DEFAULT_BUILD_RETENTION_DAYS: u64 = 90;
 /// The local cache cap: 20 GiB (`KILN_IMAGE_CACHE_MAX_BYTES`).
 pub const DEFAULT_IMAGE_CACHE_MAX_BYTES: u64 = 20 << 30;
+/// How long a build waits for the Docker daemon or the registry (`KILN_BUILD_WAIT_WHEN_DOWN_SECS`).
+pub const DEFAULT_BUILD_WAIT_WHEN_DOWN_SECS: u64 = 300;
 
 impl Config {
     /// Reads the optional file, then the environment, and validates the result.
@@ -352,6 +359,17 @@ impl Config {
             crate::local_sources::LocalSources::parse(&local_sources_text, &data_dir)
                 .map_err(|e| anyhow::anyhow!("KILN_LOCAL_SOURCES: {e}"))?;
 
+        let build_wait_when_down_secs = number(
+            "KILN_BUILD_WAIT_WHEN_DOWN_SECS",
+            f.build_wait_when_down_secs,
+            DEFAULT_BUILD_WAIT_WHEN_DOWN_SECS,
+        )?;
+        if build_wait_when_down_secs > 86_400 {
+            bail!(
+                "KILN_BUILD_WAIT_WHEN_DOWN_SECS: must be at most 86400 (a day), got {build_wait_when_down_secs}"
+            );
+        }
+
         Ok(Config {
             listen,
             data_dir,
@@ -383,6 +401,7 @@ impl Config {
             image_cache_max_bytes,
             session_idle: Duration::from_secs(session_idle_minutes * 60),
             session_max: Duration::from_secs(session_max_hours * 3600),
+            build_wait_when_down: Duration::from_secs(build_wait_when_down_secs),
         })
     }
 
@@ -638,5 +657,34 @@ mod tests {
         )
         .unwrap();
         assert!(!format!("{c:?}").contains("hunter2-secret"));
+    }
+
+    #[test]
+    fn build_wait_when_down_defaults_to_five_minutes_and_is_bounded() {
+        let wait = |pairs: &[(&str, &str)], file: &str| {
+            Config::resolve(toml::from_str(file).unwrap(), &env(pairs))
+                .map(|c| c.build_wait_when_down.as_secs())
+        };
+        assert_eq!(wait(&[], "").unwrap(), 300);
+        assert_eq!(
+            wait(&[("KILN_BUILD_WAIT_WHEN_DOWN_SECS", "0")], "").unwrap(),
+            0
+        );
+        assert_eq!(wait(&[], "build_wait_when_down_secs = 45").unwrap(), 45);
+        assert_eq!(
+            wait(
+                &[("KILN_BUILD_WAIT_WHEN_DOWN_SECS", "12")],
+                "build_wait_when_down_secs = 45"
+            )
+            .unwrap(),
+            12
+        );
+        let e = wait(&[("KILN_BUILD_WAIT_WHEN_DOWN_SECS", "soon")], "").unwrap_err();
+        assert!(
+            e.to_string().contains("KILN_BUILD_WAIT_WHEN_DOWN_SECS"),
+            "{e}"
+        );
+        let e = wait(&[("KILN_BUILD_WAIT_WHEN_DOWN_SECS", "86401")], "").unwrap_err();
+        assert!(e.to_string().contains("at most 86400"), "{e}");
     }
 }

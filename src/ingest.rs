@@ -56,11 +56,24 @@ pub enum SubmitError {
     Closed,
     #[error("cannot store the delivery: {0}")]
     Failed(String),
+    #[error("cannot store the delivery: the disk is full")]
+    StorageFull,
+}
+
+impl SubmitError {
+    /// The writer's failure to store, as the handler answers it (a full disk is not our bug).
+    fn stored(e: &sqlx::Error) -> SubmitError {
+        if db::is_storage_full(e) {
+            SubmitError::StorageFull
+        } else {
+            SubmitError::Failed(e.to_string())
+        }
+    }
 }
 
 struct Job {
     delivery: Delivery,
-    reply: oneshot::Sender<Result<Stored, String>>,
+    reply: oneshot::Sender<Result<Stored, SubmitError>>,
     _bytes: OwnedSemaphorePermit,
 }
 
@@ -107,10 +120,7 @@ impl IngestQueue {
                 mpsc::error::TrySendError::Full(_) => SubmitError::Full,
                 mpsc::error::TrySendError::Closed(_) => SubmitError::Closed,
             })?;
-        answer
-            .await
-            .map_err(|_| SubmitError::Closed)?
-            .map_err(SubmitError::Failed)
+        answer.await.map_err(|_| SubmitError::Closed)?
     }
 
     fn take_receiver(&self) -> Option<mpsc::Receiver<Job>> {
@@ -173,17 +183,16 @@ impl Writer {
                             .map(|mut s| s.remove(0))
                             .map_err(|e| {
                                 tracing::error!(error = %e, delivery = %job.delivery.delivery_id, "cannot store a delivery");
-                                e.to_string()
+                                SubmitError::stored(&e)
                             }),
                     );
                 }
                 results
             }
         };
-        if results
-            .iter()
-            .any(|r: &Result<Stored, String>| r.as_ref().is_ok_and(|s| !s.build_ids.is_empty()))
-        {
+        if results.iter().any(|r: &Result<Stored, SubmitError>| {
+            r.as_ref().is_ok_and(|s| !s.build_ids.is_empty())
+        }) {
             self.builds.wake_workers();
         }
         for (job, result) in batch.drain(..).zip(results) {

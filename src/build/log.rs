@@ -20,6 +20,8 @@ pub struct BuildLog {
     limit: u64,
     /// The limit was reached: output is dropped.
     cut: bool,
+    /// Lines could not be stored because the disk is full: the build fails with this reason.
+    storage_full: bool,
 }
 
 impl BuildLog {
@@ -35,6 +37,7 @@ impl BuildLog {
             written,
             limit,
             cut: written >= limit,
+            storage_full: false,
         }
     }
 
@@ -75,10 +78,16 @@ impl BuildLog {
         match db::builds::append_log(&self.app.db, &self.build_id, self.next_seq, &lines).await {
             Ok(()) => self.next_seq += lines.len() as i64,
             Err(e) => {
+                self.storage_full |= db::is_storage_full(&e);
                 tracing::warn!(build_id = %self.build_id, error = %e, "cannot write build log")
             }
         }
         self.app.builds.log_appended(&self.build_id);
+    }
+
+    /// Lines were lost because the disk holding kiln's data is full.
+    pub fn storage_full(&self) -> bool {
+        self.storage_full
     }
 
     /// Writes what is left of a partial line (output that did not end with a newline).

@@ -99,6 +99,51 @@ pub fn is_constraint(err: &sqlx::Error, name: &str) -> bool {
     }
 }
 
+/// Did this fail because the disk holding the database is full? SQLite says `SQLITE_FULL` (13,
+/// "database or disk is full") when a write finds no space, whatever the file (database, WAL,
+/// journal); an I/O error of ours says `ENOSPC` / `StorageFull`.
+pub fn is_storage_full(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => {
+            // The primary result code is the low byte of the extended one.
+            db.code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .is_some_and(|c| c & 0xff == SQLITE_FULL)
+        }
+        sqlx::Error::Io(io) => io_is_storage_full(io),
+        _ => false,
+    }
+}
+
+const SQLITE_FULL: i32 = 13;
+
+/// `ENOSPC` (or a quota's `EDQUOT`) as std names it.
+pub fn io_is_storage_full(err: &std::io::Error) -> bool {
+    matches!(
+        err.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
+/// Anywhere in an error chain (anyhow, or an error wrapping another): a full disk.
+pub fn chain_is_storage_full(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(db) = e.downcast_ref::<sqlx::Error>()
+            && is_storage_full(db)
+        {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io_is_storage_full(io)
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 /// A page request: newest first, starting after `cursor` (an id).
 #[derive(Debug, Clone, Default)]
 pub struct Page {
