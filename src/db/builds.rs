@@ -223,8 +223,11 @@ pub async fn claim_next(db: &Db, repo_limit: usize) -> Result<Option<BuildRow>, 
     )
     .bind(now())
     .bind(i64::try_from(repo_limit).unwrap_or(i64::MAX))
-    .fetch_optional(db)
-    .await?;
+    // Read to the statement's end, so a commit the disk refuses is an error here (see
+    // `super::one_returned`).
+    .fetch_all(db)
+    .await?
+    .pop();
     match claimed {
         Some((id,)) => get(db, &id).await,
         None => Ok(None),

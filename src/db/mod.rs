@@ -45,6 +45,8 @@ pub async fn connect(url: &str) -> anyhow::Result<Db> {
         // A local SQLite connection does not go stale: no ping before every use (a round trip to the
         // connection's worker thread per query).
         .test_before_acquire(false)
+        // A connection whose transaction SQLite ended by itself (a full disk) is not reused.
+        .after_release(|conn, _| Box::pin(async move { Ok(connection_is_clean(conn).await) }))
         .connect_with(options)
         .await
         .with_context(|| format!("cannot open database {url}"))?;
@@ -65,6 +67,30 @@ pub async fn connect_durable(url: &str) -> anyhow::Result<sqlx::SqliteConnection
         .connect()
         .await
         .with_context(|| format!("cannot open database {url}"))
+}
+
+/// Can this connection start a transaction again? On some errors (`SQLITE_FULL` among them) SQLite
+/// rolls the transaction back by itself; the ROLLBACK sqlx then sends fails ("no transaction is
+/// active") and sqlx goes on counting the transaction as open, so every later `BEGIN IMMEDIATE` on
+/// that connection would be refused ("non-zero transaction depth") for good. Such a connection is
+/// closed (the pool's `after_release`, the ingest writer) and a new one opened. Costs nothing when no
+/// transaction was left behind.
+pub async fn connection_is_clean(conn: &mut sqlx::SqliteConnection) -> bool {
+    use sqlx::Connection;
+    if !conn.is_in_transaction() {
+        return true;
+    }
+    // A dropped transaction's rollback is queued: let it run, then look again.
+    conn.ping().await.is_ok() && !conn.is_in_transaction()
+}
+
+/// The one row a write's `RETURNING` gave, read with `fetch_all`, never `fetch_one`/`fetch_optional`:
+/// those stop stepping the statement after its first row and reset it, and outside a transaction
+/// SQLite commits the write at that reset, whose error sqlx drops. A write refused at its commit (a
+/// full disk) would then be answered as done and be gone. Stepping to the end makes the commit's
+/// error the statement's.
+pub fn one_returned<T>(rows: Vec<T>) -> Result<T, sqlx::Error> {
+    rows.into_iter().next().ok_or(sqlx::Error::RowNotFound)
 }
 
 /// A write transaction. `BEGIN IMMEDIATE` takes the write lock at the start, so a busy database makes it

@@ -55,8 +55,9 @@ pub async fn upsert(db: &Db, s: &NewSource<'_>) -> Result<SourceRow, sqlx::Error
     .bind(s.webhook_secret)
     .bind(s.credentials)
     .bind(now())
-    .fetch_one(db)
+    .fetch_all(db)
     .await
+    .and_then(super::one_returned)
 }
 
 /// Takes the credentials out of clone URLs stored with them (`https://user:token@host/…`, as every
