@@ -160,7 +160,7 @@ async fn requeue(app: &App, build: &BuildRow, log: &mut BuildLog) -> Result<(), 
         )
     };
     log.line(&line).await;
-    for b in db::builds::requeue_interrupted(&app.db, Some(&build.id), MAX_ATTEMPTS).await? {
+    for b in super::queue::requeue_interrupted(app, Some(&build.id)).await? {
         tracing::info!(build_id = %b.id, attempt = b.attempt, requeued = b.requeued, "build stopped by the shutdown");
     }
     Ok(())

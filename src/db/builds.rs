@@ -436,6 +436,18 @@ pub async fn requeue_interrupted(
     max_attempts: i64,
 ) -> Result<Vec<Interrupted>, sqlx::Error> {
     let mut tx = super::write_tx(db).await?;
+    let out = requeue_interrupted_in(&mut tx, only, max_attempts).await?;
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// [`requeue_interrupted`] inside the caller's transaction (which queues the failed builds'
+/// `build.failed` in it too).
+pub async fn requeue_interrupted_in(
+    tx: &mut sqlx::SqliteConnection,
+    only: Option<&str>,
+    max_attempts: i64,
+) -> Result<Vec<Interrupted>, sqlx::Error> {
     let mut out: Vec<Interrupted> = sqlx::query_as(
         "UPDATE builds SET status = 'failed', finished_at = ?, \
          error = 'interrupted ' || attempt || ' times: kiln stopped during each attempt' \
@@ -457,7 +469,6 @@ pub async fn requeue_interrupted(
     .bind(only)
     .fetch_all(&mut *tx)
     .await?;
-    tx.commit().await?;
     out.extend(requeued);
     out.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(out)
