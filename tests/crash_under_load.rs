@@ -484,3 +484,136 @@ async fn kiln_killed_at_random_under_load_loses_nothing_and_duplicates_nothing()
     kiln.wait_exit(Duration::from_secs(90)).await;
     assert_eq!(integrity_check(&db_path), "ok", "integrity at the end");
 }
+
+/// A webhook receiver that takes in the first request and never answers it (kiln dies meanwhile:
+/// for kiln, the same as a receiver that acted on it and answered just as kiln was killed), then
+/// answers 200 to every later one. Records every request.
+struct HoldingReceiver {
+    url: String,
+    requests: Arc<std::sync::Mutex<Vec<support::RecordedRequest>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HoldingReceiver {
+    async fn start() -> HoldingReceiver {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let recorded = requests.clone();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let Ok(Some(request)) = support::read_request(&mut stream).await else {
+                    continue;
+                };
+                let first = {
+                    let mut all = recorded.lock().unwrap();
+                    all.push(request);
+                    all.len() == 1
+                };
+                if first {
+                    held.push(stream);
+                } else {
+                    let _ = stream
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
+                        )
+                        .await;
+                }
+            }
+        });
+        HoldingReceiver {
+            url,
+            requests,
+            task,
+        }
+    }
+
+    fn requests(&self) -> Vec<support::RecordedRequest> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for HoldingReceiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delivery_cut_by_a_crash_is_sent_again_with_the_same_webhook_id() {
+    support::ensure_docker();
+    let port = support::free_port();
+    let registry = Registry::start_with_notifications(
+        &format!("http://127.0.0.1:{port}/registry/events"),
+        REGISTRY_EVENTS_TOKEN,
+    );
+    let data = tempfile::tempdir().expect("data dir");
+    let env = [
+        ("KILN_REGISTRY_EVENTS_TOKEN", REGISTRY_EVENTS_TOKEN),
+        ("KILN_WEBHOOK_ALLOW", "127.0.0.1"),
+    ];
+    let mut kiln = KilnProcess::start_in_on(&registry, data.path(), port, &env).await;
+    let receiver = HoldingReceiver::start().await;
+    kiln.repo("crash", "app").await;
+    let (s, hook) = kiln
+        .post(
+            "/namespaces/crash/repos/app/webhooks",
+            json!({"name": "held", "url": receiver.url, "events": ["image.pushed"]}),
+        )
+        .await;
+    assert!(s.is_success(), "{hook}");
+
+    let digest = support::docker_build_and_push(
+        &registry.image("crash/app", "v1"),
+        "FROM scratch\nLABEL kiln.test.crash=held\n",
+        &[],
+    )
+    .await;
+    wait_until("the receiver to have the delivery", SETTLE, || async {
+        !receiver.requests().is_empty()
+    })
+    .await;
+    // The receiver has it; kiln has not recorded an answer: killed now.
+    kiln.signal("KILL");
+    kiln.wait_exit(Duration::from_secs(30)).await;
+    let kiln = KilnProcess::start_in_on(&registry, data.path(), port, &env).await;
+    wait_until("the delivery to be sent again", SETTLE, || async {
+        receiver.requests().len() >= 2
+    })
+    .await;
+
+    let requests = receiver.requests();
+    let first = &requests[0];
+    let again = &requests[1];
+    assert_eq!(first.json()["digest"], digest.as_str());
+    assert_eq!(
+        first.header("webhook-id"),
+        again.header("webhook-id"),
+        "the same message, so the receiver can drop the second"
+    );
+    assert_eq!(first.body, again.body);
+    // Signed again, for its new timestamp.
+    assert!(again.header("webhook-signature").is_some());
+    // kiln's record: one delivery, answered on its second attempt.
+    let deliveries = list(
+        &kiln,
+        &format!(
+            "/namespaces/crash/repos/app/webhooks/{}/deliveries",
+            hook["id"].as_str().unwrap()
+        ),
+    )
+    .await;
+    assert_eq!(deliveries.len(), 1, "{deliveries:?}");
+    assert_eq!(deliveries[0]["status"], "succeeded", "{deliveries:?}");
+    println!(
+        "a delivery cut by a crash: sent {} times with webhook-id {}, attempts recorded {}",
+        requests.len(),
+        first.header("webhook-id").unwrap(),
+        deliveries[0]["attempts"]
+    );
+}
