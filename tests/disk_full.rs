@@ -2,7 +2,7 @@
 //! test's. Requests that must store (hook deliveries, API creates) are refused with 503
 //! `storage_full` and `Retry-After` in the JSON error shape, never a 500 or a panic; nothing is
 //! half-written (`PRAGMA integrity_check` says ok, a refused create does not exist); a build that
-//! cannot store its work fails with the reason; and once the filler is deleted the same requests
+//! cannot store its log or fetch its commit fails with the reason; and once the filler is deleted the same requests
 //! succeed, without restarting kiln.
 //!
 //! Mounting needs root: `.ci/run` runs as root. The test fails (it does not skip) when the mount
@@ -13,11 +13,12 @@ mod support;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::kiln::Kiln;
-use support::{GitHttpServer, GitRepo, Registry, github_push_payload, new_delivery_id};
+use support::{GitHttpServer, GitRepo, Registry, github_push_payload, new_delivery_id, wait_until};
 
 const ZERO: &str = "0000000000000000000000000000000000000000";
 
@@ -194,9 +195,64 @@ async fn a_full_disk_refuses_what_it_cannot_store_corrupts_nothing_and_kiln_resu
     kiln.rule("acme", "app", json!({"type": "branch", "name": "main"}))
         .await;
 
-    // -- 1. Nearly full: the hook is stored, the build cannot fetch and fails with the reason.
+    let base = tokio::task::spawn_blocking(support::ensure_base_image)
+        .await
+        .unwrap();
+
+    // -- 1. Nearly full: the hook is stored; the build prints 2 MiB, more than its log can store, and
+    // fails with that reason instead of pushing.
     let mut filler = Filler::new(tmpfs.path());
     filler.fill(512 * 1024);
+    git.write(
+        "Dockerfile",
+        format!(
+            "FROM {base}\nRUN i=0; while [ $i -lt 20000 ]; do \
+             echo \"line $i of a build whose output is more than the disk can hold\"; i=$((i+1)); done\n"
+        ),
+    );
+    let sha = git.commit("a loud build");
+    git.push("main");
+    let resp = post_hook(
+        &kiln,
+        &new_delivery_id(),
+        &secret,
+        &push_body(&clone_url, &sha, 0),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let queued: Value = resp.json().await.unwrap();
+    let build = queued["builds"][0].as_str().expect("a build").to_string();
+    // The daemon finished the build (it tagged the image); the log took the disk's last bytes, so
+    // the build's end cannot be recorded until space returns: kiln tries again until then.
+    let built = format!("{}/acme/app:main", registry.addr);
+    wait_until(
+        "the daemon to finish the loud build",
+        Duration::from_secs(180),
+        || {
+            let built = built.clone();
+            async move {
+                tokio::task::spawn_blocking(move || support::docker_image_exists(&built))
+                    .await
+                    .unwrap()
+            }
+        },
+    )
+    .await;
+    filler.fill(1 << 20);
+    let b = kiln.wait_build(&build).await;
+    assert_eq!(b["status"], "failed", "{b}");
+    assert_eq!(
+        b["error"], "the disk holding kiln's data is full: the build log cannot be stored",
+        "{b}"
+    );
+    assert!(
+        registry.tags("acme/app").await.is_empty(),
+        "nothing was pushed"
+    );
+
+    // -- 1b. Nearly full again: the build cannot fetch 2 MiB of git objects and fails with the reason.
+    filler.fill(512 * 1024);
+    git.write("Dockerfile", "FROM scratch\nCOPY blob /blob\n");
     git.write("blob", support::incompressible(2 << 20, 11));
     let sha = git.commit("a blob of 2 MiB");
     git.push("main");

@@ -50,7 +50,7 @@ impl BuildLog {
 
     /// Lines of the build's output: kept up to the log's limit.
     pub async fn lines<'a>(&mut self, lines: impl Iterator<Item = &'a str>) {
-        if self.cut {
+        if self.cut || self.storage_full {
             return;
         }
         let mut kept = Vec::new();
@@ -77,8 +77,14 @@ impl BuildLog {
         }
         match db::builds::append_log(&self.app.db, &self.build_id, self.next_seq, &lines).await {
             Ok(()) => self.next_seq += lines.len() as i64,
+            Err(e) if db::is_storage_full(&e) => {
+                // Said once: the build's output is dropped from now on, and the build fails.
+                if !self.storage_full {
+                    tracing::warn!(build_id = %self.build_id, error = %e, "the disk is full: cannot write the build log");
+                }
+                self.storage_full = true;
+            }
             Err(e) => {
-                self.storage_full |= db::is_storage_full(&e);
                 tracing::warn!(build_id = %self.build_id, error = %e, "cannot write build log")
             }
         }
