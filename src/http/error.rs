@@ -336,4 +336,36 @@ mod tests {
         let empty: Query = parse_query("").unwrap();
         assert_eq!((empty.limit, empty.include_hidden), (None, false));
     }
+
+    #[test]
+    fn a_full_disk_anywhere_in_the_chain_is_503_storage_full_with_retry_after() {
+        let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        let e = ApiError::from(anyhow::Error::from(full).context("cannot write the mirror"));
+        assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.code, "storage_full");
+        assert_eq!(e.retry_after, Some(STORAGE_FULL_RETRY_SECS));
+        assert!(
+            !e.message.contains("mirror"),
+            "the detail goes to the log only"
+        );
+
+        let quota = std::io::Error::from(std::io::ErrorKind::QuotaExceeded);
+        assert_eq!(
+            ApiError::from(anyhow::Error::from(quota)).code,
+            "storage_full"
+        );
+        assert_eq!(
+            ApiError::from(sqlx::Error::Io(std::io::Error::from(
+                std::io::ErrorKind::StorageFull
+            )))
+            .code,
+            "storage_full"
+        );
+
+        let other = ApiError::from(anyhow::anyhow!("something else"));
+        assert_eq!(other.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(other.code, "internal");
+        let other = ApiError::from(sqlx::Error::RowNotFound);
+        assert_eq!(other.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
 }
