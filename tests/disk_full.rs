@@ -203,11 +203,13 @@ async fn a_full_disk_refuses_what_it_cannot_store_corrupts_nothing_and_kiln_resu
     // fails with that reason instead of pushing.
     let mut filler = Filler::new(tmpfs.path());
     filler.fill(512 * 1024);
+    // A run of its own (no layer cache can skip the step that prints).
+    let run = new_delivery_id();
     git.write(
         "Dockerfile",
         format!(
             "FROM {base}\nRUN i=0; while [ $i -lt 20000 ]; do \
-             echo \"line $i of a build whose output is more than the disk can hold\"; i=$((i+1)); done\n"
+             echo \"line $i of build {run}, whose output is more than the disk can hold\"; i=$((i+1)); done\n"
         ),
     );
     let sha = git.commit("a loud build");
