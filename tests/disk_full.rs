@@ -314,6 +314,36 @@ async fn a_full_disk_refuses_what_it_cannot_store_corrupts_nothing_and_kiln_resu
         "disk full: {} namespace creates fitted in SQLite's free pages before one was refused",
         created.len()
     );
+    // A change made in a transaction (hiding the repository: two statements) is refused whole.
+    filler.fill(0);
+    let hide = |path: &'static str| {
+        kiln.http
+            .post(format!(
+                "{}/api/v1/namespaces/acme/repos/app/{path}",
+                kiln.url
+            ))
+            .bearer_auth(support::kiln::ADMIN_TOKEN)
+            .send()
+    };
+    let mut hidden_while_full = 0;
+    loop {
+        filler.fill(0);
+        let resp = hide("hide").await.expect("hide request");
+        if resp.status().is_success() {
+            // It fitted in free pages: shown again, and tried once more.
+            hidden_while_full += 1;
+            assert!(hidden_while_full < 50, "hiding never hit the full disk");
+            filler.fill(0);
+            let resp = hide("unhide").await.expect("unhide request");
+            if resp.status().is_success() {
+                continue;
+            }
+            assert_storage_full(resp, "unhide").await;
+            break;
+        }
+        assert_storage_full(resp, "hide").await;
+        break;
+    }
     // kiln answers reads meanwhile.
     let (s, _) = kiln.get("/namespaces/acme/repos/app").await;
     assert_eq!(s, StatusCode::OK);
@@ -333,6 +363,18 @@ async fn a_full_disk_refuses_what_it_cannot_store_corrupts_nothing_and_kiln_resu
     );
     let (s, body) = kiln.post("/namespaces", json!({"name": refused})).await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
+    // Transactions work again on every pooled connection (a connection whose transaction SQLite
+    // ended on the full disk was not kept): each of the pool's connections is used a few times.
+    for round in 0..24 {
+        let path = if round % 2 == 0 { "hide" } else { "unhide" };
+        let resp = hide(path).await.expect("hide request");
+        let status = resp.status();
+        assert!(
+            status.is_success(),
+            "{path} after space returned: {status} {}",
+            resp.text().await.unwrap_or_default()
+        );
+    }
     let b = kiln.wait_build(&build).await;
     assert_eq!(b["status"], "succeeded", "{b}\n{}", kiln.log(&build).await);
 
