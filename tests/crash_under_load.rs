@@ -378,6 +378,7 @@ async fn kiln_killed_at_random_under_load_loses_nothing_and_duplicates_nothing()
     // -- Notifications: per receiver, each event once (distinct webhook-ids); re-sends counted.
     let mut raw_resends = 0;
     let mut started_again = 0;
+    let mut duplicates: Vec<String> = Vec::new();
     let mut deliveries_total = 0;
     for (name, receiver) in receivers.iter() {
         let requests = receiver.requests();
@@ -427,12 +428,12 @@ async fn kiln_killed_at_random_under_load_loses_nothing_and_duplicates_nothing()
                 started_again += ids.len() - 1;
                 continue;
             }
-            assert_eq!(
-                ids.len(),
-                1,
-                "{name}: {event} of {about} was delivered as {} distinct messages: {ids:?}",
-                ids.len()
-            );
+            if ids.len() > 1 {
+                duplicates.push(format!(
+                    "{name}: {event} of {about} was delivered as {} distinct messages: {ids:?}",
+                    ids.len()
+                ));
+            }
         }
         // Every new version was announced; every build's end was announced.
         let versions = list(
@@ -472,12 +473,14 @@ async fn kiln_killed_at_random_under_load_loses_nothing_and_duplicates_nothing()
     println!(
         "crash under load: seed {seed}, kills survived {kills}, pushes answered 2xx {} (sent {sends} times: \
          {} redeliveries), docker pushes {}, events lost {events_lost}, builds {builds_total} {statuses:?}, \
-         notifications {deliveries_total} distinct, duplicate deliveries 0, raw re-sends with the same \
+         notifications {deliveries_total} distinct, duplicate deliveries {}, raw re-sends with the same \
          webhook-id {raw_resends}, build.started announced again for a re-run {started_again}",
         answered.len(),
         sends - answered.len(),
         pushed_images.len(),
+        duplicates.len(),
     );
+    assert!(duplicates.is_empty(), "duplicates: {duplicates:#?}");
     assert!(kills >= 5);
 
     kiln.signal("TERM");
