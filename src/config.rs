@@ -64,6 +64,8 @@ struct FileConfig {
     build_memory: Option<String>,
     build_cpu_shares: Option<u64>,
     build_network: Option<String>,
+    // -- faults (issue 11) --
+    build_wait_when_down_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -155,6 +157,9 @@ pub struct Config {
     /// Memory, CPU shares and network of every build (`KILN_BUILD_MEMORY`, `KILN_BUILD_CPU_SHARES`,
     /// `KILN_BUILD_NETWORK`).
     pub build_limits: crate::domain::build_limits::BuildLimits,
+    /// How long a build waits for the Docker daemon or the registry to answer again before it fails
+    /// (`KILN_BUILD_WAIT_WHEN_DOWN_SECS`, default 300; zero: it fails at once).
+    pub build_wait_when_down: Duration,
 }
 
 /// Where configuration values come from: a variable lookup, so tests can pass a map instead of the process env.
@@ -190,6 +195,8 @@ pub const DEFAULT_BUILD_RETENTION_COUNT: u64 = 500;
 pub const DEFAULT_BUILD_RETENTION_DAYS: u64 = 90;
 /// The local cache cap: 20 GiB (`KILN_IMAGE_CACHE_MAX_BYTES`).
 pub const DEFAULT_IMAGE_CACHE_MAX_BYTES: u64 = 20 << 30;
+/// How long a build waits for the Docker daemon or the registry (`KILN_BUILD_WAIT_WHEN_DOWN_SECS`).
+pub const DEFAULT_BUILD_WAIT_WHEN_DOWN_SECS: u64 = 300;
 
 impl Config {
     /// Reads the optional file, then the environment, and validates the result.
@@ -497,6 +504,17 @@ impl Config {
             None => f.registry_anonymous_pull.unwrap_or(false),
         };
 
+        let build_wait_when_down_secs = number(
+            "KILN_BUILD_WAIT_WHEN_DOWN_SECS",
+            f.build_wait_when_down_secs,
+            DEFAULT_BUILD_WAIT_WHEN_DOWN_SECS,
+        )?;
+        if build_wait_when_down_secs > 86_400 {
+            bail!(
+                "KILN_BUILD_WAIT_WHEN_DOWN_SECS: must be at most 86400 (a day), got {build_wait_when_down_secs}"
+            );
+        }
+
         Ok(Config {
             listen,
             data_dir,
@@ -539,6 +557,7 @@ impl Config {
             registry_anonymous_pull,
             rate_limit,
             build_limits,
+            build_wait_when_down: Duration::from_secs(build_wait_when_down_secs),
         })
     }
 
@@ -998,5 +1017,34 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/kiln.toml");
         let c = Config::load(Some(&path), &env(&[])).unwrap();
         assert_eq!(c.rate_limit, crate::rate_limit::RateLimitConfig::default());
+    }
+
+    #[test]
+    fn build_wait_when_down_defaults_to_five_minutes_and_is_bounded() {
+        let wait = |pairs: &[(&str, &str)], file: &str| {
+            Config::resolve(toml::from_str(file).unwrap(), &env(pairs))
+                .map(|c| c.build_wait_when_down.as_secs())
+        };
+        assert_eq!(wait(&[], "").unwrap(), 300);
+        assert_eq!(
+            wait(&[("KILN_BUILD_WAIT_WHEN_DOWN_SECS", "0")], "").unwrap(),
+            0
+        );
+        assert_eq!(wait(&[], "build_wait_when_down_secs = 45").unwrap(), 45);
+        assert_eq!(
+            wait(
+                &[("KILN_BUILD_WAIT_WHEN_DOWN_SECS", "12")],
+                "build_wait_when_down_secs = 45"
+            )
+            .unwrap(),
+            12
+        );
+        let e = wait(&[("KILN_BUILD_WAIT_WHEN_DOWN_SECS", "soon")], "").unwrap_err();
+        assert!(
+            e.to_string().contains("KILN_BUILD_WAIT_WHEN_DOWN_SECS"),
+            "{e}"
+        );
+        let e = wait(&[("KILN_BUILD_WAIT_WHEN_DOWN_SECS", "86401")], "").unwrap_err();
+        assert!(e.to_string().contains("at most 86400"), "{e}");
     }
 }

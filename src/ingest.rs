@@ -63,11 +63,24 @@ pub enum SubmitError {
     Closed,
     #[error("cannot store the delivery: {0}")]
     Failed(String),
+    #[error("cannot store the delivery: the disk is full")]
+    StorageFull,
+}
+
+impl SubmitError {
+    /// The writer's failure to store, as the handler answers it (a full disk is not our bug).
+    fn stored(e: &sqlx::Error) -> SubmitError {
+        if db::is_storage_full(e) {
+            SubmitError::StorageFull
+        } else {
+            SubmitError::Failed(e.to_string())
+        }
+    }
 }
 
 struct Job {
     delivery: Delivery,
-    reply: oneshot::Sender<Result<Stored, String>>,
+    reply: oneshot::Sender<Result<Stored, SubmitError>>,
     _bytes: OwnedSemaphorePermit,
 }
 
@@ -114,10 +127,7 @@ impl IngestQueue {
                 mpsc::error::TrySendError::Full(_) => SubmitError::Full,
                 mpsc::error::TrySendError::Closed(_) => SubmitError::Closed,
             })?;
-        answer
-            .await
-            .map_err(|_| SubmitError::Closed)?
-            .map_err(SubmitError::Failed)
+        answer.await.map_err(|_| SubmitError::Closed)?
     }
 
     fn take_receiver(&self) -> Option<mpsc::Receiver<Job>> {
@@ -128,6 +138,8 @@ impl IngestQueue {
 /// What the writer needs besides its connection.
 struct Writer {
     conn: SqliteConnection,
+    /// To open the connection again when a failed transaction left it unusable (a full disk).
+    database_url: String,
     registry: String,
     builds: Arc<BuildQueue>,
 }
@@ -142,6 +154,7 @@ pub async fn start(app: &App, stop: CancellationToken) -> anyhow::Result<()> {
     let conn = db::connect_durable(&app.config.database_url).await?;
     let writer = Writer {
         conn,
+        database_url: app.config.database_url.clone(),
         registry: app.config.registry.clone(),
         builds: app.builds.clone(),
     };
@@ -172,30 +185,49 @@ impl Writer {
             Ok(stored) => stored.into_iter().map(Ok).collect(),
             Err(e) => {
                 tracing::warn!(error = %e, deliveries = batch.len(), "group commit failed; storing one by one");
+                self.reopen_if_stuck().await;
                 let mut results = Vec::with_capacity(batch.len());
                 for job in batch.iter() {
-                    results.push(
-                        self.store(std::slice::from_ref(job))
-                            .await
-                            .map(|mut s| s.remove(0))
-                            .map_err(|e| {
-                                tracing::error!(error = %e, delivery = %job.delivery.delivery_id, "cannot store a delivery");
-                                e.to_string()
-                            }),
-                    );
+                    let result = self.store(std::slice::from_ref(job)).await;
+                    if result.is_err() {
+                        self.reopen_if_stuck().await;
+                    }
+                    results.push(result.map(|mut s| s.remove(0)).map_err(|e| {
+                        tracing::error!(error = %e, delivery = %job.delivery.delivery_id, "cannot store a delivery");
+                        SubmitError::stored(&e)
+                    }));
                 }
                 results
             }
         };
-        if results
-            .iter()
-            .any(|r: &Result<Stored, String>| r.as_ref().is_ok_and(|s| !s.build_ids.is_empty()))
-        {
+        if results.iter().any(|r: &Result<Stored, SubmitError>| {
+            r.as_ref().is_ok_and(|s| !s.build_ids.is_empty())
+        }) {
             self.builds.wake_workers();
         }
         for (job, result) in batch.drain(..).zip(results) {
             // The handler may have gone (client hung up): its delivery is stored all the same.
             let _ = job.reply.send(result);
+        }
+    }
+
+    /// After a failed transaction: replaces the connection when it cannot start another one (see
+    /// [`db::connection_is_clean`]), so the writer stores again once the cause (a full disk) is gone.
+    async fn reopen_if_stuck(&mut self) {
+        if db::connection_is_clean(&mut self.conn).await {
+            return;
+        }
+        match db::connect_durable(&self.database_url).await {
+            Ok(conn) => {
+                tracing::warn!(
+                    "the ingest connection was left in a transaction SQLite had ended; opened a new one"
+                );
+                let stuck = std::mem::replace(&mut self.conn, conn);
+                let _ = stuck.close_hard().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "cannot open a new ingest connection; keeping the old one")
+            }
         }
     }
 

@@ -30,7 +30,8 @@ enum Command {
     /// KILN_BUILD_TIMEOUT_MINUTES (a rule's default; KILN_BUILD_TIMEOUT_SECS wins when set),
     /// KILN_SHUTDOWN_GRACE_SECS (on SIGTERM/Ctrl-C, how long running builds may
     /// finish before they are stopped and queued again, default 60), KILN_HOOK_QUEUE (verified hook deliveries
-    /// waiting to be stored; beyond it hooks answer 503 with Retry-After). DOCKER_HOST picks the Docker daemon.
+    /// waiting to be stored; beyond it hooks answer 503 with Retry-After). DOCKER_HOST picks the Docker daemon;
+    /// KILN_BUILD_WAIT_WHEN_DOWN_SECS (default 300) is how long a build waits for it or the registry.
     /// KILN_LOCAL_SOURCES (`:`-separated directories) allows local git repositories under them as
     /// sources; unset, none is allowed. KILN_SECRET_KEY (base64 or 64 hex digits of 32 bytes) encrypts
     /// the secrets kept in the database; unset, the key is {KILN_DATA_DIR}/secret.key, created at

@@ -20,6 +20,8 @@ pub struct BuildLog {
     limit: u64,
     /// The limit was reached: output is dropped.
     cut: bool,
+    /// Lines could not be stored because the disk is full: the build fails with this reason.
+    storage_full: bool,
 }
 
 impl BuildLog {
@@ -35,6 +37,7 @@ impl BuildLog {
             written,
             limit,
             cut: written >= limit,
+            storage_full: false,
         }
     }
 
@@ -47,7 +50,7 @@ impl BuildLog {
 
     /// Lines of the build's output: kept up to the log's limit.
     pub async fn lines<'a>(&mut self, lines: impl Iterator<Item = &'a str>) {
-        if self.cut {
+        if self.cut || self.storage_full {
             return;
         }
         let mut kept = Vec::new();
@@ -74,11 +77,23 @@ impl BuildLog {
         }
         match db::builds::append_log(&self.app.db, &self.build_id, self.next_seq, &lines).await {
             Ok(()) => self.next_seq += lines.len() as i64,
+            Err(e) if db::is_storage_full(&e) => {
+                // Said once: the build's output is dropped from now on, and the build fails.
+                if !self.storage_full {
+                    tracing::warn!(build_id = %self.build_id, error = %e, "the disk is full: cannot write the build log");
+                }
+                self.storage_full = true;
+            }
             Err(e) => {
                 tracing::warn!(build_id = %self.build_id, error = %e, "cannot write build log")
             }
         }
         self.app.builds.log_appended(&self.build_id);
+    }
+
+    /// Lines were lost because the disk holding kiln's data is full.
+    pub fn storage_full(&self) -> bool {
+        self.storage_full
     }
 
     /// Writes what is left of a partial line (output that did not end with a newline).

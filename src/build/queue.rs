@@ -186,6 +186,35 @@ pub async fn queue_rule_build(
     Ok(build)
 }
 
+/// Running builds (all, or only `only`) go back to the queue as their next attempt; one interrupted
+/// [`MAX_ATTEMPTS`] times fails instead, and its `build.failed` is queued in the same transaction (a
+/// crash cannot leave a build failed and never announced).
+pub async fn requeue_interrupted(
+    app: &App,
+    only: Option<&str>,
+) -> Result<Vec<db::builds::Interrupted>, sqlx::Error> {
+    let mut tx = db::write_tx(&app.db).await?;
+    let interrupted = db::builds::requeue_interrupted_in(&mut tx, only, MAX_ATTEMPTS).await?;
+    let mut queued = 0;
+    for b in interrupted.iter().filter(|b| !b.requeued) {
+        if let Some(row) = db::builds::get(&mut *tx, &b.id).await? {
+            queued += crate::notify::outbox::enqueue(
+                &mut tx,
+                &app.config.public_url,
+                &row.repository_id,
+                &crate::notify::outbox::build_event("build.failed", &row),
+            )
+            .await?
+            .len();
+        }
+    }
+    tx.commit().await?;
+    if queued > 0 {
+        app.notifier.wake();
+    }
+    Ok(interrupted)
+}
+
 /// The build workers: stop them with [`Workers::drain`].
 pub struct Workers {
     handles: Vec<JoinHandle<()>>,
@@ -197,7 +226,7 @@ pub struct Workers {
 /// `KILN_BUILD_WORKERS` workers. They also stop when `stop` is cancelled (the running build is dropped:
 /// the next start queues it again).
 pub async fn start_workers(app: &App, stop: CancellationToken) -> anyhow::Result<Workers> {
-    for b in db::builds::requeue_interrupted(&app.db, None, MAX_ATTEMPTS).await? {
+    for b in requeue_interrupted(app, None).await? {
         let line = if b.requeued {
             tracing::warn!(build_id = %b.id, attempt = b.attempt, "build interrupted by the last stop queued again");
             format!(

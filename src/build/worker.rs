@@ -159,7 +159,7 @@ async fn requeue(app: &App, build: &BuildRow, log: &mut BuildLog) -> Result<(), 
         )
     };
     log.line(&line).await;
-    for b in db::builds::requeue_interrupted(&app.db, Some(&build.id), MAX_ATTEMPTS).await? {
+    for b in super::queue::requeue_interrupted(app, Some(&build.id)).await? {
         tracing::info!(build_id = %b.id, attempt = b.attempt, requeued = b.requeued, "build stopped by the shutdown");
     }
     Ok(())
@@ -307,8 +307,38 @@ async fn end_build(
 ) -> Result<bool, sqlx::Error> {
     // A failure's reason can quote what a build printed or a server answered: masked like the log.
     let error = error.map(crate::secrets::mask::mask);
+    // A full disk refuses the record: the build stays `building` (a restart queues it again) while
+    // this tries again, until space returns or the patience runs out.
+    let started = Instant::now();
+    loop {
+        match try_end_build(app, build_id, status, error.as_deref(), digest).await {
+            Err(e)
+                if db::is_storage_full(&e) && started.elapsed() < END_RECORD_PATIENCE_WHEN_FULL =>
+            {
+                tracing::warn!(build_id, error = %e, "the disk is full: cannot record the end of the build yet; trying again");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How long [`end_build`] tries again to record a build's end while the disk is full.
+const END_RECORD_PATIENCE_WHEN_FULL: Duration = Duration::from_secs(600);
+
+/// Why a build fails when the disk holding kiln's data is full.
+const STORAGE_FULL_REASON: &str =
+    "the disk holding kiln's data is full: the build log cannot be stored";
+
+async fn try_end_build(
+    app: &App,
+    build_id: &str,
+    status: BuildStatus,
+    error: Option<&str>,
+    digest: Option<&str>,
+) -> Result<bool, sqlx::Error> {
     let mut tx = crate::db::write_tx(&app.db).await?;
-    if !db::builds::finish(&mut *tx, build_id, status, error.as_deref(), digest).await? {
+    if !db::builds::finish(&mut *tx, build_id, status, error, digest).await? {
         return Ok(false);
     }
     let event = match status {
@@ -375,6 +405,80 @@ struct Pushed {
     extra_tags: Vec<String>,
 }
 
+/// What keeps a build from running now: the Docker daemon or the registry not answering (None: both
+/// answer). Each is asked once, with a short timeout.
+pub(crate) async fn services_down(app: &App) -> Option<String> {
+    const ASK: Duration = Duration::from_secs(5);
+    let docker = tokio::time::timeout(ASK, app.docker.ping());
+    let registry = tokio::time::timeout(ASK, app.registry.ping());
+    let (docker, registry) = tokio::join!(docker, registry);
+    let docker = match docker {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(format!("the Docker daemon is down ({e:#})")),
+        Err(_) => Some(format!(
+            "the Docker daemon is down (no answer within {} s)",
+            ASK.as_secs()
+        )),
+    };
+    let registry = match registry {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(format!("the registry is down ({e:#})")),
+        Err(_) => Some(format!(
+            "the registry is down (no answer within {} s)",
+            ASK.as_secs()
+        )),
+    };
+    match (docker, registry) {
+        (None, None) => None,
+        (Some(d), None) => Some(d),
+        (None, Some(r)) => Some(r),
+        (Some(d), Some(r)) => Some(format!("{d} and {r}")),
+    }
+}
+
+/// Waits for the Docker daemon and the registry to answer, up to `KILN_BUILD_WAIT_WHEN_DOWN_SECS`
+/// (zero: not at all); the build fails with the reason when they do not come back in time. The wait
+/// is in the log, and a cancel or the build's timeout ends it like any other step.
+async fn wait_for_services(app: &App, build_id: &str, log: &mut BuildLog) -> Result<(), Failure> {
+    let patience = app.config.build_wait_when_down;
+    let started = Instant::now();
+    let mut said: Option<String> = None;
+    loop {
+        let Some(down) = services_down(app).await else {
+            if said.is_some() {
+                log.line(&format!(
+                    "They answer again after {:.1} s: the build goes on.",
+                    started.elapsed().as_secs_f64()
+                ))
+                .await;
+                tracing::info!(build_id, "the services a build waited for answer again");
+            }
+            return Ok(());
+        };
+        let waited = started.elapsed();
+        if waited >= patience {
+            return Err(Failure::Failed(if patience.is_zero() {
+                down
+            } else {
+                format!(
+                    "{down}; waited {} s for it (KILN_BUILD_WAIT_WHEN_DOWN_SECS)",
+                    waited.as_secs()
+                )
+            }));
+        }
+        if said.as_deref() != Some(down.as_str()) {
+            log.line(&format!(
+                "Waiting: {down}. The build goes on when it answers (waiting up to {} s).",
+                patience.as_secs()
+            ))
+            .await;
+            tracing::warn!(build_id, reason = %down, "build waiting for a service that is down");
+            said = Some(down);
+        }
+        tokio::time::sleep(Duration::from_secs(1).min(patience - waited)).await;
+    }
+}
+
 async fn execute(
     app: &App,
     build: &BuildRow,
@@ -382,6 +486,7 @@ async fn execute(
     push: &PushWatch,
 ) -> Result<Pushed, Failure> {
     let db_err = |e: sqlx::Error| Failure::Failed(format!("database error: {e}"));
+    wait_for_services(app, &build.id, log).await?;
     let source = db::sources::for_repo(&app.db, &app.secrets, &build.repository_id)
         .await
         .map_err(db_err)?
@@ -576,6 +681,9 @@ async fn execute(
             tag: target.tag,
         });
     }
+    if log.storage_full() {
+        return Err(Failure::Failed(STORAGE_FULL_REASON.into()));
+    }
     let push_started = Instant::now();
     log.line(&format!("Pushing {full_ref}")).await;
     let repository = format!("{}/{}", build.namespace, build.repository);
@@ -590,7 +698,7 @@ async fn execute(
         image: image.clone(),
         before,
     });
-    let pushed = docker::push_image(
+    let mut pushed = docker::push_image(
         &docker,
         &image,
         &target.tag,
@@ -598,6 +706,22 @@ async fn execute(
         log,
     )
     .await;
+    if let Err(e) = &pushed
+        && let Some(down) = services_down(app).await
+    {
+        log.line(&format!("The push failed ({e}) while {down}."))
+            .await;
+        wait_for_services(app, &build.id, log).await?;
+        log.line(&format!("Pushing {full_ref} again")).await;
+        pushed = docker::push_image(
+            &docker,
+            &image,
+            &target.tag,
+            registry_credentials(app, build),
+            log,
+        )
+        .await;
+    }
     if pushed.is_err() {
         record_stage(app, &build.id, Stage::Push, push_started.elapsed()).await;
     }

@@ -223,8 +223,11 @@ pub async fn claim_next(db: &Db, repo_limit: usize) -> Result<Option<BuildRow>, 
     )
     .bind(now())
     .bind(i64::try_from(repo_limit).unwrap_or(i64::MAX))
-    .fetch_optional(db)
-    .await?;
+    // Read to the statement's end, so a commit the disk refuses is an error here (see
+    // `super::one_returned`).
+    .fetch_all(db)
+    .await?
+    .pop();
     match claimed {
         Some((id,)) => get(db, &id).await,
         None => Ok(None),
@@ -433,6 +436,18 @@ pub async fn requeue_interrupted(
     max_attempts: i64,
 ) -> Result<Vec<Interrupted>, sqlx::Error> {
     let mut tx = super::write_tx(db).await?;
+    let out = requeue_interrupted_in(&mut tx, only, max_attempts).await?;
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// [`requeue_interrupted`] inside the caller's transaction (which queues the failed builds'
+/// `build.failed` in it too).
+pub async fn requeue_interrupted_in(
+    tx: &mut sqlx::SqliteConnection,
+    only: Option<&str>,
+    max_attempts: i64,
+) -> Result<Vec<Interrupted>, sqlx::Error> {
     let mut out: Vec<Interrupted> = sqlx::query_as(
         "UPDATE builds SET status = 'failed', finished_at = ?, \
          error = 'interrupted ' || attempt || ' times: kiln stopped during each attempt' \
@@ -454,7 +469,6 @@ pub async fn requeue_interrupted(
     .bind(only)
     .fetch_all(&mut *tx)
     .await?;
-    tx.commit().await?;
     out.extend(requeued);
     out.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(out)

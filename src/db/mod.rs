@@ -47,6 +47,8 @@ pub async fn connect(url: &str) -> anyhow::Result<Db> {
         // A local SQLite connection does not go stale: no ping before every use (a round trip to the
         // connection's worker thread per query).
         .test_before_acquire(false)
+        // A connection whose transaction SQLite ended by itself (a full disk) is not reused.
+        .after_release(|conn, _| Box::pin(async move { Ok(connection_is_clean(conn).await) }))
         .connect_with(options)
         .await
         .with_context(|| format!("cannot open database {url}"))?;
@@ -67,6 +69,30 @@ pub async fn connect_durable(url: &str) -> anyhow::Result<sqlx::SqliteConnection
         .connect()
         .await
         .with_context(|| format!("cannot open database {url}"))
+}
+
+/// Can this connection start a transaction again? On some errors (`SQLITE_FULL` among them) SQLite
+/// rolls the transaction back by itself; the ROLLBACK sqlx then sends fails ("no transaction is
+/// active") and sqlx goes on counting the transaction as open, so every later `BEGIN IMMEDIATE` on
+/// that connection would be refused ("non-zero transaction depth") for good. Such a connection is
+/// closed (the pool's `after_release`, the ingest writer) and a new one opened. Costs nothing when no
+/// transaction was left behind.
+pub async fn connection_is_clean(conn: &mut sqlx::SqliteConnection) -> bool {
+    use sqlx::Connection;
+    if !conn.is_in_transaction() {
+        return true;
+    }
+    // A dropped transaction's rollback is queued: let it run, then look again.
+    conn.ping().await.is_ok() && !conn.is_in_transaction()
+}
+
+/// The one row a write's `RETURNING` gave, read with `fetch_all`, never `fetch_one`/`fetch_optional`:
+/// those stop stepping the statement after its first row and reset it, and outside a transaction
+/// SQLite commits the write at that reset, whose error sqlx drops. A write refused at its commit (a
+/// full disk) would then be answered as done and be gone. Stepping to the end makes the commit's
+/// error the statement's.
+pub fn one_returned<T>(rows: Vec<T>) -> Result<T, sqlx::Error> {
+    rows.into_iter().next().ok_or(sqlx::Error::RowNotFound)
 }
 
 /// A write transaction. `BEGIN IMMEDIATE` takes the write lock at the start, so a busy database makes it
@@ -99,6 +125,51 @@ pub fn is_constraint(err: &sqlx::Error, name: &str) -> bool {
         }
         _ => false,
     }
+}
+
+/// Did this fail because the disk holding the database is full? SQLite says `SQLITE_FULL` (13,
+/// "database or disk is full") when a write finds no space, whatever the file (database, WAL,
+/// journal); an I/O error of ours says `ENOSPC` / `StorageFull`.
+pub fn is_storage_full(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => {
+            // The primary result code is the low byte of the extended one.
+            db.code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .is_some_and(|c| c & 0xff == SQLITE_FULL)
+        }
+        sqlx::Error::Io(io) => io_is_storage_full(io),
+        _ => false,
+    }
+}
+
+const SQLITE_FULL: i32 = 13;
+
+/// `ENOSPC` (or a quota's `EDQUOT`) as std names it.
+pub fn io_is_storage_full(err: &std::io::Error) -> bool {
+    matches!(
+        err.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
+/// Anywhere in an error chain (anyhow, or an error wrapping another): a full disk.
+pub fn chain_is_storage_full(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(db) = e.downcast_ref::<sqlx::Error>()
+            && is_storage_full(db)
+        {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io_is_storage_full(io)
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// A page request: newest first, starting after `cursor` (an id).

@@ -14,8 +14,9 @@ pub async fn insert(db: &Db, name: &str) -> Result<NamespaceRow, sqlx::Error> {
         .bind(new_id())
         .bind(name)
         .bind(now())
-        .fetch_one(db)
+        .fetch_all(db)
         .await
+        .and_then(super::one_returned)
 }
 
 pub async fn list(db: &Db, visible: Option<&str>) -> Result<Vec<NamespaceRow>, sqlx::Error> {

@@ -165,8 +165,9 @@ pub async fn insert(db: &Db, repository_id: &str, f: &RuleFields) -> Result<Rule
     .bind(json_list(&f.paths))
     .bind(json_list(&f.ignore_paths))
     .bind(f.settings.network.as_str())
-    .fetch_one(db)
+    .fetch_all(db)
     .await
+    .and_then(super::one_returned)
 }
 
 pub async fn update(db: &Db, id: &str, f: &RuleFields) -> Result<RuleRow, sqlx::Error> {
@@ -194,8 +195,9 @@ pub async fn update(db: &Db, id: &str, f: &RuleFields) -> Result<RuleRow, sqlx::
     .bind(json_list(&f.ignore_paths))
     .bind(f.settings.network.as_str())
     .bind(id)
-    .fetch_one(db)
+    .fetch_all(db)
     .await
+    .and_then(super::one_returned)
 }
 
 pub async fn list<'e, E: sqlx::SqliteExecutor<'e>>(

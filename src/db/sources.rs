@@ -113,8 +113,9 @@ pub async fn upsert(db: &Db, cipher: &Cipher, s: &NewSource<'_>) -> Result<Sourc
     .bind(&webhook_secret)
     .bind(&credentials)
     .bind(now())
-    .fetch_one(db)
-    .await?;
+    .fetch_all(db)
+    .await
+    .and_then(super::one_returned)?;
     stored.open(cipher)
 }
 

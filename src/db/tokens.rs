@@ -31,8 +31,9 @@ pub async fn insert(db: &Db, t: &NewToken<'_>) -> Result<TokenRow, sqlx::Error> 
     .bind(t.token_hash)
     .bind(t.expires_at)
     .bind(now())
-    .fetch_one(db)
+    .fetch_all(db)
     .await
+    .and_then(super::one_returned)
 }
 
 pub async fn by_hash(db: &Db, hash: &str) -> Result<Option<TokenRow>, sqlx::Error> {

@@ -73,8 +73,9 @@ pub async fn insert(
     .bind(f.active)
     .bind(&ts)
     .bind(&ts)
-    .fetch_one(db)
+    .fetch_all(db)
     .await
+    .and_then(super::one_returned)
 }
 
 /// Updates the fields, and the secret (encrypted with `cipher`) when `secret` is Some.
@@ -99,8 +100,9 @@ pub async fn update(
     .bind(&secret)
     .bind(now())
     .bind(id)
-    .fetch_one(db)
+    .fetch_all(db)
     .await
+    .and_then(super::one_returned)
 }
 
 pub async fn list<'e, E: sqlx::SqliteExecutor<'e>>(

@@ -72,6 +72,24 @@ impl ApiError {
     }
 }
 
+/// How long a client is told to wait after a full disk refused its request.
+pub const STORAGE_FULL_RETRY_SECS: u64 = 60;
+
+impl ApiError {
+    /// The disk holding kiln's data is full: nothing of the request was stored (its transaction was
+    /// rolled back), and the same request succeeds once space is freed. 503 with `Retry-After`, so
+    /// senders that retry (the registry's notifications, forges' redeliveries) come back.
+    pub fn storage_full(detail: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "the disk holding kiln's data is full; the request was not stored");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_full",
+            "kiln's data disk is full: nothing was stored; retry once space is freed",
+        )
+        .retry_after(STORAGE_FULL_RETRY_SECS)
+    }
+}
+
 impl From<FieldError> for ApiError {
     fn from(e: FieldError) -> Self {
         ApiError::invalid(e.field, e.code, e.message)
@@ -80,12 +98,18 @@ impl From<FieldError> for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
+        if crate::db::is_storage_full(&e) {
+            return ApiError::storage_full(&e);
+        }
         ApiError::internal(format!("database: {e}"))
     }
 }
 
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> Self {
+        if crate::db::chain_is_storage_full(e.as_ref()) {
+            return ApiError::storage_full(&format!("{e:#}"));
+        }
         ApiError::internal(format!("{e:#}"))
     }
 }
@@ -311,5 +335,37 @@ mod tests {
         assert_eq!((ok.limit, ok.include_hidden), (Some(5), true));
         let empty: Query = parse_query("").unwrap();
         assert_eq!((empty.limit, empty.include_hidden), (None, false));
+    }
+
+    #[test]
+    fn a_full_disk_anywhere_in_the_chain_is_503_storage_full_with_retry_after() {
+        let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        let e = ApiError::from(anyhow::Error::from(full).context("cannot write the mirror"));
+        assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.code, "storage_full");
+        assert_eq!(e.retry_after, Some(STORAGE_FULL_RETRY_SECS));
+        assert!(
+            !e.message.contains("mirror"),
+            "the detail goes to the log only"
+        );
+
+        let quota = std::io::Error::from(std::io::ErrorKind::QuotaExceeded);
+        assert_eq!(
+            ApiError::from(anyhow::Error::from(quota)).code,
+            "storage_full"
+        );
+        assert_eq!(
+            ApiError::from(sqlx::Error::Io(std::io::Error::from(
+                std::io::ErrorKind::StorageFull
+            )))
+            .code,
+            "storage_full"
+        );
+
+        let other = ApiError::from(anyhow::anyhow!("something else"));
+        assert_eq!(other.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(other.code, "internal");
+        let other = ApiError::from(sqlx::Error::RowNotFound);
+        assert_eq!(other.status, StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

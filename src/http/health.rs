@@ -1,4 +1,6 @@
-//! `GET /healthz`: the database, the Docker daemon and the registry, each checked now.
+//! `GET /healthz`: the database, the Docker daemon and the registry, each checked now. Any of them
+//! failing makes it `degraded` (still 200: kiln itself is up and keeps the queued work), with the
+//! reasons listed.
 
 use std::time::Duration;
 
@@ -37,8 +39,18 @@ pub async fn healthz(State(app): State<App>) -> axum::Json<Value> {
     let registry = check(app.registry.ping());
     let (db, docker, registry) = tokio::join!(db, docker, registry);
     let all_ok = db.is_ok() && docker.is_ok() && registry.is_ok();
+    // Why it is degraded, one line per part that failed: what an operator (or a probe) reads first.
+    let reasons: Vec<String> = [
+        ("database", &db.as_ref().err()),
+        ("docker", &docker.as_ref().err()),
+        ("registry", &registry.as_ref().err()),
+    ]
+    .into_iter()
+    .filter_map(|(name, e)| e.map(|e| format!("{name}: {e}")))
+    .collect();
     axum::Json(json!({
         "status": if all_ok { "ok" } else { "degraded" },
+        "reasons": reasons,
         "database": part(&db, |_| json!("sqlite")),
         "docker": part(&docker, |v| json!(v)),
         "registry": part(&registry, |_| json!(app.config.registry_url)),

@@ -259,6 +259,7 @@ async fn receive(app: &App, forge: &Forge, headers: &HeaderMap, body: Body) -> A
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", format!("{e}; retry later"))
                     .retry_after(RETRY_AFTER_SECS)
             }
+            SubmitError::StorageFull => ApiError::storage_full(&e),
             SubmitError::Failed(detail) => ApiError::internal(detail),
         })?;
     tracing::info!(

@@ -31,7 +31,7 @@ impl KilnProcess {
     pub async fn start(registry: &Registry, extra: &[(&str, &str)]) -> KilnProcess {
         let temp = tempfile::tempdir().expect("temp dir");
         let data_dir = temp.path().to_path_buf();
-        Self::spawn(registry, &data_dir, extra, Some(temp)).await
+        Self::spawn(registry, &data_dir, extra, Some(temp), None).await
     }
 
     /// The same over `data_dir`, which the test keeps: a second start is a restart of kiln.
@@ -40,7 +40,18 @@ impl KilnProcess {
         data_dir: &Path,
         extra: &[(&str, &str)],
     ) -> KilnProcess {
-        Self::spawn(registry, data_dir, extra, None).await
+        Self::spawn(registry, data_dir, extra, None, None).await
+    }
+
+    /// The same over `data_dir`, listening on `port`: a restart keeps the address that clients (and
+    /// a registry's notifications) use.
+    pub async fn start_in_on(
+        registry: &Registry,
+        data_dir: &Path,
+        port: u16,
+        extra: &[(&str, &str)],
+    ) -> KilnProcess {
+        Self::spawn(registry, data_dir, extra, None, Some(port)).await
     }
 
     async fn spawn(
@@ -48,9 +59,10 @@ impl KilnProcess {
         data_dir: &Path,
         extra: &[(&str, &str)],
         temp: Option<tempfile::TempDir>,
+        port: Option<u16>,
     ) -> KilnProcess {
         std::fs::create_dir_all(data_dir).expect("data dir");
-        let port = free_port();
+        let port = port.unwrap_or_else(free_port);
         // Appended to: what every start of kiln over this data dir printed.
         let output = std::fs::OpenOptions::new()
             .create(true)

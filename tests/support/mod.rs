@@ -2262,3 +2262,41 @@ pub fn incompressible(len: usize, seed: u64) -> Vec<u8> {
     out.truncate(len);
     out
 }
+
+// ---------------------------------------------------------------------------------------------
+// Registry down and back (issue 11, faults)
+// ---------------------------------------------------------------------------------------------
+
+impl Registry {
+    /// Kills the registry process (SIGKILL) and reaps it: its port refuses connections until
+    /// [`Registry::restart`].
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the registry again with the same config: the same port and storage (and
+    /// notifications). Waits (up to 30 s) until `GET /v2/` answers.
+    pub fn restart(&mut self) {
+        let log = fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("registry.log"))
+            .expect("open the registry log");
+        let log2 = log.try_clone().expect("clone the registry log handle");
+        self.child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(self.config_path())
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .expect("start the registry again");
+        let ready_status = if self.basic.is_some() { 401 } else { 200 };
+        let addr = self.addr.clone();
+        wait_until_blocking(
+            "the restarted registry to answer GET /v2/",
+            REGISTRY_START_TIMEOUT,
+            || http_get_status(&addr, "/v2/", Duration::from_secs(2)) == Some(ready_status),
+        );
+    }
+}
