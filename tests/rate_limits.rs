@@ -210,6 +210,49 @@ async fn bad_tokens_are_throttled_but_a_valid_token_from_the_same_address_works(
     assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
 }
 
+/// `GET /registry/token` (what `docker login` calls) with Basic credentials whose password is `token`.
+async fn registry_token_call(kiln: &Kiln, token: &str) -> Answer {
+    answer(
+        kiln.http
+            .get(format!(
+                "{}/registry/token?service=kiln&scope=repository:acme/app:pull",
+                kiln.url
+            ))
+            .basic_auth("someone", Some(token))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_registry_logins_are_throttled_but_a_valid_token_still_gets_a_registry_token() {
+    let registry = Registry::start();
+    let kiln = Kiln::start(&registry, TIGHT).await;
+    let wrong = "kiln_1111111111111111111111111111111111111111111111111111111111111111";
+    for i in 0..3 {
+        let a = registry_token_call(&kiln, wrong).await;
+        assert_eq!(
+            a.status,
+            StatusCode::UNAUTHORIZED,
+            "failure {i}: {}",
+            a.body
+        );
+    }
+    assert_throttled(&registry_token_call(&kiln, wrong).await);
+    // The API shares the budget of bad tokens: the address is throttled there too.
+    assert_throttled(&bad_token_call(&kiln).await);
+    // A valid token from the throttled address still gets its registry token.
+    let a = registry_token_call(&kiln, ADMIN_TOKEN).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert!(
+        a.body["token"].as_str().is_some_and(|t| !t.is_empty()),
+        "{}",
+        a.body
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_sign_ins_are_throttled_with_the_error_page_and_a_valid_one_still_signs_in() {
     let registry = Registry::start();

@@ -713,6 +713,7 @@ async fn execute(
             .await;
         wait_for_services(app, &build.id, log).await?;
         log.line(&format!("Pushing {full_ref} again")).await;
+        // The same push again (a closure cannot hold `log` across the wait above).
         pushed = docker::push_image(
             &docker,
             &image,

@@ -19,6 +19,7 @@ use serde::Serialize;
 use super::auth::caller_for_token;
 use super::error::{ApiError, ApiResult};
 use crate::app::App;
+use crate::rate_limit::{self, Peer, Surface};
 use crate::registry::token::{Requester, grant, parse_scopes};
 
 #[derive(Debug, Serialize)]
@@ -52,10 +53,15 @@ fn parse_query(query: &str) -> TokenQuery {
 
 pub async fn issue_registry_token(
     State(app): State<App>,
+    Peer(peer): Peer,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    match token_for(&app, &headers, query.as_deref().unwrap_or_default()).await {
+    let answer = token_for(&app, &headers, query.as_deref().unwrap_or_default())
+        .await
+        // A refused token counts against the caller's address, as on the API (429 past its budget).
+        .map_err(|e| rate_limit::refuse(&app.rate_limits, Surface::Api, peer, e));
+    match answer {
         Ok(view) => {
             let mut resp = Json(view).into_response();
             resp.headers_mut()
