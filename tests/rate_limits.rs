@@ -253,6 +253,46 @@ async fn bad_registry_logins_are_throttled_but_a_valid_token_still_gets_a_regist
     );
 }
 
+/// `POST /registry/events` (the registry's notifications) with the Bearer `token`.
+async fn registry_events_call(kiln: &Kiln, token: &str) -> Answer {
+    answer(
+        kiln.http
+            .post(format!("{}/registry/events", kiln.url))
+            .bearer_auth(token)
+            .header(
+                "content-type",
+                "application/vnd.docker.distribution.events.v1+json",
+            )
+            .body(r#"{"events": []}"#)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_registry_event_tokens_are_throttled_but_the_registry_itself_is_not() {
+    let registry = Registry::start();
+    let mut extra = TIGHT.to_vec();
+    extra.push(("KILN_REGISTRY_EVENTS_TOKEN", "the-registry-events-token"));
+    let kiln = Kiln::start(&registry, &extra).await;
+    for i in 0..3 {
+        let a = registry_events_call(&kiln, "a-guess").await;
+        assert_eq!(
+            a.status,
+            StatusCode::UNAUTHORIZED,
+            "failure {i}: {}",
+            a.body
+        );
+    }
+    assert_throttled(&registry_events_call(&kiln, "a-guess").await);
+    // The hooks share this budget (both are deliveries from outside).
+    assert_throttled(&bad_hook(&kiln).await);
+    let a = registry_events_call(&kiln, "the-registry-events-token").await;
+    assert!(a.status.is_success(), "{} {}", a.status, a.body);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_sign_ins_are_throttled_with_the_error_page_and_a_valid_one_still_signs_in() {
     let registry = Registry::start();

@@ -15,6 +15,7 @@ use crate::db::{self, repos::RepoRow, versions::NewVersion, versions::Recorded};
 use crate::domain::names::{validate_namespace_name, validate_repo_name};
 use crate::domain::tag::is_valid_tag;
 use crate::http::error::{ApiError, ApiResult};
+use crate::rate_limit::{self, Peer, Surface};
 
 pub const ENVELOPE_MEDIA_TYPE: &str = "application/vnd.docker.distribution.events.v1+json";
 
@@ -147,12 +148,15 @@ fn authorized(app: &App, headers: &HeaderMap) -> ApiResult<()> {
 
 pub async fn receive_registry_events(
     State(app): State<App>,
+    Peer(peer): Peer,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     match handle(&app, &headers, body).await {
         Ok(r) => r,
-        Err(e) => e.into_response(),
+        // A wrong events token counts against the address's budget, as a bad hook signature does
+        // (429 past it); the registry's own authorized notifications are never limited.
+        Err(e) => rate_limit::refuse(&app.rate_limits, Surface::Hooks, peer, e).into_response(),
     }
 }
 
