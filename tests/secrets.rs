@@ -437,3 +437,88 @@ async fn rotating_the_key_reencrypts_every_secret() {
         &database_files(data_dir.path()),
     );
 }
+
+/// A receiver that answers every request 500 with `body` (a misconfigured receiver quoting the
+/// secret it was given, as some error pages do). Returns its URL.
+async fn quoting_receiver(body: String) -> String {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                if support::read_request(&mut stream)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_none()
+                {
+                    return;
+                }
+                let head = format!(
+                    "HTTP/1.1 500 Oops\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
+                     Connection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(body.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    url
+}
+
+/// A delivery's access record keeps the receiver's answer, and kiln's error, with every secret kiln
+/// knows masked: a receiver that quotes the subscription's secret (and the source's) back is stored
+/// as `***`, in the API's delivery record and in the console's delivery page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_answer_quoting_a_secret_is_stored_masked() {
+    let registry = Registry::start();
+    let kiln = Kiln::start(&registry, &[("KILN_WEBHOOK_ALLOW", "127.0.0.1")]).await;
+    link(&kiln).await;
+    let url = quoting_receiver(format!(
+        "signature mismatch: I expected a signature with {SUBSCRIPTION_SECRET}; \
+         my other key is {HOOK_SECRET}"
+    ))
+    .await;
+    let (s, hook) = kiln
+        .post(
+            "/namespaces/acme/repos/api/webhooks",
+            json!({"name": "quoting", "url": url, "secret": SUBSCRIPTION_SECRET}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{hook}");
+    let id = hook["id"].as_str().unwrap();
+    let (s, d) = kiln
+        .post(
+            &format!("/namespaces/acme/repos/api/webhooks/{id}/test"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{d}");
+    assert_eq!(d["response"]["status"], 500, "{d}");
+    let delivery = d["id"].as_str().unwrap();
+    let (s, record) = kiln.get(&format!("/deliveries/{delivery}")).await;
+    assert_eq!(s, StatusCode::OK, "{record}");
+    let answer = record["response"]["body"].as_str().unwrap();
+    assert_eq!(
+        answer, "signature mismatch: I expected a signature with ***; my other key is ***",
+        "{record}"
+    );
+    assert!(
+        record["error"].as_str().is_some_and(|e| e.contains("500")),
+        "{record}"
+    );
+    let console = Console::sign_in(&kiln.url, ADMIN_TOKEN).await;
+    let page = console.get(&format!("/deliveries/{delivery}")).await;
+    assert!(
+        page.html.contains("my other key is ***"),
+        "the delivery page shows the masked answer"
+    );
+    for secret in [SUBSCRIPTION_SECRET, HOOK_SECRET] {
+        assert!(!record.to_string().contains(secret), "{record}");
+        assert!(!page.html.contains(secret), "{secret} on the delivery page");
+    }
+}
