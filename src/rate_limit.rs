@@ -1,19 +1,23 @@
-//! Per-address rate limits on the surfaces anyone can reach: hook deliveries (`/hooks/*`), console
-//! sign-in (`POST /login`) and API calls with a bad token.
+//! Per-address rate limits on the surfaces anyone can reach: deliveries from outside (`/hooks/*`,
+//! `/registry/events`), console sign-in (`POST /login`), and API calls and registry logins
+//! (`/registry/token`) with a bad token.
 //!
-//! Only failures count: a hook whose signature matches no source, a sign-in with an unknown token, an
-//! API call whose token is missing, unknown or expired. Each failure takes one cell of the address's
-//! budget (a GCRA bucket from the `governor` crate: `KILN_RATE_LIMIT_BURST` cells, refilled at
-//! `KILN_RATE_LIMIT_PER_MINUTE`); once the budget is spent, the address's failures are answered
-//! 429 with `Retry-After` (seconds until the next cell) instead of 401. A request that proves itself
-//! (a verified delivery, a valid token) is never limited, from any address, throttled or not: the
-//! check runs after verification and only on the failure path.
+//! Only failures count: a hook whose signature matches no source, a registry notification with a
+//! wrong events token, a sign-in with an unknown token, an API call or registry login whose token is
+//! missing, unknown or expired. Each failure takes one cell of the address's budget (a GCRA bucket
+//! from the `governor` crate: `KILN_RATE_LIMIT_BURST` cells, refilled at
+//! `KILN_RATE_LIMIT_PER_MINUTE`); once the budget is spent, the address's failures are answered 429
+//! with `Retry-After` (seconds until the next cell) instead of 401. A request that proves itself (a
+//! verified delivery, a valid token) is never limited, from any address, throttled or not: the check
+//! runs after verification and only on the failure path.
 //!
-//! Each surface has its own budget. Addresses are keyed by IP (IPv6 by its /64, which one host
-//! usually holds whole). Memory is bounded: every [`PRUNE_EVERY`] failures the addresses back at a
-//! full budget are forgotten, and while [`MAX_TRACKED`] addresses are still spending theirs, every
-//! failure is answered 429 at once without being recorded (verified requests still pass). Requests that come without a peer address (a router driven
-//! in-process, without `into_make_service_with_connect_info`) are not limited.
+//! Each surface has its own budget. Addresses are the client's (the TCP peer, or the client a
+//! trusted proxy names: [`peer`]), keyed by IP (IPv6 by its /64, which one host usually holds
+//! whole). Memory is bounded: every [`PRUNE_EVERY`] failures the addresses back at a full budget are
+//! forgotten, and while [`MAX_TRACKED`] addresses are still spending theirs, every failure is
+//! answered 429 at once without being recorded (verified requests still pass). Requests that come
+//! without a peer address (a router driven in-process, without
+//! `into_make_service_with_connect_info`) are not limited.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
