@@ -19,12 +19,11 @@
 //! without a peer address (a router driven in-process, without
 //! `into_make_service_with_connect_info`) are not limited.
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
 use axum::http::StatusCode;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -195,15 +194,11 @@ pub fn key_of(addr: IpAddr) -> IpAddr {
     }
 }
 
-/// The client's IP address: the TCP peer (None without connect info: a router served without
-/// it), or the client a trusted proxy names in `X-Forwarded-For` (`KILN_TRUSTED_PROXIES`, the same
-/// address the audit log records), so clients behind a proxy do not share one budget.
+/// The client's IP address: the TCP peer, or the client a trusted proxy names in `X-Forwarded-For`
+/// (`KILN_TRUSTED_PROXIES`, the same address the audit log records), so clients behind a proxy do
+/// not share one budget. None without connect info.
 pub fn peer(parts: &axum::http::request::Parts, app: &crate::app::App) -> Option<IpAddr> {
-    let tcp = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip());
-    crate::http::client_addr::client_ip(tcp, &parts.headers, &app.config.trusted_proxies)
+    crate::http::client_addr::of_request(parts, app)
 }
 
 /// The client's IP address as an extractor (see [`peer`]); never rejects.

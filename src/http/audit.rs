@@ -10,17 +10,16 @@
 //! the peer is one of `KILN_TRUSTED_PROXIES` (see [`super::client_addr`]).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Path, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, Path, Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 
 use super::access::Lookup;
 use super::auth::Caller;
-use super::client_addr::client_ip;
+use super::client_addr;
 use crate::app::App;
 use crate::db;
 
@@ -71,12 +70,7 @@ pub async fn record_changes(State(app): State<App>, request: Request, next: Next
     };
     let method = parts.method.to_string();
     let path = parts.uri.path().to_string();
-    let peer = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
-    let address =
-        client_ip(peer, &parts.headers, &app.config.trusted_proxies).map(|ip| ip.to_string());
+    let address = client_addr::of_request(&parts, &app).map(|ip| ip.to_string());
     let params = Path::<HashMap<String, String>>::from_request_parts(&mut parts, &())
         .await
         .map(|p| p.0)

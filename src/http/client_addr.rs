@@ -21,6 +21,17 @@ pub fn parse_trusted_proxies(text: &str) -> Result<Vec<IpNet>, String> {
         .collect()
 }
 
+/// The address `parts`' request comes from (see the module's doc): the TCP peer given by
+/// `ConnectInfo` (None when the server was started without it, e.g. a router driven in-process),
+/// or the client a trusted proxy names.
+pub fn of_request(parts: &axum::http::request::Parts, app: &crate::app::App) -> Option<IpAddr> {
+    let peer = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    client_ip(peer, &parts.headers, &app.config.trusted_proxies)
+}
+
 /// The client's address (see the module's doc); None when the peer is unknown.
 pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) -> Option<IpAddr> {
     let peer = peer?;
