@@ -11,8 +11,10 @@
 //!   with the same secret and runs no command (`KILN_BENCH_WEBHOOK_COMMAND=/bin/true` makes it fork
 //!   one per request).
 //! - One payload of about 7.8 KB shaped as GitHub sends a push (octokit/webhooks' push example,
-//!   with the source's `clone_url` in `repository` and a few real-looking commits), signed once;
-//!   every request carries GitHub's headers and a fresh `X-GitHub-Delivery` UUID.
+//!   with the source's `clone_url` in `repository` and a few real-looking commits); every request
+//!   carries GitHub's headers, a fresh `X-GitHub-Delivery` UUID, and its own body (the UUID written
+//!   into the head commit's message, signed per request, for both servers alike): kiln answers the
+//!   same body under a new delivery id as a replay and stores nothing.
 //! - The load generator is in this file: N connections (one keep-alive client each), each sending
 //!   requests back to back for S seconds and timing each one from send to the last body byte. A
 //!   request that takes longer than the per-request timeout counts as a timeout (its time goes
@@ -233,7 +235,33 @@ fn push_payload() -> Vec<u8> {
         payload = candidate;
         commits = with_next;
     }
+    // Each request writes its delivery id over this placeholder (same length, so the size stays):
+    // every body is its own push, as GitHub's are (kiln takes the same body under a new delivery id
+    // as a replay and stores nothing).
+    let message = payload["head_commit"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    payload["head_commit"]["message"] = json!(format!("{message} ({UNIQUE_PLACEHOLDER})"));
     serde_json::to_vec(&payload).unwrap()
+}
+
+/// Where a request's delivery id goes in its body (a UUID's length).
+const UNIQUE_PLACEHOLDER: &str = "00000000-0000-0000-0000-000000000000";
+
+/// The request body for `delivery`: the template with the placeholder overwritten, and its signature.
+fn unique_body(template: &Bytes, at: usize, delivery: &str, secret: &str) -> (Bytes, HeaderValue) {
+    let mut body = template.to_vec();
+    body[at..at + UNIQUE_PLACEHOLDER.len()].copy_from_slice(delivery.as_bytes());
+    let signature = HeaderValue::from_str(&support::github_signature(secret, &body)).unwrap();
+    (Bytes::from(body), signature)
+}
+
+fn placeholder_at(template: &[u8]) -> usize {
+    template
+        .windows(UNIQUE_PLACEHOLDER.len())
+        .position(|w| w == UNIQUE_PLACEHOLDER.as_bytes())
+        .expect("the payload holds the placeholder")
 }
 
 /// The headers GitHub sends with a push, but the delivery id.
@@ -605,9 +633,11 @@ async fn connection(
     url: Arc<str>,
     headers: HeaderMap,
     body: Bytes,
+    secret: Arc<str>,
     timeout: Duration,
     until: Instant,
 ) -> Tally {
+    let at = placeholder_at(&body);
     let client = reqwest::Client::builder()
         .no_proxy()
         .http1_only()
@@ -619,19 +649,15 @@ async fn connection(
     let mut t = Tally::default();
     while Instant::now() < until {
         let delivery = uuid::Uuid::new_v4().to_string();
+        let (unique, signature) = unique_body(&body, at, &delivery, &secret);
         let mut h = headers.clone();
         h.insert(
             "x-github-delivery",
             HeaderValue::from_str(&delivery).unwrap(),
         );
+        h.insert("x-hub-signature-256", signature);
         let start = Instant::now();
-        let result = match client
-            .post(&*url)
-            .headers(h)
-            .body(body.clone())
-            .send()
-            .await
-        {
+        let result = match client.post(&*url).headers(h).body(unique).send().await {
             Ok(resp) => {
                 let status = resp.status();
                 resp.bytes().await.map(|_| status)
@@ -663,6 +689,7 @@ async fn run_round(
     settings: &Settings,
     headers: &HeaderMap,
     body: &Bytes,
+    secret: &Arc<str>,
     ticks: u64,
 ) -> Round {
     let url: Arc<str> = server.hook_url.clone().into();
@@ -675,6 +702,7 @@ async fn run_round(
                 url.clone(),
                 headers.clone(),
                 body.clone(),
+                secret.clone(),
                 settings.timeout,
                 until,
             ))
@@ -905,7 +933,7 @@ async fn main() {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load: Vec<&str> = load.split_whitespace().take(3).collect();
     println!(
-        "ingest benchmark: signed GitHub push of {} bytes, a unique X-GitHub-Delivery per request, \
+        "ingest benchmark: signed GitHub push of {} bytes, a unique X-GitHub-Delivery and body (signed per request) per request, \
          {} keep-alive connections × {} s per round, {} round(s) per server, {} s timeout per request",
         body.len(),
         settings.connections,
@@ -937,10 +965,11 @@ async fn main() {
         "round", "server", "requests", "2xx", "2xx/s", "p50", "p99", "max", "cpu/req", "non-2xx"
     );
 
+    let shared_secret: Arc<str> = secret.clone().into();
     let mut rounds = Vec::new();
     for i in 0..settings.rounds {
         for server in [&webhook, &kiln] {
-            let r = run_round(server, &settings, &headers, &body, ticks).await;
+            let r = run_round(server, &settings, &headers, &body, &shared_secret, ticks).await;
             row(&format!("{}", i + 1), r.server, r.elapsed, &r.tally, r.cpu);
             rounds.push(r);
         }
