@@ -142,6 +142,16 @@ async fn post_hook(kiln: &Kiln, delivery: &str, secret: &str, body: &[u8]) -> re
         .expect("hook request")
 }
 
+/// The build a delivery answered 202 queued.
+async fn queued_build(resp: reqwest::Response) -> String {
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let queued: Value = resp.json().await.unwrap();
+    queued["builds"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("a build: {queued}"))
+        .to_string()
+}
+
 /// A 503 `storage_full` in the JSON error shape, with `Retry-After`.
 async fn assert_storage_full(resp: reqwest::Response, what: &str) {
     let status = resp.status();
@@ -214,16 +224,16 @@ async fn a_full_disk_refuses_what_it_cannot_store_corrupts_nothing_and_kiln_resu
     );
     let sha = git.commit("a loud build");
     git.push("main");
-    let resp = post_hook(
-        &kiln,
-        &new_delivery_id(),
-        &secret,
-        &push_body(&clone_url, &sha, 0),
+    let build = queued_build(
+        post_hook(
+            &kiln,
+            &new_delivery_id(),
+            &secret,
+            &push_body(&clone_url, &sha, 0),
+        )
+        .await,
     )
     .await;
-    assert_eq!(resp.status(), StatusCode::ACCEPTED);
-    let queued: Value = resp.json().await.unwrap();
-    let build = queued["builds"][0].as_str().expect("a build").to_string();
     // The daemon finished the build (it tagged the image); the log took the disk's last bytes, so
     // the build's end cannot be recorded until space returns: kiln tries again until then.
     let built = format!("{}/acme/app:main", registry.addr);
@@ -258,16 +268,16 @@ async fn a_full_disk_refuses_what_it_cannot_store_corrupts_nothing_and_kiln_resu
     git.write("blob", support::incompressible(2 << 20, 11));
     let sha = git.commit("a blob of 2 MiB");
     git.push("main");
-    let resp = post_hook(
-        &kiln,
-        &new_delivery_id(),
-        &secret,
-        &push_body(&clone_url, &sha, 0),
+    let build = queued_build(
+        post_hook(
+            &kiln,
+            &new_delivery_id(),
+            &secret,
+            &push_body(&clone_url, &sha, 0),
+        )
+        .await,
     )
     .await;
-    assert_eq!(resp.status(), StatusCode::ACCEPTED);
-    let queued: Value = resp.json().await.unwrap();
-    let build = queued["builds"][0].as_str().expect("a build").to_string();
     let b = kiln.wait_build(&build).await;
     assert_eq!(b["status"], "failed", "{b}");
     let error = b["error"].as_str().expect("a reason");
@@ -358,13 +368,7 @@ async fn a_full_disk_refuses_what_it_cannot_store_corrupts_nothing_and_kiln_resu
         "unhide after space returned: {}",
         resp.status()
     );
-    let resp = post_hook(&kiln, &delivery, &secret, &big).await;
-    assert_eq!(resp.status(), StatusCode::ACCEPTED);
-    let queued: Value = resp.json().await.unwrap();
-    let build = queued["builds"][0]
-        .as_str()
-        .unwrap_or_else(|| panic!("a build: {queued}"))
-        .to_string();
+    let build = queued_build(post_hook(&kiln, &delivery, &secret, &big).await).await;
     assert!(
         events(&kiln)
             .await

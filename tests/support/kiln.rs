@@ -262,15 +262,7 @@ impl KilnApi {
     /// Creates namespace `ns` (if needed) and repository `ns/repo`, links `clone_url` as its GitHub source
     /// and returns the generated webhook secret.
     pub async fn ci_repo(&self, ns: &str, repo: &str, clone_url: &str) -> String {
-        let (s, body) = self.post("/namespaces", json!({"name": ns})).await;
-        assert!(
-            s == StatusCode::CREATED || s == StatusCode::CONFLICT,
-            "namespace: {s} {body}"
-        );
-        let (s, body) = self
-            .post(&format!("/namespaces/{ns}/repos"), json!({"name": repo}))
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "repo: {body}");
+        self.repo(ns, repo).await;
         let (s, body) = self
             .put(
                 &format!("/namespaces/{ns}/repos/{repo}/source"),
