@@ -1,5 +1,6 @@
 //! The one forge-neutral push event. Each forge's wire format stays private to its file.
 
+pub mod client;
 pub mod gitea;
 pub mod github;
 pub mod gitlab;
