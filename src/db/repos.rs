@@ -72,6 +72,17 @@ pub async fn by_name(db: &Db, namespace: &str, name: &str) -> Result<Option<Repo
     .await
 }
 
+/// The names (`namespace`, `name`) of the repositories that have a source, by repository id: the
+/// hook path finds a plain git server's source by the name its URL gives (`crate::source_index`).
+pub async fn names_with_source(db: &Db) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT r.id, n.name, r.name FROM repositories r JOIN namespaces n ON n.id = r.namespace_id \
+         JOIN sources s ON s.repository_id = r.id",
+    )
+    .fetch_all(db)
+    .await
+}
+
 pub async fn list(
     db: &Db,
     namespace_id: &str,

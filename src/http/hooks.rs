@@ -1,9 +1,10 @@
-//! Inbound git hooks: cap the body, route it to candidate sources by repository URL, verify the signature
-//! against each candidate's secret, parse, then hand the delivery to the ingest writer (`crate::ingest`)
-//! and answer once the transaction that stores it (event and builds) is committed.
+//! Inbound git hooks: cap the body, route it to candidate sources by repository URL (a plain git
+//! server's notification: to the one source its URL names), verify the signature against each
+//! candidate's secret, parse, then hand the delivery to the ingest writer (`crate::ingest`) and answer
+//! once the transaction that stores it (event and builds) is committed.
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -11,7 +12,7 @@ use serde_json::json;
 use super::error::{ApiError, ApiResult};
 use crate::app::App;
 use crate::db::sources::SourceRow;
-use crate::forge::{MalformedPayload, Outcome, gitea, github, gitlab};
+use crate::forge::{MalformedPayload, Outcome, git, gitea, github, gitlab};
 use crate::ingest::{Delivery, SubmitError};
 use crate::rate_limit::{self, Peer, Surface};
 use sha2::{Digest, Sha256};
@@ -219,34 +220,89 @@ async fn receive(app: &App, forge: &Forge, headers: &HeaderMap, body: Body) -> A
     })?;
     // Replays (the same signed body under a new delivery id) are told apart by the body's digest.
     let body_sha256 = cpu(&body, |body| hex::encode(Sha256::digest(body))).await?;
-    let delivery = match header(headers, forge.delivery_headers) {
-        Some(d) => d.to_string(),
-        None if forge.delivery_optional => format!("sha256:{body_sha256}"),
-        None => {
-            return Err(ApiError::bad_request(
-                "missing_header",
-                format!("missing {}", forge.delivery_headers[0]),
-            ));
-        }
-    };
-    if delivery.len() > 200 {
-        return Err(ApiError::bad_request(
-            "bad_header",
-            "the delivery id is too long",
-        ));
-    }
+    let delivery = delivery_id(
+        header(headers, forge.delivery_headers),
+        forge.delivery_optional,
+        forge.delivery_headers[0],
+        &body_sha256,
+    )?;
     let parse = forge.parse;
     let kind = event.to_string();
     let outcome = cpu(&body, move |body| parse(&kind, body))
         .await?
         .map_err(|e| ApiError::bad_request("malformed_payload", e.0))?;
+    store(
+        app,
+        Verified {
+            provider: forge.provider,
+            delivery,
+            event: event.to_string(),
+            outcome,
+            body,
+            body_sha256,
+            sources: verified,
+        },
+        StatusCode::OK,
+    )
+    .await
+}
+
+/// The delivery id a sender gave, or, where it may give none, one derived from the body's digest.
+fn delivery_id(
+    given: Option<&str>,
+    optional: bool,
+    header_name: &str,
+    body_sha256: &str,
+) -> ApiResult<String> {
+    let delivery = match given {
+        Some(d) => d.to_string(),
+        None if optional => format!("sha256:{body_sha256}"),
+        None => {
+            return Err(ApiError::bad_request(
+                "missing_header",
+                format!("missing {header_name}"),
+            ));
+        }
+    };
+    if delivery.len() > 200 || delivery.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "bad_header",
+            format!("the delivery id ({header_name}) is too long or holds control characters"),
+        ));
+    }
+    Ok(delivery)
+}
+
+/// A delivery whose signature matched `sources`, parsed.
+struct Verified {
+    provider: &'static str,
+    delivery: String,
+    event: String,
+    outcome: Outcome,
+    body: Bytes,
+    body_sha256: String,
+    sources: Vec<SourceRow>,
+}
+
+/// Hands a verified delivery to the ingest writer and answers once it is stored. A deleted ref is
+/// answered `deleted_status` (it queues no build).
+async fn store(app: &App, v: Verified, deleted_status: StatusCode) -> ApiResult<Response> {
+    let Verified {
+        provider,
+        delivery,
+        event,
+        outcome,
+        body,
+        body_sha256,
+        sources: verified,
+    } = v;
     let sources = verified.len();
     let stored = app
         .ingest
         .submit(Delivery {
-            provider: forge.provider,
+            provider,
             delivery_id: delivery.clone(),
-            event: event.to_string(),
+            event: event.clone(),
             outcome: outcome.clone(),
             body,
             body_sha256,
@@ -255,7 +311,7 @@ async fn receive(app: &App, forge: &Forge, headers: &HeaderMap, body: Body) -> A
         .await
         .map_err(|e| match e {
             SubmitError::Full | SubmitError::Closed => {
-                tracing::warn!(provider = forge.provider, delivery, error = %e, "hook refused for now");
+                tracing::warn!(provider, delivery, error = %e, "hook refused for now");
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", format!("{e}; retry later"))
                     .retry_after(RETRY_AFTER_SECS)
             }
@@ -263,7 +319,7 @@ async fn receive(app: &App, forge: &Forge, headers: &HeaderMap, body: Body) -> A
             SubmitError::Failed(detail) => ApiError::internal(detail),
         })?;
     tracing::info!(
-        provider = forge.provider,
+        provider,
         delivery,
         event,
         builds = stored.build_ids.len(),
@@ -278,7 +334,7 @@ async fn receive(app: &App, forge: &Forge, headers: &HeaderMap, body: Body) -> A
     } else {
         match outcome {
             Outcome::Ping => (StatusCode::OK, axum::Json(json!({"ok": true}))),
-            Outcome::Push(p) if p.deleted => (StatusCode::OK, axum::Json(json!({"builds": []}))),
+            Outcome::Push(p) if p.deleted => (deleted_status, axum::Json(json!({"builds": []}))),
             _ => (
                 StatusCode::ACCEPTED,
                 axum::Json(json!({"builds": stored.build_ids})),
@@ -286,6 +342,100 @@ async fn receive(app: &App, forge: &Forge, headers: &HeaderMap, body: Body) -> A
         }
     };
     Ok(response.into_response())
+}
+
+/// `POST /hooks/git?source=NS/REPO`: a plain git server's push notification (`examples/post-receive`),
+/// for the source of provider `git` of that repository. The body names no repository, so the URL
+/// names the source and the signature is checked against that source's secret only. An unknown
+/// source and a bad signature are both 401 (and count against the sender's address, like every
+/// refused hook); a malformed notification is 400; a deleted ref is 202 with no build.
+pub async fn receive_git(
+    State(app): State<App>,
+    Peer(peer): Peer,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    receive_plain_git(&app, query.as_deref(), &headers, body)
+        .await
+        .map_err(|e| rate_limit::refuse(&app.rate_limits, Surface::Hooks, peer, e))
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The `source` parameter of the query: 400 naming it when it is missing, repeated or empty.
+fn source_param(query: Option<&str>) -> ApiResult<String> {
+    let mut found = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .filter(|(k, _)| k == git::SOURCE_PARAM)
+        .map(|(_, v)| v.into_owned());
+    let bad = |message: &str| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", message.to_string())
+            .with_field(git::SOURCE_PARAM)
+    };
+    match (found.next(), found.next()) {
+        (Some(v), None) if !v.trim().is_empty() && v.len() <= 200 => Ok(v),
+        (Some(_), Some(_)) => Err(bad("give the source once: ?source=NAMESPACE/REPO")),
+        (Some(_), None) => Err(bad(
+            "source must name the repository: ?source=NAMESPACE/REPO",
+        )),
+        (None, _) => Err(bad(
+            "missing source: the URL names the repository, ?source=NAMESPACE/REPO",
+        )),
+    }
+}
+
+async fn receive_plain_git(
+    app: &App,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let body = read_capped(headers, body, app.config.hook_body_limit).await?;
+    let name = source_param(query)?;
+    let signature = header(headers, &[git::SIGNATURE_HEADER])
+        .ok_or_else(|| ApiError::unauthorized(format!("missing {}", git::SIGNATURE_HEADER)))?
+        .to_string();
+    let Some(source) = app
+        .sources
+        .named(&app.db, &app.secrets, "git", &name)
+        .await?
+    else {
+        tracing::info!(provider = "git", "hook refused: no plain git source by the URL's name");
+        return Err(refused());
+    };
+    let (source, valid) = cpu(&body, move |body| {
+        let valid = git::verify_signature(source.webhook_secret.as_bytes(), body, &signature);
+        (source, valid)
+    })
+    .await?;
+    if !valid {
+        tracing::info!(provider = "git", repository = %name, "hook refused: the signature does not match");
+        return Err(refused());
+    }
+    // Only now is the notification trusted enough to read.
+    let body_sha256 = cpu(&body, |body| hex::encode(Sha256::digest(body))).await?;
+    let delivery = delivery_id(
+        header(headers, &[git::DELIVERY_HEADER]),
+        true,
+        git::DELIVERY_HEADER,
+        &body_sha256,
+    )?;
+    let outcome = cpu(&body, git::parse)
+        .await?
+        .map_err(|e| ApiError::bad_request("malformed_payload", e.0))?;
+    store(
+        app,
+        Verified {
+            provider: "git",
+            delivery,
+            event: git::EVENT.to_string(),
+            outcome,
+            body,
+            body_sha256,
+            sources: vec![source],
+        },
+        StatusCode::ACCEPTED,
+    )
+    .await
 }
 
 /// Seconds a hook sender is asked to wait when the ingest queue is full.

@@ -15,6 +15,7 @@ pub fn create_router(app: App) -> Router {
         .route("/hooks/github", post(hooks::receive_github))
         .route("/hooks/gitlab", post(hooks::receive_gitlab))
         .route("/hooks/gitea", post(hooks::receive_gitea))
+        .route("/hooks/git", post(hooks::receive_git))
         .route("/registry/events", post(receive_registry_events))
         .route(
             "/registry/token",

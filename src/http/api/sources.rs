@@ -12,8 +12,8 @@ use crate::http::auth::{Caller, Role};
 use crate::http::error::{ApiError, ApiJson, ApiPath, ApiResult};
 use crate::notify::guard;
 
-/// Providers whose hooks kiln receives.
-pub const PROVIDERS: &[&str] = &["github", "gitlab", "gitea"];
+/// Providers whose hooks kiln receives (`git`: a plain git server, see `examples/post-receive`).
+pub const PROVIDERS: &[&str] = &["github", "gitlab", "gitea", "git"];
 
 #[derive(Serialize)]
 pub struct SourceView {
@@ -22,7 +22,7 @@ pub struct SourceView {
     pub clone_url: String,
     /// True when the source has credentials for its clone URL (they are never shown).
     pub has_credentials: bool,
-    /// Where to point the forge's webhook.
+    /// Where to point the forge's webhook (a plain git server's: the one URL that names this source).
     pub webhook_url: String,
     /// Only when kiln generated it, only in the answer to the PUT that did.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -30,9 +30,19 @@ pub struct SourceView {
 }
 
 impl SourceView {
-    pub fn new(app: &App, source: db::sources::SourceRow, webhook_secret: Option<String>) -> Self {
+    /// The view of the source of `ns/repo`.
+    pub fn new(
+        app: &App,
+        (ns, repo): (&str, &str),
+        source: db::sources::SourceRow,
+        webhook_secret: Option<String>,
+    ) -> Self {
+        let webhook_url = match source.provider.as_str() {
+            "git" => crate::forge::git::webhook_url(&app.config.public_url, ns, repo),
+            provider => format!("{}/hooks/{provider}", app.config.public_url),
+        };
         SourceView {
-            webhook_url: format!("{}/hooks/{}", app.config.public_url, source.provider),
+            webhook_url,
             has_credentials: source.credentials.is_some(),
             provider: source.provider,
             clone_url: source.clone_url,
@@ -195,7 +205,12 @@ pub async fn put(
         has_credentials = source.credentials.is_some(),
         "source linked"
     );
-    Ok(SourceView::new(app, source, generated.then_some(secret)))
+    Ok(SourceView::new(
+        app,
+        (ns, repo),
+        source,
+        generated.then_some(secret),
+    ))
 }
 
 pub async fn get_source(
@@ -207,7 +222,12 @@ pub async fn get_source(
     let source = db::sources::for_repo(&app.db, &app.secrets, &row.id)
         .await?
         .ok_or_else(|| ApiError::not_found(&format!("git source of {ns}/{repo}")))?;
-    Ok(axum::Json(SourceView::new(&app, source, None)))
+    Ok(axum::Json(SourceView::new(
+        &app,
+        (&ns, &repo),
+        source,
+        None,
+    )))
 }
 
 /// Unlinks the source: the repository becomes a plain one; its rules are kept, disabled.

@@ -114,12 +114,14 @@ async fn render_tab(
     // The git source and how to point its host's webhook at kiln.
     let source = db::sources::for_repo(&app.db, &app.secrets, &row.id)
         .await?
-        .map(|s| SourceView::new(app, s, None));
+        .map(|s| SourceView::new(app, (ns, repo), s, None));
     if let Some(s) = &source {
-        // Only an http(s) host can send webhooks; a local path or git:// is plain git.
+        // Only an http(s) host can send webhooks; a local path or git:// is plain git, whose
+        // server notifies kiln only through a hook of provider `git` (`examples/post-receive`).
         ctx.insert(
             "plain_git",
-            &!(s.clone_url.starts_with("https://") || s.clone_url.starts_with("http://")),
+            &(s.provider != "git"
+                && !(s.clone_url.starts_with("https://") || s.clone_url.starts_with("http://"))),
         );
     }
     ctx.insert("source", &source);
