@@ -132,7 +132,13 @@ fn example_hook() -> PathBuf {
 
 fn bare_config(bare: &Path, key: &str, value: &str) {
     let out = Command::new("git")
-        .args(["--git-dir", &bare.display().to_string(), "config", key, value])
+        .args([
+            "--git-dir",
+            &bare.display().to_string(),
+            "config",
+            key,
+            value,
+        ])
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .output()
@@ -485,12 +491,20 @@ async fn concurrent_notifications_are_stored_once_and_bad_ones_refused() {
     // The same body under a new delivery id is a replay; without a delivery id the body's digest
     // names the delivery.
     let (s, body) = notify(&kiln.url, q, SECRET, Some("another-id"), &bodies[0].1).await;
-    assert_eq!((s, &body["duplicate"]), (StatusCode::OK, &json!(true)), "{body}");
+    assert_eq!(
+        (s, &body["duplicate"]),
+        (StatusCode::OK, &json!(true)),
+        "{body}"
+    );
     let fresh = notification("refs/heads/load-x", ZERO_SHA, &commit);
     let (s, body) = notify(&kiln.url, q, SECRET, None, &fresh).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{body}");
     let (s, body) = notify(&kiln.url, q, SECRET, None, &fresh).await;
-    assert_eq!((s, &body["duplicate"]), (StatusCode::OK, &json!(true)), "{body}");
+    assert_eq!(
+        (s, &body["duplicate"]),
+        (StatusCode::OK, &json!(true)),
+        "{body}"
+    );
     let stored = stored_events(&kiln).await;
     assert_eq!(stored.len(), 33);
     let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&fresh));
@@ -521,7 +535,13 @@ async fn concurrent_notifications_are_stored_once_and_bad_ones_refused() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     // No source named: 400 naming the parameter.
-    for query in ["", "?", "?source=", "?other=acme/app", "?source=a/b&source=acme/app"] {
+    for query in [
+        "",
+        "?",
+        "?source=",
+        "?other=acme/app",
+        "?source=a/b&source=acme/app",
+    ] {
         let (s, body) = notify(&kiln.url, query, SECRET, None, &good).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{query:?}: {body}");
         assert_eq!(body["error"]["field"], "source", "{query:?}: {body}");
@@ -531,9 +551,15 @@ async fn concurrent_notifications_are_stored_once_and_bad_ones_refused() {
         (b"not json".to_vec(), "push notification"),
         (b"{}".to_vec(), "missing field `ref`"),
         (notification("main", ZERO_SHA, &commit), "not a full ref"),
-        (notification("refs/heads/a\u{7}b", ZERO_SHA, &commit), "control characters"),
+        (
+            notification("refs/heads/a\u{7}b", ZERO_SHA, &commit),
+            "control characters",
+        ),
         (notification("refs/heads/m", ZERO_SHA, "abc"), "after:"),
-        (notification("refs/heads/m", ZERO_SHA, ZERO_SHA), "both zero"),
+        (
+            notification("refs/heads/m", ZERO_SHA, ZERO_SHA),
+            "both zero",
+        ),
     ] {
         let (s, answer) = notify(&kiln.url, q, SECRET, None, &body).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{answer}");
@@ -541,12 +567,21 @@ async fn concurrent_notifications_are_stored_once_and_bad_ones_refused() {
         let message = answer["error"]["message"].as_str().unwrap();
         assert!(message.contains(says), "{message}");
     }
-    assert_eq!(stored_events(&kiln).await.len(), 33, "nothing refused was stored");
+    assert_eq!(
+        stored_events(&kiln).await.len(),
+        33,
+        "nothing refused was stored"
+    );
 
     // A git source is reachable at /hooks/git only: GitHub's payload naming its clone URL, signed
     // with its secret, finds no source.
-    let payload =
-        support::github_push_payload(&repo.clone_url(), "refs/heads/main", ZERO_SHA, &commit, false);
+    let payload = support::github_push_payload(
+        &repo.clone_url(),
+        "refs/heads/main",
+        ZERO_SHA,
+        &commit,
+        false,
+    );
     let (s, body) = kiln
         .github_hook("push", &support::new_delivery_id(), SECRET, &payload)
         .await;

@@ -490,6 +490,15 @@ async fn hostile_api_bodies_are_refused_with_the_json_error_and_change_nothing()
 async fn hostile_hook_and_registry_event_bodies_are_refused() {
     let s = setup().await;
     let kiln = &s.kiln;
+    // A plain git server's source (`/hooks/git?source=acme/plain`), made before the snapshot.
+    kiln.repo("acme", "plain").await;
+    let (status, source) = kiln
+        .put(
+            "/namespaces/acme/repos/plain/source",
+            json!({"provider": "git", "clone_url": s.clone_url, "webhook_secret": s.secret}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{source}");
     let before = snapshot(kiln, &s.rule, &s.webhook).await;
     let limit = kiln.server.app.config.hook_body_limit;
     let repository = json!({"clone_url": s.clone_url, "ssh_url": s.clone_url,
@@ -547,6 +556,35 @@ async fn hostile_hook_and_registry_event_bodies_are_refused() {
             }
         }
     }
+    // A plain git server's notification: the URL names the source, the body is `{ref, before,
+    // after}`, signed `X-Kiln-Signature-256` like GitHub's.
+    let url = format!("{}/hooks/git?source=acme/plain", kiln.url);
+    let notification = |v: Value| serde_json::to_vec(&v).unwrap();
+    let mut bodies = hostile_json("ref", limit, false);
+    bodies.extend([
+        hostile("a ref that is a number", JSON, notification(json!({"ref": 5, "before": "0".repeat(40), "after": "1".repeat(40)}))),
+        hostile("a ref that is not full", JSON, notification(json!({"ref": "main", "before": "0".repeat(40), "after": "1".repeat(40)}))),
+        hostile("commit ids that are not", JSON, notification(json!({"ref": "refs/heads/main", "before": "x", "after": "y"}))),
+        hostile("SHA-256 object ids", JSON, notification(json!({"ref": "refs/heads/main", "before": "0".repeat(64), "after": "1".repeat(64)}))),
+        hostile("both ids zero", JSON, notification(json!({"ref": "refs/heads/main", "before": "0".repeat(40), "after": "0".repeat(40)}))),
+        hostile("a huge ref", JSON, notification(json!({"ref": format!("refs/heads/{}", "a".repeat(limit / 2)), "before": "0".repeat(40), "after": "1".repeat(40)}))),
+        hostile("a ref with control characters", JSON, notification(json!({"ref": "refs/heads/\u{1b}[2Jmain", "before": "0".repeat(40), "after": "1".repeat(40)}))),
+    ]);
+    for h in &bodies {
+        for signed in [false, true] {
+            let mut headers = vec![("x-kiln-delivery", format!("hostile-{tried}"))];
+            if signed {
+                headers.push(("x-kiln-signature-256", github_signature(&s.secret, &h.body)));
+            }
+            let what = format!("/hooks/git {} (signed: {signed})", h.what);
+            let (status, body) = send(&kiln.http, "POST", &url, &headers, h).await;
+            check_api_error(&what, status, &body);
+            tried += 1;
+        }
+    }
+    let (_, events) = kiln.get("/namespaces/acme/repos/plain/events").await;
+    assert_eq!(events, json!([]), "nothing hostile is stored");
+
     let url = format!("{}/registry/events", kiln.url);
     let auth = [("authorization", format!("Bearer {EVENTS_TOKEN}"))];
     let mut bodies = hostile_json("events", EVENTS_LIMIT, false);

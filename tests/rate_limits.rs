@@ -164,6 +164,70 @@ async fn bad_signatures_are_throttled_but_a_signed_delivery_from_the_same_addres
     assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.body);
 }
 
+/// A plain git server's notification to `/hooks/git?{query}`, signed with `secret` (none: unsigned).
+async fn plain_git_hook(kiln: &Kiln, query: &str, secret: Option<&str>, delivery: &str) -> Answer {
+    let body =
+        serde_json::to_vec(&json!({"ref": "refs/heads/main", "before": ZERO_SHA, "after": COMMIT}))
+            .unwrap();
+    let mut req = kiln
+        .http
+        .post(format!("{}/hooks/git?{query}", kiln.url))
+        .header("content-type", "application/json")
+        .header("x-kiln-delivery", delivery);
+    if let Some(secret) = secret {
+        req = req.header(
+            "x-kiln-signature-256",
+            kiln::forge::git::sign(secret.as_bytes(), &body),
+        );
+    }
+    answer(req.body(body).send().await.unwrap()).await
+}
+
+/// `/hooks/git` spends the hooks' budget: an unknown source, a wrong secret and a missing signature
+/// each count, and the address is then throttled on every hook; a signed notification from it is
+/// still stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_git_notifications_share_the_hooks_budget() {
+    let registry = Registry::start();
+    let kiln = Kiln::start(&registry, TIGHT).await;
+    let secret = "plain-git-secret-0123456789abcdef";
+    kiln.repo("acme", "plain").await;
+    let (s, body) = kiln
+        .put(
+            "/namespaces/acme/repos/plain/source",
+            json!({"provider": "git", "clone_url": CLONE_URL, "webhook_secret": secret}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+
+    for (query, signed_with) in [
+        ("source=acme/nothing", Some(secret)),
+        ("source=acme/plain", Some("not-the-secret-0123456789abcdef")),
+        ("source=acme/plain", None),
+    ] {
+        let a = plain_git_hook(&kiln, query, signed_with, &new_delivery_id()).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{query}: {}", a.body);
+        assert_eq!(a.retry_after, None);
+    }
+    assert_throttled(&plain_git_hook(&kiln, "source=acme/nothing", Some(secret), "x").await);
+    assert_throttled(&bad_hook(&kiln).await);
+
+    // A request that names no source is malformed (400), not a failed signature: it is answered
+    // as such even now.
+    let a = plain_git_hook(&kiln, "", Some(secret), "y").await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
+    assert_eq!(a.body["error"]["field"], "source", "{}", a.body);
+
+    let delivery = new_delivery_id();
+    let signed = plain_git_hook(&kiln, "source=acme/plain", Some(secret), &delivery).await;
+    assert_eq!(signed.status, StatusCode::ACCEPTED, "{}", signed.body);
+    let (s, events) = kiln.get("/namespaces/acme/repos/plain/events").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(events[0]["delivery_id"], delivery.as_str(), "{events}");
+    assert_eq!(events[0]["provider"], "git", "{events}");
+    assert_throttled(&plain_git_hook(&kiln, "source=acme/plain", None, "z").await);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_tokens_are_throttled_but_a_valid_token_from_the_same_address_works() {
     let registry = Registry::start();

@@ -312,8 +312,12 @@ async fn store(app: &App, v: Verified, deleted_status: StatusCode) -> ApiResult<
         .map_err(|e| match e {
             SubmitError::Full | SubmitError::Closed => {
                 tracing::warn!(provider, delivery, error = %e, "hook refused for now");
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", format!("{e}; retry later"))
-                    .retry_after(RETRY_AFTER_SECS)
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    format!("{e}; retry later"),
+                )
+                .retry_after(RETRY_AFTER_SECS)
             }
             SubmitError::StorageFull => ApiError::storage_full(&e),
             SubmitError::Failed(detail) => ApiError::internal(detail),
@@ -368,8 +372,12 @@ fn source_param(query: Option<&str>) -> ApiResult<String> {
         .filter(|(k, _)| k == git::SOURCE_PARAM)
         .map(|(_, v)| v.into_owned());
     let bad = |message: &str| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", message.to_string())
-            .with_field(git::SOURCE_PARAM)
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            message.to_string(),
+        )
+        .with_field(git::SOURCE_PARAM)
     };
     match (found.next(), found.next()) {
         (Some(v), None) if !v.trim().is_empty() && v.len() <= 200 => Ok(v),
@@ -399,7 +407,10 @@ async fn receive_plain_git(
         .named(&app.db, &app.secrets, "git", &name)
         .await?
     else {
-        tracing::info!(provider = "git", "hook refused: no plain git source by the URL's name");
+        tracing::info!(
+            provider = "git",
+            "hook refused: no plain git source by the URL's name"
+        );
         return Err(refused());
     };
     let (source, valid) = cpu(&body, move |body| {
