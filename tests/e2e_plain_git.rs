@@ -604,3 +604,38 @@ async fn concurrent_notifications_are_stored_once_and_bad_ones_refused() {
     );
     assert_eq!(stored_events(&kiln).await.len(), 33);
 }
+
+/// The console's rules tab shows a `git` source's own webhook URL and how to set up the hook, in
+/// both languages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_how_to_set_up_the_hook() {
+    let registry = Registry::start();
+    let kiln = start_kiln(&registry).await;
+    let repo = GitRepo::new();
+    link(&kiln, &repo.clone_url()).await;
+    let console = support::console::Console::sign_in(&kiln.url, support::kiln::ADMIN_TOKEN).await;
+    let want_url = format!("{}/hooks/git?source=acme/app", kiln.url);
+    let page = console.get("/repos/acme/app/rules").await;
+    assert_eq!(page.text("#webhook-url"), want_url);
+    assert_eq!(page.text("#source-provider"), "Plain git server");
+    let settings = page.text("#webhook-settings");
+    for want in [
+        "examples/post-receive",
+        "git config kiln.url",
+        "git config kiln.secret",
+        "X-Kiln-Signature-256",
+    ] {
+        assert!(settings.contains(want), "{want} not in {settings}");
+    }
+    assert!(
+        !page.has("#plain-git"),
+        "a git source's server does notify kiln"
+    );
+    let page = console.get("/repos/acme/app/rules?lang=zh-CN").await;
+    assert_eq!(page.text("#webhook-url"), want_url);
+    assert_eq!(page.text("#source-provider"), "纯 git 服务器");
+    assert!(
+        page.text("#webhook-settings")
+            .contains("X-Kiln-Signature-256")
+    );
+}
