@@ -26,7 +26,7 @@ use crate::domain::schedule::{CronSchedule, validate_rule_schedule};
 use crate::notify::payload::{EVENTS, FORMATS};
 
 /// The source providers a rules file may name (api.md), as the server accepts them.
-pub const PROVIDERS: &[&str] = &["github", "gitlab", "gitea"];
+pub const PROVIDERS: &[&str] = &["github", "gitlab", "gitea", "git"];
 /// The longest repository `detail` the API accepts, in characters.
 pub const MAX_DETAIL_CHARS: usize = 100_000;
 /// The longest webhook `name` and `url` the API accepts, in characters and bytes.
@@ -1486,7 +1486,7 @@ url = "https://hooks.example.com/y"
             ("t.toml:12:10", "hidden: must be true or false (got string)"),
             (
                 "t.toml:15:12",
-                "source of acme/web: provider: must be one of github, gitlab, gitea",
+                "source of acme/web: provider: must be one of github, gitlab, gitea, git",
             ),
             ("t.toml:16:13", "clone_url: must be a URL"),
             (
