@@ -505,8 +505,12 @@ async fn concurrent_notifications_are_stored_once_and_bad_ones_refused() {
         (StatusCode::OK, &json!(true)),
         "{body}"
     );
+    // A deleted ref: taken (202), nothing to build.
+    let deletion = notification("refs/heads/load-0", &commit, ZERO_SHA);
+    let (s, body) = notify(&kiln.url, q, SECRET, None, &deletion).await;
+    assert_eq!((s, &body), (StatusCode::ACCEPTED, &json!({"builds": []})));
     let stored = stored_events(&kiln).await;
-    assert_eq!(stored.len(), 33);
+    assert_eq!(stored.len(), 34);
     let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&fresh));
     assert!(
         stored
@@ -569,7 +573,7 @@ async fn concurrent_notifications_are_stored_once_and_bad_ones_refused() {
     }
     assert_eq!(
         stored_events(&kiln).await.len(),
-        33,
+        34,
         "nothing refused was stored"
     );
 
@@ -602,7 +606,7 @@ async fn concurrent_notifications_are_stored_once_and_bad_ones_refused() {
         format!("{}/hooks/github", kiln.url),
         "{source}"
     );
-    assert_eq!(stored_events(&kiln).await.len(), 33);
+    assert_eq!(stored_events(&kiln).await.len(), 34);
 }
 
 /// The console's rules tab shows a `git` source's own webhook URL and how to set up the hook, in
