@@ -3,8 +3,11 @@
 pub mod client;
 pub mod git;
 pub mod gitea;
+pub mod gitea_api;
 pub mod github;
 pub mod gitlab;
+pub mod gitlab_api;
+pub mod rest;
 
 /// What an inbound hook delivery means, once its signature is verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
