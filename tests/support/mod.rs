@@ -33,6 +33,7 @@
 
 pub mod browser;
 pub mod console;
+pub mod fake_github;
 pub mod kiln;
 pub mod kiln_process;
 
