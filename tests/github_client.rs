@@ -8,7 +8,7 @@ use std::time::Duration;
 use kiln::forge::client::{CommitStatus, ForgeClient, HookSpec, HostCredentials, StatusState};
 use kiln::forge::github_api::GitHubClient;
 use serde_json::json;
-use support::fake_github::{FakeGitHub, Failure, app_key_pair};
+use support::fake_github::{Failure, FakeGitHub, app_key_pair};
 
 const TOKEN: &str = "ghp_0123456789abcdefghijABCDEFGHIJ012345";
 const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
@@ -88,7 +88,11 @@ async fn an_app_is_checked_with_its_jwt_and_lists_through_its_installation() {
     );
     let r = &fake.requests()[0];
     assert_eq!(r.path, "/app/installations/77");
-    let jwt = r.header("authorization").unwrap().strip_prefix("Bearer ").unwrap();
+    let jwt = r
+        .header("authorization")
+        .unwrap()
+        .strip_prefix("Bearer ")
+        .unwrap();
     assert_eq!(jwt.split('.').count(), 3, "a JWT: {jwt}");
 
     fake.add_repo("acme/api", true);
@@ -193,7 +197,10 @@ async fn listings_page_with_the_link_header_and_search_filters_full_names() {
         first.repositories[0].clone_url,
         format!("{}/git/acme/private-thing.git", fake.url())
     );
-    assert_eq!(first.repositories[0].default_branch.as_deref(), Some("main"));
+    assert_eq!(
+        first.repositories[0].default_branch.as_deref(),
+        Some("main")
+    );
     assert_eq!(first.next_page, Some(2));
     let r = fake.requests().pop().unwrap();
     assert_eq!(r.path, "/user/repos");
@@ -207,10 +214,7 @@ async fn listings_page_with_the_link_header_and_search_filters_full_names() {
     // 250 more: a search walks the pages of 100.
     fake.add_many("octocat", "bulk", 250);
     fake.clear_requests();
-    let found = client
-        .repositories(1, 10, Some("SVC-00"))
-        .await
-        .unwrap();
+    let found = client.repositories(1, 10, Some("SVC-00")).await.unwrap();
     assert_eq!(found.repositories.len(), 5);
     assert_eq!(found.next_page, None);
     let pages: Vec<String> = fake.requests().iter().map(|r| r.query.clone()).collect();
@@ -266,7 +270,10 @@ async fn hooks_are_installed_updated_and_removed_with_githubs_bodies() {
     assert_eq!(fake.hooks("octocat/app")[0]["id"].to_string(), id);
 
     // The same URL again: GitHub's 422 with its errors[].message.
-    let e = client.install_hook("octocat/app", &hook()).await.unwrap_err();
+    let e = client
+        .install_hook("octocat/app", &hook())
+        .await
+        .unwrap_err();
     assert_eq!(e.status, Some(422));
     assert_eq!(
         e.message,
@@ -278,7 +285,10 @@ async fn hooks_are_installed_updated_and_removed_with_githubs_bodies() {
         url: "https://kiln2.example/hooks/github".into(),
         secret: "whsec-rotated-secret".into(),
     };
-    client.update_hook("octocat/app", &id, &moved).await.unwrap();
+    client
+        .update_hook("octocat/app", &id, &moved)
+        .await
+        .unwrap();
     let r = fake.requests().pop().unwrap();
     assert_eq!(
         (r.method.as_str(), r.path.as_str()),
@@ -396,7 +406,10 @@ async fn each_github_error_is_mapped_and_never_shows_the_token() {
 
     fake.fail_next("GET", "/user", 1, Failure::bad_credentials());
     let e = client.check().await.unwrap_err();
-    assert_eq!((e.status, e.message.as_str()), (Some(401), "Bad credentials"));
+    assert_eq!(
+        (e.status, e.message.as_str()),
+        (Some(401), "Bad credentials")
+    );
     assert!(!e.rate_limited && !e.is_transient());
     errors.push(e);
 
@@ -435,9 +448,14 @@ async fn each_github_error_is_mapped_and_never_shows_the_token() {
         "POST",
         "/repos/octocat/app/hooks",
         1,
-        Failure::validation_failed(json!([{"resource": "Hook", "field": "config", "code": "invalid"}])),
+        Failure::validation_failed(
+            json!([{"resource": "Hook", "field": "config", "code": "invalid"}]),
+        ),
     );
-    let e = client.install_hook("octocat/app", &hook()).await.unwrap_err();
+    let e = client
+        .install_hook("octocat/app", &hook())
+        .await
+        .unwrap_err();
     assert_eq!(e.message, "Validation Failed: Hook.config invalid");
     errors.push(e);
 

@@ -1,9 +1,9 @@
 //! The one forge-neutral push event. Each forge's wire format stays private to its file.
 
 pub mod client;
-pub mod github_api;
 pub mod gitea;
 pub mod github;
+pub mod github_api;
 pub mod gitlab;
 
 /// What an inbound hook delivery means, once its signature is verified.

@@ -452,7 +452,10 @@ fn jwt_ok(app: &App, headers: &HeaderMap) -> bool {
 }
 
 fn repo_json(s: &State, full_name: &str, private: bool) -> Value {
-    let git = s.git_base.clone().unwrap_or_else(|| format!("{}/git", s.url));
+    let git = s
+        .git_base
+        .clone()
+        .unwrap_or_else(|| format!("{}/git", s.url));
     let (owner, name) = full_name.split_once('/').unwrap();
     json!({
         "id": full_name.bytes().map(u64::from).sum::<u64>(),
