@@ -5,6 +5,7 @@ pub mod git;
 pub mod gitea;
 pub mod gitea_api;
 pub mod github;
+pub mod github_api;
 pub mod gitlab;
 pub mod gitlab_api;
 pub mod rest;
