@@ -50,6 +50,9 @@ use crate::forge::Outcome;
 /// Deliveries stored in one transaction at most.
 pub const MAX_BATCH: usize = 256;
 
+/// Bodies up to this size are compressed on the handler's thread; larger ones on the blocking pool.
+const COMPRESS_INLINE_LIMIT: usize = 64 * 1024;
+
 /// How often the checkpointer copies the WAL into the database while deliveries come in.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
@@ -63,6 +66,7 @@ pub struct Delivery {
     pub delivery_id: String,
     pub event: String,
     pub outcome: Outcome,
+    /// The body as received; [`IngestQueue::submit`] takes it to compress it for the events table.
     pub body: Bytes,
     /// The SHA-256 of `body` (hex), computed by the handler: a replay of a stored body under a new
     /// delivery id is a duplicate, like a redelivery.
@@ -105,6 +109,8 @@ impl SubmitError {
 
 struct Job {
     delivery: Delivery,
+    /// The body as the events table keeps it (compressed by the handler, not the writer).
+    payload: db::events::StoredPayload,
     reply: oneshot::Sender<Result<Stored, SubmitError>>,
     _bytes: OwnedSemaphorePermit,
 }
@@ -132,7 +138,7 @@ impl IngestQueue {
     }
 
     /// Queues a delivery and waits until the transaction that stores it is committed.
-    pub async fn submit(&self, delivery: Delivery) -> Result<Stored, SubmitError> {
+    pub async fn submit(&self, mut delivery: Delivery) -> Result<Stored, SubmitError> {
         let kib = u32::try_from(delivery.body.len() / 1024 + 1)
             .unwrap_or(u32::MAX)
             .min(self.budget_kib);
@@ -141,10 +147,21 @@ impl IngestQueue {
             .clone()
             .try_acquire_many_owned(kib)
             .map_err(|_| SubmitError::Full)?;
+        // The writer needs only the compressed body: the handler's thread compresses it (a large
+        // one on the blocking pool, as its verification was).
+        let body = std::mem::take(&mut delivery.body);
+        let payload = if body.len() <= COMPRESS_INLINE_LIMIT {
+            db::events::StoredPayload::compress(&body)
+        } else {
+            tokio::task::spawn_blocking(move || db::events::StoredPayload::compress(&body))
+                .await
+                .map_err(|e| SubmitError::Failed(format!("compressing the body failed: {e}")))?
+        };
         let (reply, answer) = oneshot::channel();
         self.tx
             .try_send(Job {
                 delivery,
+                payload,
                 reply,
                 _bytes: bytes,
             })
@@ -398,7 +415,7 @@ impl Writer {
         }
         let rows: Vec<db::events::NewEvent> = planned
             .iter()
-            .map(|(i, p)| p.row(&jobs[*i].delivery))
+            .map(|(i, p)| p.row(&jobs[*i].delivery, &jobs[*i].payload))
             .collect();
         let inserted = db::events::insert_new_many(&mut tx, &rows).await?;
         drop(rows);
@@ -462,7 +479,11 @@ struct PlannedEvent {
 }
 
 impl PlannedEvent {
-    fn row<'a>(&'a self, d: &'a Delivery) -> db::events::NewEvent<'a> {
+    fn row<'a>(
+        &'a self,
+        d: &'a Delivery,
+        payload: &'a db::events::StoredPayload,
+    ) -> db::events::NewEvent<'a> {
         db::events::NewEvent {
             id: &self.event_id,
             repository_id: &self.repo.0.id,
@@ -473,7 +494,7 @@ impl PlannedEvent {
             commit_sha: self.commit.as_deref(),
             outcome: &self.summary,
             plan: &self.plan_json,
-            payload: &d.body,
+            payload,
             body_sha256: &d.body_sha256,
         }
     }
