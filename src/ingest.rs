@@ -1,11 +1,26 @@
 //! Ingest: verified hook deliveries go through one writer task that stores them in group commits.
 //!
 //! A hook handler verifies and parses a delivery, then hands it to the writer over a bounded queue and
-//! awaits its commit. The writer takes everything waiting (up to [`MAX_BATCH`]) into one
-//! `BEGIN IMMEDIATE` transaction on its own connection, opened with `synchronous=FULL`: when a handler
-//! answers, its event is fsynced to disk, and one fsync serves every delivery of the batch. Nothing on
-//! this path holds a write transaction while it waits for anything else (a pooled connection, a lock,
-//! another task), which is what stalled concurrent deliveries before.
+//! awaits its answer. The writer takes everything waiting (up to [`MAX_BATCH`]) into one
+//! `BEGIN IMMEDIATE` transaction on its own connection. Nothing on this path holds a write
+//! transaction while it waits for anything else (a pooled connection, a lock, another task), which
+//! is what stalled concurrent deliveries before.
+//!
+//! Durability, and the rule kiln keeps for it: **a delivery is answered only once the WAL frames
+//! of its commit are on disk** (`fdatasync` of the database's `-wal` file, issued after the commit
+//! returned). The writer's connection commits with `synchronous=NORMAL`, then hands the batch's
+//! answers to a syncer task and goes on with the next batch while the disk works: one `fdatasync`
+//! serves every batch committed before it started (group commit across batches, as PostgreSQL's
+//! WAL flush does). What SQLite's `synchronous=FULL` would do inside the commit, the syncer does
+//! beside it, so the disk's latency is not also the writer's. After a power loss SQLite's recovery
+//! keeps every commit whose frames are on disk: every answered delivery.
+//!
+//! Checkpoints (copying the WAL into the database) are kept off the writer: its connection has
+//! `wal_autocheckpoint=0`, and a checkpointer task runs a `PASSIVE` checkpoint from the pool every
+//! [`CHECKPOINT_EVERY`] while deliveries come in. Under a load that never pauses, a passive
+//! checkpoint may never catch up with the writer, and the WAL could only grow; when the WAL holds
+//! more than [`WAL_FRAMES_BEFORE_WRITER_CHECKPOINT`] frames after a checkpoint, the writer copies
+//! the little that is left itself between two batches, so its next transaction starts the WAL over.
 //!
 //! A delivery is stored once per repository: a redelivery (the same delivery id) or a replay (the same
 //! body, by its SHA-256, under a new delivery id) is counted on the stored event and queues nothing.
@@ -14,7 +29,10 @@
 //! 503 with `Retry-After`, never an unbounded backlog.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use sqlx::{Connection, SqliteConnection};
@@ -32,12 +50,23 @@ use crate::forge::Outcome;
 /// Deliveries stored in one transaction at most.
 pub const MAX_BATCH: usize = 256;
 
+/// Bodies up to this size are compressed on the handler's thread; larger ones on the blocking pool.
+const COMPRESS_INLINE_LIMIT: usize = 64 * 1024;
+
+/// How often the checkpointer copies the WAL into the database while deliveries come in.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// WAL frames (pages) beyond which the writer copies the rest itself when the checkpointer could
+/// not copy them all: 16k frames of 4 KiB, 64 MiB.
+pub const WAL_FRAMES_BEFORE_WRITER_CHECKPOINT: i64 = 16 * 1024;
+
 /// A delivery whose signature matched these sources, ready to store.
 pub struct Delivery {
     pub provider: &'static str,
     pub delivery_id: String,
     pub event: String,
     pub outcome: Outcome,
+    /// The body as received; [`IngestQueue::submit`] takes it to compress it for the events table.
     pub body: Bytes,
     /// The SHA-256 of `body` (hex), computed by the handler: a replay of a stored body under a new
     /// delivery id is a duplicate, like a redelivery.
@@ -80,6 +109,8 @@ impl SubmitError {
 
 struct Job {
     delivery: Delivery,
+    /// The body as the events table keeps it (compressed by the handler, not the writer).
+    payload: db::events::StoredPayload,
     reply: oneshot::Sender<Result<Stored, SubmitError>>,
     _bytes: OwnedSemaphorePermit,
 }
@@ -107,7 +138,7 @@ impl IngestQueue {
     }
 
     /// Queues a delivery and waits until the transaction that stores it is committed.
-    pub async fn submit(&self, delivery: Delivery) -> Result<Stored, SubmitError> {
+    pub async fn submit(&self, mut delivery: Delivery) -> Result<Stored, SubmitError> {
         let kib = u32::try_from(delivery.body.len() / 1024 + 1)
             .unwrap_or(u32::MAX)
             .min(self.budget_kib);
@@ -116,10 +147,21 @@ impl IngestQueue {
             .clone()
             .try_acquire_many_owned(kib)
             .map_err(|_| SubmitError::Full)?;
+        // The writer needs only the compressed body: the handler's thread compresses it (a large
+        // one on the blocking pool, as its verification was).
+        let body = std::mem::take(&mut delivery.body);
+        let payload = if body.len() <= COMPRESS_INLINE_LIMIT {
+            db::events::StoredPayload::compress(&body)
+        } else {
+            tokio::task::spawn_blocking(move || db::events::StoredPayload::compress(&body))
+                .await
+                .map_err(|e| SubmitError::Failed(format!("compressing the body failed: {e}")))?
+        };
         let (reply, answer) = oneshot::channel();
         self.tx
             .try_send(Job {
                 delivery,
+                payload,
                 reply,
                 _bytes: bytes,
             })
@@ -142,24 +184,141 @@ struct Writer {
     database_url: String,
     registry: String,
     builds: Arc<BuildQueue>,
+    /// Batches committed and waiting for their WAL frames to reach the disk.
+    committed: mpsc::UnboundedSender<Committed>,
+    /// Shared with the checkpointer.
+    wal: Arc<WalState>,
 }
 
-/// Opens the writer's own connection and starts it. It stops when `stop` is cancelled; deliveries still
-/// waiting then are answered "shutting down" (503), never stored half.
+/// What the writer and the checkpointer share.
+#[derive(Default)]
+struct WalState {
+    /// Batches committed so far: the checkpointer skips its turn when nothing new was written.
+    commits: AtomicU64,
+    /// The checkpointer left more than [`WAL_FRAMES_BEFORE_WRITER_CHECKPOINT`] frames behind.
+    lagging: AtomicBool,
+}
+
+/// A committed batch's answers, given once its WAL frames are on disk.
+struct Committed(
+    Vec<(
+        oneshot::Sender<Result<Stored, SubmitError>>,
+        Result<Stored, SubmitError>,
+    )>,
+);
+
+/// Opens the writer's own connection and starts it, its syncer and its checkpointer. They stop
+/// when `stop` is cancelled; deliveries still waiting then are answered "shutting down" (503),
+/// never stored half.
 pub async fn start(app: &App, stop: CancellationToken) -> anyhow::Result<()> {
     let rx = app
         .ingest
         .take_receiver()
         .ok_or_else(|| anyhow::anyhow!("the ingest writer is already running"))?;
-    let conn = db::connect_durable(&app.config.database_url).await?;
+    let mut conn = db::connect_writer(&app.config.database_url).await?;
+    let wal_file = WalFile::open(db::wal_path(&mut conn).await?)?;
+    let (committed, to_sync) = mpsc::unbounded_channel();
+    let wal = Arc::new(WalState::default());
     let writer = Writer {
         conn,
         database_url: app.config.database_url.clone(),
         registry: app.config.registry.clone(),
         builds: app.builds.clone(),
+        committed,
+        wal: wal.clone(),
     };
-    tokio::spawn(writer.run(rx, stop));
+    tokio::spawn(writer.run(rx, stop.clone()));
+    tokio::spawn(sync_and_answer(to_sync, wal_file));
+    tokio::spawn(checkpoints(app.db.clone(), wal, stop));
     Ok(())
+}
+
+/// The database's WAL file, opened to be synced.
+struct WalFile {
+    path: PathBuf,
+    file: Arc<std::fs::File>,
+}
+
+impl WalFile {
+    /// Opens the WAL (it exists while any connection has the database open, and the writer's
+    /// does) and syncs its directory once, so the file itself is found after a power loss.
+    fn open(path: PathBuf) -> anyhow::Result<WalFile> {
+        use anyhow::Context;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open the WAL {}", path.display()))?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .with_context(|| format!("cannot sync {}", dir.display()))?;
+        }
+        Ok(WalFile {
+            path,
+            file: Arc::new(file),
+        })
+    }
+
+    /// `fdatasync`, on the blocking pool.
+    async fn sync(&self) -> Result<(), String> {
+        let file = self.file.clone();
+        match tokio::task::spawn_blocking(move || file.sync_data()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("cannot sync {}: {e}", self.path.display())),
+            Err(e) => Err(format!("the WAL sync task failed: {e}")),
+        }
+    }
+}
+
+/// Answers committed batches once their frames are on disk: each `fdatasync` covers every batch
+/// that was committed before it started, however many arrived while the previous one ran. A failed
+/// sync answers its batches with an error (a redelivery of a delivery that was stored after all is a
+/// duplicate, not lost).
+async fn sync_and_answer(mut committed: mpsc::UnboundedReceiver<Committed>, wal: WalFile) {
+    let mut waiting = Vec::new();
+    while committed.recv_many(&mut waiting, usize::MAX).await > 0 {
+        let synced = wal.sync().await;
+        if let Err(e) = &synced {
+            tracing::error!(error = %e, "committed deliveries could not be made durable");
+        }
+        for Committed(answers) in waiting.drain(..) {
+            for (reply, result) in answers {
+                let result = match (&synced, result) {
+                    (Err(e), Ok(_)) => Err(SubmitError::Failed(e.clone())),
+                    (_, result) => result,
+                };
+                // The handler may have gone (client hung up): its delivery is stored all the same.
+                let _ = reply.send(result);
+            }
+        }
+    }
+}
+
+/// Copies the WAL into the database from the pool while deliveries come in (see the module's
+/// doc); asks the writer to finish the job when a checkpoint leaves too much behind.
+async fn checkpoints(db: db::Db, wal: Arc<WalState>, stop: CancellationToken) {
+    let mut seen = 0;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(CHECKPOINT_EVERY) => {}
+        }
+        let commits = wal.commits.load(Ordering::Relaxed);
+        if commits == seen {
+            continue;
+        }
+        seen = commits;
+        match db::checkpoint(&db).await {
+            // A WAL copied whole starts over at the writer's next transaction; a long one that
+            // could not be (the writer went on meanwhile) is finished by the writer.
+            Ok(c) => wal.lagging.store(
+                c.wal_frames > WAL_FRAMES_BEFORE_WRITER_CHECKPOINT && c.copied < c.wal_frames,
+                Ordering::Relaxed,
+            ),
+            Err(e) => tracing::warn!(error = %e, "checkpoint failed"),
+        }
+    }
 }
 
 impl Writer {
@@ -172,14 +331,20 @@ impl Writer {
                 n = rx.recv_many(&mut batch, MAX_BATCH) => if n == 0 { break },
             }
             self.commit(&mut batch).await;
+            if self.wal.lagging.swap(false, Ordering::Relaxed) {
+                // Only what the checkpointer left: its next transaction starts the WAL over.
+                if let Err(e) = db::checkpoint(&mut self.conn).await {
+                    tracing::warn!(error = %e, "the ingest writer's checkpoint failed");
+                }
+            }
         }
         if let Err(e) = self.conn.close().await {
             tracing::warn!(error = %e, "cannot close the ingest connection");
         }
     }
 
-    /// Stores a batch in one transaction and answers each sender. If the batch fails, each delivery is
-    /// stored on its own so that one bad delivery cannot refuse the others.
+    /// Stores a batch in one transaction and hands its answers to the syncer. If the batch fails,
+    /// each delivery is stored on its own so that one bad delivery cannot refuse the others.
     async fn commit(&mut self, batch: &mut Vec<Job>) {
         let results = match self.store(batch).await {
             Ok(stored) => stored.into_iter().map(Ok).collect(),
@@ -200,15 +365,19 @@ impl Writer {
                 results
             }
         };
+        self.wal.commits.fetch_add(1, Ordering::Relaxed);
         if results.iter().any(|r: &Result<Stored, SubmitError>| {
             r.as_ref().is_ok_and(|s| !s.build_ids.is_empty())
         }) {
             self.builds.wake_workers();
         }
-        for (job, result) in batch.drain(..).zip(results) {
-            // The handler may have gone (client hung up): its delivery is stored all the same.
-            let _ = job.reply.send(result);
-        }
+        let answers = batch
+            .drain(..)
+            .zip(results)
+            .map(|(job, result)| (job.reply, result))
+            .collect();
+        // The syncer ends only once the writer has gone (its sender is ours).
+        let _ = self.committed.send(Committed(answers));
     }
 
     /// After a failed transaction: replaces the connection when it cannot start another one (see
@@ -217,7 +386,7 @@ impl Writer {
         if db::connection_is_clean(&mut self.conn).await {
             return;
         }
-        match db::connect_durable(&self.database_url).await {
+        match db::connect_writer(&self.database_url).await {
             Ok(conn) => {
                 tracing::warn!(
                     "the ingest connection was left in a transaction SQLite had ended; opened a new one"
@@ -246,7 +415,7 @@ impl Writer {
         }
         let rows: Vec<db::events::NewEvent> = planned
             .iter()
-            .map(|(i, p)| p.row(&jobs[*i].delivery))
+            .map(|(i, p)| p.row(&jobs[*i].delivery, &jobs[*i].payload))
             .collect();
         let inserted = db::events::insert_new_many(&mut tx, &rows).await?;
         drop(rows);
@@ -310,7 +479,11 @@ struct PlannedEvent {
 }
 
 impl PlannedEvent {
-    fn row<'a>(&'a self, d: &'a Delivery) -> db::events::NewEvent<'a> {
+    fn row<'a>(
+        &'a self,
+        d: &'a Delivery,
+        payload: &'a db::events::StoredPayload,
+    ) -> db::events::NewEvent<'a> {
         db::events::NewEvent {
             id: &self.event_id,
             repository_id: &self.repo.0.id,
@@ -321,7 +494,7 @@ impl PlannedEvent {
             commit_sha: self.commit.as_deref(),
             outcome: &self.summary,
             plan: &self.plan_json,
-            payload: &d.body,
+            payload,
             body_sha256: &d.body_sha256,
         }
     }

@@ -311,13 +311,32 @@ async fn large_bodies_are_verified_and_stored_or_refused() {
     let refused = post_github_hook(&url, "push", "big-3", &secret, &nameless).await;
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
 
-    let stored: Vec<String> = events(&kiln, "acme", "widget")
-        .await
+    let stored = events(&kiln, "acme", "widget").await;
+    let ids: Vec<&str> = stored
         .iter()
-        .map(|e| e["delivery_id"].as_str().unwrap().to_string())
+        .map(|e| e["delivery_id"].as_str().unwrap())
         .collect();
-    assert_eq!(stored.len(), 2, "{stored:?}");
-    assert!(stored.contains(&"big-1".to_string()) && stored.contains(&"small-1".to_string()));
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert!(ids.contains(&"big-1") && ids.contains(&"small-1"));
+    // Stored compressed, read back as received, byte for byte.
+    for e in &stored {
+        let kept = kiln::db::events::payload(&kiln.server.app.db, e["id"].as_str().unwrap())
+            .await
+            .unwrap()
+            .expect("the event's payload");
+        let sent = if e["delivery_id"] == "big-1" {
+            &body
+        } else {
+            &small_body
+        };
+        assert!(kept == *sent, "payload of {} differs", e["delivery_id"]);
+    }
+    let (encodings,): (String,) =
+        sqlx::query_as("SELECT group_concat(DISTINCT payload_encoding) FROM events")
+            .fetch_one(&kiln.server.app.db)
+            .await
+            .unwrap();
+    assert_eq!(encodings, "lz4");
 }
 
 /// A tiny ingest queue under 64 simultaneous deliveries: each is either stored and answered 202, or

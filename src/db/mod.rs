@@ -59,16 +59,52 @@ pub async fn connect(url: &str) -> anyhow::Result<Db> {
     Ok(pool)
 }
 
-/// One connection outside the pool whose commits are fsynced (`synchronous=FULL`): each commit
-/// survives a power loss, and in WAL mode it makes every commit before it durable too. The ingest
-/// writer stores hook deliveries through it.
-pub async fn connect_durable(url: &str) -> anyhow::Result<sqlx::SqliteConnection> {
+/// The ingest writer's connection, outside the pool. Its commits do not wait for the disk
+/// (`synchronous=NORMAL`) and it never checkpoints by itself (`wal_autocheckpoint=0`): the writer
+/// makes its commits durable with one `fdatasync` of the WAL file per group, beside the writing
+/// ([`crate::ingest`]), and checkpoints are run by [`checkpoint`] from the pool, off its path.
+pub async fn connect_writer(url: &str) -> anyhow::Result<sqlx::SqliteConnection> {
     use sqlx::ConnectOptions;
     options(url)?
-        .synchronous(SqliteSynchronous::Full)
+        .pragma("wal_autocheckpoint", "0")
         .connect()
         .await
         .with_context(|| format!("cannot open database {url}"))
+}
+
+/// The WAL file of the database `conn` has open (`{file}-wal`).
+pub async fn wal_path(
+    conn: &mut sqlx::SqliteConnection,
+) -> Result<std::path::PathBuf, sqlx::Error> {
+    let (file,): (String,) =
+        sqlx::query_as("SELECT file FROM pragma_database_list WHERE name = 'main'")
+            .fetch_one(&mut *conn)
+            .await?;
+    if file.is_empty() {
+        return Err(sqlx::Error::Protocol(
+            "the database has no file (in memory)".into(),
+        ));
+    }
+    Ok(std::path::PathBuf::from(format!("{file}-wal")))
+}
+
+/// What a checkpoint did: frames in the WAL, and frames of them now copied into the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpointed {
+    pub wal_frames: i64,
+    pub copied: i64,
+}
+
+/// Copies what the WAL holds into the database without waiting for anyone (`PASSIVE`): on `conn`,
+/// a pooled connection (the writer never checkpoints by itself) or the writer's when it is asked to.
+pub async fn checkpoint<'e, E: sqlx::SqliteExecutor<'e>>(
+    conn: E,
+) -> Result<Checkpointed, sqlx::Error> {
+    let (_busy, wal_frames, copied): (i64, i64, i64) =
+        sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(conn)
+            .await?;
+    Ok(Checkpointed { wal_frames, copied })
 }
 
 /// Can this connection start a transaction again? On some errors (`SQLITE_FULL` among them) SQLite
@@ -190,27 +226,46 @@ impl Page {
 
 #[cfg(test)]
 mod tests {
-    /// Hook deliveries are stored through a connection whose commits are fsynced; the pool's are not.
+    /// The writer's connection never checkpoints by itself; a checkpoint from the pool copies its
+    /// commits into the database, and the WAL it syncs is the database's.
     #[tokio::test]
-    async fn the_durable_connection_commits_with_synchronous_full() {
+    async fn the_writer_leaves_checkpoints_to_the_pool() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/t.db", dir.path().display());
         let pool = super::connect(&url).await.unwrap();
-        let mut durable = super::connect_durable(&url).await.unwrap();
-        let (full,): (i64,) = sqlx::query_as("PRAGMA synchronous")
-            .fetch_one(&mut durable)
+        let mut writer = super::connect_writer(&url).await.unwrap();
+        let (auto,): (i64,) = sqlx::query_as("PRAGMA wal_autocheckpoint")
+            .fetch_one(&mut writer)
             .await
             .unwrap();
-        let (normal,): (i64,) = sqlx::query_as("PRAGMA synchronous")
+        let (pool_auto,): (i64,) = sqlx::query_as("PRAGMA wal_autocheckpoint")
             .fetch_one(&pool)
             .await
             .unwrap();
-        // 2 = FULL, 1 = NORMAL.
-        assert_eq!((full, normal), (2, 1));
+        assert_eq!((auto, pool_auto), (0, 1000));
         let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
-            .fetch_one(&mut durable)
+            .fetch_one(&mut writer)
             .await
             .unwrap();
         assert_eq!(mode, "wal");
+        let wal = super::wal_path(&mut writer).await.unwrap();
+        assert_eq!(wal, dir.path().join("t.db-wal"));
+        assert!(wal.exists());
+        sqlx::query("CREATE TABLE t (x BLOB)")
+            .execute(&mut writer)
+            .await
+            .unwrap();
+        for _ in 0..500 {
+            sqlx::query("INSERT INTO t VALUES (zeroblob(8000))")
+                .execute(&mut writer)
+                .await
+                .unwrap();
+        }
+        // Past the pool's 1000 frames, the writer has not checkpointed (a checkpoint would have let
+        // its next transaction start the WAL over): every frame is still there, and the pool's
+        // checkpoint copies them all.
+        let first = super::checkpoint(&pool).await.unwrap();
+        assert!(first.wal_frames > 1000, "{first:?}");
+        assert_eq!(first.copied, first.wal_frames, "{first:?}");
     }
 }
