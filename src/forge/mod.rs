@@ -4,6 +4,7 @@ pub mod client;
 pub mod gitea;
 pub mod github;
 pub mod gitlab;
+pub mod hosts;
 
 /// What an inbound hook delivery means, once its signature is verified.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -185,6 +185,7 @@ pub async fn put(
             match_url: &normalize_url(clone_url.url()),
             webhook_secret: &secret,
             credentials: credentials.as_deref(),
+            repository: None,
         },
     )
     .await?;
