@@ -8,6 +8,7 @@ pub mod namespaces;
 pub mod registry;
 pub mod repos;
 pub mod rules;
+pub mod source_hooks;
 pub mod sources;
 pub mod tokens;
 pub mod versions;

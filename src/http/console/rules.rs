@@ -253,7 +253,8 @@ async fn link_source(
     let secret = f.webhook_secret.trim();
     let body = PutSource {
         provider: f.provider.clone(),
-        clone_url: f.clone_url.trim().to_string(),
+        clone_url: Some(f.clone_url.trim().to_string()),
+        repository: None,
         webhook_secret: (!secret.is_empty()).then(|| secret.to_string()),
         regenerate_secret: false,
         remove_credentials: false,
@@ -300,7 +301,8 @@ async fn regenerate_secret(
         .ok_or_else(|| ApiError::not_found(&format!("git source of {ns}/{repo}")))?;
     let body = PutSource {
         provider: source.provider,
-        clone_url: source.clone_url,
+        clone_url: Some(source.clone_url),
+        repository: source.repository,
         webhook_secret: None,
         regenerate_secret: true,
         remove_credentials: false,
