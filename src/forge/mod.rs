@@ -5,6 +5,7 @@ pub mod gitea;
 pub mod github;
 pub mod gitlab;
 pub mod hosts;
+pub mod statuses;
 
 /// What an inbound hook delivery means, once its signature is verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
