@@ -2,9 +2,12 @@
 
 pub mod client;
 pub mod gitea;
+pub mod gitea_api;
 pub mod github;
 pub mod gitlab;
+pub mod gitlab_api;
 pub mod hosts;
+pub mod rest;
 pub mod statuses;
 
 /// What an inbound hook delivery means, once its signature is verified.

@@ -33,6 +33,9 @@
 
 pub mod browser;
 pub mod console;
+pub mod fake_gitea;
+pub mod fake_gitlab;
+pub mod fake_host;
 pub mod kiln;
 pub mod kiln_process;
 
