@@ -1,6 +1,7 @@
 //! The one forge-neutral push event. Each forge's wire format stays private to its file.
 
 pub mod client;
+pub mod github_api;
 pub mod gitea;
 pub mod gitea_api;
 pub mod github;
