@@ -821,7 +821,7 @@ async fn integration_credentials(
     if clone_host != api_host && api_host != format!("api.{clone_host}") {
         return None;
     }
-    let fetched = match crate::forge::hosts::client(&app.config.git_allow, &integration).await {
+    let fetched = match crate::forge::hosts::client(&app.config, &integration).await {
         Ok(client) => client.git_credentials().await,
         Err(e) => Err(e),
     };

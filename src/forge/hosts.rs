@@ -3,6 +3,11 @@
 use std::sync::Arc;
 
 use super::client::{ForgeClient, HostCredentials, HostError};
+use super::gitea_api::GiteaClient;
+use super::github_api::GitHubClient;
+use super::gitlab_api::GitLabClient;
+use super::rest::RestOptions;
+use crate::config::Config;
 use crate::db::integrations::IntegrationRow;
 use crate::notify::guard::{self, AllowList};
 
@@ -43,23 +48,50 @@ pub async fn check_base_url(allow: &AllowList, base_url: &str) -> Result<(), Str
 
 /// The client for the integration's host, after checking its address is one kiln may reach.
 pub async fn client(
-    allow: &AllowList,
+    config: &Config,
     row: &IntegrationRow,
 ) -> Result<Arc<dyn ForgeClient>, HostError> {
-    check_base_url(allow, &row.base_url)
+    check_base_url(&config.git_allow, &row.base_url)
         .await
         .map_err(|reason| HostError::unreachable(format!("{}: {reason}", row.base_url)))?;
-    connect(&row.provider, &row.base_url, credentials(row)?)
+    connect(config, &row.provider, &row.base_url, credentials(row)?)
 }
 
-/// The client for `provider` at `base_url` with `credentials` (the address already checked).
+/// The client for `provider` at `base_url` with `credentials`: GitHub through octocrab, GitLab
+/// and Gitea through reqwest, guarded like clone URLs (`KILN_GIT_ALLOW`, `KILN_OUTBOUND_PROXY`).
 pub fn connect(
+    config: &Config,
     provider: &str,
     base_url: &str,
     credentials: HostCredentials,
 ) -> Result<Arc<dyn ForgeClient>, HostError> {
-    let _ = (base_url, &credentials);
-    Err(HostError::unreachable(format!(
-        "no client for {provider} in this build"
-    )))
+    let options = RestOptions {
+        allow: config.git_allow.clone(),
+        proxy: config.outbound_proxy.clone(),
+        ..RestOptions::default()
+    };
+    let token = |c: HostCredentials| match c {
+        HostCredentials::Token { token } => Ok(token),
+        HostCredentials::App { .. } => Err(HostError::unreachable(format!(
+            "{provider} takes a token, not a GitHub App"
+        ))),
+    };
+    Ok(match provider {
+        "github" => Arc::new(GitHubClient::new(base_url, credentials)?),
+        "gitlab" => Arc::new(GitLabClient::with_options(
+            base_url,
+            token(credentials)?,
+            &options,
+        )?),
+        "gitea" => Arc::new(GiteaClient::with_options(
+            base_url,
+            token(credentials)?,
+            &options,
+        )?),
+        other => {
+            return Err(HostError::unreachable(format!(
+                "kiln has no integration with {other}"
+            )));
+        }
+    })
 }

@@ -131,7 +131,7 @@ async fn set(app: &App, row: &CommitStatusRow, target_url: &str) -> Result<(), F
                 )))
             })?
             .ok_or_else(|| permanent("the namespace's integration was removed"))?;
-    let client = hosts::client(&app.config.git_allow, &integration)
+    let client = hosts::client(&app.config, &integration)
         .await
         .map_err(transient)?;
     let status = CommitStatus {

@@ -321,7 +321,7 @@ pub async fn client_for(
     app: &App,
     integration: &IntegrationRow,
 ) -> ApiResult<std::sync::Arc<dyn ForgeClient>> {
-    match hosts::client(&app.config.git_allow, integration).await {
+    match hosts::client(&app.config, integration).await {
         Ok(c) => Ok(c),
         Err(e) => {
             db::integrations::record_check(&app.db, &integration.id, Some(&e.message)).await?;
@@ -374,7 +374,7 @@ pub async fn put(
         } => (Some(*app_id as i64), Some(*installation_id as i64)),
         HostCredentials::Token { .. } => (None, None),
     };
-    let client = hosts::connect(provider, &w.base_url, w.credentials)
+    let client = hosts::connect(&app.config, provider, &w.base_url, w.credentials)
         .map_err(|e| host_error(provider, &e, None))?;
     let account = client
         .check()

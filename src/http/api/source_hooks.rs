@@ -56,7 +56,7 @@ async fn integration_client(
         return Ok(None);
     };
     Ok(Some(
-        hosts::client(&app.config.git_allow, &row)
+        hosts::client(&app.config, &row)
             .await
             .map_err(|e| host_error(provider, &e, Some("repository")))?,
     ))
