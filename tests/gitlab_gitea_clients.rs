@@ -15,7 +15,7 @@ use kiln::notify::guard::AllowList;
 use serde_json::json;
 use support::fake_gitea::FakeGitea;
 use support::fake_gitlab::FakeGitLab;
-use support::fake_host::{FakeRequest, Failure};
+use support::fake_host::{Failure, FakeRequest};
 
 const TOKEN: &str = "glpat-SECRETtoken0123456789";
 const GITEA_TOKEN: &str = "0123456789abcdef0123456789abcdef01234567";
@@ -82,7 +82,10 @@ async fn gitlab_check_reads_the_user_and_the_token_scopes() {
     let lines: Vec<String> = requests.iter().map(FakeRequest::line).collect();
     assert_eq!(
         lines,
-        ["GET /api/v4/user", "GET /api/v4/personal_access_tokens/self"]
+        [
+            "GET /api/v4/user",
+            "GET /api/v4/personal_access_tokens/self"
+        ]
     );
     for r in &requests {
         assert_eq!(r.header("private-token"), Some(TOKEN));
@@ -100,7 +103,12 @@ async fn gitlab_check_reads_the_user_and_the_token_scopes() {
     fake.fail_next("GET", "/personal_access_tokens/self", 1, Failure::Forbidden);
     assert!(client.check().await.unwrap().scopes.is_empty());
     // Anything else on the token call is an error.
-    fake.fail_next("GET", "/personal_access_tokens/self", 1, Failure::ServerError);
+    fake.fail_next(
+        "GET",
+        "/personal_access_tokens/self",
+        1,
+        Failure::ServerError,
+    );
     let e = client.check().await.unwrap_err();
     assert_eq!(e.status, Some(500));
     assert!(e.is_transient());
@@ -117,7 +125,11 @@ async fn gitlab_lists_projects_page_by_page_and_searches() {
     let client = gitlab(&fake);
 
     let first = client.repositories(1, 3, None).await.unwrap();
-    let names: Vec<&str> = first.repositories.iter().map(|r| r.full_name.as_str()).collect();
+    let names: Vec<&str> = first
+        .repositories
+        .iter()
+        .map(|r| r.full_name.as_str())
+        .collect();
     assert_eq!(names, ["acme/svc-0", "acme/svc-1", "acme/svc-2"]);
     assert_eq!(first.next_page, Some(2));
     let r0 = &first.repositories[0];
@@ -140,7 +152,11 @@ async fn gitlab_lists_projects_page_by_page_and_searches() {
     );
 
     let second = client.repositories(2, 3, None).await.unwrap();
-    let names: Vec<&str> = second.repositories.iter().map(|r| r.full_name.as_str()).collect();
+    let names: Vec<&str> = second
+        .repositories
+        .iter()
+        .map(|r| r.full_name.as_str())
+        .collect();
     assert_eq!(names, ["acme/svc-3", "acme/svc-4", "acme/web"]);
     assert!(!second.repositories[2].private, "public");
     assert_eq!(second.next_page, Some(3));
@@ -152,7 +168,11 @@ async fn gitlab_lists_projects_page_by_page_and_searches() {
     // Search: by any part of the full path, GitLab's search_namespaces.
     fake.clear_requests();
     let found = client.repositories(1, 20, Some(" tools ")).await.unwrap();
-    let names: Vec<&str> = found.repositories.iter().map(|r| r.full_name.as_str()).collect();
+    let names: Vec<&str> = found
+        .repositories
+        .iter()
+        .map(|r| r.full_name.as_str())
+        .collect();
     assert_eq!(names, ["tools/Builder"]);
     assert_eq!(found.next_page, None);
     let req = only(&fake.requests()).clone();
@@ -224,7 +244,10 @@ async fn gitlab_installs_updates_and_removes_a_project_hook() {
     };
     client.update_hook("acme/app", &id, &rotated).await.unwrap();
     let req = only(&fake.requests()).clone();
-    assert_eq!(req.line(), format!("PUT /api/v4/projects/acme%2Fapp/hooks/{id}"));
+    assert_eq!(
+        req.line(),
+        format!("PUT /api/v4/projects/acme%2Fapp/hooks/{id}")
+    );
     assert_eq!(req.json()["token"], "whsec-rotating-2");
     assert_eq!(fake.hooks()[0].body["token"], "whsec-rotating-2");
 
@@ -238,7 +261,10 @@ async fn gitlab_installs_updates_and_removes_a_project_hook() {
     // Already gone: fine.
     client.remove_hook("acme/app", &id).await.unwrap();
     // Updating a hook that is gone is not.
-    let e = client.update_hook("acme/app", &id, &rotated).await.unwrap_err();
+    let e = client
+        .update_hook("acme/app", &id, &rotated)
+        .await
+        .unwrap_err();
     assert_eq!(e.status, Some(404));
     // The host refusing the hook's URL says why, in one line.
     fake.fail_next("POST", "/hooks", 1, Failure::Invalid);
@@ -275,7 +301,10 @@ async fn gitlab_sets_statuses_in_its_own_words() {
         s.context = format!("kiln/{word}-{}", state.as_str());
         client.set_status("acme/app", SHA, &s).await.unwrap();
         let req = only(&fake.requests()).clone();
-        assert_eq!(req.line(), format!("POST /api/v4/projects/acme%2Fapp/statuses/{SHA}"));
+        assert_eq!(
+            req.line(),
+            format!("POST /api/v4/projects/acme%2Fapp/statuses/{SHA}")
+        );
         assert_eq!(
             req.json(),
             json!({
@@ -287,7 +316,11 @@ async fn gitlab_sets_statuses_in_its_own_words() {
         );
     }
     assert_eq!(fake.statuses().len(), 6);
-    assert!(fake.statuses().iter().all(|s| s.project_id == project_id && s.sha == SHA));
+    assert!(
+        fake.statuses()
+            .iter()
+            .all(|s| s.project_id == project_id && s.sha == SHA)
+    );
 
     // The same state twice: GitLab refuses the transition, which means it is already set.
     let running = status(StatusState::Running);
@@ -328,8 +361,18 @@ async fn gitlab_errors_are_mapped() {
             false,
         ),
         (Failure::NotFound, 404, "404 Project Not Found", false),
-        (Failure::ServerError, 500, "500 Internal Server Error", false),
-        (Failure::RateLimited { retry_after: 37 }, 429, "Retry later", true),
+        (
+            Failure::ServerError,
+            500,
+            "500 Internal Server Error",
+            false,
+        ),
+        (
+            Failure::RateLimited { retry_after: 37 },
+            429,
+            "Retry later",
+            true,
+        ),
     ];
     for (failure, code, message, limited) in cases {
         fake.fail_next("POST", "/statuses/", 1, failure.clone());
@@ -349,10 +392,12 @@ async fn gitlab_errors_are_mapped() {
         no_token(&e, TOKEN);
     }
     // A wrong token: GitLab's 401.
-    let wrong =
-        GitLabClient::with_options(fake.url(), "glpat-wrong".into(), &loopback()).unwrap();
+    let wrong = GitLabClient::with_options(fake.url(), "glpat-wrong".into(), &loopback()).unwrap();
     let e = wrong.check().await.unwrap_err();
-    assert_eq!((e.status, e.message.as_str()), (Some(401), "401 Unauthorized"));
+    assert_eq!(
+        (e.status, e.message.as_str()),
+        (Some(401), "401 Unauthorized")
+    );
     no_token(&e, "glpat-wrong");
 }
 
@@ -401,7 +446,11 @@ async fn gitea_lists_repositories_page_by_page_and_searches() {
     let client = gitea(&fake);
 
     let first = client.repositories(1, 4, None).await.unwrap();
-    let names: Vec<&str> = first.repositories.iter().map(|r| r.full_name.as_str()).collect();
+    let names: Vec<&str> = first
+        .repositories
+        .iter()
+        .map(|r| r.full_name.as_str())
+        .collect();
     assert_eq!(names, ["bob/lib-0", "bob/lib-1", "bob/lib-2", "bob/lib-3"]);
     assert_eq!(first.next_page, Some(2));
     let r0 = &first.repositories[0];
@@ -422,7 +471,11 @@ async fn gitea_lists_repositories_page_by_page_and_searches() {
 
     fake.clear_requests();
     let found = client.repositories(1, 10, Some("service")).await.unwrap();
-    let names: Vec<&str> = found.repositories.iter().map(|r| r.full_name.as_str()).collect();
+    let names: Vec<&str> = found
+        .repositories
+        .iter()
+        .map(|r| r.full_name.as_str())
+        .collect();
     assert_eq!(names, ["acme/Service"]);
     assert_eq!(found.next_page, None);
     let req = only(&fake.requests()).clone();
@@ -461,7 +514,11 @@ async fn gitea_gets_a_repository() {
     assert_eq!(e.message, "The target couldn't be found.");
     fake.clear_requests();
     for bad in ["acme", "a/b/c", "../x", "acme/.."] {
-        assert_eq!(client.repository(bad).await.unwrap_err().status, None, "{bad}");
+        assert_eq!(
+            client.repository(bad).await.unwrap_err().status,
+            None,
+            "{bad}"
+        );
     }
     assert!(fake.requests().is_empty());
 }
@@ -496,7 +553,10 @@ async fn gitea_installs_updates_and_removes_a_hook() {
     };
     client.update_hook("acme/app", &id, &rotated).await.unwrap();
     let req = only(&fake.requests()).clone();
-    assert_eq!(req.line(), format!("PATCH /api/v1/repos/acme/app/hooks/{id}"));
+    assert_eq!(
+        req.line(),
+        format!("PATCH /api/v1/repos/acme/app/hooks/{id}")
+    );
     assert_eq!(
         req.json(),
         json!({
@@ -515,7 +575,10 @@ async fn gitea_installs_updates_and_removes_a_hook() {
     );
     assert!(fake.hooks().is_empty());
     client.remove_hook("acme/app", &id).await.unwrap();
-    let e = client.update_hook("acme/app", &id, &rotated).await.unwrap_err();
+    let e = client
+        .update_hook("acme/app", &id, &rotated)
+        .await
+        .unwrap_err();
     assert_eq!(e.status, Some(404));
     fake.fail_next("POST", "/hooks", 1, Failure::Invalid);
     let e = client.install_hook("acme/app", &spec).await.unwrap_err();
@@ -539,9 +602,15 @@ async fn gitea_sets_statuses_in_its_own_words() {
         (StatusState::Cancelled, "error"),
     ] {
         fake.clear_requests();
-        client.set_status("acme/app", SHA, &status(state)).await.unwrap();
+        client
+            .set_status("acme/app", SHA, &status(state))
+            .await
+            .unwrap();
         let req = only(&fake.requests()).clone();
-        assert_eq!(req.line(), format!("POST /api/v1/repos/acme/app/statuses/{SHA}"));
+        assert_eq!(
+            req.line(),
+            format!("POST /api/v1/repos/acme/app/statuses/{SHA}")
+        );
         assert_eq!(
             req.json(),
             json!({
@@ -570,14 +639,24 @@ async fn gitea_errors_are_mapped() {
     fake.add_repo("acme/app", false);
     let client = gitea(&fake);
     let cases = [
-        (Failure::Unauthorized, 401, "user does not exist [uid: 0, name: ]", false),
+        (
+            Failure::Unauthorized,
+            401,
+            "user does not exist [uid: 0, name: ]",
+            false,
+        ),
         (
             Failure::Forbidden,
             403,
             "token does not have at least one of required scope(s): [write:repository]",
             false,
         ),
-        (Failure::NotFound, 404, "The target couldn't be found.", false),
+        (
+            Failure::NotFound,
+            404,
+            "The target couldn't be found.",
+            false,
+        ),
         (
             Failure::Invalid,
             422,
@@ -585,7 +664,12 @@ async fn gitea_errors_are_mapped() {
             false,
         ),
         (Failure::ServerError, 500, "internal error", false),
-        (Failure::RateLimited { retry_after: 5 }, 429, "Too Many Requests", true),
+        (
+            Failure::RateLimited { retry_after: 5 },
+            429,
+            "Too Many Requests",
+            true,
+        ),
     ];
     for (failure, code, message, limited) in cases {
         fake.fail_next("GET", "/user/repos", 1, failure.clone());
@@ -600,7 +684,10 @@ async fn gitea_errors_are_mapped() {
     }
     let wrong = GiteaClient::with_options(fake.url(), "nope".into(), &loopback()).unwrap();
     let e = wrong.check().await.unwrap_err();
-    assert_eq!((e.status, e.message.as_str()), (Some(401), "token is required"));
+    assert_eq!(
+        (e.status, e.message.as_str()),
+        (Some(401), "token is required")
+    );
     assert!(!e.is_transient());
 }
 

@@ -33,11 +33,36 @@ async fn bad_integration_bodies_are_refused_naming_the_field() {
     let cases: &[(&str, Value, &str, &str)] = &[
         ("github", json!({}), "token", "required"),
         ("github", json!({"kind": "token"}), "token", "required"),
-        ("github", json!({"kind": "oauth", "token": "t"}), "kind", "invalid_value"),
-        ("github", json!({"kind": "token", "token": ""}), "token", "invalid_length"),
-        ("github", json!({"kind": "token", "token": "a b"}), "token", "invalid_character"),
-        ("github", json!({"kind": "token", "token": "a\u{0}b"}), "token", "invalid_character"),
-        ("github", json!({"kind": "token", "token": "x".repeat(1025)}), "token", "invalid_length"),
+        (
+            "github",
+            json!({"kind": "oauth", "token": "t"}),
+            "kind",
+            "invalid_value",
+        ),
+        (
+            "github",
+            json!({"kind": "token", "token": ""}),
+            "token",
+            "invalid_length",
+        ),
+        (
+            "github",
+            json!({"kind": "token", "token": "a b"}),
+            "token",
+            "invalid_character",
+        ),
+        (
+            "github",
+            json!({"kind": "token", "token": "a\u{0}b"}),
+            "token",
+            "invalid_character",
+        ),
+        (
+            "github",
+            json!({"kind": "token", "token": "x".repeat(1025)}),
+            "token",
+            "invalid_length",
+        ),
         (
             "github",
             json!({"kind": "token", "token": "t", "url": "https://example.com"}),
@@ -86,26 +111,93 @@ async fn bad_integration_bodies_are_refused_naming_the_field() {
             "token",
             "not_allowed",
         ),
-        ("github", json!({"token": "t", "zz": 1}), "zz", "unknown_field"),
+        (
+            "github",
+            json!({"token": "t", "zz": 1}),
+            "zz",
+            "unknown_field",
+        ),
         ("gitlab", json!({"token": "t"}), "url", "required"),
-        ("gitlab", json!({"url": "https://gitlab.example.com"}), "token", "required"),
-        ("gitlab", json!({"kind": "app", "url": "https://g.example", "token": "t"}), "kind", "invalid_value"),
-        ("gitlab", json!({"url": "ftp://gitlab.example.com", "token": "t"}), "url", "invalid_url"),
-        ("gitlab", json!({"url": "gitlab.example.com", "token": "t"}), "url", "invalid_url"),
-        ("gitlab", json!({"url": "https://u:p@gitlab.example.com", "token": "t"}), "url", "invalid_url"),
-        ("gitlab", json!({"url": "https://gitlab.example.com/?x=1", "token": "t"}), "url", "invalid_url"),
-        ("gitlab", json!({"url": "https://gitlab example.com", "token": "t"}), "url", "invalid_url"),
+        (
+            "gitlab",
+            json!({"url": "https://gitlab.example.com"}),
+            "token",
+            "required",
+        ),
+        (
+            "gitlab",
+            json!({"kind": "app", "url": "https://g.example", "token": "t"}),
+            "kind",
+            "invalid_value",
+        ),
+        (
+            "gitlab",
+            json!({"url": "ftp://gitlab.example.com", "token": "t"}),
+            "url",
+            "invalid_url",
+        ),
+        (
+            "gitlab",
+            json!({"url": "gitlab.example.com", "token": "t"}),
+            "url",
+            "invalid_url",
+        ),
+        (
+            "gitlab",
+            json!({"url": "https://u:p@gitlab.example.com", "token": "t"}),
+            "url",
+            "invalid_url",
+        ),
+        (
+            "gitlab",
+            json!({"url": "https://gitlab.example.com/?x=1", "token": "t"}),
+            "url",
+            "invalid_url",
+        ),
+        (
+            "gitlab",
+            json!({"url": "https://gitlab example.com", "token": "t"}),
+            "url",
+            "invalid_url",
+        ),
         // Internal addresses the outbound guard refuses (KILN_GIT_ALLOW opens only loopback here).
-        ("gitlab", json!({"url": "http://10.1.2.3", "token": "t"}), "url", "address_not_allowed"),
-        ("gitea", json!({"url": "http://169.254.169.254", "token": "t"}), "url", "address_not_allowed"),
-        ("gitea", json!({"url": "http://[fd00::1]:3000", "token": "t"}), "url", "address_not_allowed"),
-        ("gitea", json!({"url": "https://gitea.example.com", "token": "t", "app_id": 3}), "app_id", "not_allowed"),
+        (
+            "gitlab",
+            json!({"url": "http://10.1.2.3", "token": "t"}),
+            "url",
+            "address_not_allowed",
+        ),
+        (
+            "gitea",
+            json!({"url": "http://169.254.169.254", "token": "t"}),
+            "url",
+            "address_not_allowed",
+        ),
+        (
+            "gitea",
+            json!({"url": "http://[fd00::1]:3000", "token": "t"}),
+            "url",
+            "address_not_allowed",
+        ),
+        (
+            "gitea",
+            json!({"url": "https://gitea.example.com", "token": "t", "app_id": 3}),
+            "app_id",
+            "not_allowed",
+        ),
     ];
     for (provider, body, want_field, want_code) in cases {
         let (s, answer) = kiln
-            .put(&format!("/namespaces/acme/integrations/{provider}"), body.clone())
+            .put(
+                &format!("/namespaces/acme/integrations/{provider}"),
+                body.clone(),
+            )
             .await;
-        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{provider} {body}: {answer}");
+        assert_eq!(
+            s,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{provider} {body}: {answer}"
+        );
         assert_eq!(field(&answer), *want_field, "{provider} {body}: {answer}");
         if *want_code != "unknown_field" {
             assert_eq!(code(&answer), *want_code, "{provider} {body}: {answer}");
@@ -151,12 +243,42 @@ async fn tenants_cannot_set_read_or_list_another_namespaces_integration() {
     let other_admin = kiln.token("other-admin", "admin", Some("other")).await;
     let body = json!({"url": "https://gitlab.example.com", "token": "glpat-x"});
     for (token, method, path, want) in [
-        (&acme_write, Method::PUT, "/namespaces/acme/integrations/gitlab", StatusCode::FORBIDDEN),
-        (&acme_read, Method::PUT, "/namespaces/acme/integrations/gitlab", StatusCode::FORBIDDEN),
-        (&acme_write, Method::DELETE, "/namespaces/acme/integrations/gitlab", StatusCode::FORBIDDEN),
-        (&other_admin, Method::PUT, "/namespaces/acme/integrations/gitlab", StatusCode::NOT_FOUND),
-        (&other_admin, Method::GET, "/namespaces/acme/integrations/gitlab", StatusCode::NOT_FOUND),
-        (&other_admin, Method::DELETE, "/namespaces/acme/integrations/gitlab", StatusCode::NOT_FOUND),
+        (
+            &acme_write,
+            Method::PUT,
+            "/namespaces/acme/integrations/gitlab",
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            &acme_read,
+            Method::PUT,
+            "/namespaces/acme/integrations/gitlab",
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            &acme_write,
+            Method::DELETE,
+            "/namespaces/acme/integrations/gitlab",
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            &other_admin,
+            Method::PUT,
+            "/namespaces/acme/integrations/gitlab",
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            &other_admin,
+            Method::GET,
+            "/namespaces/acme/integrations/gitlab",
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            &other_admin,
+            Method::DELETE,
+            "/namespaces/acme/integrations/gitlab",
+            StatusCode::NOT_FOUND,
+        ),
         (
             &other_admin,
             Method::GET,
@@ -164,7 +286,12 @@ async fn tenants_cannot_set_read_or_list_another_namespaces_integration() {
             StatusCode::NOT_FOUND,
         ),
         // Its own namespace has none.
-        (&acme_read, Method::GET, "/namespaces/acme/integrations/gitlab", StatusCode::NOT_FOUND),
+        (
+            &acme_read,
+            Method::GET,
+            "/namespaces/acme/integrations/gitlab",
+            StatusCode::NOT_FOUND,
+        ),
         (
             &acme_read,
             Method::GET,
@@ -194,7 +321,9 @@ async fn repository_listing_queries_are_checked() {
         ("zz=1", "zz"),
     ] {
         let (s, body) = kiln
-            .get(&format!("/namespaces/acme/integrations/github/repositories?{query}"))
+            .get(&format!(
+                "/namespaces/acme/integrations/github/repositories?{query}"
+            ))
             .await;
         assert!(s.is_client_error(), "{query}: {s} {body}");
         assert_eq!(field(&body), want_field, "{query}: {body}");
@@ -209,12 +338,36 @@ async fn linking_by_repository_needs_an_integration_and_a_good_name() {
     kiln.repo("acme", "api").await;
     let path = "/namespaces/acme/repos/api/source";
     for (body, want_field, want_code) in [
-        (json!({"provider": "github", "repository": "acme/api"}), "repository", "no_integration"),
-        (json!({"provider": "gitea", "repository": "acme/api"}), "repository", "no_integration"),
-        (json!({"provider": "github", "repository": "acme"}), "repository", "invalid_value"),
-        (json!({"provider": "github", "repository": "acme/../x"}), "repository", "invalid_value"),
-        (json!({"provider": "github", "repository": "a b/c"}), "repository", "invalid_value"),
-        (json!({"provider": "github", "repository": 5}), "repository", ""),
+        (
+            json!({"provider": "github", "repository": "acme/api"}),
+            "repository",
+            "no_integration",
+        ),
+        (
+            json!({"provider": "gitea", "repository": "acme/api"}),
+            "repository",
+            "no_integration",
+        ),
+        (
+            json!({"provider": "github", "repository": "acme"}),
+            "repository",
+            "invalid_value",
+        ),
+        (
+            json!({"provider": "github", "repository": "acme/../x"}),
+            "repository",
+            "invalid_value",
+        ),
+        (
+            json!({"provider": "github", "repository": "a b/c"}),
+            "repository",
+            "invalid_value",
+        ),
+        (
+            json!({"provider": "github", "repository": 5}),
+            "repository",
+            "",
+        ),
         (json!({"provider": "github"}), "clone_url", "required"),
     ] {
         let (s, answer) = kiln.put(path, body.clone()).await;
@@ -229,7 +382,10 @@ async fn linking_by_repository_needs_an_integration_and_a_good_name() {
     // A manual link works as before, and says nothing of hooks.
     let git = support::GitRepo::new();
     let (s, body) = kiln
-        .put(path, json!({"provider": "github", "clone_url": git.clone_url()}))
+        .put(
+            path,
+            json!({"provider": "github", "clone_url": git.clone_url()}),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert!(body.get("repository").is_none(), "{body}");

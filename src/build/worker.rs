@@ -809,10 +809,9 @@ async fn integration_credentials(
     let namespace = db::namespaces::by_name(&app.db, &build.namespace)
         .await
         .ok()??;
-    let integration =
-        db::integrations::get(&app.db, &app.secrets, &namespace.id, &source.provider)
-            .await
-            .ok()??;
+    let integration = db::integrations::get(&app.db, &app.secrets, &namespace.id, &source.provider)
+        .await
+        .ok()??;
     let clone_host = crate::domain::clone_url::host_of(&source.clone_url)?.to_ascii_lowercase();
     let api_host = reqwest::Url::parse(&integration.base_url)
         .ok()?
@@ -827,9 +826,8 @@ async fn integration_credentials(
     };
     match fetched {
         Ok((user, password)) => {
-            let credentials = crate::domain::clone_url::Credentials::from_plain(&format!(
-                "{user}:{password}"
-            ))?;
+            let credentials =
+                crate::domain::clone_url::Credentials::from_plain(&format!("{user}:{password}"))?;
             let forms = credentials.secrets();
             crate::secrets::mask::register_all(forms.iter().map(String::as_str));
             Some(credentials.userinfo().to_string())

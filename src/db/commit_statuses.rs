@@ -121,11 +121,10 @@ pub async fn due(db: &Db, limit: i64) -> Result<Vec<CommitStatusRow>, sqlx::Erro
 
 /// When the next pending status is due, if any is.
 pub async fn next_due(db: &Db) -> Result<Option<String>, sqlx::Error> {
-    let row: Option<(Option<String>,)> = sqlx::query_as(
-        "SELECT MIN(next_attempt_at) FROM commit_statuses WHERE status = 'pending'",
-    )
-    .fetch_optional(db)
-    .await?;
+    let row: Option<(Option<String>,)> =
+        sqlx::query_as("SELECT MIN(next_attempt_at) FROM commit_statuses WHERE status = 'pending'")
+            .fetch_optional(db)
+            .await?;
     Ok(row.and_then(|(t,)| t))
 }
 

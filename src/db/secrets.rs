@@ -58,10 +58,9 @@ pub async fn all(conn: &mut SqliteConnection) -> Result<Vec<StoredSecret>, sqlx:
         row_id,
         stored,
     }));
-    let integrations: Vec<(String, String)> =
-        sqlx::query_as("SELECT id, secret FROM integrations")
-            .fetch_all(&mut *conn)
-            .await?;
+    let integrations: Vec<(String, String)> = sqlx::query_as("SELECT id, secret FROM integrations")
+        .fetch_all(&mut *conn)
+        .await?;
     found.extend(
         integrations
             .into_iter()

@@ -61,8 +61,20 @@ mod tests {
     fn states_and_descriptions() {
         let cases: &[(&str, Option<&str>, Option<&str>, StatusState, &str)] = &[
             ("queued", None, None, StatusState::Pending, "queued"),
-            ("building", Some("main"), None, StatusState::Running, "building"),
-            ("succeeded", Some("main-1a2b3c4"), None, StatusState::Success, "built main-1a2b3c4"),
+            (
+                "building",
+                Some("main"),
+                None,
+                StatusState::Running,
+                "building",
+            ),
+            (
+                "succeeded",
+                Some("main-1a2b3c4"),
+                None,
+                StatusState::Success,
+                "built main-1a2b3c4",
+            ),
             ("succeeded", None, None, StatusState::Success, "built"),
             (
                 "failed",
@@ -72,7 +84,13 @@ mod tests {
                 "docker build: step 2 failed",
             ),
             ("failed", None, None, StatusState::Failure, "failed"),
-            ("cancelled", None, Some("cancelled by user"), StatusState::Cancelled, "cancelled"),
+            (
+                "cancelled",
+                None,
+                Some("cancelled by user"),
+                StatusState::Cancelled,
+                "cancelled",
+            ),
             (
                 "skipped",
                 None,
@@ -94,7 +112,10 @@ mod tests {
 
     #[test]
     fn contexts() {
-        assert_eq!(context(Some("api image"), "refs/heads/main"), "kiln/api image");
+        assert_eq!(
+            context(Some("api image"), "refs/heads/main"),
+            "kiln/api image"
+        );
         assert_eq!(context(None, "refs/heads/main"), "kiln/main");
         assert_eq!(context(Some("  "), "refs/tags/v1.0"), "kiln/v1.0");
         assert_eq!(context(None, "HEAD"), "kiln/HEAD");

@@ -408,7 +408,11 @@ fn invalid(message: String) -> HostError {
 
 /// The first line of `text`, at most [`MESSAGE_MAX`] characters.
 fn one_line(text: &str) -> String {
-    let line = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
     cut(line, MESSAGE_MAX)
 }
 
@@ -443,7 +447,9 @@ fn host_error(answer: &Answer) -> HostError {
         }
     }
     let remaining_zero = answer.header("x-ratelimit-remaining").map(str::trim) == Some("0");
-    let secondary = message.to_ascii_lowercase().contains("secondary rate limit");
+    let secondary = message
+        .to_ascii_lowercase()
+        .contains("secondary rate limit");
     let rate_limited = answer.status == 429
         || (answer.status == 403 && (remaining_zero || secondary || has_retry_after(answer)));
     let retry_after = answer
@@ -454,9 +460,13 @@ fn host_error(answer: &Answer) -> HostError {
             if !rate_limited {
                 return None;
             }
-            let reset = answer.header("x-ratelimit-reset")?.trim().parse::<i64>().ok()?;
+            let reset = answer
+                .header("x-ratelimit-reset")?
+                .trim()
+                .parse::<i64>()
+                .ok()?;
             Some(Duration::from_secs(
-                (reset - Utc::now().timestamp()).max(0) as u64,
+                (reset - Utc::now().timestamp()).max(0) as u64
             ))
         });
     HostError {
@@ -526,8 +536,7 @@ fn repo_path(full_name: &str) -> Result<String, HostError> {
             && s != "."
             && s != ".."
             && s.len() <= 100
-            && s
-                .bytes()
+            && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
     };
     if !ok(owner) || !ok(name) {
@@ -690,22 +699,14 @@ impl ForgeClient for GitHubClient {
         hook_id: &str,
         hook: &HookSpec,
     ) -> Result<(), HostError> {
-        let path = format!(
-            "{}/hooks/{}",
-            repo_path(full_name)?,
-            hook_id_part(hook_id)?
-        );
+        let path = format!("{}/hooks/{}", repo_path(full_name)?, hook_id_part(hook_id)?);
         let body = json!({ "active": true, "config": hook_config(hook) });
         self.call(Method::PATCH, &path, Some(&body)).await?;
         Ok(())
     }
 
     async fn remove_hook(&self, full_name: &str, hook_id: &str) -> Result<(), HostError> {
-        let path = format!(
-            "{}/hooks/{}",
-            repo_path(full_name)?,
-            hook_id_part(hook_id)?
-        );
+        let path = format!("{}/hooks/{}", repo_path(full_name)?, hook_id_part(hook_id)?);
         match self.call(Method::DELETE, &path, None).await {
             Ok(_) => Ok(()),
             Err(e) if e.status == Some(404) => Ok(()),
@@ -777,7 +778,9 @@ mod tests {
     #[test]
     fn repository_names_are_owner_slash_name() {
         assert_eq!(repo_path("acme/api.v2").unwrap(), "/repos/acme/api.v2");
-        for bad in ["acme", "acme/", "/api", "a/b/c", "a/..", "a/b?x=1", "a/b c", "ä/b"] {
+        for bad in [
+            "acme", "acme/", "/api", "a/b/c", "a/..", "a/b?x=1", "a/b c", "ä/b",
+        ] {
             assert!(repo_path(bad).is_err(), "{bad}");
         }
     }

@@ -307,9 +307,6 @@ impl ForgeClient for GitLabClient {
 
     async fn git_credentials(&self) -> Result<(String, String), HostError> {
         use secrecy::ExposeSecret;
-        Ok((
-            "oauth2".to_string(),
-            self.token.expose_secret().to_string(),
-        ))
+        Ok(("oauth2".to_string(), self.token.expose_secret().to_string()))
     }
 }

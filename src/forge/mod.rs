@@ -1,10 +1,10 @@
 //! The one forge-neutral push event. Each forge's wire format stays private to its file.
 
 pub mod client;
-pub mod github_api;
 pub mod gitea;
 pub mod gitea_api;
 pub mod github;
+pub mod github_api;
 pub mod gitlab;
 pub mod gitlab_api;
 pub mod hosts;

@@ -452,11 +452,15 @@ mod tests {
     #[test]
     fn base_urls() {
         assert_eq!(
-            parse_base_url("https://gitlab.example.com/").unwrap().as_str(),
+            parse_base_url("https://gitlab.example.com/")
+                .unwrap()
+                .as_str(),
             "https://gitlab.example.com/"
         );
         assert_eq!(
-            parse_base_url("https://example.com/gitlab/").unwrap().as_str(),
+            parse_base_url("https://example.com/gitlab/")
+                .unwrap()
+                .as_str(),
             "https://example.com/gitlab"
         );
         for (bad, says) in [

@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::fake_host::{self, FakeRequest, Failure, Knobs, json as answer};
+use super::fake_host::{self, Failure, FakeRequest, Knobs, json as answer};
 
 pub struct FakeGitea {
     url: String,
@@ -224,7 +224,10 @@ fn paged(url: &str, r: &FakeRequest, path: &str, repos: &[GiteaRepo], wrap: bool
     )
 }
 
-async fn handle(State((state, recorded)): State<Shared>, request: axum::extract::Request) -> Response {
+async fn handle(
+    State((state, recorded)): State<Shared>,
+    request: axum::extract::Request,
+) -> Response {
     let r = fake_host::read(request, &recorded).await;
     let mut s = state.lock().unwrap();
     let url = s.url.clone();
@@ -332,9 +335,7 @@ async fn handle(State((state, recorded)): State<Shared>, request: axum::extract:
                 .find(|h| h.full_name == x.full_name && h.id.to_string() == *id)
             {
                 Some(h) => {
-                    if let (Some(into), Some(from)) =
-                        (h.body.as_object_mut(), patch.as_object())
-                    {
+                    if let (Some(into), Some(from)) = (h.body.as_object_mut(), patch.as_object()) {
                         for (k, v) in from {
                             into.insert(k.clone(), v.clone());
                         }

@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::fake_host::{self, FakeRequest, Failure, Knobs, json as answer};
+use super::fake_host::{self, Failure, FakeRequest, Knobs, json as answer};
 
 pub struct FakeGitLab {
     url: String,
@@ -229,7 +229,10 @@ fn event_of(state: &str) -> &'static str {
     }
 }
 
-async fn handle(State((state, recorded)): State<Shared>, request: axum::extract::Request) -> Response {
+async fn handle(
+    State((state, recorded)): State<Shared>,
+    request: axum::extract::Request,
+) -> Response {
     let r = fake_host::read(request, &recorded).await;
     let mut s = state.lock().unwrap();
     if r.header("private-token") != Some(s.token.as_str()) {

@@ -175,11 +175,7 @@ pub fn decode(segment: &str) -> String {
 
 /// A JSON answer.
 pub fn json(status: u16, body: Value) -> Response {
-    (
-        StatusCode::from_u16(status).unwrap(),
-        axum::Json(body),
-    )
-        .into_response()
+    (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response()
 }
 
 /// An answer with extra headers.

@@ -134,11 +134,7 @@ fn absent<T>(value: &Option<T>, field: &str, why: &str) -> ApiResult<()> {
 /// An integration's base URL (GitLab, Gitea): http(s), a host, no credentials, query or fragment.
 fn check_url(url: Option<String>) -> ApiResult<String> {
     let url = url.ok_or_else(|| {
-        ApiError::invalid(
-            "url",
-            "required",
-            "url (the host's base URL) is required",
-        )
+        ApiError::invalid("url", "required", "url (the host's base URL) is required")
     })?;
     let invalid = |m: &str| ApiError::invalid("url", "invalid_url", m.to_string());
     if url.len() > MAX_URL {
@@ -147,10 +143,12 @@ fn check_url(url: Option<String>) -> ApiResult<String> {
     if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err(invalid("url must not contain spaces or control characters"));
     }
-    let parsed = reqwest::Url::parse(&url)
-        .map_err(|e| invalid(&format!("url is not a URL: {e}")))?;
+    let parsed =
+        reqwest::Url::parse(&url).map_err(|e| invalid(&format!("url is not a URL: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-        return Err(invalid("url must be an http:// or https:// URL with a host"));
+        return Err(invalid(
+            "url must be an http:// or https:// URL with a host",
+        ));
     }
     if !parsed.username().is_empty() || parsed.password().is_some() {
         return Err(invalid(
@@ -177,7 +175,11 @@ fn wanted(app: &App, provider: &str, body: PutIntegration) -> ApiResult<Wanted> 
     let kind = body.kind.as_deref().unwrap_or("token");
     match (provider, kind) {
         ("github", "token") => {
-            absent(&body.url, "url", "for github (KILN_GITHUB_API_URL sets the API)")?;
+            absent(
+                &body.url,
+                "url",
+                "for github (KILN_GITHUB_API_URL sets the API)",
+            )?;
             absent(&body.app_id, "app_id", "with kind token")?;
             absent(&body.private_key, "private_key", "with kind token")?;
             absent(&body.installation_id, "installation_id", "with kind token")?;
@@ -191,8 +193,16 @@ fn wanted(app: &App, provider: &str, body: PutIntegration) -> ApiResult<Wanted> 
             })
         }
         ("github", "app") => {
-            absent(&body.url, "url", "for github (KILN_GITHUB_API_URL sets the API)")?;
-            absent(&body.token, "token", "with kind app (kiln mints installation tokens)")?;
+            absent(
+                &body.url,
+                "url",
+                "for github (KILN_GITHUB_API_URL sets the API)",
+            )?;
+            absent(
+                &body.token,
+                "token",
+                "with kind app (kiln mints installation tokens)",
+            )?;
             let id = |v: Option<u64>, field: &str| match v {
                 Some(n) if (1..=i64::MAX as u64).contains(&n) => Ok(n),
                 Some(_) => Err(ApiError::invalid(
@@ -209,7 +219,11 @@ fn wanted(app: &App, provider: &str, body: PutIntegration) -> ApiResult<Wanted> 
             let app_id = id(body.app_id, "app_id")?;
             let installation_id = id(body.installation_id, "installation_id")?;
             let key = body.private_key.ok_or_else(|| {
-                ApiError::invalid("private_key", "required", "private_key is required with kind app")
+                ApiError::invalid(
+                    "private_key",
+                    "required",
+                    "private_key is required with kind app",
+                )
             })?;
             if key.len() > MAX_PRIVATE_KEY || !is_rsa_private_key(&key) {
                 return Err(ApiError::invalid(
@@ -237,7 +251,11 @@ fn wanted(app: &App, provider: &str, body: PutIntegration) -> ApiResult<Wanted> 
         (_, "token") => {
             absent(&body.app_id, "app_id", &format!("for {provider}"))?;
             absent(&body.private_key, "private_key", &format!("for {provider}"))?;
-            absent(&body.installation_id, "installation_id", &format!("for {provider}"))?;
+            absent(
+                &body.installation_id,
+                "installation_id",
+                &format!("for {provider}"),
+            )?;
             let base_url = check_url(body.url)?;
             Ok(Wanted {
                 kind: "token",
@@ -312,7 +330,10 @@ pub async fn load_integration(
     db::integrations::get(&app.db, &app.secrets, &namespace.id, provider)
         .await?
         .ok_or_else(|| {
-            ApiError::not_found(&format!("{provider} integration of namespace {}", namespace.name))
+            ApiError::not_found(&format!(
+                "{provider} integration of namespace {}",
+                namespace.name
+            ))
         })
 }
 
@@ -473,7 +494,11 @@ pub async fn repositories(
     check_provider(provider)?;
     let page = q.page.unwrap_or(1);
     if !(1..=10_000).contains(&page) {
-        return Err(ApiError::invalid("page", "out_of_range", "page must be 1 to 10000"));
+        return Err(ApiError::invalid(
+            "page",
+            "out_of_range",
+            "page must be 1 to 10000",
+        ));
     }
     let per_page = q.per_page.unwrap_or(30);
     if !(1..=100).contains(&per_page) {

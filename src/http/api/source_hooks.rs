@@ -55,11 +55,9 @@ async fn integration_client(
     else {
         return Ok(None);
     };
-    Ok(Some(
-        hosts::client(&app.config, &row)
-            .await
-            .map_err(|e| host_error(provider, &e, Some("repository")))?,
-    ))
+    Ok(Some(hosts::client(&app.config, &row).await.map_err(
+        |e| host_error(provider, &e, Some("repository")),
+    )?))
 }
 
 /// The host's repository `full_name`, seen through the namespace's integration with `provider`:
@@ -75,7 +73,10 @@ pub async fn find_repository(
         return Err(ApiError::invalid(
             "repository",
             "not_allowed",
-            format!("repository needs a provider with an integration ({})", INTEGRATION_PROVIDERS.join(", ")),
+            format!(
+                "repository needs a provider with an integration ({})",
+                INTEGRATION_PROVIDERS.join(", ")
+            ),
         ));
     }
     let client = integration_client(app, &repo.namespace_id, provider)
@@ -91,14 +92,17 @@ pub async fn find_repository(
                 ),
             )
         })?;
-    client.repository(full_name).await.map_err(|e| match e.status {
-        Some(404) => ApiError::invalid(
-            "repository",
-            "not_found_on_host",
-            format!("{provider} has no repository {full_name} the credentials can see"),
-        ),
-        _ => host_error(provider, &e, Some("repository")),
-    })
+    client
+        .repository(full_name)
+        .await
+        .map_err(|e| match e.status {
+            Some(404) => ApiError::invalid(
+                "repository",
+                "not_found_on_host",
+                format!("{provider} has no repository {full_name} the credentials can see"),
+            ),
+            _ => host_error(provider, &e, Some("repository")),
+        })
 }
 
 /// `{KILN_PUBLIC_URL}/hooks/{provider}` with the source's secret.
@@ -190,8 +194,7 @@ pub async fn sync_hook(
             } else {
                 None
             };
-            db::sources::set_hook(&app.db, &repo.id, kept.as_deref(), Some(&describe(&e)))
-                .await?;
+            db::sources::set_hook(&app.db, &repo.id, kept.as_deref(), Some(&describe(&e))).await?;
         }
     }
     reload(app, repo).await
@@ -200,7 +203,9 @@ pub async fn sync_hook(
 async fn reload(app: &App, repo: &RepoRow) -> ApiResult<SourceRow> {
     db::sources::for_repo(&app.db, &app.secrets, &repo.id)
         .await?
-        .ok_or_else(|| ApiError::not_found(&format!("git source of {}/{}", repo.namespace, repo.name)))
+        .ok_or_else(|| {
+            ApiError::not_found(&format!("git source of {}/{}", repo.namespace, repo.name))
+        })
 }
 
 /// Removes the hook kiln installed for `source`, if any. A failure is logged, not answered: the
@@ -211,7 +216,9 @@ pub async fn remove_hook(app: &App, repo: &RepoRow, source: &SourceRow) {
     };
     let outcome = match integration_client(app, &repo.namespace_id, &source.provider).await {
         Ok(Some(client)) => client.remove_hook(full_name, hook_id).await,
-        Ok(None) => Err(HostError::unreachable("the namespace has no integration any more")),
+        Ok(None) => Err(HostError::unreachable(
+            "the namespace has no integration any more",
+        )),
         Err(e) => Err(HostError::unreachable(e.message)),
     };
     if let Err(e) = outcome {
@@ -250,7 +257,17 @@ mod tests {
         for ok in ["acme/api", "group/sub/api.v2", "a-b/c_d"] {
             assert!(validate_repository(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "acme", "acme/", "/api", "acme//api", "acme/..", "a b/c", "a/b\n", "a/b?x"] {
+        for bad in [
+            "",
+            "acme",
+            "acme/",
+            "/api",
+            "acme//api",
+            "acme/..",
+            "a b/c",
+            "a/b\n",
+            "a/b?x",
+        ] {
             let e = validate_repository(bad).unwrap_err();
             assert_eq!(e.field.as_deref(), Some("repository"), "{bad}");
         }

@@ -149,7 +149,10 @@ async fn render_tab(
     ctx.insert("build_error", &answer.build_error);
     ctx.insert("local_sources", &!app.config.local_sources.is_empty());
     if source.is_none() && viewer.can_write(ns) {
-        ctx.insert("picker", &picker(app, viewer, ns, row.namespace_id.as_str(), q).await?);
+        ctx.insert(
+            "picker",
+            &picker(app, viewer, ns, row.namespace_id.as_str(), q).await?,
+        );
     }
 
     // The rules, in the order they are matched (oldest first).
@@ -583,7 +586,11 @@ async fn picker(
             .await;
     let (repositories, next_page, error) = match listed {
         Ok(l) => (l.repositories, l.next_page, None),
-        Err(e) => (Vec::new(), None, Some(api_text(viewer.lang, e.code, &e.message))),
+        Err(e) => (
+            Vec::new(),
+            None,
+            Some(api_text(viewer.lang, e.code, &e.message)),
+        ),
     };
     Ok(json!({
         "providers": providers,
