@@ -34,6 +34,7 @@
 pub mod browser;
 pub mod console;
 pub mod fake_gitea;
+pub mod fake_github;
 pub mod fake_gitlab;
 pub mod fake_host;
 pub mod kiln;
