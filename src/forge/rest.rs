@@ -43,6 +43,18 @@ impl Default for RestOptions {
     }
 }
 
+impl RestOptions {
+    /// The operator's settings: `KILN_GIT_ALLOW` (a tenant's host URL passes the same guard as
+    /// a clone URL) and `KILN_OUTBOUND_PROXY`.
+    pub fn from_config(config: &crate::config::Config) -> RestOptions {
+        RestOptions {
+            allow: config.git_allow.clone(),
+            proxy: config.outbound_proxy.clone(),
+            ..RestOptions::default()
+        }
+    }
+}
+
 /// Checks a host's base URL as a tenant gives it (`https://gitlab.example.com`, or with a path
 /// for an instance under one): http or https, a host, no credentials, no query nor fragment.
 /// Answers it without a trailing `/`.
@@ -396,11 +408,9 @@ pub fn next_page_from_link(headers: &HeaderMap) -> Option<u32> {
             }
             let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
             let url = Url::parse(target).ok()?;
-            let page = url
-                .query_pairs()
+            url.query_pairs()
                 .find(|(k, _)| k == "page")
-                .and_then(|(_, v)| v.parse::<u32>().ok());
-            page
+                .and_then(|(_, v)| v.parse::<u32>().ok())
         })
 }
 

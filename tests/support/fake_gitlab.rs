@@ -346,7 +346,7 @@ async fn handle(
                     .hooks
                     .iter()
                     .filter(|h| h.project_id == p.id)
-                    .map(|h| hook_json(h))
+                    .map(hook_json)
                     .collect();
                 answer(200, Value::Array(hooks))
             }
