@@ -499,3 +499,119 @@ async fn a_private_repository_is_fetched_with_the_integrations_credentials() {
         assert!(!shown.contains(TOKEN), "{shown}");
     }
 }
+
+/// GitHub: a repository picked by name, its clone URL from GitHub's answer (private, on the host
+/// git serves from), fetched with the token as `x-access-token`; the push hook installed with the
+/// secret; the statuses of a push's build set in order (GitHub's `pending` for both the queued
+/// and the running build).
+#[tokio::test(flavor = "multi_thread")]
+async fn github_link_private_fetch_and_statuses() {
+    const GH_TOKEN: &str = "ghp_kilnIntegrationToken0123456789";
+    support::ensure_docker();
+    let github = support::fake_github::FakeGitHub::start();
+    github.add_token(GH_TOKEN, "octocat");
+    github.add_repo("acme/app", true);
+    let git = repository("app", "github private");
+    // Served as GitHub serves it: {host}/acme/app.git, only with the token.
+    let root = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(git.bare.parent().unwrap(), root.path().join("acme")).unwrap();
+    let server = GitHttpServer::start(root.path(), Some(("x-access-token", GH_TOKEN))).await;
+    github.set_git_base(&server.url);
+    let registry = Registry::start();
+    let api = github.url();
+    let kiln = Kiln::start(&registry, &[("KILN_GITHUB_API_URL", api.as_str())]).await;
+    kiln.repo("acme", "app").await;
+
+    let (s, set) = kiln
+        .put(
+            "/namespaces/acme/integrations/github",
+            json!({"kind": "token", "token": GH_TOKEN}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{set}");
+    assert_eq!(
+        (&set["account"], &set["url"]),
+        (&json!("octocat"), &json!(api))
+    );
+    let (s, listed) = kiln
+        .get("/namespaces/acme/integrations/github/repositories")
+        .await;
+    assert_eq!(s, StatusCode::OK, "{listed}");
+    assert_eq!(
+        listed["repositories"][0]["full_name"], "acme/app",
+        "{listed}"
+    );
+    assert_eq!(listed["repositories"][0]["private"], true, "{listed}");
+
+    let (s, linked) = kiln
+        .put(
+            "/namespaces/acme/repos/app/source",
+            json!({"provider": "github", "repository": "acme/app"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{linked}");
+    let clone_url = format!("{}/acme/app.git", server.url);
+    assert_eq!(linked["clone_url"], clone_url.as_str(), "{linked}");
+    assert_eq!(linked["hook_installed"], true, "{linked}");
+    let secret = linked["webhook_secret"].as_str().unwrap().to_string();
+    let hooks = github.hooks("acme/app");
+    assert_eq!(hooks.len(), 1, "{hooks:?}");
+    assert_eq!(
+        hooks[0]["config"]["url"],
+        format!("{}/hooks/github", kiln.url)
+    );
+    kiln.rule("acme", "app", json!({"type": "branch", "name": "main"}))
+        .await;
+
+    let sha = git.head();
+    let ids = kiln
+        .push_hook(&secret, &clone_url, "refs/heads/main", &sha)
+        .await;
+    let build = kiln.wait_build(&ids[0]).await;
+    assert_eq!(build["status"], "succeeded", "{build}");
+    assert_eq!(registry.tags("acme/app").await, vec!["main".to_string()]);
+    settled_statuses(&kiln, &ids[0]).await;
+    let target = format!("{}/builds/{}", kiln.url, ids[0]);
+    let statuses: Vec<(String, String, String, String)> = github
+        .statuses("acme/app", &sha)
+        .iter()
+        .map(|s| {
+            let f = |k: &str| s[k].as_str().unwrap_or("").to_string();
+            (f("state"), f("context"), f("description"), f("target_url"))
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            (
+                "pending".into(),
+                "kiln/main".into(),
+                "queued".into(),
+                target.clone()
+            ),
+            (
+                "pending".into(),
+                "kiln/main".into(),
+                "building".into(),
+                target.clone()
+            ),
+            (
+                "success".into(),
+                "kiln/main".into(),
+                "built main".into(),
+                target
+            ),
+        ]
+    );
+    assert!(
+        server.requests().iter().any(|r| r.header("authorization")
+            == Some(&*support::basic_auth("x-access-token", GH_TOKEN))),
+        "git sent the token"
+    );
+    let log = kiln.log(&ids[0]).await;
+    let (_, source) = kiln.get("/namespaces/acme/repos/app/source").await;
+    let (_, integration) = kiln.get("/namespaces/acme/integrations/github").await;
+    for shown in [log, source.to_string(), integration.to_string()] {
+        assert!(!shown.contains(GH_TOKEN), "{shown}");
+    }
+}

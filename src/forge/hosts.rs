@@ -65,11 +65,7 @@ pub fn connect(
     base_url: &str,
     credentials: HostCredentials,
 ) -> Result<Arc<dyn ForgeClient>, HostError> {
-    let options = RestOptions {
-        allow: config.git_allow.clone(),
-        proxy: config.outbound_proxy.clone(),
-        ..RestOptions::default()
-    };
+    let options = RestOptions::from_config(config);
     let token = |c: HostCredentials| match c {
         HostCredentials::Token { token } => Ok(token),
         HostCredentials::App { .. } => Err(HostError::unreachable(format!(
