@@ -338,7 +338,7 @@ async fn try_end_build(
     digest: Option<&str>,
 ) -> Result<bool, sqlx::Error> {
     let mut tx = crate::db::write_tx(&app.db).await?;
-    if !db::builds::finish(&mut *tx, build_id, status, error, digest).await? {
+    if !db::builds::finish(&mut tx, build_id, status, error, digest).await? {
         return Ok(false);
     }
     let event = match status {

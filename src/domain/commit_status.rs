@@ -57,9 +57,18 @@ pub fn context(rule_name: Option<&str>, git_ref: &str) -> String {
 mod tests {
     use super::*;
 
+    /// (build status, tag, error) → (state, description).
+    type Case<'a> = (
+        &'a str,
+        Option<&'a str>,
+        Option<&'a str>,
+        StatusState,
+        &'a str,
+    );
+
     #[test]
     fn states_and_descriptions() {
-        let cases: &[(&str, Option<&str>, Option<&str>, StatusState, &str)] = &[
+        let cases: &[Case] = &[
             ("queued", None, None, StatusState::Pending, "queued"),
             (
                 "building",
