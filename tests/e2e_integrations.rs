@@ -615,3 +615,48 @@ async fn github_link_private_fetch_and_statuses() {
         assert!(!shown.contains(GH_TOKEN), "{shown}");
     }
 }
+
+/// The console's "link a git source" offers the integration's repositories (search, pages); one
+/// click links the picked repository and installs its hook.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_console_picker_links_a_repository_of_the_integration() {
+    let (_registry, kiln, gitlab) = start().await;
+    for name in ["acme/app", "acme/web", "acme/worker"] {
+        gitlab.add_project(name, "private");
+    }
+    // Without an integration there is no picker.
+    let console = support::console::Console::sign_in(&kiln.url, support::kiln::ADMIN_TOKEN).await;
+    let page = console.get("/repos/acme/app/rules").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+    assert!(!page.has("#repo-picker"));
+    set_integration(&kiln, &gitlab).await;
+
+    let page = console.get("/repos/acme/app/rules").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+    assert!(page.has("#repo-picker"), "{}", page.html);
+    assert_eq!(
+        page.attrs("#picker-list li", "data-repository"),
+        ["acme/app", "acme/web", "acme/worker"]
+    );
+    let page = console
+        .get("/repos/acme/app/rules?pick_provider=gitlab&pick_search=wor")
+        .await;
+    assert_eq!(
+        page.attrs("#picker-list li", "data-repository"),
+        ["acme/worker"]
+    );
+    assert!(!page.html.contains(TOKEN));
+
+    let page = console
+        .post(
+            "/repos/acme/app/rules",
+            "/repos/acme/app/source",
+            &[("provider", "gitlab"), ("repository", "acme/web")],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+    let (_, source) = kiln.get("/namespaces/acme/repos/app/source").await;
+    assert_eq!(source["repository"], "acme/web", "{source}");
+    assert_eq!(source["hook_installed"], true, "{source}");
+    assert_eq!(gitlab.hooks().len(), 1);
+}
