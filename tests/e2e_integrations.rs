@@ -660,3 +660,57 @@ async fn the_console_picker_links_a_repository_of_the_integration() {
     assert_eq!(source["hook_installed"], true, "{source}");
     assert_eq!(gitlab.hooks().len(), 1);
 }
+
+/// The console's namespace page connects and disconnects a git host through the API's checks:
+/// a token the host refuses is shown as the token's error, a good one saves; never shown again.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_console_connects_and_disconnects_a_git_host() {
+    let (_registry, kiln, gitlab) = start().await;
+    let console = support::console::Console::sign_in(&kiln.url, support::kiln::ADMIN_TOKEN).await;
+    let page = console.get("/namespaces/acme/integrations").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+    assert!(page.has("#integration-gitlab"), "{}", page.html);
+    let rules = console.get("/repos/acme/app/rules").await;
+    assert!(rules.has("#picker-connect"), "{}", rules.html);
+
+    let url = gitlab.url().to_string();
+    let page = console
+        .post(
+            "/namespaces/acme/integrations",
+            "/namespaces/acme/integrations/gitlab",
+            &[("url", url.as_str()), ("token", "glpat-refused-0123456789")],
+        )
+        .await;
+    assert_eq!(
+        page.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        page.html
+    );
+    assert!(page.has("#integration-gitlab #err-token"), "{}", page.html);
+    assert!(!page.html.contains("glpat-refused-0123456789"));
+
+    let page = console
+        .post(
+            "/namespaces/acme/integrations",
+            "/namespaces/acme/integrations/gitlab",
+            &[("url", url.as_str()), ("token", TOKEN)],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+    assert_eq!(page.text("#integration-gitlab .account"), "kiln-bot");
+    assert!(!page.html.contains(TOKEN));
+    let (s, _) = kiln.get("/namespaces/acme/integrations/gitlab").await;
+    assert_eq!(s, StatusCode::OK);
+
+    let page = console
+        .post(
+            "/namespaces/acme/integrations",
+            "/namespaces/acme/integrations/gitlab/delete",
+            &[],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+    let (s, _) = kiln.get("/namespaces/acme/integrations/gitlab").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
