@@ -78,6 +78,7 @@ async fn main() {
                 match_url: &kiln::forge::normalize_url(&clone_url),
                 webhook_secret: &secret,
                 credentials: Some(&credentials),
+                repository: None,
             },
         )
         .await

@@ -58,6 +58,8 @@ struct FileConfig {
     registry_token_service: Option<String>,
     registry_token_lifetime_secs: Option<u64>,
     registry_anonymous_pull: Option<bool>,
+    // -- git host integrations (issue 12) --
+    github_api_url: Option<String>,
     // -- rate limits and build limits (issue 11) --
     rate_limit_per_minute: Option<u64>,
     rate_limit_burst: Option<u64>,
@@ -84,6 +86,9 @@ pub struct Config {
     pub admin_token: Option<SecretString>,
     pub registry_events_token: Option<SecretString>,
     pub public_url: String,
+    /// GitHub's REST API base (`KILN_GITHUB_API_URL`, default `https://api.github.com`; GitHub
+    /// Enterprise Server: `https://HOST/api/v3`), for the namespaces' GitHub integrations.
+    pub github_api_url: String,
     pub build_workers: usize,
     /// How long a build may run when its rule sets no `timeout_minutes`: `KILN_BUILD_TIMEOUT_MINUTES`
     /// (default 60), or `KILN_BUILD_TIMEOUT_SECS`, which wins when both are set (finer grained).
@@ -261,6 +266,14 @@ impl Config {
             .unwrap_or_else(|| format!("http://{listen}"))
             .trim_end_matches('/')
             .to_string();
+        let github_api_url = pick("KILN_GITHUB_API_URL", f.github_api_url)
+            .unwrap_or_else(|| "https://api.github.com".into())
+            .trim_end_matches('/')
+            .to_string();
+        match reqwest::Url::parse(&github_api_url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
+            _ => bail!("KILN_GITHUB_API_URL: '{github_api_url}' is not an http(s) URL"),
+        }
 
         let build_workers = match vars.get("KILN_BUILD_WORKERS") {
             Some(v) => v
@@ -527,6 +540,7 @@ impl Config {
             admin_token,
             registry_events_token,
             public_url,
+            github_api_url,
             build_workers,
             build_timeout: Duration::from_secs(build_timeout_secs),
             repo_build_limit: repo_build_limit as usize,

@@ -63,6 +63,7 @@ impl Server {
         retention::spawn_pruning(&app, stop.clone());
         schedules::spawn_scheduler(&app, stop.clone());
         notify::deliver::start(&app, stop.clone());
+        forge::statuses::start(&app, stop.clone());
         let router = http::router::create_router(app.clone());
         let stop_http = tokio_util::sync::CancellationToken::new();
         let graceful = stop_http.clone().cancelled_owned();

@@ -83,6 +83,7 @@ impl Objects {
                 "{ns}" => NS.to_string(),
                 "{repo}" => REPO.to_string(),
                 "{tag}" => self.tag.clone(),
+                "{provider}" => "gitlab".to_string(),
                 "{id}" => match previous {
                     "rules" => self.rule.clone(),
                     "builds" => self.build.clone(),
@@ -255,6 +256,16 @@ async fn every_route_refuses_who_may_not_call_it_and_changes_nothing() {
         .as_str()
         .unwrap()
         .to_string();
+    // A git host integration (issue 12), its host played by the GitLab fake.
+    let gitlab =
+        support::fake_gitlab::FakeGitLab::start("glpat-access-0123456789", "red-bot").await;
+    let (s, b) = kiln
+        .put(
+            &format!("/namespaces/{NS}/integrations/gitlab"),
+            json!({"url": gitlab.url(), "token": "glpat-access-0123456789"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "integration: {b}");
     let objects = Objects {
         rule,
         build,

@@ -97,6 +97,12 @@ const API_BODIES: &[ApiBody] = &[
         field: "name",
         empty_is_valid: false,
     },
+    ApiBody {
+        method: "PUT",
+        path: "/namespaces/{ns}/integrations/{provider}",
+        field: "token",
+        empty_is_valid: false,
+    },
 ];
 
 /// The API's POST routes that are actions reading no body: hostile bodies would only run them.
@@ -470,6 +476,7 @@ async fn hostile_api_bodies_are_refused_with_the_json_error_and_change_nothing()
             .path
             .replace("{ns}", "acme")
             .replace("{repo}", "api")
+            .replace("{provider}", "github")
             .replace("{id}", id);
         let url = format!("{}/api/v1{path}", kiln.url);
         for h in hostile_json(endpoint.field, API_LIMIT, endpoint.empty_is_valid) {

@@ -338,7 +338,7 @@ async fn try_end_build(
     digest: Option<&str>,
 ) -> Result<bool, sqlx::Error> {
     let mut tx = crate::db::write_tx(&app.db).await?;
-    if !db::builds::finish(&mut *tx, build_id, status, error, digest).await? {
+    if !db::builds::finish(&mut tx, build_id, status, error, digest).await? {
         return Ok(false);
     }
     let event = match status {
@@ -524,6 +524,12 @@ async fn execute(
     // Owned, and moved into the blocking fetch: a build stopped meanwhile keeps the mirror locked until
     // its fetch has really ended.
     let guard = app.builds.mirror_lock(&mirror).lock_owned().await;
+    // A source linked through its namespace's integration fetches with the integration's
+    // credentials (issue 12), given to git like the source's own: never in a URL.
+    let integration_credentials = match &source.credentials {
+        Some(_) => None,
+        None => integration_credentials(app, build, &source, log).await,
+    };
     let fetched = {
         let build = build.clone();
         let mirror: PathBuf = mirror.clone();
@@ -535,7 +541,10 @@ async fn execute(
             // the API would refuse today.
             let remote = git::Remote::resolve(
                 &source.clone_url,
-                source.credentials.as_deref(),
+                source
+                    .credentials
+                    .as_deref()
+                    .or(integration_credentials.as_deref()),
                 &local_sources,
                 &git_allow,
             )
@@ -783,6 +792,55 @@ async fn execute(
         digest,
         extra_tags,
     })
+}
+
+/// The user info (`user:token`, percent-encoded) git gives the host for a source linked through
+/// its namespace's integration, registered with the masker; None for any other source, or when
+/// the host does not give them (said in the log: a public repository still fetches). Only for a
+/// clone URL on the integration's own host (`api.` + host for GitHub's API), never a mirror
+/// elsewhere.
+async fn integration_credentials(
+    app: &App,
+    build: &BuildRow,
+    source: &db::sources::SourceRow,
+    log: &mut BuildLog,
+) -> Option<String> {
+    source.repository.as_ref()?;
+    let namespace = db::namespaces::by_name(&app.db, &build.namespace)
+        .await
+        .ok()??;
+    let integration = db::integrations::get(&app.db, &app.secrets, &namespace.id, &source.provider)
+        .await
+        .ok()??;
+    let clone_host = crate::domain::clone_url::host_of(&source.clone_url)?.to_ascii_lowercase();
+    let api_host = reqwest::Url::parse(&integration.base_url)
+        .ok()?
+        .host_str()?
+        .to_ascii_lowercase();
+    if clone_host != api_host && api_host != format!("api.{clone_host}") {
+        return None;
+    }
+    let fetched = match crate::forge::hosts::client(&app.config, &integration).await {
+        Ok(client) => client.git_credentials().await,
+        Err(e) => Err(e),
+    };
+    match fetched {
+        Ok((user, password)) => {
+            let credentials =
+                crate::domain::clone_url::Credentials::from_plain(&format!("{user}:{password}"))?;
+            let forms = credentials.secrets();
+            crate::secrets::mask::register_all(forms.iter().map(String::as_str));
+            Some(credentials.userinfo().to_string())
+        }
+        Err(e) => {
+            log.line(&format!(
+                "Cannot get {}'s credentials for the fetch ({}); fetching without them",
+                source.provider, e.message
+            ))
+            .await;
+            None
+        }
+    }
 }
 
 /// The registry credentials pushes (and layer cache pulls) of `build`'s repository use.

@@ -169,6 +169,7 @@ pub async fn insert(
     .bind(b.before_sha)
     .execute(&mut *tx)
     .await?;
+    super::commit_statuses::queue_for_build(&mut *tx, &id).await?;
     Ok(id)
 }
 
@@ -209,6 +210,7 @@ pub async fn list_for_repo(
 /// - fair between repositories: the repository whose latest build started longest ago (never: first)
 ///   goes first, then its oldest build that may start.
 pub async fn claim_next(db: &Db, repo_limit: usize) -> Result<Option<BuildRow>, sqlx::Error> {
+    let mut tx = super::write_tx(db).await?;
     let claimed: Option<(String,)> = sqlx::query_as(
         "UPDATE builds SET status = 'building', started_at = ? \
          WHERE id = (SELECT b.id FROM builds b WHERE b.status = 'queued' \
@@ -225,9 +227,14 @@ pub async fn claim_next(db: &Db, repo_limit: usize) -> Result<Option<BuildRow>, 
     .bind(i64::try_from(repo_limit).unwrap_or(i64::MAX))
     // Read to the statement's end, so a commit the disk refuses is an error here (see
     // `super::one_returned`).
-    .fetch_all(db)
+    .fetch_all(&mut *tx)
     .await?
     .pop();
+    // The commit status (issue 12) is queued with the claim.
+    if let Some((id,)) = &claimed {
+        super::commit_statuses::queue_for_build(&mut tx, id).await?;
+    }
+    tx.commit().await?;
     match claimed {
         Some((id,)) => get(db, &id).await,
         None => Ok(None),
@@ -281,7 +288,8 @@ pub async fn newer_owner_of_tag(
     Ok(row.map(|(id,)| id))
 }
 
-/// The worker found the commit and the tag it builds.
+/// The worker found the commit and the tag it builds. A commit it did not know before gets the
+/// build's commit status (issue 12) in the same transaction.
 pub async fn set_target(
     db: &Db,
     id: &str,
@@ -290,20 +298,32 @@ pub async fn set_target(
     tag: &str,
     image: &str,
 ) -> Result<(), sqlx::Error> {
+    let mut tx = super::write_tx(db).await?;
+    let before: Option<(Option<String>,)> =
+        sqlx::query_as("SELECT commit_sha FROM builds WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
     sqlx::query("UPDATE builds SET git_ref = ?, commit_sha = ?, tag = ?, image = ? WHERE id = ?")
         .bind(git_ref)
         .bind(commit)
         .bind(tag)
         .bind(image)
         .bind(id)
-        .execute(db)
+        .execute(&mut *tx)
         .await?;
+    if let Some((known,)) = before
+        && known.as_deref() != Some(commit)
+    {
+        super::commit_statuses::queue_for_build(&mut tx, id).await?;
+    }
+    tx.commit().await?;
     Ok(())
 }
 
 /// Ends a running build. Returns false when it was no longer `building` (cancelled meanwhile).
-pub async fn finish<'e, E: sqlx::SqliteExecutor<'e>>(
-    db: E,
+pub async fn finish(
+    conn: &mut sqlx::SqliteConnection,
     id: &str,
     status: BuildStatus,
     error: Option<&str>,
@@ -317,9 +337,13 @@ pub async fn finish<'e, E: sqlx::SqliteExecutor<'e>>(
     .bind(digest)
     .bind(now())
     .bind(id)
-    .execute(db)
+    .execute(&mut *conn)
     .await?;
-    Ok(r.rows_affected() == 1)
+    if r.rows_affected() != 1 {
+        return Ok(false);
+    }
+    super::commit_statuses::queue_for_build(conn, id).await?;
+    Ok(true)
 }
 
 /// A newer push of `git_ref` planned build `newer` from `rule_id`: the same rule's builds of that ref
@@ -331,9 +355,10 @@ pub async fn supersede_queued(
     git_ref: &str,
     newer: &str,
 ) -> Result<u64, sqlx::Error> {
-    let r = sqlx::query(
+    let cancelled: Vec<(String,)> = sqlx::query_as(
         "UPDATE builds SET status = 'cancelled', error = ?, finished_at = ? \
-         WHERE repository_id = ? AND rule_id = ? AND git_ref = ? AND status = 'queued' AND id < ?",
+         WHERE repository_id = ? AND rule_id = ? AND git_ref = ? AND status = 'queued' AND id < ? \
+         RETURNING id",
     )
     .bind(format!("superseded by {newer}"))
     .bind(now())
@@ -341,9 +366,11 @@ pub async fn supersede_queued(
     .bind(rule_id)
     .bind(git_ref)
     .bind(newer)
-    .execute(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(r.rows_affected())
+    let ids: Vec<String> = cancelled.into_iter().map(|(id,)| id).collect();
+    super::commit_statuses::queue_for_builds(conn, &ids).await?;
+    Ok(ids.len() as u64)
 }
 
 /// The `before` a newer push of `git_ref` must diff from when it supersedes the same rule's queued
@@ -403,17 +430,21 @@ pub async fn last_created_for_rule(
 /// Cancels a queued build. Returns the status the build has (`queued` when this cancelled it; None: no
 /// such build). A running build is not touched: its worker stops it and records how it ended.
 pub async fn cancel_queued(db: &Db, id: &str) -> Result<Option<String>, sqlx::Error> {
+    let mut tx = super::write_tx(db).await?;
     let r = sqlx::query(
         "UPDATE builds SET status = 'cancelled', error = 'cancelled by user', finished_at = ? \
          WHERE id = ? AND status = 'queued'",
     )
     .bind(now())
     .bind(id)
-    .execute(db)
+    .execute(&mut *tx)
     .await?;
     if r.rows_affected() == 1 {
+        super::commit_statuses::queue_for_build(&mut tx, id).await?;
+        tx.commit().await?;
         return Ok(Some("queued".into()));
     }
+    drop(tx);
     status(db, id).await
 }
 
@@ -471,6 +502,8 @@ pub async fn requeue_interrupted_in(
     .await?;
     out.extend(requeued);
     out.sort_by(|a, b| a.id.cmp(&b.id));
+    let ids: Vec<String> = out.iter().map(|b| b.id.clone()).collect();
+    super::commit_statuses::queue_for_builds(tx, &ids).await?;
     Ok(out)
 }
 

@@ -2,8 +2,10 @@
 
 pub mod audit;
 pub mod builds;
+pub mod commit_statuses;
 pub mod deliveries;
 pub mod events;
+pub mod integrations;
 pub mod namespaces;
 pub mod repos;
 pub mod rules;

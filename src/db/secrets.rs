@@ -9,11 +9,12 @@ use super::Db;
 pub const SOURCES_WEBHOOK_SECRET: &str = "sources.webhook_secret";
 pub const SOURCES_CREDENTIALS: &str = "sources.credentials";
 pub const WEBHOOKS_SECRET: &str = "webhooks.secret";
+pub const INTEGRATIONS_SECRET: &str = "integrations.secret";
 
 /// One stored secret value and where it is.
 pub struct StoredSecret {
     pub column: &'static str,
-    /// The row's id (`sources.repository_id`, `webhooks.id`).
+    /// The row's id (`sources.repository_id`, `webhooks.id`, `integrations.id`).
     pub row_id: String,
     /// As stored: `enc:v1:…`, or plaintext.
     pub stored: String,
@@ -57,6 +58,18 @@ pub async fn all(conn: &mut SqliteConnection) -> Result<Vec<StoredSecret>, sqlx:
         row_id,
         stored,
     }));
+    let integrations: Vec<(String, String)> = sqlx::query_as("SELECT id, secret FROM integrations")
+        .fetch_all(&mut *conn)
+        .await?;
+    found.extend(
+        integrations
+            .into_iter()
+            .map(|(row_id, stored)| StoredSecret {
+                column: INTEGRATIONS_SECRET,
+                row_id,
+                stored,
+            }),
+    );
     Ok(found)
 }
 
@@ -69,6 +82,7 @@ pub async fn store(
     let sql = match secret.column {
         SOURCES_WEBHOOK_SECRET => "UPDATE sources SET webhook_secret = ? WHERE repository_id = ?",
         SOURCES_CREDENTIALS => "UPDATE sources SET credentials = ? WHERE repository_id = ?",
+        INTEGRATIONS_SECRET => "UPDATE integrations SET secret = ? WHERE id = ?",
         _ => "UPDATE webhooks SET secret = ? WHERE id = ?",
     };
     sqlx::query(sql)

@@ -17,6 +17,12 @@ pub struct SourceRow {
     /// The user info taken out of the clone URL (`user:password` or a token, percent-encoded), given to
     /// git when it asks; never returned by the API, never logged, never put back into a URL.
     pub credentials: Option<String>,
+    /// Linked through the namespace's integration: the repository's name on the host (`owner/name`).
+    pub repository: Option<String>,
+    /// The id of the push hook kiln installed on the host's repository.
+    pub hook_id: Option<String>,
+    /// What the host answered when kiln last failed to install, update or remove the hook.
+    pub hook_error: Option<String>,
 }
 
 impl std::fmt::Debug for SourceRow {
@@ -25,6 +31,8 @@ impl std::fmt::Debug for SourceRow {
             .field("repository_id", &self.repository_id)
             .field("provider", &self.provider)
             .field("clone_url", &self.clone_url)
+            .field("repository", &self.repository)
+            .field("hook_id", &self.hook_id)
             .field("webhook_secret", &"[redacted]")
             .field(
                 "credentials",
@@ -44,6 +52,9 @@ struct StoredSource {
     webhook_secret: String,
     created_at: String,
     credentials: Option<String>,
+    repository: Option<String>,
+    hook_id: Option<String>,
+    hook_error: Option<String>,
 }
 
 impl StoredSource {
@@ -76,6 +87,9 @@ impl StoredSource {
             webhook_secret,
             created_at: self.created_at,
             credentials,
+            repository: self.repository,
+            hook_id: self.hook_id,
+            hook_error: self.hook_error,
         })
     }
 }
@@ -88,6 +102,8 @@ pub struct NewSource<'a> {
     pub webhook_secret: &'a str,
     /// The clone URL's credentials, kept apart from it (`clone_url` holds none).
     pub credentials: Option<&'a str>,
+    /// The repository's name on the host, for a source linked through an integration.
+    pub repository: Option<&'a str>,
 }
 
 /// Creates or replaces the repository's one source, its secrets encrypted with `cipher`.
@@ -100,11 +116,11 @@ pub async fn upsert(db: &Db, cipher: &Cipher, s: &NewSource<'_>) -> Result<Sourc
         .credentials
         .map(|c| cipher.seal(c, &place(SOURCES_CREDENTIALS, s.repository_id)));
     let stored: StoredSource = sqlx::query_as(
-        "INSERT INTO sources (repository_id, provider, clone_url, match_url, webhook_secret, credentials, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?) \
+        "INSERT INTO sources (repository_id, provider, clone_url, match_url, webhook_secret, credentials, \
+         repository, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
          ON CONFLICT (repository_id) DO UPDATE SET provider = excluded.provider, clone_url = excluded.clone_url, \
          match_url = excluded.match_url, webhook_secret = excluded.webhook_secret, \
-         credentials = excluded.credentials RETURNING *",
+         credentials = excluded.credentials, repository = excluded.repository RETURNING *",
     )
     .bind(s.repository_id)
     .bind(s.provider)
@@ -112,6 +128,7 @@ pub async fn upsert(db: &Db, cipher: &Cipher, s: &NewSource<'_>) -> Result<Sourc
     .bind(s.match_url)
     .bind(&webhook_secret)
     .bind(&credentials)
+    .bind(s.repository)
     .bind(now())
     .fetch_all(db)
     .await
@@ -196,4 +213,21 @@ pub async fn delete<'e, E: sqlx::SqliteExecutor<'e>>(
         .execute(db)
         .await?;
     Ok(r.rows_affected() > 0)
+}
+
+/// Records the hook kiln installed on the host for the source (`hook_id` None: none is there) and
+/// the host's error when installing, updating or removing it failed (None: it worked).
+pub async fn set_hook(
+    db: &Db,
+    repository_id: &str,
+    hook_id: Option<&str>,
+    hook_error: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE sources SET hook_id = ?, hook_error = ? WHERE repository_id = ?")
+        .bind(hook_id)
+        .bind(hook_error)
+        .bind(repository_id)
+        .execute(db)
+        .await?;
+    Ok(())
 }

@@ -9,6 +9,7 @@ pub mod build_limits;
 pub mod build_settings;
 pub mod cache_cap;
 pub mod clone_url;
+pub mod commit_status;
 pub mod dockerfile_labels;
 pub mod names;
 pub mod paths;

@@ -8,7 +8,9 @@ pub mod github;
 pub mod github_api;
 pub mod gitlab;
 pub mod gitlab_api;
+pub mod hosts;
 pub mod rest;
+pub mod statuses;
 
 /// What an inbound hook delivery means, once its signature is verified.
 #[derive(Debug, Clone, PartialEq, Eq)]

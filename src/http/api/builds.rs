@@ -42,13 +42,53 @@ pub struct BuildView {
     pub queue_position: Option<usize>,
     /// Milliseconds per stage, null for a stage not reached.
     pub stages: StagesView,
+    /// The commit statuses kiln set (or is setting) on the git host for this build, in order
+    /// (issue 12; only for a source linked through an integration). Only on a single build.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit_statuses: Option<Vec<CommitStatusView>>,
+}
+
+/// A commit status of a build and how its delivery to the host went.
+#[derive(Serialize)]
+pub struct CommitStatusView {
+    /// `pending`, `running`, `success`, `failure`, `error`, `cancelled`.
+    pub state: String,
+    pub context: String,
+    pub description: String,
+    pub target_url: Option<String>,
+    /// `pending`, `succeeded`, `failed`.
+    pub status: String,
+    pub attempts: i64,
+    pub response_status: Option<i64>,
+    pub error: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<crate::db::commit_statuses::CommitStatusRow> for CommitStatusView {
+    fn from(r: crate::db::commit_statuses::CommitStatusRow) -> Self {
+        CommitStatusView {
+            state: r.state,
+            context: r.context,
+            description: r.description,
+            target_url: r.target_url,
+            status: r.status,
+            attempts: r.attempts,
+            response_status: r.response_status,
+            error: r.error,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
 }
 
 impl BuildView {
     /// The view of a build, with its place in line when it is queued.
     pub async fn of(app: &App, build: BuildRow) -> ApiResult<BuildView> {
         let queued = build.status == BuildStatus::Queued.as_str();
+        let statuses = crate::db::commit_statuses::for_build(&app.db, &build.id).await?;
         let mut view = BuildView::from(build);
+        view.commit_statuses = Some(statuses.into_iter().map(Into::into).collect());
         if queued {
             view.queue_position = crate::build::queue::queue_positions(app)
                 .await?
@@ -91,6 +131,7 @@ impl From<BuildRow> for BuildView {
             digest: b.digest,
             attempt: b.attempt,
             queue_position: None,
+            commit_statuses: None,
             stages: StagesView {
                 queued_ms: b.stages.queued_ms,
                 fetch_ms: b.stages.fetch_ms,

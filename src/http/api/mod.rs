@@ -3,10 +3,12 @@
 pub mod audit;
 pub mod builds;
 pub mod events;
+pub mod integrations;
 pub mod namespaces;
 pub mod registry;
 pub mod repos;
 pub mod rules;
+pub mod source_hooks;
 pub mod sources;
 pub mod tokens;
 pub mod versions;
@@ -294,6 +296,30 @@ fn table() -> Vec<Entry> {
             tokens::delete_token,
         ),
         entry(M::GET, "/audit", kiln_wide(ADMIN), audit::list_audit),
+        entry(
+            M::PUT,
+            "/namespaces/{ns}/integrations/{provider}",
+            ns(ADMIN),
+            integrations::put_integration,
+        ),
+        entry(
+            M::GET,
+            "/namespaces/{ns}/integrations/{provider}",
+            ns(READ),
+            integrations::get_integration,
+        ),
+        entry(
+            M::DELETE,
+            "/namespaces/{ns}/integrations/{provider}",
+            ns(ADMIN),
+            integrations::delete_integration,
+        ),
+        entry(
+            M::GET,
+            "/namespaces/{ns}/integrations/{provider}/repositories",
+            ns(READ),
+            integrations::list_repositories,
+        ),
     ]
 }
 

@@ -3,7 +3,7 @@ use axum::http::StatusCode;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
-use super::load_repo;
+use super::{load_repo, source_hooks};
 use crate::app::App;
 use crate::db;
 use crate::domain::clone_url::{CloneUrl, host_of, origin_of};
@@ -27,6 +27,17 @@ pub struct SourceView {
     /// Only when kiln generated it, only in the answer to the PUT that did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook_secret: Option<String>,
+    /// Linked through the namespace's integration (issue 12): the repository on the host, whether
+    /// kiln's push hook is installed there, and the host's error when setting it up failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hook_installed: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hook_error: Option<String>,
+    /// Things to know about the link (e.g. a `KILN_PUBLIC_URL` the host cannot reach).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl SourceView {
@@ -44,9 +55,13 @@ impl SourceView {
         SourceView {
             webhook_url,
             has_credentials: source.credentials.is_some(),
+            hook_installed: source.repository.as_ref().map(|_| source.hook_id.is_some()),
+            repository: source.repository,
+            hook_error: source.hook_error,
             provider: source.provider,
             clone_url: source.clone_url,
             webhook_secret,
+            warnings: Vec::new(),
         }
     }
 }
@@ -56,7 +71,13 @@ impl SourceView {
 pub struct PutSource {
     pub provider: String,
     /// Credentials may be embedded (`https://user:token@host/…`): they are taken out and kept apart.
-    pub clone_url: String,
+    /// Optional with `repository` (then the host's clone URL).
+    pub clone_url: Option<String>,
+    /// `owner/name` on the host, for a source linked through the namespace's integration with
+    /// `provider` (issue 12): kiln installs the push hook there. Absent: a source linked so keeps
+    /// its repository while its clone URL stays the same.
+    #[serde(default)]
+    pub repository: Option<String>,
     pub webhook_secret: Option<String>,
     /// Without `webhook_secret`: true makes kiln generate a new secret even for a linked source.
     #[serde(default)]
@@ -149,7 +170,33 @@ pub async fn put(
             format!("provider must be one of: {}", PROVIDERS.join(", ")),
         ));
     }
-    let clone_url = CloneUrl::parse(&body.clone_url)?;
+    let existing = db::sources::for_repo(&app.db, &app.secrets, &row.id).await?;
+    let repository = match (&body.repository, &existing) {
+        (Some(r), _) => Some(r.trim().to_string()),
+        (None, Some(old))
+            if old.provider == body.provider
+                && body.clone_url.as_ref().is_none_or(|u| *u == old.clone_url) =>
+        {
+            old.repository.clone()
+        }
+        (None, _) => None,
+    };
+    let host_repo = match &repository {
+        Some(r) => Some(source_hooks::find_repository(app, &row, &body.provider, r).await?),
+        None => None,
+    };
+    let given_url = match (body.clone_url, &host_repo) {
+        (Some(u), _) => u,
+        (None, Some(h)) => h.clone_url.clone(),
+        (None, None) => {
+            return Err(ApiError::invalid(
+                "clone_url",
+                "required",
+                "clone_url is required (or repository, with the namespace's integration)",
+            ));
+        }
+    };
+    let clone_url = CloneUrl::parse(&given_url)?;
     match &clone_url {
         CloneUrl::Local { path, .. } => check_local_source(app, path).await?,
         CloneUrl::Remote { url, .. } => check_remote_host(app, url).await?,
@@ -163,7 +210,6 @@ pub async fn put(
     }
     // No secret sent: a linked source keeps its own (a PUT that only moves the clone URL must not
     // break the forge's webhook); a new one gets a generated secret, shown once.
-    let existing = db::sources::for_repo(&app.db, &app.secrets, &row.id).await?;
     // No credentials in the URL: a linked source keeps its own while the URL stays on the same
     // scheme, host and port (they are never sent anywhere else).
     let credentials = match (clone_url.credentials(), &existing) {
@@ -177,7 +223,7 @@ pub async fn put(
         }
         (None, _) => None,
     };
-    let (secret, generated) = match (body.webhook_secret, existing) {
+    let (secret, generated) = match (body.webhook_secret, existing.clone()) {
         (Some(s), _) => {
             validate_secret(&s)?;
             (s, false)
@@ -195,22 +241,24 @@ pub async fn put(
             match_url: &normalize_url(clone_url.url()),
             webhook_secret: &secret,
             credentials: credentials.as_deref(),
+            repository: repository.as_deref(),
         },
     )
     .await?;
     app.sources.invalidate();
+    let source = source_hooks::sync_hook(app, &row, existing.as_ref(), source).await?;
     tracing::info!(
         repo = %format!("{ns}/{repo}"),
         clone_url = %display_url(&source.clone_url),
         has_credentials = source.credentials.is_some(),
         "source linked"
     );
-    Ok(SourceView::new(
-        app,
-        (ns, repo),
-        source,
-        generated.then_some(secret),
-    ))
+    let linked = source.repository.is_some();
+    let mut view = SourceView::new(app, (ns, repo), source, generated.then_some(secret));
+    if linked && let Some(w) = source_hooks::public_url_warning(app, &body.provider).await {
+        view.warnings.push(w);
+    }
+    Ok(view)
 }
 
 pub async fn get_source(
@@ -243,6 +291,7 @@ pub async fn delete_source(
 /// Unlinks the git source of `ns/repo` (write role); its rules are kept, disabled.
 pub async fn delete(app: &App, caller: &Caller, ns: &str, repo: &str) -> ApiResult<()> {
     let row = load_repo(app, caller, ns, repo, Role::Write).await?;
+    let source = db::sources::for_repo(&app.db, &app.secrets, &row.id).await?;
     let mut tx = crate::db::write_tx(&app.db).await?;
     if !db::sources::delete(&mut *tx, &row.id).await? {
         return Err(ApiError::not_found(&format!("git source of {ns}/{repo}")));
@@ -250,6 +299,9 @@ pub async fn delete(app: &App, caller: &Caller, ns: &str, repo: &str) -> ApiResu
     db::rules::disable_all(&mut *tx, &row.id).await?;
     tx.commit().await?;
     app.sources.invalidate();
+    if let Some(source) = source {
+        source_hooks::remove_hook(app, &row, &source).await;
+    }
     Ok(())
 }
 

@@ -9,6 +9,7 @@ pub mod files;
 pub mod home;
 pub mod i18n;
 pub mod image_sizes;
+pub mod integrations;
 pub mod markdown;
 pub mod new_repo;
 pub mod render;
@@ -44,6 +45,7 @@ pub fn routes(app: App) -> Router<App> {
         .merge(builds::routes())
         .merge(rules::routes())
         .merge(webhooks::routes())
+        .merge(integrations::routes())
         .layer(axum::middleware::from_fn_with_state(
             app,
             error::render_errors,

@@ -61,6 +61,10 @@ pub struct TabQuery {
     commit: Option<String>,
     /// Older events: those before this event id.
     events_before: Option<String>,
+    /// The repository picker (issue 12): which integration, what to search, which page.
+    pick_provider: Option<String>,
+    pick_search: Option<String>,
+    pick_page: Option<u32>,
 }
 
 /// The "link a git source" form.
@@ -72,9 +76,12 @@ pub struct LinkForm {
     clone_url: String,
     #[serde(default)]
     webhook_secret: String,
+    /// Picked from the integration's repositories (issue 12): `owner/name` on the host.
+    #[serde(default)]
+    repository: String,
 }
 
-const LINK_FIELDS: &[&str] = &["provider", "clone_url", "webhook_secret"];
+const LINK_FIELDS: &[&str] = &["provider", "clone_url", "webhook_secret", "repository"];
 
 /// What a form answered on the tab itself (instead of redirecting).
 #[derive(Default)]
@@ -143,6 +150,12 @@ async fn render_tab(
     ctx.insert("new_secret", &answer.new_secret);
     ctx.insert("build_error", &answer.build_error);
     ctx.insert("local_sources", &!app.config.local_sources.is_empty());
+    if source.is_none() && viewer.can_write(ns) {
+        ctx.insert(
+            "picker",
+            &picker(app, viewer, ns, row.namespace_id.as_str(), q).await?,
+        );
+    }
 
     // The rules, in the order they are matched (oldest first).
     let rules: Vec<RuleView> = db::rules::list(&app.db, &row.id)
@@ -253,9 +266,12 @@ async fn link_source(
     CsrfForm(viewer, f): CsrfForm<LinkForm>,
 ) -> Result<Response, ConsoleError> {
     let secret = f.webhook_secret.trim();
+    let repository = f.repository.trim();
+    let clone_url = f.clone_url.trim();
     let body = PutSource {
         provider: f.provider.clone(),
-        clone_url: f.clone_url.trim().to_string(),
+        clone_url: (!clone_url.is_empty() || repository.is_empty()).then(|| clone_url.to_string()),
+        repository: (!repository.is_empty()).then(|| repository.to_string()),
         webhook_secret: (!secret.is_empty()).then(|| secret.to_string()),
         regenerate_secret: false,
         remove_credentials: false,
@@ -302,7 +318,8 @@ async fn regenerate_secret(
         .ok_or_else(|| ApiError::not_found(&format!("git source of {ns}/{repo}")))?;
     let body = PutSource {
         provider: source.provider,
-        clone_url: source.clone_url,
+        clone_url: Some(source.clone_url),
+        repository: source.repository,
         webhook_secret: None,
         regenerate_secret: true,
         remove_credentials: false,
@@ -537,4 +554,54 @@ async fn build_rule(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The "pick a repository" list of the link form, when the namespace has integrations (issue
+/// 12): one page of the chosen integration's repositories, searched; the host's error in place
+/// of the list when it fails.
+async fn picker(
+    app: &App,
+    viewer: &Viewer,
+    ns: &str,
+    namespace_id: &str,
+    q: &TabQuery,
+) -> Result<Value, ConsoleError> {
+    let integrations = db::integrations::for_namespace(&app.db, &app.secrets, namespace_id).await?;
+    let providers: Vec<String> = integrations.iter().map(|i| i.provider.clone()).collect();
+    let Some(provider) = q
+        .pick_provider
+        .clone()
+        .filter(|p| providers.contains(p))
+        .or_else(|| providers.first().cloned())
+    else {
+        return Ok(Value::Null);
+    };
+    let search = q.pick_search.clone().unwrap_or_default();
+    let page = q.pick_page.unwrap_or(1).clamp(1, 10_000);
+    let asked = crate::http::api::integrations::RepositoriesQuery {
+        page: Some(page),
+        per_page: Some(20),
+        search: Some(search.clone()).filter(|s| !s.trim().is_empty()),
+    };
+    let listed =
+        crate::http::api::integrations::repositories(app, &viewer.caller, ns, &provider, asked)
+            .await;
+    let (repositories, next_page, error) = match listed {
+        Ok(l) => (l.repositories, l.next_page, None),
+        Err(e) => (
+            Vec::new(),
+            None,
+            Some(api_text(viewer.lang, e.code, &e.message)),
+        ),
+    };
+    Ok(json!({
+        "providers": providers,
+        "provider": provider,
+        "search": search,
+        "page": page,
+        "prev_page": (page > 1).then(|| page - 1),
+        "next_page": next_page,
+        "repositories": repositories,
+        "error": error,
+    }))
 }
