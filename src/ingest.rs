@@ -199,13 +199,14 @@ struct WalState {
     lagging: AtomicBool,
 }
 
-/// A committed batch's answers, given once its WAL frames are on disk.
-struct Committed(
-    Vec<(
-        oneshot::Sender<Result<Stored, SubmitError>>,
-        Result<Stored, SubmitError>,
-    )>,
+/// A delivery's answer and where it goes.
+type Answer = (
+    oneshot::Sender<Result<Stored, SubmitError>>,
+    Result<Stored, SubmitError>,
 );
+
+/// A committed batch's answers, given once its WAL frames are on disk.
+struct Committed(Vec<Answer>);
 
 /// Opens the writer's own connection and starts it, its syncer and its checkpointer. They stop
 /// when `stop` is cancelled; deliveries still waiting then are answered "shutting down" (503),
