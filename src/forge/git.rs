@@ -28,18 +28,9 @@ pub fn webhook_url(public_url: &str, namespace: &str, repo: &str) -> String {
     )
 }
 
-/// Checks `sha256=<hex>` against HMAC-SHA256(secret, body), in constant time.
-pub fn verify_signature(secret: &[u8], body: &[u8], header: &str) -> bool {
-    header
-        .trim()
-        .strip_prefix("sha256=")
-        .is_some_and(|sig| super::verify_hex_hmac(secret, body, sig))
-}
-
-/// `sha256=<hex>` for a body: what `examples/post-receive` sends (used by tests and tools).
-pub fn sign(secret: &[u8], body: &[u8]) -> String {
-    format!("sha256={}", super::hex_hmac(secret, body))
-}
+/// The signature is GitHub's scheme (`sha256=<hex>` of HMAC-SHA256(secret, body), checked in
+/// constant time): what `examples/post-receive` sends.
+pub use super::github::{sign, verify_signature};
 
 #[derive(Deserialize)]
 struct WireNotification {

@@ -419,19 +419,7 @@ fn describe(e: &reqwest::Error, timeout: Duration) -> String {
     if let Some(refused) = guard::refusal_in(e) {
         return refused.0.clone();
     }
-    if e.is_timeout() {
-        return format!("timed out after {} s", timeout.as_secs_f64());
-    }
-    let mut parts = vec![e.to_string()];
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    one_line(&parts.join(": "))
+    one_line(&crate::notify::deliver::describe(e, timeout))
 }
 
 /// Checks one part of a repository's full name before it goes into a URL path.

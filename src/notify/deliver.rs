@@ -135,7 +135,7 @@ fn cut(bytes: &[u8]) -> (String, bool) {
 }
 
 /// Every cause of a reqwest error, on one line.
-fn describe(e: &reqwest::Error, timeout: Duration) -> String {
+pub(crate) fn describe(e: &reqwest::Error, timeout: Duration) -> String {
     if e.is_timeout() {
         return format!("timed out after {} s", timeout.as_secs_f64());
     }
