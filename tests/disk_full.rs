@@ -119,10 +119,16 @@ fn sqlite(db: &Path, sql: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// A signed GitHub push with `padding` bytes of extra payload (GitHub sends up to 25 MB).
+/// A signed GitHub push with `padding` bytes of extra payload (GitHub sends up to 25 MB): random
+/// hex, which LZ4 cannot shrink (kiln stores payloads compressed), so it takes its size on disk.
 fn push_body(clone_url: &str, sha: &str, padding: usize) -> Vec<u8> {
     let mut payload = github_push_payload(clone_url, "refs/heads/main", ZERO, sha, false);
-    payload["head_commit"]["message"] = json!("x".repeat(padding));
+    let mut message = String::with_capacity(padding + 32);
+    while message.len() < padding {
+        message.push_str(&uuid::Uuid::new_v4().simple().to_string());
+    }
+    message.truncate(padding);
+    payload["head_commit"]["message"] = json!(message);
     serde_json::to_vec(&payload).unwrap()
 }
 
@@ -181,7 +187,7 @@ async fn events(kiln: &Kiln) -> Vec<Value> {
 async fn a_full_disk_refuses_what_it_cannot_store_corrupts_nothing_and_kiln_resumes_when_space_returns()
  {
     support::ensure_docker();
-    let tmpfs = Tmpfs::mount("16m");
+    let tmpfs = Tmpfs::mount("24m");
     let registry = Registry::start();
     let data_dir = tempfile::tempdir_in(tmpfs.path()).expect("data dir on the tmpfs");
     let db_path = data_dir.path().join("kiln.db");
@@ -286,7 +292,9 @@ async fn a_full_disk_refuses_what_it_cannot_store_corrupts_nothing_and_kiln_resu
     // -- 2. Full: what must be stored is refused with storage_full, never half-written.
     filler.fill(0);
     let delivery = new_delivery_id();
-    let big = push_body(&clone_url, &sha, 1 << 20);
+    // Larger than the WAL's reusable space (about 1 MiB here): a payload that fits in frames the WAL
+    // already holds is stored, full disk or not, and rightly answered 202.
+    let big = push_body(&clone_url, &sha, 3 << 20);
     assert_storage_full(post_hook(&kiln, &delivery, &secret, &big).await, "hook").await;
     assert!(
         !events(&kiln)
