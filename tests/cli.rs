@@ -1467,3 +1467,130 @@ async fn apply_round_trips_schedules_and_path_filters() {
         r.stderr
     );
 }
+
+/// The "link a repository" picker from the command line (issue 12): the integration's account, its
+/// repositories a page at a time and by search (GitLab played by `support::fake_gitlab`), then a
+/// repository linked by its name on the host, the push hook installed by kiln (so no secret is
+/// printed), and a plain clone URL linked without an integration, whose generated secret is
+/// printed once for the user to paste.
+#[tokio::test]
+async fn integrations_list_the_hosts_repositories_and_repos_link_installs_the_hook() {
+    const TOKEN: &str = "glpat-kilnCliToken0123456789";
+    let s = start().await;
+    let gitlab = support::fake_gitlab::FakeGitLab::start(TOKEN, "kiln-bot").await;
+    for name in ["acme/app", "acme/web", "acme/worker"] {
+        gitlab.add_project(name, "private");
+    }
+    s.kiln.repo("acme", "app").await;
+    s.kiln.repo("acme", "plain").await;
+    let (status, body) = s
+        .kiln
+        .put(
+            "/namespaces/acme/integrations/gitlab",
+            json!({"url": gitlab.url(), "token": TOKEN}),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+
+    let shown = kiln(&s, &["integrations", "show", "acme", "gitlab"]).await;
+    shown.ok();
+    assert!(shown.stdout.contains("kiln-bot"), "{shown:#?}");
+    assert!(!shown.stdout.contains(TOKEN) && !shown.stderr.contains(TOKEN));
+
+    let page1 = kiln(
+        &s,
+        &["integrations", "repos", "acme", "gitlab", "--per-page", "2"],
+    )
+    .await;
+    page1.ok();
+    let listed: Vec<&str> = page1.stdout.lines().skip(1).collect();
+    assert_eq!(listed.len(), 2, "{page1:#?}");
+    assert!(page1.stdout.contains("acme/app"), "{page1:#?}");
+    assert!(page1.stderr.contains("more: --page 2"), "{page1:#?}");
+    let found = kiln(
+        &s,
+        &[
+            "integrations",
+            "repos",
+            "acme",
+            "gitlab",
+            "--search",
+            "work",
+            "--json",
+        ],
+    )
+    .await;
+    found.ok();
+    let names: Vec<String> = found.json()["repositories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["full_name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["acme/worker"]);
+
+    let linked = kiln(
+        &s,
+        &[
+            "repos",
+            "link",
+            "acme/app",
+            "--provider",
+            "gitlab",
+            "--repository",
+            "acme/app",
+        ],
+    )
+    .await;
+    linked.ok();
+    assert!(
+        linked
+            .stdout
+            .contains("linked acme/app to gitlab repository acme/app"),
+        "{linked:#?}"
+    );
+    assert!(
+        linked.stdout.contains("installed on the host by kiln"),
+        "{linked:#?}"
+    );
+    assert!(!linked.stdout.contains("secret"), "{linked:#?}");
+    // kiln's public URL here is a loopback address the host could not reach: said on stderr.
+    assert!(linked.stderr.contains("KILN_PUBLIC_URL"), "{linked:#?}");
+    let hooks = gitlab.hooks();
+    assert_eq!(hooks.len(), 1, "{hooks:?}");
+    assert_eq!(hooks[0].body["url"], format!("{}/hooks/gitlab", s.kiln.url));
+
+    // Without an integration's repository: the generated secret, once, to paste into the host.
+    let plain = kiln(
+        &s,
+        &[
+            "repos",
+            "link",
+            "acme/plain",
+            "--provider",
+            "github",
+            "--clone-url",
+            "https://github.com/acme/plain.git",
+        ],
+    )
+    .await;
+    plain.ok();
+    assert!(
+        plain
+            .stdout
+            .contains(&format!("push webhook URL: {}/hooks/github", s.kiln.url)),
+        "{plain:#?}"
+    );
+    let secret_line = plain
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("webhook secret (shown only now): "))
+        .unwrap_or_else(|| panic!("no secret line: {plain:#?}"));
+    assert!(secret_line.len() > "webhook secret (shown only now): ".len() + 16);
+    let (_, source) = s.kiln.get("/namespaces/acme/repos/plain/source").await;
+    assert!(source.get("webhook_secret").is_none(), "{source}");
+
+    // Neither a repository nor a clone URL: clap says so, exit 2, nothing sent.
+    let neither = kiln(&s, &["repos", "link", "acme/app", "--provider", "gitlab"]).await;
+    assert_eq!(neither.code, Some(2), "{neither:#?}");
+}

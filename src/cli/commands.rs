@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 use super::client::{CliError, CliResult, Client};
 use super::output::{self, cell, note, out, outln, short_sha, table, yes_no};
 use super::{
-    BuildCommand, BuildsCommand, ClientCommand, LogsArgs, NamespacesCommand, RegistryCommand,
-    RepoRef, ReposCommand, RulesCommand, VersionsArgs, WebhooksCommand,
+    BuildCommand, BuildsCommand, ClientCommand, IntegrationsCommand, LogsArgs, NamespacesCommand,
+    RegistryCommand, RepoRef, ReposCommand, RulesCommand, VersionsArgs, WebhooksCommand,
 };
 
 /// How long `kiln registry sync` waits for its report.
@@ -67,6 +67,7 @@ pub async fn dispatch(command: ClientCommand) -> CliResult<()> {
         ClientCommand::Registry(RegistryCommand::Sync { conn }) => {
             registry_sync(&conn.client()?, conn.json).await
         }
+        ClientCommand::Integrations(c) => integrations(c).await,
         ClientCommand::Apply(args) => {
             let client = args.conn.client()?;
             super::apply::run(&client, &args).await
@@ -194,6 +195,158 @@ async fn repos(c: ReposCommand) -> CliResult<()> {
         }
         ReposCommand::Hide { repo, conn } => set_hidden(&repo, true, &conn).await,
         ReposCommand::Unhide { repo, conn } => set_hidden(&repo, false, &conn).await,
+        ReposCommand::Link {
+            repo,
+            provider,
+            repository,
+            clone_url,
+            conn,
+        } => link(&repo, &provider, repository, clone_url, &conn).await,
+    }
+}
+
+/// `PUT …/source`: links the repository and says what the user still has to do, if anything. The
+/// webhook secret is printed only when kiln generated it and could not install the hook itself
+/// (the user pastes it into the host); it is never shown again.
+async fn link(
+    repo: &RepoRef,
+    provider: &str,
+    repository: Option<String>,
+    clone_url: Option<String>,
+    conn: &super::Connection,
+) -> CliResult<()> {
+    let mut body = json!({ "provider": provider });
+    if let Some(r) = repository {
+        body["repository"] = json!(r);
+    }
+    if let Some(u) = clone_url {
+        body["clone_url"] = json!(u);
+    }
+    let v = conn
+        .client()?
+        .json(Method::PUT, &repo_path(repo, &["source"]), &[], Some(&body))
+        .await?;
+    if conn.json {
+        return output::json(&v);
+    }
+    let from = match v["repository"].as_str() {
+        Some(r) => format!("{provider} repository {r} ({})", cell(&v, "clone_url")),
+        None => cell(&v, "clone_url"),
+    };
+    outln(&format!("linked {repo} to {from}"))?;
+    let installed = v["hook_installed"].as_bool() == Some(true);
+    if installed {
+        outln("push webhook: installed on the host by kiln")?;
+    } else {
+        if let Some(e) = v["hook_error"].as_str() {
+            outln(&format!("push webhook: not installed: {e}"))?;
+        }
+        outln(&format!("push webhook URL: {}", cell(&v, "webhook_url")))?;
+        if let Some(secret) = v["webhook_secret"].as_str() {
+            outln(&format!("webhook secret (shown only now): {secret}"))?;
+        }
+    }
+    for w in v["warnings"].as_array().into_iter().flatten() {
+        note(&format!("warning: {}", w.as_str().unwrap_or_default()));
+    }
+    Ok(())
+}
+
+async fn integrations(c: IntegrationsCommand) -> CliResult<()> {
+    match c {
+        IntegrationsCommand::Show {
+            namespace,
+            provider,
+            conn,
+        } => {
+            let v = conn
+                .client()?
+                .get(&["namespaces", &namespace, "integrations", &provider], &[])
+                .await?;
+            if conn.json {
+                return output::json(&v);
+            }
+            let scopes: Vec<&str> = v["scopes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let rows = vec![vec![
+                cell(&v, "provider"),
+                cell(&v, "kind"),
+                cell(&v, "url"),
+                cell(&v, "account"),
+                scopes.join(","),
+                cell(&v, "last_checked_at"),
+                cell(&v, "last_error"),
+            ]];
+            out(&table(
+                &[
+                    "PROVIDER",
+                    "KIND",
+                    "URL",
+                    "ACCOUNT",
+                    "SCOPES",
+                    "CHECKED",
+                    "LAST ERROR",
+                ],
+                &rows,
+            ))
+        }
+        IntegrationsCommand::Repos {
+            namespace,
+            provider,
+            search,
+            page,
+            per_page,
+            conn,
+        } => {
+            let (page, per_page) = (page.to_string(), per_page.to_string());
+            let mut query = vec![("page", page.as_str()), ("per_page", per_page.as_str())];
+            if let Some(s) = search.as_deref() {
+                query.push(("search", s));
+            }
+            let v = conn
+                .client()?
+                .get(
+                    &[
+                        "namespaces",
+                        &namespace,
+                        "integrations",
+                        &provider,
+                        "repositories",
+                    ],
+                    &query,
+                )
+                .await?;
+            if conn.json {
+                return output::json(&v);
+            }
+            let repos = array(&v["repositories"]);
+            if repos.is_empty() {
+                return outln("no repositories");
+            }
+            let rows: Vec<Vec<String>> = repos
+                .iter()
+                .map(|r| {
+                    vec![
+                        cell(r, "full_name"),
+                        yes_no(r, "private"),
+                        cell(r, "default_branch"),
+                        cell(r, "clone_url"),
+                    ]
+                })
+                .collect();
+            out(&table(
+                &["REPOSITORY", "PRIVATE", "BRANCH", "CLONE URL"],
+                &rows,
+            ))?;
+            if let Some(next) = v["next_page"].as_u64() {
+                note(&format!("more: --page {next}"));
+            }
+            Ok(())
+        }
     }
 }
 

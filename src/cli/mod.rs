@@ -88,6 +88,10 @@ pub enum ClientCommand {
     /// Outbound webhooks (notifications of new images).
     #[command(subcommand)]
     Webhooks(WebhooksCommand),
+    /// A namespace's link to a git host (GitHub, GitLab, Gitea): its account, and the repositories
+    /// it can see (to pick one for `kiln repos link`).
+    #[command(subcommand)]
+    Integrations(IntegrationsCommand),
     /// The registry kiln pushes to.
     #[command(subcommand)]
     Registry(RegistryCommand),
@@ -152,6 +156,49 @@ pub enum ReposCommand {
     Unhide {
         #[arg(value_name = "NS/REPO", value_parser = parse_repo_ref)]
         repo: RepoRef,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Link a repository to its git source: a repository on the host of the namespace's
+    /// integration (`--repository owner/name`: kiln installs the push webhook), or any clone URL.
+    Link {
+        #[arg(value_name = "NS/REPO", value_parser = parse_repo_ref)]
+        repo: RepoRef,
+        #[arg(long, value_parser = ["github", "gitlab", "gitea", "git"])]
+        provider: String,
+        /// The repository on the host (`owner/name`), as `kiln integrations repos` lists it.
+        #[arg(long, required_unless_present = "clone_url")]
+        repository: Option<String>,
+        /// The clone URL (without an integration, or a mirror of the host's repository).
+        #[arg(long)]
+        clone_url: Option<String>,
+        #[command(flatten)]
+        conn: Connection,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum IntegrationsCommand {
+    /// The namespace's integration with a host: kind, account, scopes, last check (never the secret).
+    Show {
+        namespace: String,
+        #[arg(value_parser = ["github", "gitlab", "gitea"])]
+        provider: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// The repositories the integration's credentials can see, a page at a time.
+    Repos {
+        namespace: String,
+        #[arg(value_parser = ["github", "gitlab", "gitea"])]
+        provider: String,
+        /// Only the repositories whose full name holds this text.
+        #[arg(long)]
+        search: Option<String>,
+        #[arg(long, default_value_t = 1)]
+        page: u32,
+        #[arg(long, default_value_t = 30)]
+        per_page: u32,
         #[command(flatten)]
         conn: Connection,
     },
