@@ -1,6 +1,7 @@
 //! From a namespace's integration to the [`ForgeClient`] that talks to its host (issue 12).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
 
 use super::client::{ForgeClient, HostCredentials, HostError};
 use super::gitea_api::GiteaClient;
@@ -54,7 +55,63 @@ pub async fn client(
     check_base_url(&config.git_allow, &row.base_url)
         .await
         .map_err(|reason| HostError::unreachable(format!("{}: {reason}", row.base_url)))?;
-    connect(config, &row.provider, &row.base_url, credentials(row)?)
+    CLIENTS.get_or_connect(&row.id, &fingerprint(row), || {
+        connect(config, &row.provider, &row.base_url, credentials(row)?)
+    })
+}
+
+/// The clients made so far, one per integration: a GitHub App's installation token is minted once
+/// and reused until it nears its expiry (not once per status), and each client keeps its
+/// connections. An integration whose host or credentials changed gets a new client.
+static CLIENTS: LazyLock<ClientCache> = LazyLock::new(ClientCache::default);
+
+/// What the client of an integration was made from: its host and credentials, hashed (the cache
+/// keeps no secret in clear beside the client itself).
+fn fingerprint(row: &IntegrationRow) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [
+        row.provider.as_str(),
+        row.kind.as_str(),
+        row.base_url.as_str(),
+        &row.app_id.unwrap_or_default().to_string(),
+        &row.installation_id.unwrap_or_default().to_string(),
+        row.secret.as_str(),
+    ] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+/// A client and the fingerprint of the integration it was made from.
+type Made = (String, Arc<dyn ForgeClient>);
+
+/// Clients by integration id.
+#[derive(Default)]
+pub struct ClientCache(Mutex<HashMap<String, Made>>);
+
+impl ClientCache {
+    /// The client kept for `id` if it was made from `fingerprint`, else a new one from `connect`
+    /// (kept in its place).
+    pub fn get_or_connect(
+        &self,
+        id: &str,
+        fingerprint: &str,
+        connect: impl FnOnce() -> Result<Arc<dyn ForgeClient>, HostError>,
+    ) -> Result<Arc<dyn ForgeClient>, HostError> {
+        if let Some((made_from, client)) = self.0.lock().expect("client cache").get(id)
+            && made_from == fingerprint
+        {
+            return Ok(client.clone());
+        }
+        let client = connect()?;
+        self.0
+            .lock()
+            .expect("client cache")
+            .insert(id.to_string(), (fingerprint.to_string(), client.clone()));
+        Ok(client)
+    }
 }
 
 /// The client for `provider` at `base_url` with `credentials`: GitHub through octocrab, GitLab
@@ -90,4 +147,78 @@ pub fn connect(
             )));
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gitea(token: &str) -> Result<Arc<dyn ForgeClient>, HostError> {
+        Ok(Arc::new(GiteaClient::new(
+            "https://gitea.example",
+            token.to_string(),
+        )?))
+    }
+
+    #[test]
+    fn a_client_is_reused_until_its_integration_changes() {
+        let cache = ClientCache::default();
+        let first = cache.get_or_connect("i1", "f1", || gitea("t1")).unwrap();
+        let again = cache
+            .get_or_connect("i1", "f1", || {
+                panic!("a second client for the same integration")
+            })
+            .unwrap();
+        assert!(Arc::ptr_eq(&first, &again));
+        let changed = cache.get_or_connect("i1", "f2", || gitea("t2")).unwrap();
+        assert!(!Arc::ptr_eq(&first, &changed));
+        let other = cache.get_or_connect("i2", "f2", || gitea("t2")).unwrap();
+        assert!(!Arc::ptr_eq(&changed, &other));
+        // A failed connect keeps nothing.
+        let failed = cache.get_or_connect("i3", "f3", || Err(HostError::unreachable("refused")));
+        assert!(failed.is_err());
+        assert!(cache.0.lock().unwrap().get("i3").is_none());
+    }
+
+    #[test]
+    fn the_fingerprint_changes_with_the_host_or_the_credentials() {
+        let row = IntegrationRow {
+            id: "i".into(),
+            namespace_id: "n".into(),
+            provider: "github".into(),
+            kind: "token".into(),
+            base_url: "https://api.github.com".into(),
+            secret: "ghp_one".into(),
+            app_id: None,
+            installation_id: None,
+            account: None,
+            account_kind: None,
+            scopes: vec![],
+            last_checked_at: None,
+            last_error: None,
+            created_at: String::new(),
+            updated_at: String::new(),
+        };
+        let base = fingerprint(&row);
+        assert_eq!(base, fingerprint(&row));
+        for changed in [
+            IntegrationRow {
+                secret: "ghp_two".into(),
+                ..row.clone()
+            },
+            IntegrationRow {
+                base_url: "https://ghe.example/api/v3".into(),
+                ..row.clone()
+            },
+            IntegrationRow {
+                kind: "app".into(),
+                app_id: Some(1),
+                installation_id: Some(2),
+                ..row.clone()
+            },
+        ] {
+            assert_ne!(base, fingerprint(&changed));
+        }
+        assert!(!base.contains("ghp_one"));
+    }
 }
