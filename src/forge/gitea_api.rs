@@ -14,8 +14,7 @@ use serde_json::json;
 use super::client::{
     Account, CommitStatus, ForgeClient, HookSpec, HostError, HostRepo, RepoPage, StatusState,
 };
-use super::gitlab_api::cut;
-use super::rest::{self, Rest, RestOptions};
+use super::rest::{self, Rest, RestOptions, cut};
 
 /// The longest description kiln sends (Gitea keeps it as text; GitHub's 140 would be too short
 /// for a failure reason, GitLab's 255 is plenty).

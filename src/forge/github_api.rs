@@ -25,6 +25,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::rest::{self, cut};
+
 use crate::forge::client::{
     Account, CommitStatus, ForgeClient, HookSpec, HostCredentials, HostError, HostRepo, RepoPage,
     StatusState,
@@ -390,7 +392,7 @@ impl GitHubClient {
         };
         Ok(RepoPage {
             repositories: repos.into_iter().map(HostRepo::from).collect(),
-            next_page: answer.header("link").and_then(next_page),
+            next_page: rest::next_page_from_link(&answer.headers),
         })
     }
 }
@@ -414,16 +416,6 @@ fn one_line(text: &str) -> String {
         .find(|l| !l.is_empty())
         .unwrap_or("");
     cut(line, MESSAGE_MAX)
-}
-
-/// `text` cut to at most `max` characters (on a character boundary), `…` ending a cut one.
-pub fn cut(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_string();
-    }
-    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
 }
 
 /// What GitHub's error answer says: its `message`, the `errors[]` of a 422, the rate limit.
@@ -452,23 +444,7 @@ fn host_error(answer: &Answer) -> HostError {
         .contains("secondary rate limit");
     let rate_limited = answer.status == 429
         || (answer.status == 403 && (remaining_zero || secondary || has_retry_after(answer)));
-    let retry_after = answer
-        .header("retry-after")
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
-        .or_else(|| {
-            if !rate_limited {
-                return None;
-            }
-            let reset = answer
-                .header("x-ratelimit-reset")?
-                .trim()
-                .parse::<i64>()
-                .ok()?;
-            Some(Duration::from_secs(
-                (reset - Utc::now().timestamp()).max(0) as u64
-            ))
-        });
+    let retry_after = rest::retry_after(&answer.headers, rate_limited);
     HostError {
         status: Some(answer.status),
         message: one_line(&crate::secrets::mask::mask(&message)),
@@ -498,25 +474,6 @@ fn error_detail(e: &Value) -> Option<String> {
         (_, _, Some(c)) => Some(c.to_string()),
         _ => None,
     }
-}
-
-/// The `page` of the `rel="next"` URL in a `Link` header.
-pub fn next_page(link: &str) -> Option<u32> {
-    link.split(',').find_map(|part| {
-        let (url, params) = part.split_once(';')?;
-        let is_next = params.split(';').any(|p| {
-            let p = p.trim();
-            p == "rel=\"next\"" || p == "rel=next"
-        });
-        if !is_next {
-            return None;
-        }
-        let url = url.trim().strip_prefix('<')?.strip_suffix('>')?;
-        let query = url.split_once('?')?.1;
-        form_urlencoded::parse(query.as_bytes())
-            .find(|(k, _)| k == "page")
-            .and_then(|(_, v)| v.parse().ok())
-    })
 }
 
 /// `owner/name` as a path (`/repos/owner/name`), refusing anything GitHub would not name so.
@@ -757,6 +714,11 @@ mod tests {
 
     #[test]
     fn next_page_reads_the_link_header() {
+        let next_page = |link: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("link", link.parse().unwrap());
+            rest::next_page_from_link(&h)
+        };
         let link = "<https://api.github.com/user/repos?per_page=2&page=3&sort=full_name>; rel=\"next\", <https://api.github.com/user/repos?per_page=2&page=5>; rel=\"last\"";
         assert_eq!(next_page(link), Some(3));
         let last = "<https://api.github.com/user/repos?page=1>; rel=\"first\", <https://api.github.com/user/repos?page=4>; rel=\"prev\"";

@@ -10,7 +10,7 @@ use serde_json::json;
 use super::client::{
     Account, CommitStatus, ForgeClient, HookSpec, HostError, HostRepo, RepoPage, StatusState,
 };
-use super::rest::{self, Rest, RestOptions};
+use super::rest::{self, Rest, RestOptions, cut};
 
 /// GitLab keeps a commit status's description to this many characters.
 const MAX_DESCRIPTION: usize = 255;
@@ -134,16 +134,6 @@ pub fn gitlab_state(state: StatusState) -> &'static str {
         StatusState::Success => "success",
         StatusState::Failure | StatusState::Error => "failed",
         StatusState::Cancelled => "canceled",
-    }
-}
-
-/// `text` cut to `max` characters (an ellipsis marking the cut).
-pub(crate) fn cut(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        text.to_string()
-    } else {
-        let kept: String = text.chars().take(max - 1).collect();
-        format!("{kept}…")
     }
 }
 

@@ -288,7 +288,26 @@ pub fn host_error(status: u16, headers: &HeaderMap, body: &[u8]) -> HostError {
         .iter()
         .any(|h| text(h).is_some_and(|v| v.trim() == "0"));
     let rate_limited = status == 429 || (spent && matches!(status, 403 | 429));
-    let retry_after = text("retry-after")
+    let retry_after = retry_after(headers, rate_limited);
+    let mut message = error_message(body);
+    if message.is_empty() {
+        message = reqwest::StatusCode::from_u16(status)
+            .map(|s| s.to_string())
+            .unwrap_or_else(|_| format!("HTTP {status}"));
+    }
+    HostError {
+        status: Some(status),
+        message,
+        rate_limited,
+        retry_after,
+    }
+}
+
+/// When to try again: `Retry-After` (seconds), else, when rate limited, the time until the limit's
+/// reset (`RateLimit-Reset` / `X-RateLimit-Reset`, Unix seconds).
+pub fn retry_after(headers: &HeaderMap, rate_limited: bool) -> Option<Duration> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    text("retry-after")
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs)
         .or_else(|| {
@@ -303,19 +322,7 @@ pub fn host_error(status: u16, headers: &HeaderMap, body: &[u8]) -> HostError {
                 .ok()?
                 .as_secs();
             Some(Duration::from_secs(reset.saturating_sub(now)))
-        });
-    let mut message = error_message(body);
-    if message.is_empty() {
-        message = reqwest::StatusCode::from_u16(status)
-            .map(|s| s.to_string())
-            .unwrap_or_else(|_| format!("HTTP {status}"));
-    }
-    HostError {
-        status: Some(status),
-        message,
-        rate_limited,
-        retry_after,
-    }
+        })
 }
 
 /// The message of a host's error body on one line: GitLab's `message` (a string, or an object
@@ -377,13 +384,17 @@ pub fn one_line(text: &str) -> String {
         .split(|c: char| c.is_whitespace() || c.is_control())
         .filter(|w| !w.is_empty())
         .collect();
-    let joined = words.join(" ");
-    if joined.chars().count() > MAX_MESSAGE {
-        let cut: String = joined.chars().take(MAX_MESSAGE - 1).collect();
-        format!("{cut}…")
-    } else {
-        joined
+    cut(&words.join(" "), MAX_MESSAGE)
+}
+
+/// `text` cut to at most `max` characters (on a character boundary), `…` ending a cut one.
+pub fn cut(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
     }
+    let mut kept: String = text.chars().take(max.saturating_sub(1)).collect();
+    kept.push('…');
+    kept
 }
 
 /// The page the `Link` header's `rel="next"` points at (its `page` query parameter).
