@@ -4,6 +4,11 @@
 //! the first one's running builds failed ("interrupted") and releases its delivery claims. The lock is an
 //! advisory `flock` on an open file, so the kernel drops it when the holder exits, however it exits: no
 //! stale lock survives a crash. The holder's PID is written into the file for the refusal message.
+//!
+//! A lock found held is tried again for up to [`LOCK_WAIT`] before the refusal: the open file
+//! description carrying the lock is shared with any child process forked by this process (or by the
+//! previous kiln, exiting) until that child's `exec` closes it, so a lock just released can stay held
+//! for a moment by a child that is being started (a `git`, a registry in the tests) on a busy machine.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -13,6 +18,9 @@ use anyhow::{Context, bail};
 
 /// The lock file's name inside the data directory.
 pub const LOCK_FILE: &str = "kiln.lock";
+
+/// How long a held lock is tried again before kiln refuses to start.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The held lock; dropping it releases the data directory.
 #[derive(Debug)]
@@ -35,7 +43,16 @@ impl DataDirLock {
             .truncate(false)
             .open(&path)
             .with_context(|| format!("cannot open the lock file {}", path.display()))?;
-        match file.try_lock() {
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let locked = loop {
+            match file.try_lock() {
+                Err(TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other,
+            }
+        };
+        match locked {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 let holder = read_pid(&mut file)
@@ -103,5 +120,22 @@ mod tests {
         drop(first);
         let again = DataDirLock::acquire(&data_dir).unwrap();
         drop(again);
+    }
+
+    #[test]
+    fn a_lock_released_within_the_wait_is_taken() {
+        // What a forked child does: it holds the lock's file description for a moment after the
+        // holder has let it go.
+        let dir = tempfile::tempdir().unwrap();
+        let first = DataDirLock::acquire(dir.path()).unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(first);
+        });
+        let started = std::time::Instant::now();
+        let second = DataDirLock::acquire(dir.path()).unwrap();
+        assert!(started.elapsed() >= std::time::Duration::from_millis(250));
+        release.join().unwrap();
+        drop(second);
     }
 }
