@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::{MalformedPayload, Outcome, Push, is_sha, normalize_url};
+use super::{MalformedPayload, Outcome, Push, Read, is_sha, url_set};
 
 pub const EVENT_HEADER: &str = "x-github-event";
 pub const DELIVERY_HEADER: &str = "x-github-delivery";
@@ -38,19 +38,49 @@ struct WireRepository {
 /// The normalized repository URLs a payload names, for routing to sources before its signature is
 /// checked. Nothing else of the payload is trusted at that point. Empty when it names none.
 pub fn repository_urls(body: &[u8]) -> Vec<String> {
-    let Ok(p) = serde_json::from_slice::<RoutingPayload>(body) else {
-        return vec![];
-    };
-    let Some(r) = p.repository else { return vec![] };
-    let mut urls: Vec<String> = [r.clone_url, r.ssh_url, r.git_url, r.html_url, r.svn_url]
-        .into_iter()
-        .flatten()
-        .map(|u| normalize_url(&u))
-        .filter(|u| !u.is_empty())
-        .collect();
-    urls.sort();
-    urls.dedup();
-    urls
+    serde_json::from_slice::<RoutingPayload>(body)
+        .ok()
+        .and_then(|p| p.repository)
+        .map(WireRepository::urls)
+        .unwrap_or_default()
+}
+
+impl WireRepository {
+    fn urls(self) -> Vec<String> {
+        url_set(
+            [
+                self.clone_url,
+                self.ssh_url,
+                self.git_url,
+                self.html_url,
+                self.svn_url,
+            ]
+            .into_iter()
+            .flatten(),
+        )
+    }
+}
+
+/// A payload in one pass when it is a push (its URLs and its meaning); anything else is only
+/// routed here and parsed by [`parse`] once verified.
+pub fn read(event: &str, body: &[u8]) -> Read {
+    if event == "push"
+        && let Ok(mut p) = serde_json::from_slice::<WirePush>(body)
+        && let Ok(outcome) = push(&mut p)
+    {
+        return Read {
+            urls: p
+                .repository
+                .take()
+                .map(WireRepository::urls)
+                .unwrap_or_default(),
+            outcome: Some(outcome),
+        };
+    }
+    Read {
+        urls: repository_urls(body),
+        outcome: None,
+    }
 }
 
 #[derive(Deserialize)]
@@ -62,6 +92,8 @@ struct WirePush {
     #[serde(default)]
     deleted: bool,
     head_commit: Option<WireCommit>,
+    /// Read with the push by [`read`]; not part of what the push means.
+    repository: Option<WireRepository>,
 }
 
 #[derive(Deserialize)]
@@ -96,27 +128,29 @@ pub fn parse(event: &str, body: &[u8]) -> Result<Outcome, MalformedPayload> {
                 .map_err(|e| MalformedPayload(format!("ping payload is not JSON: {e}")))?;
             Ok(Outcome::Ping)
         }
-        "push" => {
-            let p: WirePush = super::from_json("push payload", body)?;
-            super::check_ref(&p.git_ref)?;
-            if !is_sha(&p.after) || !is_sha(&p.before) {
-                return Err(MalformedPayload(
-                    "push payload: before/after are not commit ids".into(),
-                ));
-            }
-            let deleted = p.deleted || p.after.bytes().all(|b| b == b'0');
-            let commit = commit_to_build(&p, deleted)?;
-            Ok(Outcome::Push(Push {
-                git_ref: p.git_ref,
-                before: p.before,
-                after: p.after,
-                commit,
-                deleted,
-                message: p.head_commit.and_then(|c| c.message),
-            }))
-        }
+        "push" => push(&mut super::from_json("push payload", body)?),
         other => super::ignored(body, format!("event '{other}' does not trigger builds")),
     }
+}
+
+/// What a push means (its wire struct is left without the parts taken).
+fn push(p: &mut WirePush) -> Result<Outcome, MalformedPayload> {
+    super::check_ref(&p.git_ref)?;
+    if !is_sha(&p.after) || !is_sha(&p.before) {
+        return Err(MalformedPayload(
+            "push payload: before/after are not commit ids".into(),
+        ));
+    }
+    let deleted = p.deleted || p.after.bytes().all(|b| b == b'0');
+    let commit = commit_to_build(p, deleted)?;
+    Ok(Outcome::Push(Push {
+        git_ref: std::mem::take(&mut p.git_ref),
+        before: std::mem::take(&mut p.before),
+        after: std::mem::take(&mut p.after),
+        commit,
+        deleted,
+        message: p.head_commit.take().and_then(|c| c.message),
+    }))
 }
 
 #[cfg(test)]
@@ -124,6 +158,53 @@ mod tests {
     use super::*;
 
     const SECRET: &[u8] = b"It's a Secret to Everybody";
+
+    #[test]
+    fn one_pass_reads_a_push_as_the_two_passes_do() {
+        let fixtures: [&[u8]; 9] = [
+            include_bytes!("../../tests/data/github/push.json"),
+            include_bytes!("../../tests/data/github/push_delete.json"),
+            include_bytes!("../../tests/data/github/push_tag.json"),
+            include_bytes!("../../tests/data/github/push_tag_annotated.json"),
+            include_bytes!("../../tests/data/github/push_tag_delete.json"),
+            include_bytes!("../../tests/data/gitea/push.json"),
+            include_bytes!("../../tests/data/gitea/push_tag.json"),
+            include_bytes!("../../tests/data/gitea/push_tag_annotated.json"),
+            include_bytes!("../../tests/data/gitea/push_tag_delete.json"),
+        ];
+        for body in fixtures {
+            let read = read("push", body);
+            assert!(!read.urls.is_empty());
+            assert_eq!(read.urls, repository_urls(body));
+            assert_eq!(read.outcome, Some(parse("push", body).unwrap()));
+        }
+        // Anything but a well-formed push is only routed: its meaning is read once verified.
+        let ping = include_bytes!("../../tests/data/github/ping.json");
+        let read_ping = read("ping", ping);
+        assert_eq!(read_ping.urls, repository_urls(ping));
+        assert_eq!(read_ping.outcome, None);
+        let push = include_bytes!("../../tests/data/github/push.json");
+        assert_eq!(read("issues", push).outcome, None);
+        assert_eq!(read("issues", push).urls, repository_urls(push));
+        let mut bad: serde_json::Value = serde_json::from_slice(push).unwrap();
+        bad["after"] = serde_json::json!("not-a-sha");
+        let bad = serde_json::to_vec(&bad).unwrap();
+        let read_bad = read("push", &bad);
+        assert_eq!(read_bad.outcome, None);
+        assert_eq!(read_bad.urls, repository_urls(push));
+        assert_eq!(
+            parse("push", &bad).unwrap_err().0,
+            "push payload: before/after are not commit ids"
+        );
+        assert_eq!(read("push", b"{not json").urls, Vec::<String>::new());
+        assert_eq!(read("push", b"{not json").outcome, None);
+        // A push without a repository block reads, and names no URL to route by.
+        let mut bare: serde_json::Value = serde_json::from_slice(push).unwrap();
+        bare.as_object_mut().unwrap().remove("repository");
+        let bare = read("push", &serde_json::to_vec(&bare).unwrap());
+        assert!(bare.urls.is_empty());
+        assert!(bare.outcome.is_some());
+    }
 
     #[test]
     fn signature_matches_githubs_documented_example() {

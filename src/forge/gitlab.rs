@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::{MalformedPayload, Outcome, Push, is_sha, normalize_url};
+use super::{MalformedPayload, Outcome, Push, Read, is_sha, url_set};
 
 pub const TOKEN_HEADERS: &[&str] = &["x-gitlab-token"];
 pub const EVENT_HEADERS: &[&str] = &["x-gitlab-event"];
@@ -33,30 +33,47 @@ struct RoutingPayload {
 
 /// The normalized repository URLs a payload names (`project` and `repository` blocks).
 pub fn repository_urls(body: &[u8]) -> Vec<String> {
-    let Ok(p) = serde_json::from_slice::<RoutingPayload>(body) else {
-        return vec![];
-    };
-    let mut urls: Vec<String> = [p.project, p.repository]
-        .into_iter()
-        .flatten()
-        .flat_map(|u| {
-            [
-                u.git_http_url,
-                u.git_ssh_url,
-                u.http_url,
-                u.ssh_url,
-                u.web_url,
-                u.homepage,
-                u.url,
-            ]
-        })
-        .flatten()
-        .map(|u| normalize_url(&u))
-        .filter(|u| !u.is_empty())
-        .collect();
-    urls.sort();
-    urls.dedup();
-    urls
+    serde_json::from_slice::<RoutingPayload>(body)
+        .map(|p| urls_of(p.project, p.repository))
+        .unwrap_or_default()
+}
+
+fn urls_of(project: Option<WireUrls>, repository: Option<WireUrls>) -> Vec<String> {
+    url_set(
+        [project, repository]
+            .into_iter()
+            .flatten()
+            .flat_map(|u| {
+                [
+                    u.git_http_url,
+                    u.git_ssh_url,
+                    u.http_url,
+                    u.ssh_url,
+                    u.web_url,
+                    u.homepage,
+                    u.url,
+                ]
+            })
+            .flatten(),
+    )
+}
+
+/// A payload in one pass when it is a push or a tag push (its URLs and its meaning); anything
+/// else is only routed here and parsed by [`parse`] once verified.
+pub fn read(event: &str, body: &[u8]) -> Read {
+    if matches!(event, "Push Hook" | "Tag Push Hook")
+        && let Ok(mut p) = serde_json::from_slice::<WirePush>(body)
+        && let Ok(outcome) = push(event, &mut p)
+    {
+        return Read {
+            urls: urls_of(p.project.take(), p.repository.take()),
+            outcome: Some(outcome),
+        };
+    }
+    Read {
+        urls: repository_urls(body),
+        outcome: None,
+    }
 }
 
 #[derive(Deserialize)]
@@ -70,6 +87,9 @@ struct WirePush {
     checkout_sha: Option<String>,
     #[serde(default)]
     commits: Vec<WireCommit>,
+    /// Read with the push by [`read`]; not part of what the push means.
+    project: Option<WireUrls>,
+    repository: Option<WireUrls>,
 }
 
 #[derive(Deserialize)]
@@ -81,54 +101,56 @@ struct WireCommit {
 /// What a verified delivery means. `event` is `X-Gitlab-Event` (`Push Hook`, `Tag Push Hook`, …).
 pub fn parse(event: &str, body: &[u8]) -> Result<Outcome, MalformedPayload> {
     match event {
-        "Push Hook" | "Tag Push Hook" => {
-            let p: WirePush = super::from_json("push payload", body)?;
-            if !matches!(p.object_kind.as_str(), "push" | "tag_push") {
-                return Err(MalformedPayload(format!(
-                    "object_kind '{}' in a {event}",
-                    p.object_kind
-                )));
-            }
-            super::check_ref(&p.git_ref)?;
-            if !is_sha(&p.after) || !is_sha(&p.before) {
-                return Err(MalformedPayload(
-                    "push payload: before/after are not commit ids".into(),
-                ));
-            }
-            let deleted = p.after.bytes().all(|b| b == b'0');
-            // GitLab's `after` is the ref's new value (an annotated tag's tag object);
-            // `checkout_sha` is the commit it peels to. Without one, the build worker peels `after`.
-            let commit = match p.checkout_sha.as_deref() {
-                _ if deleted => p.after.clone(),
-                Some(sha) if is_sha(sha) => sha.to_string(),
-                Some(sha) => {
-                    return Err(MalformedPayload(format!(
-                        "push payload: checkout_sha '{}' is not a commit id",
-                        sha.chars().take(64).collect::<String>()
-                    )));
-                }
-                None => p.after.clone(),
-            };
-            let message = p
-                .commits
-                .iter()
-                .find(|c| c.id == commit)
-                .or(p.commits.last())
-                .and_then(|c| c.message.clone());
-            Ok(Outcome::Push(Push {
-                git_ref: p.git_ref,
-                before: p.before,
-                after: p.after,
-                commit,
-                deleted,
-                message,
-            }))
-        }
+        "Push Hook" | "Tag Push Hook" => push(event, &mut super::from_json("push payload", body)?),
         other => super::ignored(
             body,
             format!("GitLab event '{other}' does not trigger builds"),
         ),
     }
+}
+
+/// What a push or tag push means (its wire struct is left without the parts taken).
+fn push(event: &str, p: &mut WirePush) -> Result<Outcome, MalformedPayload> {
+    if !matches!(p.object_kind.as_str(), "push" | "tag_push") {
+        return Err(MalformedPayload(format!(
+            "object_kind '{}' in a {event}",
+            p.object_kind
+        )));
+    }
+    super::check_ref(&p.git_ref)?;
+    if !is_sha(&p.after) || !is_sha(&p.before) {
+        return Err(MalformedPayload(
+            "push payload: before/after are not commit ids".into(),
+        ));
+    }
+    let deleted = p.after.bytes().all(|b| b == b'0');
+    // GitLab's `after` is the ref's new value (an annotated tag's tag object);
+    // `checkout_sha` is the commit it peels to. Without one, the build worker peels `after`.
+    let commit = match p.checkout_sha.as_deref() {
+        _ if deleted => p.after.clone(),
+        Some(sha) if is_sha(sha) => sha.to_string(),
+        Some(sha) => {
+            return Err(MalformedPayload(format!(
+                "push payload: checkout_sha '{}' is not a commit id",
+                sha.chars().take(64).collect::<String>()
+            )));
+        }
+        None => p.after.clone(),
+    };
+    let message = p
+        .commits
+        .iter()
+        .find(|c| c.id == commit)
+        .or(p.commits.last())
+        .and_then(|c| c.message.clone());
+    Ok(Outcome::Push(Push {
+        git_ref: std::mem::take(&mut p.git_ref),
+        before: std::mem::take(&mut p.before),
+        after: std::mem::take(&mut p.after),
+        commit,
+        deleted,
+        message,
+    }))
 }
 
 #[cfg(test)]
@@ -146,6 +168,49 @@ mod tests {
         })
         .to_string()
         .into_bytes()
+    }
+
+    #[test]
+    fn one_pass_reads_a_push_as_the_two_passes_do() {
+        let fixtures: [(&str, &[u8]); 4] = [
+            (
+                "Push Hook",
+                include_bytes!("../../tests/data/gitlab/push.json"),
+            ),
+            (
+                "Tag Push Hook",
+                include_bytes!("../../tests/data/gitlab/tag_push.json"),
+            ),
+            (
+                "Tag Push Hook",
+                include_bytes!("../../tests/data/gitlab/tag_push_annotated.json"),
+            ),
+            (
+                "Tag Push Hook",
+                include_bytes!("../../tests/data/gitlab/tag_push_delete.json"),
+            ),
+        ];
+        for (event, body) in fixtures {
+            let read = read(event, body);
+            assert!(!read.urls.is_empty());
+            assert_eq!(read.urls, repository_urls(body));
+            assert_eq!(read.outcome, Some(parse(event, body).unwrap()));
+        }
+        // Another event, or a malformed push: only routed.
+        let push = payload("push", "refs/heads/main", &"a".repeat(40));
+        for event in ["Merge Request Hook", ""] {
+            let r = read(event, &push);
+            assert_eq!(r.outcome, None, "{event}");
+            assert_eq!(r.urls, repository_urls(&push));
+        }
+        let bad = payload("note", "refs/heads/main", &"a".repeat(40));
+        let r = read("Push Hook", &bad);
+        assert_eq!(r.outcome, None);
+        assert_eq!(r.urls, repository_urls(&bad));
+        assert_eq!(
+            parse("Push Hook", &bad).unwrap_err().0,
+            "object_kind 'note' in a Push Hook"
+        );
     }
 
     #[test]

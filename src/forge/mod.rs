@@ -43,6 +43,32 @@ pub struct Push {
 #[error("{0}")]
 pub struct MalformedPayload(pub String);
 
+/// A payload read once, before its signature is checked: the repository URLs it names (to route
+/// it to the sources whose secrets may verify it) and, for a well-formed push, what it means,
+/// which is trusted only once the signature is verified. A push is the delivery that comes by the
+/// thousand, so its bytes are scanned once, not once to route and again to read.
+#[derive(Debug)]
+pub struct Read {
+    /// Normalized, sorted, without duplicates; empty when the payload names none.
+    pub urls: Vec<String>,
+    /// `Some` for a push read whole; `None` for anything else (another event, or a push that did
+    /// not read: its error is worded by the forge's `parse` once it is verified). An unverified
+    /// payload of another kind is never parsed beyond its repository block.
+    pub outcome: Option<Outcome>,
+}
+
+/// Sorts and dedups normalized URLs, dropping empty ones.
+pub(crate) fn url_set(urls: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut urls: Vec<String> = urls
+        .into_iter()
+        .map(|u| normalize_url(&u))
+        .filter(|u| !u.is_empty())
+        .collect();
+    urls.sort();
+    urls.dedup();
+    urls
+}
+
 /// Reads a payload into a wire struct; a type error names the field it is in
 /// (`push payload: head_commit.id: invalid type: …`).
 pub(crate) fn from_json<T: serde::de::DeserializeOwned>(

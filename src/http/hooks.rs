@@ -12,7 +12,7 @@ use serde_json::json;
 use super::error::{ApiError, ApiResult};
 use crate::app::App;
 use crate::db::sources::SourceRow;
-use crate::forge::{MalformedPayload, Outcome, git, gitea, github, gitlab};
+use crate::forge::{MalformedPayload, Outcome, Read, git, gitea, github, gitlab};
 use crate::ingest::{Delivery, SubmitError};
 use crate::rate_limit::{self, Peer, Surface};
 use sha2::{Digest, Sha256};
@@ -57,7 +57,9 @@ struct Forge {
     delivery_headers: &'static [&'static str],
     /// (secret, body, signature header) → valid?
     verify: fn(&[u8], &[u8], &str) -> bool,
-    urls: fn(&[u8]) -> Vec<String>,
+    /// (event, body) → the URLs to route by and, for a push, what it means (one pass).
+    read: fn(&str, &[u8]) -> Read,
+    /// (event, body) → what a verified delivery [`Forge::read`] left unread means.
     parse: fn(&str, &[u8]) -> Result<Outcome, MalformedPayload>,
     /// Older GitLabs send no delivery id: such deliveries are told apart by the body's digest.
     delivery_optional: bool,
@@ -72,7 +74,7 @@ const GITHUB: Forge = Forge {
     event_headers: &[github::EVENT_HEADER],
     delivery_headers: &[github::DELIVERY_HEADER],
     verify: github::verify_signature,
-    urls: github::repository_urls,
+    read: github::read,
     parse: github::parse,
     delivery_optional: false,
     ping_events: &["ping"],
@@ -85,7 +87,7 @@ const GITEA: Forge = Forge {
     delivery_headers: gitea::DELIVERY_HEADERS,
     verify: gitea::verify_signature,
     // Gitea's payloads have GitHub's shape.
-    urls: github::repository_urls,
+    read: github::read,
     parse: github::parse,
     delivery_optional: false,
     ping_events: &["ping"],
@@ -97,7 +99,7 @@ const GITLAB: Forge = Forge {
     event_headers: gitlab::EVENT_HEADERS,
     delivery_headers: gitlab::DELIVERY_HEADERS,
     verify: gitlab::verify_token,
-    urls: gitlab::repository_urls,
+    read: gitlab::read,
     parse: gitlab::parse,
     delivery_optional: true,
     ping_events: &[],
@@ -166,8 +168,11 @@ async fn cpu<T: Send + 'static>(
 async fn receive(app: &App, forge: &Forge, headers: &HeaderMap, body: Body) -> ApiResult<Response> {
     let body = read_capped(headers, body, app.config.hook_body_limit).await?;
     let event = header(headers, forge.event_headers);
-    // Routing reads only the repository URLs: nothing else of an unverified payload is trusted.
-    let urls = cpu(&body, forge.urls).await?;
+    // Routing reads only the repository URLs: nothing else of an unverified payload is trusted. A
+    // push is read whole in the same pass, and what it means is used once it is verified.
+    let read = forge.read;
+    let kind = event.unwrap_or_default().to_string();
+    let Read { urls, outcome } = cpu(&body, move |body| read(&kind, body)).await?;
     if urls.is_empty() {
         // Nothing to check a signature against. An organization hook's ping names no repository: it
         // only says the hook exists, so it is answered (and nothing is stored); anything else is refused
@@ -226,11 +231,16 @@ async fn receive(app: &App, forge: &Forge, headers: &HeaderMap, body: Body) -> A
         forge.delivery_headers[0],
         &body_sha256,
     )?;
-    let parse = forge.parse;
-    let kind = event.to_string();
-    let outcome = cpu(&body, move |body| parse(&kind, body))
-        .await?
-        .map_err(|e| ApiError::bad_request("malformed_payload", e.0))?;
+    let outcome = match outcome {
+        Some(outcome) => outcome,
+        None => {
+            let parse = forge.parse;
+            let kind = event.to_string();
+            cpu(&body, move |body| parse(&kind, body))
+                .await?
+                .map_err(|e| ApiError::bad_request("malformed_payload", e.0))?
+        }
+    };
     store(
         app,
         Verified {
