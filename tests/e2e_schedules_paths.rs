@@ -688,3 +688,78 @@ async fn retention_prunes_old_builds_and_caps_the_local_cache() {
     );
     assert_eq!(kiln::retention::prune_builds(app).await.unwrap(), 0);
 }
+
+/// A push build under a path filter fetches its source once: the filter decides on the build's own
+/// fetch (counted at a git smart-HTTP server), for a build that runs and for one that is skipped.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_filtered_push_fetches_its_source_once() {
+    support::ensure_docker();
+    let base = support::ensure_base_image();
+    let registry = Registry::start();
+    let kiln = Kiln::start(&registry, &[]).await;
+    let git = GitRepo::new();
+    git.write("Dockerfile", format!("FROM {base}\nCOPY src /src\n"));
+    git.write("src/main.c", format!("// {}\n", new_delivery_id()));
+    git.write("docs/guide.md", "guide\n");
+    let c1 = git.commit("first");
+    git.push("main");
+    let server = support::GitHttpServer::start(git.bare.parent().unwrap(), None).await;
+    let name = git.bare.file_name().unwrap().to_string_lossy().into_owned();
+    let url = format!("{}/{name}", server.url);
+    let secret = kiln.ci_repo("acme", "once", &url).await;
+    kiln.rule(
+        "acme",
+        "once",
+        json!({"type": "branch", "name": "main", "version": "src", "paths": ["src/**"]}),
+    )
+    .await;
+    let fetches = || {
+        server
+            .requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.contains("/info/refs?service=git-upload-pack"))
+            .count()
+    };
+    let push = |before: String, after: String| {
+        let (kiln, secret, url) = (&kiln, &secret, &url);
+        async move {
+            let payload = github_push_payload(url, "refs/heads/main", &before, &after, false);
+            let (status, body) = kiln
+                .github_hook("push", &new_delivery_id(), secret, &payload)
+                .await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+            let ids = body["builds"].as_array().expect("builds").clone();
+            assert_eq!(ids.len(), 1, "{body}");
+            kiln.wait_build(ids[0].as_str().unwrap()).await
+        }
+    };
+
+    // A changed source file: built, on one fetch.
+    git.write("src/main.c", format!("// {}\n", new_delivery_id()));
+    let c2 = git.commit("src");
+    git.push("main");
+    let before = fetches();
+    let built = push(c1.clone(), c2.clone()).await;
+    assert_eq!(built["status"], "succeeded", "{built}");
+    assert_eq!(
+        fetches() - before,
+        1,
+        "one fetch for the filter and the build"
+    );
+    let log = kiln.log(built["id"].as_str().unwrap()).await;
+    assert!(
+        log.contains("Path filter: 1 changed file(s), at least one matches"),
+        "{log}"
+    );
+    assert_eq!(log.matches("Fetching ").count(), 1, "{log}");
+
+    // Only docs: skipped, on one fetch too.
+    git.write("docs/guide.md", "guide, v2\n");
+    let c3 = git.commit("docs");
+    git.push("main");
+    let before = fetches();
+    let skipped = push(c2, c3).await;
+    assert_eq!(skipped["status"], "skipped", "{skipped}");
+    assert_eq!(fetches() - before, 1, "one fetch to decide");
+    assert_eq!(skipped["digest"], Value::Null);
+}

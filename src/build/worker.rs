@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bollard::auth::DockerCredentials;
 
 use super::log::BuildLog;
-use super::path_filter::PathDecision;
+use super::path_filter::{self, PathDecision};
 use super::queue::{MAX_ATTEMPTS, Stop, StopSignal};
 use super::{context, docker, git, layer_cache, settings};
 use crate::app::App;
@@ -26,6 +26,8 @@ enum Failure {
         by: String,
         tag: String,
     },
+    /// Not built: the rule's path filter matched none of the files the push changed.
+    Skipped(String),
 }
 
 impl From<String> for Failure {
@@ -42,6 +44,9 @@ struct Target {
     peeled_from: Option<String>,
     tag: String,
     context: context::ContextPlan,
+    /// The files changed between the build's `before` and `commit`, when its path filter asked
+    /// for them (see [`path_filter::decide`]).
+    changed: Option<Result<Option<Vec<String>>, String>>,
 }
 
 /// Runs a claimed build to its end. A stop (cancel, shutdown) or the timeout drops the build where it
@@ -60,24 +65,6 @@ pub async fn run(app: &App, build: BuildRow, stop: StopSignal) {
             "Waited in the queue for",
         )
         .await;
-    }
-    // -- path filters (issue 9): decided before anything is announced; a skipped build announces nothing.
-    match super::path_filter::decide(app, &build).await {
-        PathDecision::Skip(reason) => {
-            log.line(&format!("Not built: {reason}")).await;
-            tracing::info!(build_id = %build.id, %reason, "build skipped by its path filter");
-            if let Err(e) =
-                end_build(app, &build.id, BuildStatus::Skipped, Some(&reason), None).await
-            {
-                tracing::error!(build_id = %build.id, error = %e, "cannot record the end of a build");
-            }
-            return;
-        }
-        PathDecision::Build(Some(line)) => log.line(&line).await,
-        PathDecision::Build(None) => {}
-    }
-    if let Err(e) = announce(app, &build.id, "build.started").await {
-        tracing::error!(build_id = %build.id, error = %e, "cannot queue build.started");
     }
     // The rule's timeout_minutes when the build was queued, else the server's default.
     let timeout = build_settings::effective_timeout(&build.settings(), app.config.build_timeout);
@@ -130,6 +117,13 @@ pub async fn run(app: &App, build: BuildRow, stop: StopSignal) {
             )
             .await
             .map(|_| ())
+        }
+        Err(Failure::Skipped(reason)) => {
+            log.line(&format!("Not built: {reason}")).await;
+            tracing::info!(build_id = %build.id, %reason, "build skipped by its path filter");
+            end_build(app, &build.id, BuildStatus::Skipped, Some(&reason), None)
+                .await
+                .map(|_| ())
         }
         Err(Failure::Failed(reason)) => {
             log.line(&format!("Build failed: {reason}")).await;
@@ -273,6 +267,13 @@ async fn record_success(
         tracing::info!(build_id, digest, "build succeeded");
     }
     Ok(())
+}
+
+/// `build.started` for the repository's subscribers (a failure to queue it is logged: the build goes on).
+async fn announce_started(app: &App, build: &BuildRow) {
+    if let Err(e) = announce(app, &build.id, "build.started").await {
+        tracing::error!(build_id = %build.id, error = %e, "cannot queue build.started");
+    }
 }
 
 /// Queues a build event for the repository's subscribers.
@@ -486,21 +487,31 @@ async fn execute(
     push: &PushWatch,
 ) -> Result<Pushed, Failure> {
     let db_err = |e: sqlx::Error| Failure::Failed(format!("database error: {e}"));
+    // Builds planned from a push carry their tag; "build now" resolves commit and tag here, from the
+    // rule. A pushed build naming an annotated tag's object has its tag worked out again, from the
+    // commit, so the rule is read for it too.
+    let rule_row = match &build.rule_id {
+        Some(rule_id) => db::rules::get(&app.db, &build.repository_id, rule_id)
+            .await
+            .map_err(db_err)?,
+        None => None,
+    };
+    // Path filters (issue 9): decided on the build's own fetch, before anything is announced; a
+    // skipped build announces nothing.
+    let filter = rule_row
+        .as_ref()
+        .map(|r| r.path_filter())
+        .unwrap_or_default();
+    let diff_from = path_filter::diff_from(build, &filter);
+    if diff_from.is_none() {
+        announce_started(app, build).await;
+    }
     wait_for_services(app, &build.id, log).await?;
     let source = db::sources::for_repo(&app.db, &app.secrets, &build.repository_id)
         .await
         .map_err(db_err)?
         .ok_or_else(|| "the repository has no git source".to_string())?;
-    // Builds planned from a push carry their tag; "build now" resolves commit and tag here, from the
-    // rule. A pushed build naming an annotated tag's object has its tag worked out again, from the
-    // commit, so the rule is read for it too.
-    let rule = match &build.rule_id {
-        Some(rule_id) => db::rules::get(&app.db, &build.repository_id, rule_id)
-            .await
-            .map_err(db_err)?
-            .map(|row| row.spec()),
-        None => None,
-    };
+    let rule = rule_row.map(|row| row.spec());
     match (&build.tag, &build.rule_id, &rule) {
         (None, Some(rule_id), None) => {
             return Err(Failure::Failed(format!(
@@ -549,7 +560,13 @@ async fn execute(
                 &git_allow,
             )
             .map_err(|e| e.to_string())?;
-            resolve_target(&mirror, &remote, &build, rule.as_ref())
+            resolve_target(
+                &mirror,
+                &remote,
+                &build,
+                rule.as_ref(),
+                diff_from.as_deref(),
+            )
         })
         .await
         .map_err(|e| format!("the fetch task failed: {e}"))
@@ -559,7 +576,7 @@ async fn execute(
     if fetched.is_err() {
         record_stage(app, &build.id, Stage::Fetch, fetch_started.elapsed()).await;
     }
-    let target = fetched?;
+    let mut target = fetched?;
     stage_done(
         app,
         &build.id,
@@ -569,6 +586,13 @@ async fn execute(
         "Fetched in",
     )
     .await;
+    if let Some(changed) = target.changed.take() {
+        match path_filter::decide(build, &filter, changed) {
+            PathDecision::Skip(reason) => return Err(Failure::Skipped(reason)),
+            PathDecision::Build(line) => log.line(&line).await,
+        }
+        announce_started(app, build).await;
+    }
     if let Some(tag_object) = &target.peeled_from {
         log.line(&format!(
             "{} is an annotated tag object: building the commit it tags, {}",
@@ -852,12 +876,14 @@ pub(super) fn registry_credentials(app: &App, build: &BuildRow) -> DockerCredent
     )
 }
 
-/// Blocking: fetch the mirror, find the exact commit, decide the tag, tar the context.
+/// Blocking: fetch the mirror, find the exact commit, decide the tag, tar the context; with
+/// `diff_from`, list the files changed from it to the commit (for the path filter).
 fn resolve_target(
     mirror: &std::path::Path,
     remote: &git::Remote,
     build: &BuildRow,
     rule: Option<&RuleSpec>,
+    diff_from: Option<&str>,
 ) -> Result<Target, String> {
     let repo = git::fetch_mirror(mirror, remote).map_err(|e| e.to_string())?;
     let (git_ref, oid): (String, git2::Oid) = match (&build.commit_sha, build.git_ref.as_str()) {
@@ -928,6 +954,8 @@ fn resolve_target(
         }
         (None, None) => return Err("the build has neither a tag nor a rule".into()),
     };
+    let changed = diff_from
+        .map(|before| git::changed_paths(&repo, before, &commit).map_err(|e| e.to_string()));
     let ctx = context::plan_context(mirror, &repo, oid, &build.context, &build.dockerfile)
         .map_err(|e| e.to_string())?;
     Ok(Target {
@@ -936,6 +964,7 @@ fn resolve_target(
         peeled_from,
         tag,
         context: ctx,
+        changed,
     })
 }
 
@@ -993,7 +1022,7 @@ mod tests {
 
         fn resolve(&self, build: &BuildRow, rule: Option<&RuleSpec>) -> Result<Target, String> {
             let mirror = self.dir.path().join("mirror.git");
-            resolve_target(&mirror, &self.remote(), build, rule)
+            resolve_target(&mirror, &self.remote(), build, rule, None)
         }
     }
 
