@@ -490,6 +490,9 @@ async fn rules_form_toggle_delete_preview_and_events() {
         assert!(text.contains(want), "{want} not in {text}");
     }
     assert!(page.has(&format!("{row} button.build-now")));
+    // Ordinary build arguments: no secret warning.
+    assert!(!page.has(&format!("{row} .secret-warning")));
+    assert_eq!(main["warnings"], json!([]));
 
     // A tag rule without overwrite, no cache, on a schedule-less wildcard.
     let page = console
@@ -503,6 +506,7 @@ async fn rules_form_toggle_delete_preview_and_events() {
                 ("context", ""),
                 ("version", ""),
                 ("enabled", "on"),
+                ("build_args", "REGISTRY_PASSWORD=hunter2"),
             ],
         )
         .await;
@@ -515,6 +519,13 @@ async fn rules_form_toggle_delete_preview_and_events() {
     assert!(
         page.text(&format!("tr[data-rule-id='{tag_id}']"))
             .contains("-{sha7}")
+    );
+    // A build argument that looks like a secret: kept, and warned about in the API and the page.
+    assert_eq!(tag["warnings"].as_array().map(Vec::len), Some(1), "{tag}");
+    let warning = page.text(&format!("tr[data-rule-id='{tag_id}'] .secret-warning"));
+    assert!(
+        warning.starts_with("REGISTRY_PASSWORD looks like a secret"),
+        "{warning}"
     );
 
     // Edit: the form shows the rule; saving changes it; an error is re-shown.

@@ -71,12 +71,21 @@ async fn build_args_target_extra_tags_and_oci_labels_reach_the_image() {
         "settings",
         json!({
             "type": "branch", "name": "main", "overwrite": false,
-            "build_args": {"GREETING": "hello from kiln"},
+            "build_args": {"GREETING": "hello from kiln", "DEPLOY_TOKEN": "not-really-one"},
             "target": "build",
             "extra_tags": ["latest", "{branch}-latest", "latest", "{branch}-{sha7}"],
         }),
     )
     .await;
+    // A build argument that looks like a secret is kept, with a warning in the rule (and the log).
+    let secret_warning = "build_args.DEPLOY_TOKEN looks like a secret: build arguments are shown \
+                          with the rule and kept in the image's history (docker history); pass \
+                          secrets another way";
+    let (s, shown) = kiln
+        .get(&format!("/namespaces/acme/repos/settings/rules/{rule}"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{shown}");
+    assert_eq!(shown["warnings"], json!([secret_warning]), "{shown}");
     let (s, body) = kiln
         .post(
             "/namespaces/acme/repos/settings/webhooks",
@@ -92,10 +101,11 @@ async fn build_args_target_extra_tags_and_oci_labels_reach_the_image() {
     let tag = format!("main-{}", &head[..7]);
     assert_eq!(build["tag"], tag.as_str());
     // The build shows the settings it ran with.
+    assert!(log.contains(&format!("Warning: {secret_warning}")), "{log}");
     assert_eq!(
         build["settings"],
         json!({
-            "build_args": {"GREETING": "hello from kiln"},
+            "build_args": {"DEPLOY_TOKEN": "not-really-one", "GREETING": "hello from kiln"},
             "target": "build",
             "no_cache": false,
             "extra_tags": ["latest", "{branch}-latest", "latest", "{branch}-{sha7}"],

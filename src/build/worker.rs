@@ -643,6 +643,9 @@ async fn execute(
         .await
         .map_err(db_err)?;
     log.line(&settings::summary(&settings, &extra_tags)).await;
+    for warning in build_settings::secret_warnings(&settings.build_args) {
+        log.line(&format!("Warning: {warning}")).await;
+    }
 
     let docker = app.docker.client().await.map_err(|e| format!("{e:#}"))?;
     let cache_from = if settings.no_cache {

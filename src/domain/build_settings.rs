@@ -145,6 +145,64 @@ pub fn validate_build_arg_value(name: &str, value: &str) -> Result<(), SettingEr
     Ok(())
 }
 
+/// Parts of a build argument's name that say it holds a credential.
+const SECRET_NAME_PARTS: &[&str] = &[
+    "PASSWORD",
+    "PASSWD",
+    "SECRET",
+    "TOKEN",
+    "CREDENTIAL",
+    "APIKEY",
+    "API_KEY",
+    "ACCESS_KEY",
+    "PRIVATE_KEY",
+];
+
+/// Prefixes of well-known credentials (GitHub, GitLab, npm, Slack, AWS access key ids, PEM keys).
+const SECRET_VALUE_PREFIXES: &[&str] = &[
+    "ghp_",
+    "gho_",
+    "ghs_",
+    "github_pat_",
+    "glpat-",
+    "npm_",
+    "xoxb-",
+    "xoxp-",
+    "AKIA",
+    "-----BEGIN",
+];
+
+/// Warnings for build arguments that look like secrets, by name (`NPM_TOKEN`, `DB_PASSWORD`,
+/// `SSH_KEY`) or by value (a `ghp_…` token, a PEM key); the value is never quoted. Build arguments
+/// are settings, not secrets: the rule shows them as they are (API, console, rules files), the
+/// daemon gets them in the clear, and the image keeps them in its history (`docker history`). A
+/// warning, not a refusal: a name like `TOKEN_URL` may well be harmless.
+pub fn secret_warnings(args: &BTreeMap<String, String>) -> Vec<String> {
+    args.iter()
+        .filter(|(name, value)| name_looks_secret(name) || value_looks_secret(value))
+        .map(|(name, _)| {
+            format!(
+                "build_args.{name} looks like a secret: build arguments are shown with the rule and \
+                 kept in the image's history (docker history); pass secrets another way"
+            )
+        })
+        .collect()
+}
+
+fn name_looks_secret(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    SECRET_NAME_PARTS.iter().any(|part| upper.contains(part))
+        || upper == "KEY"
+        || upper.ends_with("_KEY")
+}
+
+fn value_looks_secret(value: &str) -> bool {
+    let value = value.trim_start();
+    SECRET_VALUE_PREFIXES
+        .iter()
+        .any(|prefix| value.starts_with(prefix) && value.len() >= prefix.len() + 16)
+}
+
 /// Every name and value, and their number.
 pub fn validate_build_args(args: &BTreeMap<String, String>) -> Result<(), SettingError> {
     if args.len() > MAX_BUILD_ARGS {
@@ -839,6 +897,67 @@ mod tests {
         assert_eq!(
             err_of(validate_settings(&bad, &main)),
             Some(("timeout_minutes".to_string(), "out_of_range"))
+        );
+    }
+
+    #[test]
+    fn build_args_that_look_like_secrets_are_warned_about_without_their_value() {
+        let args = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let named = [
+            "NPM_TOKEN",
+            "db_password",
+            "DB_PASSWD",
+            "CLIENT_SECRET",
+            "AWS_ACCESS_KEY_ID",
+            "SSH_KEY",
+            "KEY",
+            "STRIPE_APIKEY",
+            "GCP_CREDENTIALS",
+            "Private_Key",
+        ];
+        for name in named {
+            let warnings = secret_warnings(&args(&[(name, "x")]));
+            assert_eq!(warnings.len(), 1, "{name}");
+            assert!(
+                warnings[0].starts_with(&format!("build_args.{name} looks like a secret: ")),
+                "{warnings:?}"
+            );
+        }
+        let token = format!("ghp_{}", "a".repeat(36));
+        for value in [
+            token.as_str(),
+            "glpat-0123456789abcdefghij",
+            "AKIAIOSFODNN7EXAMPLE1234",
+            "-----BEGIN OPENSSH PRIVATE KEY----- b3BlbnNzaC1rZXktdjEAAAAA",
+        ] {
+            let warnings = secret_warnings(&args(&[("SETTING", value)]));
+            assert_eq!(warnings.len(), 1, "{value}");
+            assert!(!warnings[0].contains(value), "the value is never quoted");
+        }
+        // Ordinary settings, and short look-alikes, are not warned about.
+        for (name, value) in [
+            ("GREETING", "hello"),
+            ("NODE_ENV", "production"),
+            ("KEYBOARD", "us"),
+            ("MONKEY_PATCH", "1"),
+            ("AUTHOR", "kiln"),
+            ("PREFIX", "ghp_"),
+            ("REGION", "AKIA"),
+        ] {
+            assert_eq!(
+                secret_warnings(&args(&[(name, value)])),
+                Vec::<String>::new(),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            secret_warnings(&args(&[("A_TOKEN", "1"), ("B", "2"), ("C_SECRET", "3")])).len(),
+            2
         );
     }
 }

@@ -48,6 +48,8 @@ pub struct RuleView {
     // -- build limits (issue 11) --
     /// `default` (the server's `KILN_BUILD_NETWORK`) or `none`.
     pub network: RuleNetwork,
+    /// What looks wrong but is kept: build arguments that look like secrets.
+    pub warnings: Vec<String>,
 }
 
 impl RuleView {
@@ -57,6 +59,7 @@ impl RuleView {
         let effective = build_settings::effective_timeout(&settings, default_timeout);
         let (paths, ignore_paths) = (r.path_list(), r.ignore_path_list());
         RuleView {
+            warnings: build_settings::secret_warnings(&settings.build_args),
             schedule: r.schedule.clone(),
             paths,
             ignore_paths,
