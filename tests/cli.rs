@@ -1331,6 +1331,26 @@ async fn rule_build_settings_round_trip_through_apply() {
     let id = rule["id"].as_str().unwrap().to_string();
     let r = kiln(&s, &["apply", file]).await;
     assert_eq!(r.ok().stdout, "no changes\n");
+    assert_eq!(r.stderr, "", "no warning for ordinary build arguments");
+
+    // A build argument that looks like a secret: applied, with a warning naming where it is.
+    std::fs::write(
+        &path,
+        format!("{head}build_args = {{ NPM_TOKEN = \"x\" }}\n"),
+    )
+    .unwrap();
+    let r = kiln(&s, &["apply", file]).await;
+    let stderr = r.ok().stderr.clone();
+    assert_eq!(
+        stderr,
+        format!(
+            "warning: {file}:8:1: shop/web rule main: build_args.NPM_TOKEN looks like a secret: build \
+             arguments are shown with the rule and kept in the image's history (docker history); \
+             pass secrets another way\n"
+        )
+    );
+    std::fs::write(&path, format!("{head}{settings}")).unwrap();
+    kiln(&s, &["apply", file]).await.ok();
 
     // Left out of the file: back to the defaults, in place.
     std::fs::write(&path, &head).unwrap();

@@ -59,6 +59,20 @@ pub async fn run(client: &Client, args: &ApplyArgs) -> CliResult<()> {
         }
     };
 
+    // Build arguments that look like secrets are applied, with a warning (as the server gives).
+    for ns in &desired.namespaces {
+        for repo in &ns.repos {
+            for rule in &repo.rules {
+                for w in crate::domain::build_settings::secret_warnings(&rule.settings.build_args) {
+                    note(&format!(
+                        "warning: {}: {}/{} rule {}: {w}",
+                        rule.at, ns.name, repo.name, rule.name
+                    ));
+                }
+            }
+        }
+    }
+
     let state = fetch_state(client, &desired).await?;
     let options = Options {
         prune: args.prune,
