@@ -193,11 +193,18 @@ pub async fn record_check(db: &Db, id: &str, error: Option<&str>) -> Result<(), 
     Ok(())
 }
 
-pub async fn delete(db: &Db, namespace_id: &str, provider: &str) -> Result<bool, sqlx::Error> {
-    let r = sqlx::query("DELETE FROM integrations WHERE namespace_id = ? AND provider = ?")
-        .bind(namespace_id)
-        .bind(provider)
-        .execute(db)
-        .await?;
-    Ok(r.rows_affected() > 0)
+/// Deletes the namespace's integration with `provider`; its id, or None when there was none.
+pub async fn delete(
+    db: &Db,
+    namespace_id: &str,
+    provider: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let deleted: Option<(String,)> = sqlx::query_as(
+        "DELETE FROM integrations WHERE namespace_id = ? AND provider = ? RETURNING id",
+    )
+    .bind(namespace_id)
+    .bind(provider)
+    .fetch_optional(db)
+    .await?;
+    Ok(deleted.map(|(id,)| id))
 }

@@ -65,6 +65,11 @@ pub async fn client(
 /// connections. An integration whose host or credentials changed gets a new client.
 static CLIENTS: LazyLock<ClientCache> = LazyLock::new(ClientCache::default);
 
+/// Drops the client of a deleted integration.
+pub fn forget(integration_id: &str) {
+    CLIENTS.forget(integration_id);
+}
+
 /// What the client of an integration was made from: its host and credentials, hashed (the cache
 /// keeps no secret in clear beside the client itself).
 fn fingerprint(row: &IntegrationRow) -> String {
@@ -111,6 +116,11 @@ impl ClientCache {
             .expect("client cache")
             .insert(id.to_string(), (fingerprint.to_string(), client.clone()));
         Ok(client)
+    }
+
+    /// Drops the client kept for `id`, if any.
+    pub fn forget(&self, id: &str) {
+        self.0.lock().expect("client cache").remove(id);
     }
 }
 
@@ -178,6 +188,14 @@ mod tests {
         let failed = cache.get_or_connect("i3", "f3", || Err(HostError::unreachable("refused")));
         assert!(failed.is_err());
         assert!(cache.0.lock().unwrap().get("i3").is_none());
+        // A deleted integration's client is dropped; the others stay.
+        cache.forget("i1");
+        assert!(cache.0.lock().unwrap().get("i1").is_none());
+        let kept = cache
+            .get_or_connect("i2", "f2", || panic!("i2 was kept"))
+            .unwrap();
+        assert!(Arc::ptr_eq(&other, &kept));
+        cache.forget("never-made");
     }
 
     #[test]

@@ -448,11 +448,13 @@ pub async fn delete_integration(
 pub async fn delete(app: &App, caller: &Caller, ns: &str, provider: &str) -> ApiResult<()> {
     let namespace = load_namespace(app, caller, ns, Role::Admin).await?;
     check_provider(provider)?;
-    if !db::integrations::delete(&app.db, &namespace.id, provider).await? {
+    let Some(id) = db::integrations::delete(&app.db, &namespace.id, provider).await? else {
         return Err(ApiError::not_found(&format!(
             "{provider} integration of namespace {ns}"
         )));
-    }
+    };
+    // Its client (and a GitHub App's installation token) goes with it.
+    crate::forge::hosts::forget(&id);
     tracing::info!(namespace = %ns, provider, "integration removed");
     Ok(())
 }
