@@ -235,6 +235,12 @@ async fn failing_run_step_fails_the_build_and_pushes_nothing() {
     assert!(log.contains("Build failed: "), "{log}");
     assert!(build["digest"].is_null());
     assert!(registry.tags("acme/broken").await.is_empty());
+    // The stages it reached show their time; the push it never reached, none.
+    let stages = &build["stages"];
+    for stage in ["queued_ms", "fetch_ms", "context_ms", "build_ms"] {
+        assert!(stages[stage].is_u64(), "{stage}: {build}");
+    }
+    assert!(stages["push_ms"].is_null(), "{build}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -121,6 +121,14 @@ pub struct Built {
     pub context_sent: Instant,
 }
 
+/// A build the daemon did not finish: why, and when the whole context had been sent, if it had
+/// (the build's stage timings say where its time went, failed or not).
+#[derive(Debug)]
+pub struct BuildFailure {
+    pub reason: String,
+    pub context_sent: Option<Instant>,
+}
+
 /// Builds the context with the classic builder, its tar streamed from `context` while the daemon
 /// reads it, every output line streamed into the build log. Returns the image id; any error in
 /// the stream is the build's failure reason.
@@ -129,9 +137,10 @@ pub async fn build_image(
     context: &ContextPlan,
     options: &BuildOptions,
     log: &mut BuildLog,
-) -> Result<Built, String> {
-    let result = build_once(docker, context, options, log).await;
-    match result {
+) -> Result<Built, BuildFailure> {
+    let mut context_sent = None;
+    let result = build_once(docker, context, options, log, &mut context_sent).await;
+    let result = match result {
         // The classic builder can lose an image it has just taken from its cache when that image
         // is removed meanwhile (another build's clean-up, `docker image prune`; moby/moby#18976).
         // Nothing in the build was wrong: it runs once more, and the cache entry is gone by then.
@@ -140,17 +149,23 @@ pub async fn build_image(
                 "The Docker daemon lost a cached image during the build ({e}); building again."
             ))
             .await;
-            build_once(docker, context, options, log).await
+            build_once(docker, context, options, log, &mut context_sent).await
         }
         other => other,
-    }
+    };
+    result.map_err(|reason| BuildFailure {
+        reason,
+        context_sent,
+    })
 }
 
+/// One build request; `context_sent` is set once the whole context is in the pipe.
 async fn build_once(
     docker: &Docker,
     context: &ContextPlan,
     o: &BuildOptions,
     log: &mut BuildLog,
+    context_sent: &mut Option<Instant>,
 ) -> Result<Built, String> {
     let mut options = BuildImageOptionsBuilder::default()
         .dockerfile(&context.dockerfile)
@@ -202,7 +217,9 @@ async fn build_once(
                 match result {
                     Ok(Ok(summary)) => {
                         log_context_sent(log, &summary, started.elapsed()).await;
-                        sent = Some((summary, Instant::now()));
+                        let now = Instant::now();
+                        *context_sent = Some(now);
+                        sent = Some((summary, now));
                     }
                     Ok(Err(e)) if e.is_reader_gone() => producer_failed = Some(e),
                     Ok(Err(e)) => return Err(context_failure(&e)),
@@ -242,7 +259,9 @@ async fn build_once(
         match finished.await {
             Ok(Ok(summary)) => {
                 log_context_sent(log, &summary, started.elapsed()).await;
-                sent = Some((summary, Instant::now()));
+                let now = Instant::now();
+                *context_sent = Some(now);
+                sent = Some((summary, now));
             }
             // A broken context ends the request early: the producer's reason is the real one.
             Ok(Err(e)) if !e.is_reader_gone() => return Err(context_failure(&e)),

@@ -693,7 +693,24 @@ async fn execute(
         log.line(&line).await;
     }
     let build_started = Instant::now();
-    let built = docker::build_image(&docker, &context, &options, log).await?;
+    let built = match docker::build_image(&docker, &context, &options, log).await {
+        Ok(built) => built,
+        Err(failure) => {
+            // The stages it reached took their time too (a build that failed in a step shows
+            // how long its context and its steps took).
+            match failure.context_sent {
+                Some(sent) => {
+                    let context_took = sent.saturating_duration_since(build_started);
+                    record_stage(app, &build.id, Stage::Context, context_took).await;
+                    record_stage(app, &build.id, Stage::Build, sent.elapsed()).await;
+                }
+                None => {
+                    record_stage(app, &build.id, Stage::Context, build_started.elapsed()).await;
+                }
+            }
+            return Err(Failure::Failed(failure.reason));
+        }
+    };
     let context_took = built.context_sent.saturating_duration_since(build_started);
     // docker::build_image said it in the log when the tar was sent.
     record_stage(app, &build.id, Stage::Context, context_took).await;
