@@ -536,10 +536,11 @@ pub async fn append_log(
     tx.commit().await
 }
 
-/// The next line's seq, and the log's size (characters of each line and its newline).
+/// The next line's seq, and the log's size in bytes (each line's UTF-8 and its newline), as the
+/// log's cap (`KILN_BUILD_LOG_LIMIT`) counts them: a resumed log (attempt 2) goes on from there.
 pub async fn log_size(db: &Db, id: &str) -> Result<(i64, u64), sqlx::Error> {
     let (next, size): (i64, i64) = sqlx::query_as(
-        "SELECT COALESCE(MAX(seq) + 1, 0), COALESCE(SUM(LENGTH(line) + 1), 0) \
+        "SELECT COALESCE(MAX(seq) + 1, 0), COALESCE(SUM(LENGTH(CAST(line AS BLOB)) + 1), 0) \
          FROM build_log_lines WHERE build_id = ?",
     )
     .bind(id)
@@ -907,6 +908,26 @@ mod tests {
             claimed_some += usize::from(got.is_some());
         }
         assert!(claimed_some > 100, "only {claimed_some} rounds claimed");
+    }
+
+    #[tokio::test]
+    async fn a_logs_size_is_counted_in_bytes() {
+        let (_dir, db, repos) = test_db().await;
+        sqlx::query(
+            "INSERT INTO builds (id, repository_id, trigger, git_ref, dockerfile, status, created_at) \
+             VALUES ('b1', ?, 'push', 'refs/heads/main', 'Dockerfile', 'building', ?)",
+        )
+        .bind(&repos[0])
+        .bind(now())
+        .execute(&db)
+        .await
+        .unwrap();
+        assert_eq!(log_size(&db, "b1").await.unwrap(), (0, 0));
+        let lines = ["plain".to_string(), "构建成功 ✓".to_string(), String::new()];
+        append_log(&db, "b1", 0, &lines).await.unwrap();
+        let bytes: u64 = lines.iter().map(|l| l.len() as u64 + 1).sum();
+        assert_eq!(bytes, 6 + 17 + 1);
+        assert_eq!(log_size(&db, "b1").await.unwrap(), (3, bytes));
     }
 
     #[tokio::test]
