@@ -16,6 +16,7 @@ pub async fn extra_tags(
     git_ref: &str,
     commit: &str,
     tag: &str,
+    date: chrono::NaiveDate,
     log: &mut BuildLog,
 ) -> Vec<String> {
     if settings.extra_tags.is_empty() {
@@ -37,7 +38,7 @@ pub async fn extra_tags(
         &TemplateVars {
             ref_name: &ref_name,
             sha: commit,
-            date: chrono::Utc::now().date_naive(),
+            date,
             captures: &captures,
         },
         tag,

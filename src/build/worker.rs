@@ -636,6 +636,7 @@ async fn execute(
         &target.git_ref,
         &target.commit,
         &target.tag,
+        queued_date(build),
         log,
     )
     .await;
@@ -896,6 +897,14 @@ pub(super) fn registry_credentials(app: &App, build: &BuildRow) -> DockerCredent
     )
 }
 
+/// The day `{date}` stands for in a build's tags: the day it was queued (UTC), as a push's plan
+/// has it, whenever the build runs (the main tag and the extra tags agree across midnight).
+fn queued_date(build: &BuildRow) -> chrono::NaiveDate {
+    chrono::DateTime::parse_from_rfc3339(&build.created_at)
+        .map(|t| t.with_timezone(&chrono::Utc).date_naive())
+        .unwrap_or_else(|_| chrono::Utc::now().date_naive())
+}
+
 /// Blocking: fetch the mirror, find the exact commit, decide the tag, tar the context; with
 /// `diff_from`, list the files changed from it to the commit (for the path filter).
 fn resolve_target(
@@ -964,7 +973,7 @@ fn resolve_target(
                 git_ref: git_ref_parsed,
                 commit: commit.clone(),
                 message: None,
-                date: chrono::Utc::now().date_naive(),
+                date: queued_date(build),
             };
             plan_rule(rule, &event)
                 .map_err(|reason| {
@@ -1116,6 +1125,26 @@ mod tests {
             .resolve(&build, Some(&tag_rule("{sha}", true)))
             .unwrap();
         assert_eq!(target.tag, source.commit.to_string());
+    }
+
+    #[test]
+    fn date_in_a_tag_is_the_day_the_build_was_queued() {
+        let source = Source::new();
+        let tag_object = source.tag_object.to_string();
+        let mut build = pushed(&tag_object, "planned");
+        build.created_at = "2026-12-31T23:59:59.999999Z".into();
+        assert_eq!(
+            queued_date(&build),
+            chrono::NaiveDate::from_ymd_opt(2026, 12, 31).unwrap()
+        );
+        // Worked out again at build time (a tag object was named): the queued day, not today.
+        let target = source
+            .resolve(&build, Some(&tag_rule("{tag}-{date}", true)))
+            .unwrap();
+        assert_eq!(target.tag, "v1.0.0-20261231");
+        // A row without a readable time: today.
+        build.created_at = "not a time".into();
+        assert_eq!(queued_date(&build), chrono::Utc::now().date_naive());
     }
 
     #[test]
