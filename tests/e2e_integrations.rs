@@ -714,3 +714,133 @@ async fn the_console_connects_and_disconnects_a_git_host() {
     let (s, _) = kiln.get("/namespaces/acme/integrations/gitlab").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
+
+/// Gitea (or Forgejo) through kiln: the token checked, the repositories listed, a repository
+/// linked by name with its hook installed with the secret, a signed Gitea push built from a
+/// private repository fetched with the token, and the build's statuses set in Gitea's states
+/// (`pending` for queued and running, then `success`).
+#[tokio::test(flavor = "multi_thread")]
+async fn gitea_link_private_fetch_and_statuses() {
+    const GITEA_TOKEN: &str = "d4c1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9";
+    support::ensure_docker();
+    let gitea = support::fake_gitea::FakeGitea::start(GITEA_TOKEN, "kiln-bot").await;
+    gitea.add_repo("acme/app", true);
+    let git = repository("app", "gitea private");
+    // The repository over git's smart HTTP, only with the token (Gitea takes it as the password).
+    let root = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(git.bare.parent().unwrap(), root.path().join("acme")).unwrap();
+    let server = GitHttpServer::start(root.path(), Some(("kiln", GITEA_TOKEN))).await;
+    let registry = Registry::start();
+    let kiln = Kiln::start(&registry, &[]).await;
+    kiln.repo("acme", "app").await;
+
+    let (s, set) = kiln
+        .put(
+            "/namespaces/acme/integrations/gitea",
+            json!({"url": gitea.url(), "token": GITEA_TOKEN}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{set}");
+    assert_eq!(set["account"], "kiln-bot", "{set}");
+    let (s, listed) = kiln
+        .get("/namespaces/acme/integrations/gitea/repositories")
+        .await;
+    assert_eq!(s, StatusCode::OK, "{listed}");
+    assert_eq!(
+        listed["repositories"][0]["full_name"], "acme/app",
+        "{listed}"
+    );
+
+    // Linked by the host's name, fetched from where git serves it (an explicit clone URL).
+    let clone_url = format!("{}/acme/app.git", server.url);
+    let (s, linked) = kiln
+        .put(
+            "/namespaces/acme/repos/app/source",
+            json!({"provider": "gitea", "repository": "acme/app", "clone_url": clone_url}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{linked}");
+    assert_eq!(linked["hook_installed"], true, "{linked}");
+    let secret = linked["webhook_secret"].as_str().unwrap().to_string();
+    let hooks = gitea.hooks();
+    assert_eq!(hooks.len(), 1, "{hooks:?}");
+    assert_eq!(hooks[0].full_name, "acme/app");
+    assert_eq!(
+        hooks[0].body["config"]["url"],
+        format!("{}/hooks/gitea", kiln.url)
+    );
+    assert_eq!(hooks[0].body["config"]["secret"], secret.as_str());
+    kiln.rule("acme", "app", json!({"type": "branch", "name": "main"}))
+        .await;
+
+    // A push as Gitea sends it: GitHub's shape, signed in X-Gitea-Signature.
+    let sha = git.head();
+    let payload =
+        support::github_push_payload(&clone_url, "refs/heads/main", ZERO, &sha, false).to_string();
+    let resp = kiln
+        .http
+        .post(format!("{}/hooks/gitea", kiln.url))
+        .header("content-type", "application/json")
+        .header("x-gitea-event", "push")
+        .header("x-gitea-delivery", support::new_delivery_id())
+        .header(
+            "x-gitea-signature",
+            kiln::forge::gitea::sign(secret.as_bytes(), payload.as_bytes()),
+        )
+        .body(payload)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let body: Value = resp.json().await.unwrap();
+    let id = body["builds"][0].as_str().unwrap().to_string();
+    let build = kiln.wait_build(&id).await;
+    assert_eq!(build["status"], "succeeded", "{build}");
+    assert_eq!(registry.tags("acme/app").await, vec!["main".to_string()]);
+    assert!(
+        server
+            .requests()
+            .iter()
+            .any(|r| r.header("authorization") == Some(&*support::basic_auth("kiln", GITEA_TOKEN))),
+        "git sent the token"
+    );
+
+    settled_statuses(&kiln, &id).await;
+    let target = format!("{}/builds/{id}", kiln.url);
+    let statuses: Vec<(String, String, String, String)> = gitea
+        .statuses()
+        .into_iter()
+        .filter(|s| s.sha == sha && s.full_name == "acme/app")
+        .map(|s| {
+            let f = |k: &str| s.body[k].as_str().unwrap_or("").to_string();
+            (f("state"), f("context"), f("description"), f("target_url"))
+        })
+        .collect();
+    let status = |state: &str, description: &str| {
+        (
+            state.to_string(),
+            "kiln/main".to_string(),
+            description.to_string(),
+            target.clone(),
+        )
+    };
+    assert_eq!(
+        statuses,
+        vec![
+            status("pending", "queued"),
+            status("pending", "building"),
+            status("success", "built main"),
+        ]
+    );
+    let log = kiln.log(&id).await;
+    let (_, source) = kiln.get("/namespaces/acme/repos/app/source").await;
+    let (_, integration) = kiln.get("/namespaces/acme/integrations/gitea").await;
+    for shown in [log, source.to_string(), integration.to_string()] {
+        assert!(!shown.contains(GITEA_TOKEN), "{shown}");
+    }
+
+    // Unlinked: the hook goes with the source.
+    let (s, _) = kiln.delete("/namespaces/acme/repos/app/source").await;
+    assert!(s.is_success(), "{s}");
+    assert!(gitea.hooks().is_empty(), "{:?}", gitea.hooks());
+}
