@@ -5,7 +5,9 @@
 //! updated when the secret is regenerated and removed with the source; commit statuses of real
 //! builds (real dockerd, registry and git) set in order; the host's errors recorded and shown
 //! while the link and the builds keep working; a private repository fetched with the
-//! integration's credentials, which no answer holds.
+//! integration's credentials, which no answer holds. GitHub (a token, and an App whose
+//! installation tokens kiln mints) and Gitea are played the same way (`support::fake_github`,
+//! `support::fake_gitea`) through the same steps: link by name, hook, private fetch, statuses.
 
 mod support;
 
@@ -843,4 +845,126 @@ async fn gitea_link_private_fetch_and_statuses() {
     let (s, _) = kiln.delete("/namespaces/acme/repos/app/source").await;
     assert!(s.is_success(), "{s}");
     assert!(gitea.hooks().is_empty(), "{:?}", gitea.hooks());
+}
+
+/// A GitHub App through kiln: kiln signs its JWT and mints installation tokens; the hook is
+/// installed, a private repository is fetched with an installation token (as `x-access-token`),
+/// statuses are set, and one token serves them all (the client is kept per integration).
+#[tokio::test(flavor = "multi_thread")]
+async fn github_app_link_private_fetch_and_statuses() {
+    support::ensure_docker();
+    let github = std::sync::Arc::new(support::fake_github::FakeGitHub::start());
+    let (private_key, public_key) = support::fake_github::app_key_pair();
+    github.set_app(
+        4242,
+        77,
+        &public_key,
+        "acme",
+        json!({"contents": "read", "metadata": "read", "statuses": "write", "repository_hooks": "write"}),
+    );
+    github.add_repo("acme/app", true);
+    let git = repository("app", "github app private");
+    let root = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(git.bare.parent().unwrap(), root.path().join("acme")).unwrap();
+    // Only an installation token the App was given opens the repository.
+    let minted = github.clone();
+    let server = GitHttpServer::start_checking(
+        root.path(),
+        "x-access-token",
+        std::sync::Arc::new(move |password| {
+            minted.installation_tokens().iter().any(|t| t == password)
+        }),
+    )
+    .await;
+    github.set_git_base(&server.url);
+    let registry = Registry::start();
+    let api = github.url();
+    let kiln = Kiln::start(&registry, &[("KILN_GITHUB_API_URL", api.as_str())]).await;
+    kiln.repo("acme", "app").await;
+
+    let (s, set) = kiln
+        .put(
+            "/namespaces/acme/integrations/github",
+            json!({"kind": "app", "app_id": 4242, "installation_id": 77, "private_key": private_key}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{set}");
+    assert_eq!(set["kind"], "app", "{set}");
+    assert_eq!(set["account"], "acme", "{set}");
+    let (s, listed) = kiln
+        .get("/namespaces/acme/integrations/github/repositories")
+        .await;
+    assert_eq!(s, StatusCode::OK, "{listed}");
+    assert_eq!(
+        listed["repositories"][0]["full_name"], "acme/app",
+        "{listed}"
+    );
+
+    let (s, linked) = kiln
+        .put(
+            "/namespaces/acme/repos/app/source",
+            json!({"provider": "github", "repository": "acme/app"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{linked}");
+    assert_eq!(linked["hook_installed"], true, "{linked}");
+    let clone_url = format!("{}/acme/app.git", server.url);
+    assert_eq!(linked["clone_url"], clone_url.as_str(), "{linked}");
+    let secret = linked["webhook_secret"].as_str().unwrap().to_string();
+    assert_eq!(github.hooks("acme/app").len(), 1);
+    kiln.rule("acme", "app", json!({"type": "branch", "name": "main"}))
+        .await;
+
+    let sha = git.head();
+    let ids = kiln
+        .push_hook(&secret, &clone_url, "refs/heads/main", &sha)
+        .await;
+    let build = kiln.wait_build(&ids[0]).await;
+    assert_eq!(build["status"], "succeeded", "{build}");
+    assert_eq!(registry.tags("acme/app").await, vec!["main".to_string()]);
+    settled_statuses(&kiln, &ids[0]).await;
+    let states: Vec<String> = github
+        .statuses("acme/app", &sha)
+        .iter()
+        .map(|s| s["state"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(states, vec!["pending", "pending", "success"]);
+
+    // git was given an installation token; every token kiln used is one GitHub minted.
+    let tokens = github.installation_tokens();
+    let sent: Vec<String> = server
+        .requests()
+        .iter()
+        .filter_map(|r| r.header("authorization").map(str::to_string))
+        .collect();
+    assert!(
+        sent.iter().any(|h| tokens
+            .iter()
+            .any(|t| *h == support::basic_auth("x-access-token", t))),
+        "git sent an installation token: {sent:?}"
+    );
+    for r in github.requests() {
+        let credential = r
+            .header("authorization")
+            .and_then(|auth| auth.split_whitespace().nth(1));
+        if let Some(token) = credential.filter(|c| c.starts_with("ghs_")) {
+            assert!(
+                tokens.iter().any(|t| t == token),
+                "{} {} with {token}",
+                r.method,
+                r.path
+            );
+        }
+    }
+    // Kept per integration: not one token per call (the check, the hook, the fetch, three statuses).
+    assert!(github.minted() <= 2, "{} tokens minted", github.minted());
+    let log = kiln.log(&ids[0]).await;
+    let (_, source) = kiln.get("/namespaces/acme/repos/app/source").await;
+    let (_, integration) = kiln.get("/namespaces/acme/integrations/github").await;
+    for shown in [log, source.to_string(), integration.to_string()] {
+        assert!(!shown.contains("BEGIN RSA PRIVATE KEY"), "{shown}");
+        for t in &tokens {
+            assert!(!shown.contains(t.as_str()), "{shown}");
+        }
+    }
 }

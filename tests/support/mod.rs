@@ -1791,13 +1791,17 @@ fn decode_chunked(mut data: &[u8]) -> Option<Vec<u8>> {
 /// `git http-backend`, git's own smart-HTTP server (a CGI program).
 pub const GIT_HTTP_BACKEND: &str = "/usr/lib/git-core/git-http-backend";
 
+/// Whether a password is one a [`GitHttpServer`] takes.
+pub type PasswordCheck = std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 /// What a [`GitHttpServer`] does with each request.
 #[derive(Clone)]
 enum GitHttpMode {
-    /// Serve the repositories under `root`, asking for HTTP Basic `user:password` when set.
+    /// Serve the repositories under `root`, asking for HTTP Basic `user` and a password
+    /// `check` takes when set.
     Serve {
         root: PathBuf,
-        basic: Option<(String, String)>,
+        basic: Option<(String, PasswordCheck)>,
     },
     /// Answer `302 Found` to the same path and query at `base`.
     Redirect { base: String },
@@ -1826,7 +1830,21 @@ impl GitHttpServer {
         );
         Self::start_mode(GitHttpMode::Serve {
             root: root.to_path_buf(),
-            basic: basic.map(|(u, p)| (u.to_string(), p.to_string())),
+            basic: basic.map(|(u, p)| {
+                let p = p.to_string();
+                let check: PasswordCheck = std::sync::Arc::new(move |given| given == p);
+                (u.to_string(), check)
+            }),
+        })
+        .await
+    }
+
+    /// The same, taking as `user`'s password whatever `check` takes (tokens minted on the way,
+    /// such as a GitHub App's installation tokens).
+    pub async fn start_checking(root: &Path, user: &str, check: PasswordCheck) -> GitHttpServer {
+        Self::start_mode(GitHttpMode::Serve {
+            root: root.to_path_buf(),
+            basic: Some((user.to_string(), check)),
         })
         .await
     }
@@ -1877,6 +1895,18 @@ pub fn basic_auth(user: &str, password: &str) -> String {
     )
 }
 
+/// (user, password) of an HTTP Basic `Authorization` header.
+fn basic_credentials(header: Option<&str>) -> Option<(String, String)> {
+    use base64::Engine;
+    let encoded = header?.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
+}
+
 async fn serve_git_http(
     mut stream: tokio::net::TcpStream,
     recorded: Recorded,
@@ -1912,8 +1942,9 @@ async fn serve_git_http(
             b"",
         ),
         GitHttpMode::Serve { basic, .. }
-            if basic.as_ref().is_some_and(|(u, p)| {
-                request.header("authorization") != Some(&*basic_auth(u, p))
+            if basic.as_ref().is_some_and(|(u, check)| {
+                !basic_credentials(request.header("authorization"))
+                    .is_some_and(|(user, password)| user == *u && check(&password))
             }) =>
         {
             respond(
