@@ -502,6 +502,46 @@ async fn a_private_repository_is_fetched_with_the_integrations_credentials() {
     }
 }
 
+/// Links `acme/app` by GitHub's name (its clone URL from GitHub's answer, on `git_server`), checks
+/// the hook, adds a `main` rule and builds a push of the head of `git`: (build id, commit).
+async fn link_github_and_build(
+    kiln: &Kiln,
+    registry: &Registry,
+    github: &support::fake_github::FakeGitHub,
+    git_server: &str,
+    git: &GitRepo,
+) -> (String, String) {
+    let (s, linked) = kiln
+        .put(
+            "/namespaces/acme/repos/app/source",
+            json!({"provider": "github", "repository": "acme/app"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{linked}");
+    let clone_url = format!("{git_server}/acme/app.git");
+    assert_eq!(linked["clone_url"], clone_url.as_str(), "{linked}");
+    assert_eq!(linked["hook_installed"], true, "{linked}");
+    let secret = linked["webhook_secret"].as_str().unwrap().to_string();
+    let hooks = github.hooks("acme/app");
+    assert_eq!(hooks.len(), 1, "{hooks:?}");
+    assert_eq!(
+        hooks[0]["config"]["url"],
+        format!("{}/hooks/github", kiln.url)
+    );
+    kiln.rule("acme", "app", json!({"type": "branch", "name": "main"}))
+        .await;
+
+    let sha = git.head();
+    let ids = kiln
+        .push_hook(&secret, &clone_url, "refs/heads/main", &sha)
+        .await;
+    let build = kiln.wait_build(&ids[0]).await;
+    assert_eq!(build["status"], "succeeded", "{build}");
+    assert_eq!(registry.tags("acme/app").await, vec!["main".to_string()]);
+    settled_statuses(kiln, &ids[0]).await;
+    (ids[0].clone(), sha)
+}
+
 /// GitHub: a repository picked by name, its clone URL from GitHub's answer (private, on the host
 /// git serves from), fetched with the token as `x-access-token`; the push hook installed with the
 /// secret; the statuses of a push's build set in order (GitHub's `pending` for both the queued
@@ -545,35 +585,8 @@ async fn github_link_private_fetch_and_statuses() {
     );
     assert_eq!(listed["repositories"][0]["private"], true, "{listed}");
 
-    let (s, linked) = kiln
-        .put(
-            "/namespaces/acme/repos/app/source",
-            json!({"provider": "github", "repository": "acme/app"}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{linked}");
-    let clone_url = format!("{}/acme/app.git", server.url);
-    assert_eq!(linked["clone_url"], clone_url.as_str(), "{linked}");
-    assert_eq!(linked["hook_installed"], true, "{linked}");
-    let secret = linked["webhook_secret"].as_str().unwrap().to_string();
-    let hooks = github.hooks("acme/app");
-    assert_eq!(hooks.len(), 1, "{hooks:?}");
-    assert_eq!(
-        hooks[0]["config"]["url"],
-        format!("{}/hooks/github", kiln.url)
-    );
-    kiln.rule("acme", "app", json!({"type": "branch", "name": "main"}))
-        .await;
-
-    let sha = git.head();
-    let ids = kiln
-        .push_hook(&secret, &clone_url, "refs/heads/main", &sha)
-        .await;
-    let build = kiln.wait_build(&ids[0]).await;
-    assert_eq!(build["status"], "succeeded", "{build}");
-    assert_eq!(registry.tags("acme/app").await, vec!["main".to_string()]);
-    settled_statuses(&kiln, &ids[0]).await;
-    let target = format!("{}/builds/{}", kiln.url, ids[0]);
+    let (id, sha) = link_github_and_build(&kiln, &registry, &github, &server.url, &git).await;
+    let target = format!("{}/builds/{id}", kiln.url);
     let statuses: Vec<(String, String, String, String)> = github
         .statuses("acme/app", &sha)
         .iter()
@@ -610,7 +623,7 @@ async fn github_link_private_fetch_and_statuses() {
             == Some(&*support::basic_auth("x-access-token", GH_TOKEN))),
         "git sent the token"
     );
-    let log = kiln.log(&ids[0]).await;
+    let log = kiln.log(&id).await;
     let (_, source) = kiln.get("/namespaces/acme/repos/app/source").await;
     let (_, integration) = kiln.get("/namespaces/acme/integrations/github").await;
     for shown in [log, source.to_string(), integration.to_string()] {
@@ -900,29 +913,7 @@ async fn github_app_link_private_fetch_and_statuses() {
         "{listed}"
     );
 
-    let (s, linked) = kiln
-        .put(
-            "/namespaces/acme/repos/app/source",
-            json!({"provider": "github", "repository": "acme/app"}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{linked}");
-    assert_eq!(linked["hook_installed"], true, "{linked}");
-    let clone_url = format!("{}/acme/app.git", server.url);
-    assert_eq!(linked["clone_url"], clone_url.as_str(), "{linked}");
-    let secret = linked["webhook_secret"].as_str().unwrap().to_string();
-    assert_eq!(github.hooks("acme/app").len(), 1);
-    kiln.rule("acme", "app", json!({"type": "branch", "name": "main"}))
-        .await;
-
-    let sha = git.head();
-    let ids = kiln
-        .push_hook(&secret, &clone_url, "refs/heads/main", &sha)
-        .await;
-    let build = kiln.wait_build(&ids[0]).await;
-    assert_eq!(build["status"], "succeeded", "{build}");
-    assert_eq!(registry.tags("acme/app").await, vec!["main".to_string()]);
-    settled_statuses(&kiln, &ids[0]).await;
+    let (id, sha) = link_github_and_build(&kiln, &registry, &github, &server.url, &git).await;
     let states: Vec<String> = github
         .statuses("acme/app", &sha)
         .iter()
@@ -958,7 +949,7 @@ async fn github_app_link_private_fetch_and_statuses() {
     }
     // Kept per integration: not one token per call (the check, the hook, the fetch, three statuses).
     assert!(github.minted() <= 2, "{} tokens minted", github.minted());
-    let log = kiln.log(&ids[0]).await;
+    let log = kiln.log(&id).await;
     let (_, source) = kiln.get("/namespaces/acme/repos/app/source").await;
     let (_, integration) = kiln.get("/namespaces/acme/integrations/github").await;
     for shown in [log, source.to_string(), integration.to_string()] {
