@@ -66,6 +66,7 @@ struct FileConfig {
     build_memory: Option<String>,
     build_cpu_shares: Option<u64>,
     build_network: Option<String>,
+    builder: Option<String>,
     // -- faults (issue 11) --
     build_wait_when_down_secs: Option<u64>,
 }
@@ -162,6 +163,9 @@ pub struct Config {
     /// Memory, CPU shares and network of every build (`KILN_BUILD_MEMORY`, `KILN_BUILD_CPU_SHARES`,
     /// `KILN_BUILD_NETWORK`).
     pub build_limits: crate::domain::build_limits::BuildLimits,
+    /// The daemon's builder (`KILN_BUILDER`: `buildkit`, the default, or `classic`); builds with
+    /// memory or CPU limits always use the classic one.
+    pub builder: crate::domain::builder::Builder,
     /// How long a build waits for the Docker daemon or the registry to answer again before it fails
     /// (`KILN_BUILD_WAIT_WHEN_DOWN_SECS`, default 300; zero: it fails at once).
     pub build_wait_when_down: Duration,
@@ -461,6 +465,11 @@ impl Config {
                 network,
             }
         };
+        let builder = pick("KILN_BUILDER", f.builder)
+            .map(|b| crate::domain::builder::Builder::parse(&b))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("KILN_BUILDER: {e}"))?
+            .unwrap_or_default();
         let allow_text = pick("KILN_WEBHOOK_ALLOW", f.webhook_allow).unwrap_or_default();
         let webhook_allow = crate::notify::guard::AllowList::parse(&allow_text)
             .map_err(|e| anyhow::anyhow!("KILN_WEBHOOK_ALLOW: {e}"))?;
@@ -571,6 +580,7 @@ impl Config {
             registry_anonymous_pull,
             rate_limit,
             build_limits,
+            builder,
             build_wait_when_down: Duration::from_secs(build_wait_when_down_secs),
         })
     }
@@ -985,6 +995,7 @@ mod tests {
         let c = Config::resolve(FileConfig::default(), &env(&[])).unwrap();
         assert_eq!(c.rate_limit, crate::rate_limit::RateLimitConfig::default());
         assert_eq!(c.build_limits, BuildLimits::default());
+        assert_eq!(c.builder, crate::domain::builder::Builder::BuildKit);
         let c = Config::resolve(
             FileConfig::default(),
             &env(&[
@@ -993,9 +1004,11 @@ mod tests {
                 ("KILN_BUILD_MEMORY", "2g"),
                 ("KILN_BUILD_CPU_SHARES", "512"),
                 ("KILN_BUILD_NETWORK", "none"),
+                ("KILN_BUILDER", "classic"),
             ]),
         )
         .unwrap();
+        assert_eq!(c.builder, crate::domain::builder::Builder::Classic);
         assert_eq!(c.rate_limit.per_minute, 0);
         assert_eq!(
             c.build_limits,
@@ -1019,6 +1032,7 @@ mod tests {
             ("KILN_BUILD_MEMORY", "1m"),
             ("KILN_BUILD_CPU_SHARES", "1"),
             ("KILN_BUILD_NETWORK", "bridge"),
+            ("KILN_BUILDER", "v1"),
             ("KILN_RATE_LIMIT_PER_MINUTE", "x"),
             ("KILN_RATE_LIMIT_BURST", "1000000"),
         ] {

@@ -35,9 +35,10 @@ async fn a_person_uses_the_console_in_a_browser() {
     git.write(
         "Dockerfile",
         format!(
-            "FROM {base}\n\
+            "{}\
              RUN for i in $(seq 1 {TICKS}); do echo \"tick $i of {TICKS}\"; sleep 1; done\n\
-             RUN echo built > /built.txt\n"
+             RUN echo built > /built.txt\n",
+            support::fresh_from(base)
         ),
     );
     git.commit("A Dockerfile that takes its time");

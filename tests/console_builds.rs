@@ -80,7 +80,10 @@ async fn the_builds_tab_and_the_page_of_a_succeeded_build() {
         &kiln,
         "acme",
         "app",
-        &format!("FROM {base}\nRUN echo hello from the console build\n"),
+        &format!(
+            "{}RUN echo hello from the console build\n",
+            support::fresh_from(base)
+        ),
     )
     .await;
     let id = build_now(&kiln, "acme", "app", &rule).await;
@@ -323,7 +326,8 @@ async fn the_log_streams_while_a_build_runs_and_cancel_stops_builds() {
         "live",
         &format!(
             // `$((…))`: the output differs from the step's own line, which the log shows too.
-            "FROM {base}\nRUN echo live-first-$((40+2)) && sleep 6 && echo live-last-$((40+2))\n"
+            "{}RUN echo live-first-$((40+2)) && sleep 6 && echo live-last-$((40+2))\n",
+            support::fresh_from(base)
         ),
     )
     .await;
@@ -461,7 +465,8 @@ async fn a_long_log_shows_its_end_and_links_the_whole() {
         "acme",
         "chatty",
         &format!(
-            "FROM {base}\nRUN i=0; while [ $i -lt 600 ]; do echo \"chatty line $i\"; i=$((i+1)); done\n"
+            "{}RUN i=0; while [ $i -lt 600 ]; do echo \"chatty line $i\"; i=$((i+1)); done\n",
+            support::fresh_from(base)
         ),
     )
     .await;

@@ -918,7 +918,10 @@ async fn build_now_opens_the_build_and_it_succeeds() {
     let git = GitRepo::named("api");
     git.write(
         "Dockerfile",
-        format!("FROM {base}\nRUN echo built by the console > /built\n"),
+        format!(
+            "{}RUN echo built by the console > /built\n",
+            support::fresh_from(base)
+        ),
     );
     git.commit("a Dockerfile");
     git.push("main");

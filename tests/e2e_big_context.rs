@@ -83,7 +83,7 @@ async fn build_with_bounded_memory(registry: &Registry, clone_url: &str, sha: &s
     assert!(log.contains(&format!(": {} files, ", FILES + 2)), "{log}");
     let data_kib: u64 = log
         .lines()
-        .find_map(|line| line.strip_suffix("\t/app/data"))
+        .find_map(|line| support::step_output(line).strip_suffix("\t/app/data"))
         .and_then(|kib| kib.trim().parse().ok())
         .unwrap_or_else(|| panic!("no du line in the log\n{log}"));
     assert!(data_kib >= context_bytes / 1024, "{data_kib} KiB\n{log}");

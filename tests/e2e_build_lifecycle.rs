@@ -30,14 +30,6 @@ async fn hook(kiln: &Kiln, secret: &str, git: &GitRepo, git_ref: &str, sha: &str
     ids[0].as_str().unwrap().to_string()
 }
 
-/// The containers a build's steps ran in, as the daemon named them in its log.
-fn step_containers(log: &str) -> Vec<String> {
-    log.lines()
-        .filter_map(|l| l.trim().strip_prefix("---> Running in "))
-        .map(|id| id.trim().to_string())
-        .collect()
-}
-
 /// Every container the daemon has (running or stopped) whose command or id mentions `needle`.
 fn containers_with(needle: &str) -> Vec<String> {
     support::docker(&[
@@ -53,34 +45,73 @@ fn containers_with(needle: &str) -> Vec<String> {
     .collect()
 }
 
-/// A Dockerfile whose build runs until stopped, its step marked with `marker`.
-fn endless_dockerfile(base: &str, marker: &str) -> String {
-    format!("FROM {base}\nCOPY x /x\nRUN echo {marker} && sleep 300\n")
+/// The processes on this machine whose command line mentions `needle`: a build step's shell
+/// (`/bin/sh -c "echo {marker} && sleep …"`), whichever builder runs it (a classic builder's step
+/// runs in a container, a BuildKit step under the daemon's own runc).
+fn processes_with(needle: &str) -> Vec<String> {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()) && *pid != me)
+        .filter_map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            cmdline
+                .contains(needle)
+                .then(|| format!("{pid}: {}", cmdline.trim()))
+        })
+        .collect()
 }
 
-/// Waits until the log `log` reads names a step container, and returns it.
-async fn wait_for_step_container<F, Fut>(what: &str, log: F) -> String
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = String>,
-{
-    let found = std::sync::Mutex::new(None);
-    support::wait_until(what, WAIT, || async {
-        let id = step_containers(&log().await).pop();
-        let done = id.is_some();
-        *found.lock().unwrap() = id;
-        done
-    })
-    .await;
-    found.into_inner().unwrap().unwrap()
+/// A Dockerfile whose build runs until stopped, its step marked with `marker`.
+fn endless_dockerfile(base: &str, marker: &str) -> String {
+    format!(
+        "FROM {base}\nCOPY x /x\nRUN {}\n",
+        step_until_stopped(marker, 300)
+    )
+}
+
+/// A `RUN` command marked `marker` that takes `seconds`. The shell stays (the sleep is not its last
+/// command, so it is not replaced by it), and its command line names the marker.
+fn step_until_stopped(marker: &str, seconds: u32) -> String {
+    format!("echo {marker} && sleep {seconds} && echo {marker} slept")
+}
+
+/// Waits until the step marked `marker` runs.
+async fn wait_for_step(what: &str, marker: &str) {
+    support::wait_until(what, WAIT, || async { !processes_with(marker).is_empty() }).await;
+}
+
+/// Waits until no process of the step marked `marker` is left, for at most `within`.
+async fn wait_for_step_gone(what: &str, marker: &str, within: Duration) {
+    support::wait_until(what, within, || async { processes_with(marker).is_empty() }).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn cancel_of_a_running_build_kills_its_container_pushes_nothing_and_announces_nothing() {
+async fn cancel_of_a_running_buildkit_build_kills_its_step_pushes_nothing_and_announces_nothing() {
+    cancel_of_a_running_build("buildkit").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_of_a_running_classic_build_kills_its_container_pushes_nothing_and_announces_nothing()
+ {
+    cancel_of_a_running_build("classic").await;
+}
+
+async fn cancel_of_a_running_build(builder: &str) {
     support::ensure_docker();
     let base = support::ensure_base_image();
     let registry = Registry::start();
-    let kiln = Kiln::start(&registry, &[("KILN_WEBHOOK_ALLOW", "127.0.0.1")]).await;
+    let kiln = Kiln::start(
+        &registry,
+        &[
+            ("KILN_WEBHOOK_ALLOW", "127.0.0.1"),
+            ("KILN_BUILDER", builder),
+        ],
+    )
+    .await;
     let git = GitRepo::new();
     let marker = format!("kiln-cancel-{}", new_delivery_id());
     git.write("Dockerfile", endless_dockerfile(base, &marker));
@@ -100,11 +131,13 @@ async fn cancel_of_a_running_build_kills_its_container_pushes_nothing_and_announ
     assert_eq!(s, StatusCode::CREATED, "{body}");
 
     let id = hook(&kiln, &secret, &git, "refs/heads/main", &sha).await;
-    let container = wait_for_step_container("the build's RUN step to run", || kiln.log(&id)).await;
+    wait_for_step("the build's RUN step to run", &marker).await;
+    // The classic builder runs the step in a container of the daemon's; BuildKit runs none.
+    let want = usize::from(builder == "classic");
     assert_eq!(
         containers_with(&marker).len(),
-        1,
-        "the step's container runs"
+        want,
+        "the step's containers"
     );
 
     let asked = Instant::now();
@@ -117,10 +150,17 @@ async fn cancel_of_a_running_build_kills_its_container_pushes_nothing_and_announ
         took < Duration::from_secs(5),
         "the build ended cancelled {took:?} after the cancel"
     );
-    // Its container is gone, running or stopped, and no other container of it is left.
-    assert_eq!(containers_with(&container), Vec::<String>::new());
+    // Its step is stopped, and no container of it is left, running or stopped.
+    wait_for_step_gone("the step to stop", &marker, Duration::from_secs(5)).await;
     assert_eq!(containers_with(&marker), Vec::<String>::new());
     let log = kiln.log(&id).await;
+    assert!(
+        log.contains(&format!(
+            "Builder: {}",
+            if want == 1 { "classic" } else { "BuildKit" }
+        )),
+        "{log}"
+    );
     assert!(log.trim_end().ends_with("Cancelled."), "{log}");
     assert!(!log.contains("Pushing "), "{log}");
     assert_eq!(registry.tags("acme/cancel").await, Vec::<String>::new());
@@ -230,7 +270,10 @@ async fn endless_repo(
     let git = GitRepo::new();
     git.write(
         "Dockerfile",
-        format!("FROM {base}\nCOPY x /x\nRUN echo {marker} && sleep {seconds}\n"),
+        format!(
+            "FROM {base}\nCOPY x /x\nRUN {}\n",
+            step_until_stopped(marker, seconds)
+        ),
     );
     git.write("x", marker);
     let sha = git.commit("slow");
@@ -255,15 +298,12 @@ async fn kiln_killed_mid_build_runs_the_build_again_exactly_once_at_its_next_sta
         .push_hook(&secret, &git.clone_url(), "refs/heads/main", &sha)
         .await;
     let id = ids[0].clone();
-    let first = wait_for_step_container("the first attempt's RUN step", || kiln.log(&id)).await;
+    wait_for_step("the first attempt's RUN step", &marker).await;
 
     kiln.signal("KILL");
     kiln.wait_exit(Duration::from_secs(30)).await;
-    // The daemon saw the build's request end with the process: it removes the first attempt's step.
-    support::wait_until("the first attempt's container to go", WAIT, || async {
-        containers_with(&first).is_empty()
-    })
-    .await;
+    // The daemon saw the build's request end with the process: it stops the first attempt's step.
+    wait_for_step_gone("the first attempt's step to stop", &marker, WAIT).await;
 
     let kiln = KilnProcess::start_in(&registry, &data_dir, &[("KILN_BUILD_WORKERS", "1")]).await;
     let build = kiln.wait_build(&id).await;
@@ -309,7 +349,7 @@ async fn sigterm_lets_a_running_build_finish_within_the_grace_period_and_starts_
         .push_hook(&secret, &git.clone_url(), "refs/heads/main", &sha)
         .await
         .remove(0);
-    wait_for_step_container("the build's RUN step", || kiln.log(&running)).await;
+    wait_for_step("the build's RUN step", &marker).await;
     // A second build waits (one worker).
     git.branch("other");
     git.push("other");
@@ -371,13 +411,14 @@ async fn sigterm_past_the_grace_period_queues_the_build_again_and_the_next_start
         .push_hook(&secret, &git.clone_url(), "refs/heads/main", &sha)
         .await
         .remove(0);
-    let first = wait_for_step_container("the build's RUN step", || kiln.log(&id)).await;
+    wait_for_step("the build's RUN step", &marker).await;
 
     kiln.signal("TERM");
     let status = kiln.wait_exit(Duration::from_secs(60)).await;
     assert!(status.success(), "{status:?}\n{}", kiln.output());
-    // Stopped, not left running: its container is gone.
-    assert_eq!(containers_with(&first), Vec::<String>::new());
+    // Stopped, not left running.
+    wait_for_step_gone("the step to stop", &marker, Duration::from_secs(5)).await;
+    assert_eq!(containers_with(&marker), Vec::<String>::new());
 
     let kiln = KilnProcess::start_in(&registry, &data_dir, &env).await;
     let build = kiln.wait_build(&id).await;
@@ -501,10 +542,10 @@ async fn a_repository_queued_later_starts_before_a_busy_repositorys_queue_drains
         &git_a,
         &secret_a,
         "a0",
-        &format!("echo {marker} && sleep 300"),
+        &step_until_stopped(&marker, 300),
     )
     .await;
-    wait_for_step_container("A's first build to run", || kiln.log(&first)).await;
+    wait_for_step("A's first build to run", &marker).await;
     let mut queued_a = Vec::new();
     for i in 1..10 {
         queued_a.push(push_branch(&kiln, &git_a, &secret_a, &format!("a{i}"), "true").await);

@@ -102,7 +102,7 @@ const LIST_INTERFACES: &str = "cat /proc/net/dev";
 
 fn interfaces(log: &str) -> Vec<String> {
     log.lines()
-        .filter_map(|l| l.trim().split_once(':'))
+        .filter_map(|l| support::step_output(l).trim().split_once(':'))
         .map(|(name, _)| name.trim().to_string())
         .filter(|n| n == "lo" || n.starts_with("eth"))
         .collect()

@@ -283,12 +283,16 @@ async fn a_build_past_its_rules_timeout_fails_and_pushes_nothing() {
     assert!(registry.tags("acme/slow").await.is_empty());
 }
 
+/// With the classic builder, whose cache is the local image store: removing the image removes the
+/// cache, so only the pulled image can give the steps back. (The daemon's BuildKit keeps its build
+/// cache apart from the images; kiln's BuildKit builds carry their cache keys in the image, see
+/// `buildkit_images_carry_their_cache_keys`.)
 #[tokio::test(flavor = "multi_thread")]
 async fn the_previous_image_is_pulled_as_layer_cache_when_the_local_store_lost_it() {
     support::ensure_docker();
     let base = support::ensure_base_image();
     let registry = Registry::start();
-    let kiln = Kiln::start(&registry, &[]).await;
+    let kiln = Kiln::start(&registry, &[("KILN_BUILDER", "classic")]).await;
     let git = GitRepo::new();
     // A step unique to this run, so no other image on the daemon shares its layers.
     let unique = support::new_delivery_id();
@@ -359,6 +363,62 @@ async fn the_previous_image_is_pulled_as_layer_cache_when_the_local_store_lost_i
     let _ = support::docker_async_result(&["rmi", &by_digest]).await;
 }
 
+/// A BuildKit build's image carries its cache keys in its config (BuildKit's inline cache), so the
+/// image pulled back as `cache_from` gives its steps back to a daemon that lost them.
+#[tokio::test(flavor = "multi_thread")]
+async fn buildkit_images_carry_their_cache_keys() {
+    support::ensure_docker();
+    let base = support::ensure_base_image();
+    let registry = Registry::start();
+    let kiln = Kiln::start(&registry, &[]).await;
+    let git = GitRepo::new();
+    git.write(
+        "Dockerfile",
+        format!(
+            "FROM {base}\nRUN echo {} > /x\n",
+            support::new_delivery_id()
+        ),
+    );
+    git.commit("first");
+    git.push("main");
+    let rule = ci_rule(
+        &kiln,
+        &git,
+        "inline",
+        json!({"type": "branch", "name": "main"}),
+    )
+    .await;
+    let built = build_now(&kiln, "inline", &rule).await;
+    let log = kiln.log(built["id"].as_str().unwrap()).await;
+    assert_eq!(built["status"], "succeeded", "{built}\n{log}");
+    assert!(log.contains("Builder: BuildKit"), "{log}");
+    let manifest = registry.manifest("acme/inline", "main").await;
+    let config = manifest["config"]["digest"]
+        .as_str()
+        .expect("config digest");
+    let config: Value = serde_json::from_slice(&registry.blob("acme/inline", config).await)
+        .expect("the image config");
+    assert!(
+        config.get("moby.buildkit.cache.v0").is_some(),
+        "no inline cache in {config}"
+    );
+    assert_eq!(
+        config["config"]["Labels"]["org.opencontainers.image.revision"],
+        git.head().as_str(),
+        "{config}"
+    );
+}
+
+/// Whether BuildKit took the log's `RUN` step from its cache (`#5 [2/2] RUN …` then `#5 CACHED`).
+fn run_step_cached(log: &str) -> bool {
+    let step = log
+        .lines()
+        .find(|l| l.contains("] RUN "))
+        .and_then(|l| l.split(' ').next())
+        .unwrap_or_else(|| panic!("no RUN step in\n{log}"));
+    log.lines().any(|l| l == format!("{step} CACHED"))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn no_cache_builds_every_step_again() {
     support::ensure_docker();
@@ -386,7 +446,7 @@ async fn no_cache_builds_every_step_again() {
     assert_eq!(first["status"], "succeeded", "{first}");
     let cached = build_now(&kiln, "nocache", &rule).await;
     let log = kiln.log(cached["id"].as_str().unwrap()).await;
-    assert!(log.contains("Using cache"), "{log}");
+    assert!(run_step_cached(&log), "{log}");
 
     let (s, body) = kiln
         .patch(
@@ -399,7 +459,7 @@ async fn no_cache_builds_every_step_again() {
     let log = kiln.log(fresh["id"].as_str().unwrap()).await;
     assert_eq!(fresh["status"], "succeeded", "{fresh}\n{log}");
     assert_eq!(fresh["settings"]["no_cache"], true);
-    assert!(!log.contains("Using cache"), "{log}");
+    assert!(!run_step_cached(&log), "{log}");
     assert!(log.contains("no cache"), "{log}");
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
+use bollard::models::{BuildInfoAux, ImageId};
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, BuilderVersion, CreateImageOptionsBuilder, PushImageOptionsBuilder,
     TagImageOptionsBuilder,
@@ -15,6 +16,9 @@ use tokio::sync::OnceCell;
 
 use std::time::{Duration, Instant};
 
+use crate::domain::builder::Builder;
+
+use super::buildkit_progress::Progress;
 use super::context::{ContextError, ContextPlan, ContextStream, ContextSummary};
 use super::log::{BuildLog, LineBuffer};
 
@@ -110,6 +114,8 @@ pub struct BuildOptions {
     pub limits: crate::domain::build_limits::BuildLimits,
     /// The `RUN` steps' network mode; None: the daemon's default.
     pub network_mode: Option<&'static str>,
+    /// The daemon's builder this build runs on (`Builder::for_build`).
+    pub builder: Builder,
 }
 
 /// What a build made: the image id, and the context as sent.
@@ -129,7 +135,7 @@ pub struct BuildFailure {
     pub context_sent: Option<Instant>,
 }
 
-/// Builds the context with the classic builder, its tar streamed from `context` while the daemon
+/// Builds the context with BuildKit or the classic builder (`options.builder`), its tar streamed from `context` while the daemon
 /// reads it, every output line streamed into the build log. Returns the image id; any error in
 /// the stream is the build's failure reason.
 pub async fn build_image(
@@ -170,27 +176,50 @@ async fn build_once(
     let mut options = BuildImageOptionsBuilder::default()
         .dockerfile(&context.dockerfile)
         .t(&o.image_ref)
-        .rm(true)
-        .forcerm(true)
-        .buildargs(&o.build_args)
         .labels(&o.labels)
-        .nocache(o.no_cache)
-        .version(BuilderVersion::BuilderV1);
+        .nocache(o.no_cache);
     if !o.target.is_empty() {
         options = options.target(&o.target);
     }
     if !o.cache_from.is_empty() {
         options = options.cachefrom(&o.cache_from);
     }
-    // Limits (issue 11): swap counts in the memory limit, so the build cannot swap past it.
-    if let Some(memory) = o.limits.memory_option() {
-        options = options.memory(memory).memswap(memory);
-    }
-    if let Some(shares) = o.limits.cpu_shares {
-        options = options.cpushares(i32::try_from(shares).unwrap_or(i32::MAX));
-    }
     if let Some(mode) = o.network_mode {
         options = options.networkmode(mode);
+    }
+    // What the session offers BuildKit when it asks for a registry's credentials: user and
+    // password only (a kiln-signed token cannot be offered there; the images it would pull are
+    // pulled into the local store before the build, see `pull_missing`).
+    let mut credentials = o.registry_credentials.clone();
+    let build_args;
+    match o.builder {
+        Builder::BuildKit => {
+            // The image's config carries its cache keys: a later build given it as
+            // `cache_from` (pulled into an empty store) reuses its steps.
+            let mut args = o.build_args.clone();
+            args.insert("BUILDKIT_INLINE_CACHE".into(), "1".into());
+            build_args = args;
+            credentials.retain(|_, c| c.username.is_some() && c.password.is_some());
+            let session = format!("kiln-{}", uuid::Uuid::new_v4().simple());
+            options = options
+                .buildargs(&build_args)
+                .version(BuilderVersion::BuilderBuildKit)
+                .session(&session);
+        }
+        Builder::Classic => {
+            options = options
+                .buildargs(&o.build_args)
+                .rm(true)
+                .forcerm(true)
+                .version(BuilderVersion::BuilderV1);
+            // Limits (issue 11): swap counts in the memory limit, so the build cannot swap past it.
+            if let Some(memory) = o.limits.memory_option() {
+                options = options.memory(memory).memswap(memory);
+            }
+            if let Some(shares) = o.limits.cpu_shares {
+                options = options.cpushares(i32::try_from(shares).unwrap_or(i32::MAX));
+            }
+        }
     }
     let options = options.build();
     let started = Instant::now();
@@ -199,8 +228,9 @@ async fn build_once(
         mut finished,
     } = context.stream();
     let body = bollard::body_try_stream(tokio_stream::wrappers::ReceiverStream::new(chunks));
-    let credentials = (!o.registry_credentials.is_empty()).then(|| o.registry_credentials.clone());
+    let credentials = (!credentials.is_empty()).then_some(credentials);
     let mut stream = docker.build_image(options, credentials, Some(body));
+    let mut progress = Progress::default();
     let mut sent: Option<(ContextSummary, Instant)> = None;
     // The producer stopped without the whole tar: the build fails with its reason, unless it
     // only saw the daemon stop reading (then the daemon's own error says why).
@@ -245,13 +275,20 @@ async fn build_once(
                 if let Some(detail) = info.error_detail {
                     break Some(detail.message.unwrap_or_else(|| "build failed".into()));
                 }
-                if let Some(id) = info.aux.and_then(|a| a.id) {
-                    image_id = Some(id);
+                match info.aux {
+                    Some(BuildInfoAux::Default(ImageId { id: Some(id) })) => image_id = Some(id),
+                    Some(BuildInfoAux::BuildKit(status)) => {
+                        log.lines(progress.lines(&status).iter().map(String::as_str))
+                            .await;
+                    }
+                    _ => {}
                 }
             }
             Err(e) => break Some(one_line(&e)),
         }
     };
+    log.lines(progress.finish().iter().map(String::as_str))
+        .await;
     log.flush_partial(lines.take()).await;
     // The request is over: a producer still writing sees it now and stops.
     drop(stream);
@@ -553,6 +590,49 @@ pub async fn has_image(docker: &Docker, image_ref: &str) -> Result<bool, String>
     }
 }
 
+/// Before a BuildKit build: pulls the `FROM` images of kiln's registry (`registry`) that the local
+/// store lacks, with the build's credentials (`build_credentials`). The daemon's BuildKit prefers
+/// local images, as the classic builder does, but asks the session for credentials, which cannot
+/// carry a kiln-signed token; pulled here, they are local. An image the build may not pull fails it
+/// with the registry's answer, as the classic builder's `FROM` would.
+pub async fn pull_missing_base_images(
+    docker: &Docker,
+    registry: &str,
+    base_images: &[String],
+    credentials: &HashMap<String, DockerCredentials>,
+    log: &mut BuildLog,
+) -> Result<(), String> {
+    let Some(credentials) = credentials.get(registry) else {
+        return Ok(());
+    };
+    let prefix = format!("{registry}/");
+    for image in base_images {
+        if !image.starts_with(&prefix) || image.contains('$') {
+            continue;
+        }
+        let image = pull_reference(image);
+        if has_image(docker, &image).await? {
+            continue;
+        }
+        log.line(&format!("Pulling the base image {image}")).await;
+        pull_image(docker, &image, credentials.clone())
+            .await
+            .map_err(|e| format!("cannot pull the base image {image}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// An image name as `docker pull` takes it: `:latest` when it names neither a tag nor a digest
+/// (the daemon's pull API would otherwise pull every tag).
+pub fn pull_reference(image: &str) -> String {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    if image.contains('@') || last.contains(':') {
+        image.to_string()
+    } else {
+        format!("{image}:latest")
+    }
+}
+
 /// Pulls `image_ref` (`name@sha256:…` or `name:tag`) with the registry's credentials.
 pub async fn pull_image(
     docker: &Docker,
@@ -746,6 +826,17 @@ mod tests {
         ] {
             assert_eq!(step_container(other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn pull_references_name_one_tag() {
+        assert_eq!(pull_reference("r:5000/red/base"), "r:5000/red/base:latest");
+        assert_eq!(pull_reference("r:5000/red/base:1"), "r:5000/red/base:1");
+        assert_eq!(
+            pull_reference("r:5000/red/base@sha256:abc"),
+            "r:5000/red/base@sha256:abc"
+        );
+        assert_eq!(pull_reference("base"), "base:latest");
     }
 
     #[test]

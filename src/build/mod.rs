@@ -1,3 +1,4 @@
+pub mod buildkit_progress;
 pub mod context;
 pub mod docker;
 pub mod dockerignore;

@@ -12,6 +12,7 @@ use super::{context, docker, git, layer_cache, settings};
 use crate::app::App;
 use crate::db::{self, builds::BuildRow, builds::BuildStatus, builds::Stage};
 use crate::domain::build_settings::{self, BuildFacts};
+use crate::domain::builder::Builder;
 use crate::domain::rules::{GitRef, PushEvent, RuleSpec, plan_rule};
 use crate::forge::display_url;
 use crate::notify::outbox;
@@ -670,6 +671,25 @@ async fn execute(
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     let in_dockerfile = context.label(&settings.target, &pairs);
+    let base_credentials = docker::build_credentials(
+        &app.config,
+        &app.registry_tokens,
+        &build.namespace,
+        &context.base_images(),
+    );
+    let (builder, builder_line) = app.config.builder.for_build(&app.config.build_limits);
+    log.line(builder_line).await;
+    if builder == Builder::BuildKit {
+        docker::pull_missing_base_images(
+            &docker,
+            &app.config.registry,
+            &context.base_images(),
+            &base_credentials,
+            log,
+        )
+        .await
+        .map_err(Failure::Failed)?;
+    }
     let options = docker::BuildOptions {
         image_ref: full_ref.clone(),
         build_args: build_settings::build_args_for(&settings, &facts),
@@ -681,14 +701,10 @@ async fn execute(
         target: settings.target.clone(),
         no_cache: settings.no_cache,
         cache_from,
-        registry_credentials: docker::build_credentials(
-            &app.config,
-            &app.registry_tokens,
-            &build.namespace,
-            &context.base_images(),
-        ),
+        registry_credentials: base_credentials,
         limits: app.config.build_limits,
         network_mode: app.config.build_limits.network_mode(settings.network),
+        builder,
     };
     if let Some(line) = app.config.build_limits.summary(settings.network) {
         log.line(&line).await;

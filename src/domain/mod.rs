@@ -7,6 +7,7 @@
 
 pub mod build_limits;
 pub mod build_settings;
+pub mod builder;
 pub mod cache_cap;
 pub mod clone_url;
 pub mod commit_status;

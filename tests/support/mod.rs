@@ -1267,6 +1267,26 @@ pub fn github_ping_payload(clone_url: &str) -> Value {
     })
 }
 
+/// A build log line as the step printed it: without the `#N ` BuildKit puts before a step's output.
+pub fn step_output(line: &str) -> &str {
+    match line.split_once(' ') {
+        Some((step, rest))
+            if step.len() > 1
+                && step[1..].bytes().all(|b| b.is_ascii_digit())
+                && step.starts_with('#') =>
+        {
+            rest
+        }
+        _ => line,
+    }
+}
+
+/// `FROM {base}` and an `ENV` line unique to this call: no build cache can skip the steps after it
+/// (the daemon's BuildKit keeps its cache across test runs, apart from the images).
+pub fn fresh_from(base: &str) -> String {
+    format!("FROM {base}\nENV KILN_TEST_RUN={}\n", new_delivery_id())
+}
+
 /// A new `X-GitHub-Delivery` id (a UUID, as GitHub sends).
 pub fn new_delivery_id() -> String {
     let h = random_hex(16);

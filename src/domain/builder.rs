@@ -1,0 +1,74 @@
+//! Which of the Docker daemon's builders runs a build: BuildKit (the default: labels cost no
+//! step, unchanged steps and contexts are cheaper), or the classic builder, which an operator may
+//! choose (`KILN_BUILDER=classic`) and which kiln uses whenever builds have memory or CPU limits:
+//! the daemon's BuildKit does not apply them.
+
+use super::build_limits::BuildLimits;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Builder {
+    #[default]
+    BuildKit,
+    Classic,
+}
+
+impl Builder {
+    /// `KILN_BUILDER`'s value.
+    pub fn parse(text: &str) -> Result<Builder, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "buildkit" => Ok(Builder::BuildKit),
+            "classic" => Ok(Builder::Classic),
+            other => Err(format!(
+                "unknown builder {other:?}: use \"buildkit\" or \"classic\""
+            )),
+        }
+    }
+
+    /// The builder a build runs on, and the log line saying which and why.
+    pub fn for_build(self, limits: &BuildLimits) -> (Builder, &'static str) {
+        match self {
+            Builder::Classic => (Builder::Classic, "Builder: classic (KILN_BUILDER=classic)"),
+            Builder::BuildKit if limits.memory.is_some() || limits.cpu_shares.is_some() => (
+                Builder::Classic,
+                "Builder: classic (the daemon's BuildKit does not apply memory and CPU limits)",
+            ),
+            Builder::BuildKit => (Builder::BuildKit, "Builder: BuildKit"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_two_builders_and_refuses_the_rest() {
+        assert_eq!(Builder::parse("buildkit"), Ok(Builder::BuildKit));
+        assert_eq!(Builder::parse(" BuildKit "), Ok(Builder::BuildKit));
+        assert_eq!(Builder::parse("classic"), Ok(Builder::Classic));
+        for bad in ["", "v1", "buildx", "classic,buildkit"] {
+            let e = Builder::parse(bad).unwrap_err();
+            assert!(e.contains("\"buildkit\" or \"classic\""), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn limits_need_the_classic_builder() {
+        let none = BuildLimits::default();
+        assert_eq!(Builder::BuildKit.for_build(&none).0, Builder::BuildKit);
+        assert_eq!(Builder::Classic.for_build(&none).0, Builder::Classic);
+        let memory = BuildLimits {
+            memory: Some(64 << 20),
+            ..BuildLimits::default()
+        };
+        let cpu = BuildLimits {
+            cpu_shares: Some(512),
+            ..BuildLimits::default()
+        };
+        for limits in [memory, cpu] {
+            let (builder, line) = Builder::BuildKit.for_build(&limits);
+            assert_eq!(builder, Builder::Classic);
+            assert!(line.contains("memory and CPU limits"), "{line}");
+        }
+    }
+}
