@@ -363,10 +363,9 @@ async fn the_previous_image_is_pulled_as_layer_cache_when_the_local_store_lost_i
     let _ = support::docker_async_result(&["rmi", &by_digest]).await;
 }
 
-/// A BuildKit build's image carries its cache keys in its config (BuildKit's inline cache), so the
-/// image pulled back as `cache_from` gives its steps back to a daemon that lost them.
-#[tokio::test(flavor = "multi_thread")]
-async fn buildkit_images_carry_their_cache_keys() {
+/// A registry, a kiln, and repository `acme/{repo}` whose Dockerfile has one `RUN` step unique to
+/// this run, with a `main` rule; its id.
+async fn one_run_step_repo(repo: &str) -> (Registry, Kiln, GitRepo, String) {
     support::ensure_docker();
     let base = support::ensure_base_image();
     let registry = Registry::start();
@@ -381,13 +380,15 @@ async fn buildkit_images_carry_their_cache_keys() {
     );
     git.commit("first");
     git.push("main");
-    let rule = ci_rule(
-        &kiln,
-        &git,
-        "inline",
-        json!({"type": "branch", "name": "main"}),
-    )
-    .await;
+    let rule = ci_rule(&kiln, &git, repo, json!({"type": "branch", "name": "main"})).await;
+    (registry, kiln, git, rule)
+}
+
+/// A BuildKit build's image carries its cache keys in its config (BuildKit's inline cache), so the
+/// image pulled back as `cache_from` gives its steps back to a daemon that lost them.
+#[tokio::test(flavor = "multi_thread")]
+async fn buildkit_images_carry_their_cache_keys() {
+    let (registry, kiln, git, rule) = one_run_step_repo("inline").await;
     let built = build_now(&kiln, "inline", &rule).await;
     let log = kiln.log(built["id"].as_str().unwrap()).await;
     assert_eq!(built["status"], "succeeded", "{built}\n{log}");
@@ -421,27 +422,7 @@ fn run_step_cached(log: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_cache_builds_every_step_again() {
-    support::ensure_docker();
-    let base = support::ensure_base_image();
-    let registry = Registry::start();
-    let kiln = Kiln::start(&registry, &[]).await;
-    let git = GitRepo::new();
-    git.write(
-        "Dockerfile",
-        format!(
-            "FROM {base}\nRUN echo {} > /x\n",
-            support::new_delivery_id()
-        ),
-    );
-    git.commit("first");
-    git.push("main");
-    let rule = ci_rule(
-        &kiln,
-        &git,
-        "nocache",
-        json!({"type": "branch", "name": "main"}),
-    )
-    .await;
+    let (_registry, kiln, _git, rule) = one_run_step_repo("nocache").await;
     let first = build_now(&kiln, "nocache", &rule).await;
     assert_eq!(first["status"], "succeeded", "{first}");
     let cached = build_now(&kiln, "nocache", &rule).await;

@@ -173,7 +173,8 @@ async fn dockerfile_in_a_sub_folder_with_a_run_step() {
     git.write(
         "docker/Dockerfile.prod",
         format!(
-            "{}COPY . /srv/\nRUN test ! -e /srv/secret.env && test ! -e /srv/logs && cat /srv/hello.txt\n",
+            // kiln's copy of the Dockerfile (with its labels) never reaches the image either.
+            "{}COPY . /srv/\nRUN test ! -e /srv/secret.env && test ! -e /srv/logs && test ! -e /srv/.kiln.Dockerfile && cat /srv/hello.txt\n",
             support::fresh_from(base)
         ),
     );
@@ -198,6 +199,53 @@ async fn dockerfile_in_a_sub_folder_with_a_run_step() {
         "the RUN step's output is in the log:\n{log}"
     );
     assert_eq!(registry.tags("acme/tool").await, vec!["prod".to_string()]);
+}
+
+/// A Dockerfile outside the context directory: kiln sends it in the context under its own name,
+/// which only the classic builder drops before `COPY`, so such a build runs on it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dockerfile_outside_the_context_builds_on_the_classic_builder_and_stays_out_of_the_image()
+{
+    let (registry, kiln, git, secret) = setup("acme", "outside").await;
+    let base = support::ensure_base_image();
+    git.write(
+        "docker/Dockerfile",
+        format!(
+            "{}COPY . /srv/\nRUN ls -a /srv && test ! -e /srv/.kiln.Dockerfile && cat /srv/app.txt\n",
+            support::fresh_from(base)
+        ),
+    );
+    git.write("app/app.txt", "the app's own file\n");
+    let sha = git.commit("a context beside the Dockerfile");
+    git.push("main");
+    kiln.rule(
+        "acme",
+        "outside",
+        json!({"type": "branch", "name": "main", "dockerfile": "docker/Dockerfile", "context": "app"}),
+    )
+    .await;
+    let build = one_build(
+        &kiln,
+        kiln.github_hook(
+            "push",
+            "d-out",
+            &secret,
+            &push(&git, "refs/heads/main", &sha),
+        )
+        .await,
+    )
+    .await;
+    let log = kiln.log(build["id"].as_str().unwrap()).await;
+    assert_eq!(build["status"], "succeeded", "{build}\n{log}");
+    assert!(
+        log.contains("Builder: classic (the Dockerfile lies outside the build context)"),
+        "{log}"
+    );
+    assert!(log.contains("the app's own file"), "{log}");
+    assert_eq!(
+        registry.tags("acme/outside").await,
+        vec!["main".to_string()]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -207,6 +207,12 @@ impl ContextPlan {
         ))
     }
 
+    /// Whether the rule's Dockerfile lies outside the context directory (kiln then sends it in the
+    /// tar as `.kiln.Dockerfile`).
+    pub fn dockerfile_outside(&self) -> bool {
+        self.inside.is_none()
+    }
+
     /// Whether the tar carries a Dockerfile of kiln's (`.kiln.Dockerfile`).
     fn sends_own_dockerfile(&self) -> bool {
         self.inside.is_none() || self.generated.is_some()

@@ -656,29 +656,33 @@ async fn execute(
         layer_cache::pull_previous_image(app, &docker, build, registry_credentials(app, build), log)
             .await
     };
-    // The OCI labels and the one the local cache cap finds kiln's images by, as one LABEL step in
-    // kiln's copy of the Dockerfile (domain::dockerfile_labels); else as the `labels` option, which
-    // the classic builder turns into one step per label.
+    let mut context = target.context;
+    let (builder, builder_line) = app
+        .config
+        .builder
+        .for_build(&app.config.build_limits, context.dockerfile_outside());
+    log.line(builder_line).await;
+    // The OCI labels and the one the local cache cap finds kiln's images by. BuildKit takes them
+    // as the `labels` option, at no cost; the classic builder would turn that option into one step
+    // per label, so for it they are one LABEL step in kiln's copy of the Dockerfile
+    // (domain::dockerfile_labels), or the option when the end of the stage is not certain.
     let mut labels: std::collections::BTreeMap<String, String> =
         build_settings::oci_labels(&facts).into_iter().collect();
     labels.insert(
         docker::REPOSITORY_LABEL.to_string(),
         docker::image_repository(&full_ref).to_string(),
     );
-    let mut context = target.context;
     let pairs: Vec<(&str, &str)> = labels
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    let in_dockerfile = context.label(&settings.target, &pairs);
+    let in_dockerfile = builder == Builder::Classic && context.label(&settings.target, &pairs);
     let base_credentials = docker::build_credentials(
         &app.config,
         &app.registry_tokens,
         &build.namespace,
         &context.base_images(),
     );
-    let (builder, builder_line) = app.config.builder.for_build(&app.config.build_limits);
-    log.line(builder_line).await;
     if builder == Builder::BuildKit {
         docker::pull_missing_base_images(
             &docker,

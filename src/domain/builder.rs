@@ -1,7 +1,10 @@
 //! Which of the Docker daemon's builders runs a build: BuildKit (the default: labels cost no
 //! step, unchanged steps and contexts are cheaper), or the classic builder, which an operator may
-//! choose (`KILN_BUILDER=classic`) and which kiln uses whenever builds have memory or CPU limits:
-//! the daemon's BuildKit does not apply them.
+//! choose (`KILN_BUILDER=classic`) and which kiln uses whenever builds have memory or CPU limits
+//! (the daemon's BuildKit does not apply them), and for a Dockerfile outside the build context: kiln
+//! sends it in the context under its own name, which the classic builder drops from the context
+//! (kiln lists it in `.dockerignore`) and the daemon's BuildKit (Docker 20.10) would copy into the
+//! image, as it applies no `.dockerignore` to an uploaded context.
 
 use super::build_limits::BuildLimits;
 
@@ -25,12 +28,20 @@ impl Builder {
     }
 
     /// The builder a build runs on, and the log line saying which and why.
-    pub fn for_build(self, limits: &BuildLimits) -> (Builder, &'static str) {
+    pub fn for_build(
+        self,
+        limits: &BuildLimits,
+        dockerfile_outside: bool,
+    ) -> (Builder, &'static str) {
         match self {
             Builder::Classic => (Builder::Classic, "Builder: classic (KILN_BUILDER=classic)"),
             Builder::BuildKit if limits.memory.is_some() || limits.cpu_shares.is_some() => (
                 Builder::Classic,
                 "Builder: classic (the daemon's BuildKit does not apply memory and CPU limits)",
+            ),
+            Builder::BuildKit if dockerfile_outside => (
+                Builder::Classic,
+                "Builder: classic (the Dockerfile lies outside the build context)",
             ),
             Builder::BuildKit => (Builder::BuildKit, "Builder: BuildKit"),
         }
@@ -55,8 +66,11 @@ mod tests {
     #[test]
     fn limits_need_the_classic_builder() {
         let none = BuildLimits::default();
-        assert_eq!(Builder::BuildKit.for_build(&none).0, Builder::BuildKit);
-        assert_eq!(Builder::Classic.for_build(&none).0, Builder::Classic);
+        assert_eq!(
+            Builder::BuildKit.for_build(&none, false).0,
+            Builder::BuildKit
+        );
+        assert_eq!(Builder::Classic.for_build(&none, false).0, Builder::Classic);
         let memory = BuildLimits {
             memory: Some(64 << 20),
             ..BuildLimits::default()
@@ -66,9 +80,21 @@ mod tests {
             ..BuildLimits::default()
         };
         for limits in [memory, cpu] {
-            let (builder, line) = Builder::BuildKit.for_build(&limits);
+            let (builder, line) = Builder::BuildKit.for_build(&limits, false);
             assert_eq!(builder, Builder::Classic);
             assert!(line.contains("memory and CPU limits"), "{line}");
         }
+    }
+
+    #[test]
+    fn a_dockerfile_outside_the_context_needs_the_classic_builder() {
+        let none = BuildLimits::default();
+        let (builder, line) = Builder::BuildKit.for_build(&none, true);
+        assert_eq!(builder, Builder::Classic);
+        assert!(line.contains("outside the build context"), "{line}");
+        assert_eq!(
+            Builder::Classic.for_build(&none, true),
+            (Builder::Classic, "Builder: classic (KILN_BUILDER=classic)")
+        );
     }
 }
