@@ -74,6 +74,9 @@ pub struct ContextPlan {
     dockerfile_content: Vec<u8>,
     /// The Dockerfile's path inside the context dir, when it lies there.
     inside: Option<String>,
+    /// The context's `.dockerignore` lists the Dockerfile or itself: the tar carries them anyway
+    /// (the daemon reads them), and only the daemon's own `.dockerignore` keeps them out of `COPY`.
+    lists_sent_files: bool,
     /// The Dockerfile the daemon builds instead of the rule's, with kiln's labels (see
     /// [`ContextPlan::label`]).
     generated: Option<String>,
@@ -170,6 +173,11 @@ pub fn plan_context(
             .strip_prefix(&format!("{context_dir}/"))
             .map(str::to_string)
     };
+    let ignore = read_dockerignore(repo, &repo.find_tree(context_tree)?)?;
+    let lists_sent_files = ignore.is_excluded(DOCKERIGNORE)
+        || inside
+            .as_deref()
+            .is_some_and(|path| ignore.is_excluded(path));
     Ok(ContextPlan {
         mirror: mirror.to_path_buf(),
         mtime,
@@ -179,7 +187,24 @@ pub fn plan_context(
             .clone()
             .unwrap_or_else(|| OUTSIDE_DOCKERFILE.to_string()),
         inside,
+        lists_sent_files,
         generated: None,
+    })
+}
+
+/// The context's `.dockerignore` (none, or a symlink: nothing excluded).
+fn read_dockerignore(
+    repo: &Repository,
+    context_tree: &git2::Tree,
+) -> Result<DockerIgnore, ContextError> {
+    Ok(match context_tree.get_name(DOCKERIGNORE) {
+        Some(entry)
+            if entry.kind() == Some(ObjectType::Blob) && entry.filemode() != MODE_SYMLINK =>
+        {
+            let blob = repo.find_blob(entry.id())?;
+            DockerIgnore::parse(&String::from_utf8_lossy(blob.content()))
+        }
+        _ => DockerIgnore::default(),
     })
 }
 
@@ -207,10 +232,18 @@ impl ContextPlan {
         ))
     }
 
-    /// Whether the rule's Dockerfile lies outside the context directory (kiln then sends it in the
-    /// tar as `.kiln.Dockerfile`).
-    pub fn dockerfile_outside(&self) -> bool {
-        self.inside.is_none()
+    /// Why the tar carries files only the daemon's own `.dockerignore` keeps out of `COPY` (which
+    /// the daemon's BuildKit does not apply to an uploaded context), if it does: a Dockerfile from
+    /// outside the context directory (sent as `.kiln.Dockerfile`), or a Dockerfile or
+    /// `.dockerignore` that the context's `.dockerignore` lists.
+    pub fn needs_daemon_dockerignore(&self) -> Option<&'static str> {
+        if self.inside.is_none() {
+            Some("the Dockerfile lies outside the build context")
+        } else if self.lists_sent_files {
+            Some("the context's .dockerignore lists the Dockerfile or itself")
+        } else {
+            None
+        }
     }
 
     /// Whether the tar carries a Dockerfile of kiln's (`.kiln.Dockerfile`).
@@ -257,19 +290,10 @@ impl ContextPlan {
     pub fn write_tar<W: Write>(&self, out: W) -> Result<ContextSummary, ContextError> {
         let repo = Repository::open_bare(&self.mirror)?;
         let context_tree = repo.find_tree(self.context_tree)?;
-        let ignore = match context_tree.get_name(DOCKERIGNORE) {
-            Some(entry)
-                if entry.kind() == Some(ObjectType::Blob) && entry.filemode() != MODE_SYMLINK =>
-            {
-                let blob = repo.find_blob(entry.id())?;
-                let ignore = DockerIgnore::parse(&String::from_utf8_lossy(blob.content()));
-                for pattern in ignore.invalid_patterns() {
-                    tracing::warn!(%pattern, "the .dockerignore has an invalid pattern; it is ignored");
-                }
-                ignore
-            }
-            _ => DockerIgnore::default(),
-        };
+        let ignore = read_dockerignore(&repo, &context_tree)?;
+        for pattern in ignore.invalid_patterns() {
+            tracing::warn!(%pattern, "the .dockerignore has an invalid pattern; it is ignored");
+        }
         let odb = repo.odb()?;
         let mut writer = ContextWriter {
             repo: &repo,
@@ -921,6 +945,72 @@ mod tests {
         let mut plan = plan_context(r.repo.path(), &r.repo, commit, "", "Dockerfile").unwrap();
         assert!(!plan.label("", &[("a", "1")]));
         assert_eq!(plan.dockerfile, "Dockerfile");
+    }
+
+    #[test]
+    fn a_context_relying_on_the_daemons_dockerignore_says_why() {
+        let plan = |files: &[(&str, Item<'_>)], context_dir: &str, dockerfile: &str| {
+            let (r, commit) = repo_with(files);
+            plan_context(r.repo.path(), &r.repo, commit, context_dir, dockerfile)
+                .unwrap()
+                .needs_daemon_dockerignore()
+        };
+        let dockerfile = || ("Dockerfile", File("FROM scratch\n"));
+        assert_eq!(plan(&[dockerfile()], "", "Dockerfile"), None);
+        assert_eq!(
+            plan(
+                &[dockerfile(), (".dockerignore", File("*.md\n"))],
+                "",
+                "Dockerfile"
+            ),
+            None
+        );
+        for listed in ["Dockerfile\n", ".dockerignore\n", "*\n!src\n", "Docker*\n"] {
+            assert_eq!(
+                plan(
+                    &[dockerfile(), (".dockerignore", File(listed))],
+                    "",
+                    "Dockerfile"
+                ),
+                Some("the context's .dockerignore lists the Dockerfile or itself"),
+                "{listed:?}"
+            );
+        }
+        // An exception keeps them in.
+        assert_eq!(
+            plan(
+                &[
+                    dockerfile(),
+                    (".dockerignore", File("*\n!Dockerfile\n!.dockerignore\n"))
+                ],
+                "",
+                "Dockerfile"
+            ),
+            None
+        );
+        // Paths inside the context directory.
+        assert_eq!(
+            plan(
+                &[
+                    ("api/build/Dockerfile", File("FROM scratch\n")),
+                    ("api/.dockerignore", File("build/\n")),
+                ],
+                "api",
+                "api/build/Dockerfile"
+            ),
+            Some("the context's .dockerignore lists the Dockerfile or itself")
+        );
+        assert_eq!(
+            plan(
+                &[
+                    ("docker/Dockerfile", File("FROM scratch\n")),
+                    ("api/main.go", File("package main\n")),
+                ],
+                "api",
+                "docker/Dockerfile"
+            ),
+            Some("the Dockerfile lies outside the build context")
+        );
     }
 
     #[test]

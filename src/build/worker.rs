@@ -657,11 +657,11 @@ async fn execute(
             .await
     };
     let mut context = target.context;
-    let (builder, builder_line) = app
-        .config
-        .builder
-        .for_build(&app.config.build_limits, context.dockerfile_outside());
-    log.line(builder_line).await;
+    let (builder, builder_line) = app.config.builder.for_build(
+        &app.config.build_limits,
+        context.needs_daemon_dockerignore(),
+    );
+    log.line(&builder_line).await;
     // The OCI labels and the one the local cache cap finds kiln's images by. BuildKit takes them
     // as the `labels` option, at no cost; the classic builder would turn that option into one step
     // per label, so for it they are one LABEL step in kiln's copy of the Dockerfile

@@ -27,23 +27,28 @@ impl Builder {
         }
     }
 
-    /// The builder a build runs on, and the log line saying which and why.
+    /// The builder a build runs on, and the log line saying which and why. `needs_dockerignore`:
+    /// why the build's context relies on the daemon applying its `.dockerignore`, if it does
+    /// (`ContextPlan::needs_daemon_dockerignore`).
     pub fn for_build(
         self,
         limits: &BuildLimits,
-        dockerfile_outside: bool,
-    ) -> (Builder, &'static str) {
+        needs_dockerignore: Option<&str>,
+    ) -> (Builder, String) {
         match self {
-            Builder::Classic => (Builder::Classic, "Builder: classic (KILN_BUILDER=classic)"),
+            Builder::Classic => (
+                Builder::Classic,
+                "Builder: classic (KILN_BUILDER=classic)".into(),
+            ),
             Builder::BuildKit if limits.memory.is_some() || limits.cpu_shares.is_some() => (
                 Builder::Classic,
-                "Builder: classic (the daemon's BuildKit does not apply memory and CPU limits)",
+                "Builder: classic (the daemon's BuildKit does not apply memory and CPU limits)"
+                    .into(),
             ),
-            Builder::BuildKit if dockerfile_outside => (
-                Builder::Classic,
-                "Builder: classic (the Dockerfile lies outside the build context)",
-            ),
-            Builder::BuildKit => (Builder::BuildKit, "Builder: BuildKit"),
+            Builder::BuildKit => match needs_dockerignore {
+                Some(why) => (Builder::Classic, format!("Builder: classic ({why})")),
+                None => (Builder::BuildKit, "Builder: BuildKit".into()),
+            },
         }
     }
 }
@@ -67,10 +72,10 @@ mod tests {
     fn limits_need_the_classic_builder() {
         let none = BuildLimits::default();
         assert_eq!(
-            Builder::BuildKit.for_build(&none, false).0,
+            Builder::BuildKit.for_build(&none, None).0,
             Builder::BuildKit
         );
-        assert_eq!(Builder::Classic.for_build(&none, false).0, Builder::Classic);
+        assert_eq!(Builder::Classic.for_build(&none, None).0, Builder::Classic);
         let memory = BuildLimits {
             memory: Some(64 << 20),
             ..BuildLimits::default()
@@ -80,21 +85,29 @@ mod tests {
             ..BuildLimits::default()
         };
         for limits in [memory, cpu] {
-            let (builder, line) = Builder::BuildKit.for_build(&limits, false);
+            let (builder, line) = Builder::BuildKit.for_build(&limits, None);
             assert_eq!(builder, Builder::Classic);
             assert!(line.contains("memory and CPU limits"), "{line}");
         }
     }
 
     #[test]
-    fn a_dockerfile_outside_the_context_needs_the_classic_builder() {
+    fn a_context_relying_on_the_daemons_dockerignore_needs_the_classic_builder() {
         let none = BuildLimits::default();
-        let (builder, line) = Builder::BuildKit.for_build(&none, true);
-        assert_eq!(builder, Builder::Classic);
-        assert!(line.contains("outside the build context"), "{line}");
+        let why = Some("the Dockerfile lies outside the build context");
         assert_eq!(
-            Builder::Classic.for_build(&none, true),
-            (Builder::Classic, "Builder: classic (KILN_BUILDER=classic)")
+            Builder::BuildKit.for_build(&none, why),
+            (
+                Builder::Classic,
+                "Builder: classic (the Dockerfile lies outside the build context)".to_string()
+            )
+        );
+        assert_eq!(
+            Builder::Classic.for_build(&none, why),
+            (
+                Builder::Classic,
+                "Builder: classic (KILN_BUILDER=classic)".to_string()
+            )
         );
     }
 }
