@@ -130,6 +130,24 @@ async fn a_rule_with_network_none_sees_only_loopback_while_the_default_has_the_d
     assert_eq!(sealed["settings"]["network"], "none", "{sealed}");
 }
 
+/// The host's network for every build (`KILN_BUILD_NETWORK=host`), on BuildKit too: a step sees the
+/// daemon's own bridge (`docker0`), which only the host's network namespace has.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_wide_host_network_reaches_buildkit_steps() {
+    support::ensure_docker();
+    let registry = support::Registry::start();
+    let kiln = Kiln::start(&registry, &[("KILN_BUILD_NETWORK", "host")]).await;
+    let git = repo_running(LIST_INTERFACES);
+    let (build, log) = build_main(&kiln, &git, "hostnet", json!({})).await;
+    assert_eq!(build["status"], "succeeded", "{build}\n{log}");
+    assert!(log.contains("Builder: BuildKit"), "{log}");
+    assert!(
+        log.lines()
+            .any(|l| support::step_output(l).trim().starts_with("docker0:")),
+        "{log}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_server_wide_network_and_cpu_shares_reach_the_run_steps() {
     support::ensure_docker();
