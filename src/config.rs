@@ -164,7 +164,7 @@ pub struct Config {
     /// `KILN_BUILD_NETWORK`).
     pub build_limits: crate::domain::build_limits::BuildLimits,
     /// The daemon's builder (`KILN_BUILDER`: `buildkit`, the default, or `classic`); builds with
-    /// memory or CPU limits always use the classic one.
+    /// memory or CPU limits, and some contexts, use the classic one (`Builder::for_build`).
     pub builder: crate::domain::builder::Builder,
     /// How long a build waits for the Docker daemon or the registry to answer again before it fails
     /// (`KILN_BUILD_WAIT_WHEN_DOWN_SECS`, default 300; zero: it fails at once).

@@ -135,9 +135,9 @@ pub struct BuildFailure {
     pub context_sent: Option<Instant>,
 }
 
-/// Builds the context with BuildKit or the classic builder (`options.builder`), its tar streamed from `context` while the daemon
-/// reads it, every output line streamed into the build log. Returns the image id; any error in
-/// the stream is the build's failure reason.
+/// Builds the context with BuildKit or the classic builder (`options.builder`), its tar streamed
+/// from `context` while the daemon reads it, every output line streamed into the build log.
+/// Returns the image id; any error in the stream is the build's failure reason.
 pub async fn build_image(
     docker: &Docker,
     context: &ContextPlan,
@@ -189,7 +189,7 @@ async fn build_once(
     }
     // What the session offers BuildKit when it asks for a registry's credentials: user and
     // password only (a kiln-signed token cannot be offered there; the images it would pull are
-    // pulled into the local store before the build, see `pull_missing`).
+    // pulled into the local store before the build, see `pull_missing_base_images`).
     let mut credentials = o.registry_credentials.clone();
     let build_args;
     match o.builder {

@@ -1,9 +1,10 @@
 //! Which of the Docker daemon's builders runs a build: BuildKit (the default: labels cost no
 //! step, unchanged steps and contexts are cheaper), or the classic builder, which an operator may
 //! choose (`KILN_BUILDER=classic`) and which kiln uses whenever builds have memory or CPU limits
-//! (the daemon's BuildKit does not apply them), and for a Dockerfile outside the build context: kiln
-//! sends it in the context under its own name, which the classic builder drops from the context
-//! (kiln lists it in `.dockerignore`) and the daemon's BuildKit (Docker 20.10) would copy into the
+//! (the daemon's BuildKit does not apply them), and for a context that needs the daemon to apply its
+//! `.dockerignore` (a Dockerfile from outside the context directory, which kiln sends under its own
+//! name, or a Dockerfile or `.dockerignore` the context's `.dockerignore` lists): the classic builder
+//! drops those files before `COPY`; the daemon's BuildKit (Docker 20.10) would copy them into the
 //! image, as it applies no `.dockerignore` to an uploaded context.
 
 use super::build_limits::BuildLimits;
