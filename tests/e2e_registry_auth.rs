@@ -101,19 +101,23 @@ async fn local_image(image: &str, label: &str) {
         format!("FROM scratch\nLABEL kiln.test={label}\n"),
     )
     .expect("write the Dockerfile");
-    let built = cli
-        .run(
-            &[
-                "build",
-                "--quiet",
-                "--tag",
-                image,
-                context.path().to_str().expect("utf-8 path"),
-            ],
-            None,
-        )
-        .await;
-    assert!(built.ok, "docker build {image}: {}", built.output);
+    let context = context.path().to_str().expect("utf-8 path");
+    // The classic builder looks for a cached `FROM scratch` step among every image without a
+    // parent, and fails "unable to find image sha256:…" when another test removes one of them
+    // meanwhile (moby/moby#18976; as `support::docker_build_and_push` does): built again then.
+    for attempt in 1..=3 {
+        let built = cli
+            .run(&["build", "--quiet", "--tag", image, context], None)
+            .await;
+        if built.ok {
+            return;
+        }
+        assert!(
+            attempt < 3 && built.output.contains("unable to find image"),
+            "docker build {image}: {}",
+            built.output
+        );
+    }
 }
 
 /// `GET /registry/token` on kiln with `query` and, when given, Basic credentials with `password`.

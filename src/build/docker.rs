@@ -135,6 +135,9 @@ pub struct BuildFailure {
     pub context_sent: Option<Instant>,
 }
 
+/// How many times a build runs when the classic builder loses a cached image (see [`build_image`]).
+const LOST_IMAGE_ATTEMPTS: u32 = 3;
+
 /// Builds the context with BuildKit or the classic builder (`options.builder`), its tar streamed
 /// from `context` while the daemon reads it, every output line streamed into the build log.
 /// Returns the image id; any error in the stream is the build's failure reason.
@@ -145,19 +148,23 @@ pub async fn build_image(
     log: &mut BuildLog,
 ) -> Result<Built, BuildFailure> {
     let mut context_sent = None;
-    let result = build_once(docker, context, options, log, &mut context_sent).await;
-    let result = match result {
-        // The classic builder can lose an image it has just taken from its cache when that image
-        // is removed meanwhile (another build's clean-up, `docker image prune`; moby/moby#18976).
-        // Nothing in the build was wrong: it runs once more, and the cache entry is gone by then.
-        Err(e) if e.starts_with("unable to find image") => {
-            log.line(&format!(
-                "The Docker daemon lost a cached image during the build ({e}); building again."
-            ))
-            .await;
-            build_once(docker, context, options, log, &mut context_sent).await
+    let mut attempt = 1;
+    let result = loop {
+        match build_once(docker, context, options, log, &mut context_sent).await {
+            // The classic builder can lose an image while it looks through its cache, when that
+            // image is removed meanwhile (another build's clean-up, `docker image prune`;
+            // moby/moby#18976); for a `FROM scratch` step it looks through every image without a
+            // parent, which every BuildKit-built image is. Nothing in the build was wrong: it
+            // runs again, and that image is gone by then.
+            Err(e) if e.starts_with("unable to find image") && attempt < LOST_IMAGE_ATTEMPTS => {
+                attempt += 1;
+                log.line(&format!(
+                    "The Docker daemon lost a cached image during the build ({e}); building again."
+                ))
+                .await;
+            }
+            other => break other,
         }
-        other => other,
     };
     result.map_err(|reason| BuildFailure {
         reason,
