@@ -1,5 +1,5 @@
-//! A build's life beyond the happy path: cancel stops the Docker build (container killed and removed,
-//! nothing pushed, nothing announced), kiln killed mid-build runs it again exactly once (attempt 2),
+//! A build's life beyond the happy path: cancel stops the Docker build (its step killed under either
+//! builder, a classic step's container removed; nothing pushed, nothing announced), kiln killed mid-build runs it again exactly once (attempt 2),
 //! SIGTERM lets running builds finish within the grace period or queues them again, and the queue keeps
 //! the per-repository limit and is fair between repositories.
 //! Real dockerd, real Distribution registry, real git repos, the real kiln (in process, or its binary
