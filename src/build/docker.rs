@@ -198,24 +198,20 @@ async fn build_once(
     // password only (a kiln-signed token cannot be offered there; the images it would pull are
     // pulled into the local store before the build, see `pull_missing_base_images`).
     let mut credentials = o.registry_credentials.clone();
-    let build_args;
+    let mut build_args = o.build_args.clone();
     match o.builder {
         Builder::BuildKit => {
             // The image's config carries its cache keys: a later build given it as
             // `cache_from` (pulled into an empty store) reuses its steps.
-            let mut args = o.build_args.clone();
-            args.insert("BUILDKIT_INLINE_CACHE".into(), "1".into());
-            build_args = args;
+            build_args.insert("BUILDKIT_INLINE_CACHE".into(), "1".into());
             credentials.retain(|_, c| c.username.is_some() && c.password.is_some());
             let session = format!("kiln-{}", uuid::Uuid::new_v4().simple());
             options = options
-                .buildargs(&build_args)
                 .version(BuilderVersion::BuilderBuildKit)
                 .session(&session);
         }
         Builder::Classic => {
             options = options
-                .buildargs(&o.build_args)
                 .rm(true)
                 .forcerm(true)
                 .version(BuilderVersion::BuilderV1);
@@ -228,7 +224,7 @@ async fn build_once(
             }
         }
     }
-    let options = options.build();
+    let options = options.buildargs(&build_args).build();
     let started = Instant::now();
     let ContextStream {
         chunks,
@@ -487,11 +483,8 @@ pub fn build_credentials(
 ) -> HashMap<String, DockerCredentials> {
     use crate::http::auth::{Caller, Role};
     use crate::registry::token::{Requester, Scope, ScopeKind, grant};
-    let prefix = format!("{}/", config.registry);
-    let scopes: Vec<Scope> = base_images
-        .iter()
-        .filter_map(|image| image.strip_prefix(&prefix))
-        .map(|name| {
+    let scopes: Vec<Scope> = in_registry(&config.registry, base_images)
+        .map(|(_, name)| {
             let name = name.split_once('@').map_or(name, |(n, _)| n);
             match name.rsplit_once(':') {
                 Some((n, tag)) if !tag.contains('/') => n,
@@ -612,9 +605,8 @@ pub async fn pull_missing_base_images(
     let Some(credentials) = credentials.get(registry) else {
         return Ok(());
     };
-    let prefix = format!("{registry}/");
-    for image in base_images {
-        if !image.starts_with(&prefix) || image.contains('$') {
+    for (image, _) in in_registry(registry, base_images) {
+        if image.contains('$') {
             continue;
         }
         let image = pull_reference(image);
@@ -627,6 +619,18 @@ pub async fn pull_missing_base_images(
             .map_err(|e| format!("cannot pull the base image {image}: {e}"))?;
     }
     Ok(())
+}
+
+/// The images of `images` in the registry `registry` (`host:port`), each with its path there
+/// (`registry/red/base:1` → `red/base:1`).
+fn in_registry<'a>(
+    registry: &str,
+    images: &'a [String],
+) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+    let prefix = format!("{registry}/");
+    images
+        .iter()
+        .filter_map(move |image| Some((image.as_str(), image.strip_prefix(&prefix)?)))
 }
 
 /// An image name as `docker pull` takes it: `:latest` when it names neither a tag nor a digest

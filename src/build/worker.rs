@@ -677,17 +677,18 @@ async fn execute(
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     let in_dockerfile = builder == Builder::Classic && context.label(&settings.target, &pairs);
+    let base_images = context.base_images();
     let base_credentials = docker::build_credentials(
         &app.config,
         &app.registry_tokens,
         &build.namespace,
-        &context.base_images(),
+        &base_images,
     );
     if builder == Builder::BuildKit {
         docker::pull_missing_base_images(
             &docker,
             &app.config.registry,
-            &context.base_images(),
+            &base_images,
             &base_credentials,
             log,
         )
