@@ -64,7 +64,8 @@ pub struct ContextSummary {
 }
 
 /// A build context checked against the commit: the Dockerfile and the context directory exist.
-/// Of the tree's files only the Dockerfile is read yet: [`ContextPlan::stream`] writes the tar.
+/// Of the tree's files only the Dockerfile and the `.dockerignore` are read yet:
+/// [`ContextPlan::stream`] writes the tar.
 #[derive(Debug, Clone)]
 pub struct ContextPlan {
     mirror: PathBuf,
@@ -74,9 +75,9 @@ pub struct ContextPlan {
     dockerfile_content: Vec<u8>,
     /// The Dockerfile's path inside the context dir, when it lies there.
     inside: Option<String>,
-    /// The context's `.dockerignore` lists the Dockerfile or itself: the tar carries them anyway
-    /// (the daemon reads them), and only the daemon's own `.dockerignore` keeps them out of `COPY`.
-    lists_sent_files: bool,
+    /// The context's `.dockerignore`, read once: it decides what the tar carries, and whether the
+    /// build needs the daemon to apply it ([`ContextPlan::needs_daemon_dockerignore`]).
+    ignore: DockerIgnore,
     /// The Dockerfile the daemon builds instead of the rule's, with kiln's labels (see
     /// [`ContextPlan::label`]).
     generated: Option<String>,
@@ -174,10 +175,6 @@ pub fn plan_context(
             .map(str::to_string)
     };
     let ignore = read_dockerignore(repo, &repo.find_tree(context_tree)?)?;
-    let lists_sent_files = ignore.is_excluded(DOCKERIGNORE)
-        || inside
-            .as_deref()
-            .is_some_and(|path| ignore.is_excluded(path));
     Ok(ContextPlan {
         mirror: mirror.to_path_buf(),
         mtime,
@@ -187,7 +184,7 @@ pub fn plan_context(
             .clone()
             .unwrap_or_else(|| OUTSIDE_DOCKERFILE.to_string()),
         inside,
-        lists_sent_files,
+        ignore,
         generated: None,
     })
 }
@@ -237,12 +234,14 @@ impl ContextPlan {
     /// outside the context directory (sent as `.kiln.Dockerfile`), or a Dockerfile or
     /// `.dockerignore` that the context's `.dockerignore` lists.
     pub fn needs_daemon_dockerignore(&self) -> Option<&'static str> {
-        if self.inside.is_none() {
-            Some("the Dockerfile lies outside the build context")
-        } else if self.lists_sent_files {
-            Some("the context's .dockerignore lists the Dockerfile or itself")
-        } else {
-            None
+        match &self.inside {
+            None => Some("the Dockerfile lies outside the build context"),
+            Some(dockerfile)
+                if self.ignore.is_excluded(DOCKERIGNORE) || self.ignore.is_excluded(dockerfile) =>
+            {
+                Some("the context's .dockerignore lists the Dockerfile or itself")
+            }
+            Some(_) => None,
         }
     }
 
@@ -290,15 +289,14 @@ impl ContextPlan {
     pub fn write_tar<W: Write>(&self, out: W) -> Result<ContextSummary, ContextError> {
         let repo = Repository::open_bare(&self.mirror)?;
         let context_tree = repo.find_tree(self.context_tree)?;
-        let ignore = read_dockerignore(&repo, &context_tree)?;
-        for pattern in ignore.invalid_patterns() {
+        for pattern in self.ignore.invalid_patterns() {
             tracing::warn!(%pattern, "the .dockerignore has an invalid pattern; it is ignored");
         }
         let odb = repo.odb()?;
         let mut writer = ContextWriter {
             repo: &repo,
             odb: &odb,
-            ignore,
+            ignore: &self.ignore,
             always_sent: self.inside.clone().unwrap_or_default(),
             extra_ignore_line: self.sends_own_dockerfile().then_some(OUTSIDE_DOCKERFILE),
             builder: tar::Builder::new(CountingWriter {
@@ -430,7 +428,7 @@ fn normalise(path: &str) -> Result<String, ContextError> {
 struct ContextWriter<'r, W: Write> {
     repo: &'r Repository,
     odb: &'r Odb<'r>,
-    ignore: DockerIgnore,
+    ignore: &'r DockerIgnore,
     /// The Dockerfile's path in the context ("" when it lies outside): sent even if excluded.
     always_sent: String,
     /// A line to add to the context's `.dockerignore` (the outside Dockerfile's path).
