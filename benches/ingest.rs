@@ -33,6 +33,7 @@
 //! Environment:
 //! - `KILN_BENCH_CONNECTIONS` (default 32), `KILN_BENCH_SECONDS` per round (10),
 //!   `KILN_BENCH_ROUNDS` per server (2), `KILN_BENCH_TIMEOUT_SECS` per request (10);
+//! - `KILN_BENCH_KILN=PATH` runs that kiln binary instead of this build's (to compare two builds);
 //! - `KILN_BENCH_KEEP=1` keeps kiln's data dir (database, `kiln.log`) and prints where it is;
 //! - any other `KILN_*` variable is passed on to `kiln serve` (e.g. `KILN_LOG`, or a tuning knob),
 //!   except the ones the bench sets itself (`KILN_LISTEN`, `KILN_DATA_DIR`, `KILN_DATABASE_URL`,
@@ -335,11 +336,19 @@ async fn wait_answering(what: &str, url: &str) {
     .await;
 }
 
+/// The kiln binary under test: this build's, or `KILN_BENCH_KILN` (another build, to compare two
+/// versions on the same machine in the same conditions).
+fn kiln_binary() -> PathBuf {
+    std::env::var_os("KILN_BENCH_KILN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_kiln")))
+}
+
 /// `kiln serve` on a free port over `data_dir`, its stdout and stderr in `data_dir/kiln.log`.
 async fn start_kiln(data_dir: &Path) -> (Server, String, Vec<String>) {
     let port = support::free_port();
     let log = std::fs::File::create(data_dir.join("kiln.log")).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    let mut cmd = Command::new(kiln_binary());
     cmd.arg("serve")
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default());
@@ -1068,7 +1077,8 @@ async fn main() {
         settings.timeout.as_secs()
     );
     println!(
-        "kiln: `kiln serve` (pid {}), one GitHub source, rule tag v* (the pushes to main build nothing){}",
+        "kiln: `{} serve` (pid {}), one GitHub source, rule tag v* (the pushes to main build nothing){}",
+        kiln_binary().display(),
         kiln.pid(),
         if passed.is_empty() {
             String::new()

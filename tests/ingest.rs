@@ -387,3 +387,60 @@ async fn a_full_ingest_queue_answers_503_with_retry_after_and_loses_nothing() {
     assert_eq!(accepted.len() + busy, 64);
     println!("{} stored, {busy} refused for now", accepted.len());
 }
+
+/// The ingest writer keeps repositories and their rules from one batch to the next while no other
+/// connection writes the database: a rule created, changed or deleted, and a repository hidden or
+/// unhidden through the API, are all seen by the very next delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_and_repository_changes_are_seen_by_the_next_delivery() {
+    let registry = Registry::start();
+    let kiln = Kiln::start(&registry, &[]).await;
+    let secret = kiln.ci_repo("acme", "widget", CLONE_URL).await;
+    let mut pushes = 0;
+    // Each push is a new commit (a new body: the same body again would be a replay). Returns the
+    // builds it queued.
+    let mut push = async || {
+        pushes += 1;
+        let commit = format!("{pushes:040x}");
+        let payload = github_push_payload(CLONE_URL, "refs/heads/main", ZERO_SHA, &commit, false);
+        let (s, body) = kiln
+            .github_hook("push", &new_delivery_id(), &secret, &payload)
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{body}");
+        body["builds"].as_array().expect("builds").len()
+    };
+    assert_eq!(push().await, 0, "no rule yet");
+    assert_eq!(push().await, 0, "no rule yet, read from the writer's cache");
+
+    let rule = kiln
+        .rule(
+            "acme",
+            "widget",
+            json!({"type": "branch", "name": "main", "overwrite": true}),
+        )
+        .await;
+    assert_eq!(push().await, 1, "the new rule");
+    let rule_path = format!("/namespaces/acme/repos/widget/rules/{rule}");
+    let (s, body) = kiln.patch(&rule_path, json!({"name": "release"})).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(push().await, 0, "the rule now names another branch");
+    let (s, body) = kiln.patch(&rule_path, json!({"name": "main"})).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(push().await, 1, "the rule names main again");
+
+    let (s, body) = kiln
+        .post("/namespaces/acme/repos/widget/hide", json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(push().await, 0, "a hidden repository builds nothing");
+    let (s, body) = kiln
+        .post("/namespaces/acme/repos/widget/unhide", json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(push().await, 1, "unhidden");
+
+    let (s, body) = kiln.delete(&rule_path).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(push().await, 0, "the rule is gone");
+    assert_eq!(events(&kiln, "acme", "widget").await.len(), pushes);
+}

@@ -1,7 +1,5 @@
 use std::collections::HashSet;
 
-use sqlx::AssertSqlSafe;
-
 use super::now;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -72,47 +70,41 @@ pub async fn payload(db: &super::Db, event_id: &str) -> Result<Option<Vec<u8>>, 
     .transpose()
 }
 
-/// Rows per INSERT: 13 parameters each, far below SQLite's 32,766.
-const ROWS_PER_INSERT: usize = 500;
-
-/// Stores the events in as few statements as it can (group commit: one round trip to SQLite for a
-/// whole batch) and returns the ids of those stored. An event whose delivery was stored already for
-/// its repository (a redelivery, or the same delivery twice in `events`), or whose body was (a replay
-/// under a new delivery id), is left out: the first wins.
-pub async fn insert_new_many(
-    tx: &mut sqlx::SqliteConnection,
+/// Stores the events with one prepared statement, stepped per row on the caller's thread (the
+/// ingest writer's, on its connection's handle: see `ingest`), and returns the ids of those stored.
+/// An event whose delivery was stored already for its repository (a redelivery, or the same
+/// delivery twice in `events`), or whose body was (a replay under a new delivery id), is left out:
+/// the first wins.
+pub fn insert_new(
+    sqlite: &rusqlite::Connection,
     events: &[NewEvent<'_>],
-) -> Result<HashSet<String>, sqlx::Error> {
+) -> rusqlite::Result<HashSet<String>> {
     let mut stored = HashSet::with_capacity(events.len());
     let received_at = now();
-    for chunk in events.chunks(ROWS_PER_INSERT) {
-        let mut sql = String::from(
-            "INSERT INTO events (id, repository_id, provider, delivery_id, kind, git_ref, commit_sha, outcome, plan, payload, payload_encoding, body_sha256, received_at) VALUES ",
-        );
-        for i in 0..chunk.len() {
-            sql.push_str(if i == 0 { "" } else { ", " });
-            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    // No conflict target: both unique keys count (the delivery id, and the body's digest).
+    let mut insert = sqlite.prepare(
+        "INSERT INTO events (id, repository_id, provider, delivery_id, kind, git_ref, commit_sha, outcome, plan, payload, payload_encoding, body_sha256, received_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) ON CONFLICT DO NOTHING",
+    )?;
+    for e in events {
+        let inserted = insert.execute(rusqlite::params![
+            e.id,
+            e.repository_id,
+            e.provider,
+            e.delivery_id,
+            e.kind,
+            e.git_ref,
+            e.commit_sha,
+            e.outcome,
+            e.plan,
+            &e.payload.0[..],
+            StoredPayload::ENCODING,
+            e.body_sha256,
+            &received_at,
+        ])?;
+        if inserted == 1 {
+            stored.insert(e.id.to_string());
         }
-        // No conflict target: both unique keys count (the delivery id, and the body's digest).
-        sql.push_str(" ON CONFLICT DO NOTHING RETURNING id");
-        let mut q = sqlx::query_as::<_, (String,)>(AssertSqlSafe(sql));
-        for e in chunk {
-            q = q
-                .bind(e.id)
-                .bind(e.repository_id)
-                .bind(e.provider)
-                .bind(e.delivery_id)
-                .bind(e.kind)
-                .bind(e.git_ref)
-                .bind(e.commit_sha)
-                .bind(e.outcome)
-                .bind(e.plan)
-                .bind(&e.payload.0)
-                .bind(StoredPayload::ENCODING)
-                .bind(e.body_sha256)
-                .bind(&received_at);
-        }
-        stored.extend(q.fetch_all(&mut *tx).await?.into_iter().map(|(id,)| id));
     }
     Ok(stored)
 }
