@@ -427,9 +427,10 @@ impl Writer {
                 sqlite.execute_batch("BEGIN IMMEDIATE")?;
                 let version = sqlite.query_row("PRAGMA data_version", [], |r| r.get(0))?;
                 repos.keep_if_unchanged(version);
-                match repos.missing(jobs).is_empty() {
-                    true => insert_batch(sqlite, repos, jobs).map(Some),
-                    false => Ok(None),
+                if repos.missing(jobs).is_empty() {
+                    insert_batch(sqlite, repos, jobs).map(Some)
+                } else {
+                    Ok(None)
                 }
             })?
         };
@@ -451,13 +452,12 @@ impl Writer {
             }
         };
         let mut stored = vec![Stored::default(); jobs.len()];
-        for (i, p) in planned {
-            let d = &jobs[i].delivery;
+        // Only what `insert_batch` left to do (nothing, when it committed).
+        for (i, p) in planned.iter().filter(|(_, p)| p.follows_up(&ids)) {
+            let (i, d) = (*i, &jobs[*i].delivery);
             if ids.contains(&p.event_id) {
-                if !p.builds.is_empty() {
-                    let ids = queue_builds(&mut self.conn, &self.registry, &p).await?;
-                    stored[i].build_ids.extend(ids);
-                }
+                let ids = queue_builds(&mut self.conn, &self.registry, p).await?;
+                stored[i].build_ids.extend(ids);
             } else {
                 db::events::count_duplicate(
                     &mut self.conn,
@@ -576,9 +576,7 @@ fn insert_batch(
         .collect();
     let stored = db::events::insert_new(sqlite, &rows)?;
     drop(rows);
-    let rest = planned
-        .iter()
-        .any(|(_, p)| !stored.contains(&p.event_id) || !p.builds.is_empty());
+    let rest = planned.iter().any(|(_, p)| p.follows_up(&stored));
     if !rest {
         sqlite.execute_batch("COMMIT")?;
     }
@@ -663,6 +661,12 @@ struct PlannedEvent {
 }
 
 impl PlannedEvent {
+    /// Whether the transaction has more to do for this event after the inserts: queue its builds
+    /// (stored, with builds planned), or count a redelivery (not stored).
+    fn follows_up(&self, stored: &HashSet<String>) -> bool {
+        !stored.contains(&self.event_id) || !self.builds.is_empty()
+    }
+
     fn row<'a>(
         &'a self,
         d: &'a Delivery,
