@@ -17,7 +17,7 @@ use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use support::kiln::{ADMIN_TOKEN, Kiln};
 use support::{GitRepo, Registry, docker_build_and_push, github_push_payload, wait_until};
 use tokio::io::AsyncWriteExt;
@@ -453,8 +453,16 @@ where
     }
 }
 
+/// The digest of the image [`pushed`] pushes for `seed`.
 fn digest_of(seed: &str) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(seed.as_bytes())))
+    support::seeded_manifest(seed).2
+}
+
+/// Pushes the image of `seed` to the real registry as `repository:tag` and returns the registry's
+/// notification of that push (kiln checks a notified tag against the registry before it records it).
+async fn pushed(registry: &Registry, repository: &str, tag: &str, seed: &str) -> Value {
+    let digest = registry.put_manifest(repository, tag, seed).await;
+    manifest_push(repository, tag, &digest)
 }
 
 /// The captured registry event, made into a push of `repository:tag` at `digest` with a new id.
@@ -983,8 +991,8 @@ async fn a_receiver_failing_twice_gets_the_event_once_and_every_attempt_is_recor
     )
     .await;
 
-    let digest = digest_of("retry");
-    registry_notifies(&kiln.url, vec![manifest_push("acme/api", "v1", &digest)]).await;
+    let push = pushed(&registry, "acme/api", "v1", "retry").await;
+    registry_notifies(&kiln.url, vec![push]).await;
 
     // Flaky: three attempts, one message, exactly one success.
     let list = all_finished(&kiln, "acme", "api", &id(&flaky), 1).await;
@@ -1133,7 +1141,7 @@ async fn a_hanging_receiver_times_out_without_delaying_another_subscriber() {
 
     registry_notifies(
         &kiln.url,
-        vec![manifest_push("acme/api", "v1", &digest_of("hang"))],
+        vec![pushed(&registry, "acme/api", "v1", "hang").await],
     )
     .await;
 
@@ -1266,7 +1274,7 @@ async fn test_events_and_redelivery_work() {
     // Redeliver a delivered image event: the same message (same webhook-id, same body) again.
     registry_notifies(
         &kiln.url,
-        vec![manifest_push("acme/api", "v1", &digest_of("redeliver"))],
+        vec![pushed(&registry, "acme/api", "v1", "redeliver").await],
     )
     .await;
     let list = all_finished(&kiln, "acme", "api", &id(&hook), 2).await;
@@ -1307,7 +1315,7 @@ async fn test_events_and_redelivery_work() {
     .await;
     registry_notifies(
         &kiln.url,
-        vec![manifest_push("acme/api", "v2", &digest_of("redeliver-2"))],
+        vec![pushed(&registry, "acme/api", "v2", "redeliver-2").await],
     )
     .await;
     let failed = all_finished(&kiln, "acme", "api", &id(&flaky), 1).await[0].clone();
@@ -1379,9 +1387,9 @@ async fn filters_choose_what_each_subscription_gets() {
     registry_notifies(
         &kiln.url,
         vec![
-            manifest_push("acme/api", "v1", &digest_of("f-v1")),
-            manifest_push("acme/api", "main", &digest_of("f-main")),
-            manifest_push("acme/api", "v1.2", &digest_of("f-v1.2")),
+            pushed(&registry, "acme/api", "v1", "f-v1").await,
+            pushed(&registry, "acme/api", "main", "f-main").await,
+            pushed(&registry, "acme/api", "v1.2", "f-v1.2").await,
         ],
     )
     .await;
@@ -1422,15 +1430,15 @@ async fn filters_choose_what_each_subscription_gets() {
         assert!(receiver.hits(path).is_empty(), "{path} got something");
     }
 
-    // An unchanged tag is not news; a moved one is, to every subscriber it matches.
-    registry_notifies(
-        &kiln.url,
-        vec![
-            manifest_push("acme/api", "v1", &digest_of("f-v1")),
-            manifest_push("acme/api", "v1", &digest_of("f-v1-moved")),
-        ],
-    )
-    .await;
+    // An unchanged tag is not news (the same image pushed again); a moved one is, to every
+    // subscriber it matches; the notice of the first push, come late, is not news either.
+    let first = pushed(&registry, "acme/api", "v1", "f-v1").await;
+    registry_notifies(&kiln.url, vec![first.clone()]).await;
+    assert_eq!(count(&all).await, 3);
+    let moved = pushed(&registry, "acme/api", "v1", "f-v1-moved").await;
+    let mut late = first;
+    late["id"] = json!(uuid::Uuid::new_v4().to_string());
+    registry_notifies(&kiln.url, vec![moved, late]).await;
     assert_eq!(count(&all).await, 4);
     assert_eq!(count(&glob).await, 3);
     assert_eq!(count(&regex).await, 2);
@@ -1497,7 +1505,7 @@ async fn filters_choose_what_each_subscription_gets() {
     assert_eq!(s, StatusCode::NO_CONTENT);
     registry_notifies(
         &kiln.url,
-        vec![manifest_push("acme/api", "dev-7", &digest_of("f-dev"))],
+        vec![pushed(&registry, "acme/api", "dev-7", "f-dev").await],
     )
     .await;
     assert_eq!(
@@ -1541,12 +1549,11 @@ async fn registry_events_are_accepted_while_deliveries_are_recorded() {
     // delivery worker records attempts meanwhile.
     let mut refused = vec![];
     for round in 0..10 {
-        let events: Vec<Value> = (0..5)
-            .map(|i| {
-                let tag = format!("r{round}-{i}");
-                manifest_push("acme/api", &tag, &digest_of(&tag))
-            })
-            .collect();
+        let mut events: Vec<Value> = Vec::new();
+        for i in 0..5 {
+            let tag = format!("r{round}-{i}");
+            events.push(pushed(&registry, "acme/api", &tag, &tag).await);
+        }
         let (status, text) = post_envelope(&kiln.url, &events).await;
         if status != StatusCode::OK {
             refused.push(format!(
@@ -1616,7 +1623,7 @@ async fn without_the_allow_list_internal_addresses_are_refused_and_never_sent_to
     }
     registry_notifies(
         &kiln.url,
-        vec![manifest_push("acme/api", "v1", &digest_of("guard"))],
+        vec![pushed(&registry, "acme/api", "v1", "guard").await],
     )
     .await;
     for (hook, (name, url, host, kind)) in hooks.iter().zip(&targets) {
@@ -1709,7 +1716,7 @@ async fn a_refused_destination_fails_after_one_attempt_saying_why_while_others_r
     .await;
     registry_notifies(
         &kiln.url,
-        vec![manifest_push("acme/api", "v1", &digest_of("refused"))],
+        vec![pushed(&registry, "acme/api", "v1", "refused").await],
     )
     .await;
 
@@ -1794,15 +1801,18 @@ async fn pending_deliveries_are_sent_after_a_restart() {
         json!({"name": "later", "url": format!("http://127.0.0.1:{port}/later"), "secret": secret}),
     )
     .await;
-    let pushes: Vec<Value> = (0..5)
-        .map(|i| {
-            manifest_push(
+    let mut pushes: Vec<Value> = Vec::new();
+    for i in 0..5 {
+        pushes.push(
+            pushed(
+                &registry,
                 "acme/api",
                 &format!("r{i}"),
-                &digest_of(&format!("restart {i}")),
+                &format!("restart {i}"),
             )
-        })
-        .collect();
+            .await,
+        );
+    }
     registry_notifies(&kiln.url, pushes).await;
     let hook_id = id(&hook);
     wait_until("every delivery tried once", WAIT, || async {
@@ -2017,7 +2027,7 @@ async fn a_kiln_killed_during_an_attempt_delivers_after_the_restart() {
     let secret = hook["secret"].as_str().unwrap().to_string();
     registry_notifies(
         &kp.url,
-        vec![manifest_push("acme/api", "v1", &digest_of("killed"))],
+        vec![pushed(&registry, "acme/api", "v1", "killed").await],
     )
     .await;
     receiver.wait_hits("/slow", 1).await;
@@ -2082,7 +2092,7 @@ async fn the_secret_appears_in_no_api_answer_and_no_log_line() {
 
     registry_notifies(
         &kp.url,
-        vec![manifest_push("acme/api", "v1", &digest_of("secret"))],
+        vec![pushed(&registry, "acme/api", "v1", "secret").await],
     )
     .await;
     let d1 = kp.deliveries(&one_id).await[0].clone();

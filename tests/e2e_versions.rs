@@ -116,6 +116,90 @@ async fn docker_push_creates_versions_and_an_overwritten_tag_keeps_its_history()
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 }
 
+/// The registry retries a notification kiln missed (kiln was down, or answered 5xx), so one can come
+/// after the tag has moved on: recording it would move the tag back and announce the old image again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_late_registry_notification_never_moves_a_tag_back() {
+    let (registry, kiln) = Kiln::start_notified(&[]).await;
+    kiln.post("/namespaces", json!({"name": "acme"})).await;
+    kiln.post("/namespaces/acme/repos", json!({"name": "plain"}))
+        .await;
+    let receiver = support::RecordingServer::start().await;
+    let (s, hook) = kiln
+        .post(
+            "/namespaces/acme/repos/plain/webhooks",
+            json!({"name": "watch", "url": receiver.url, "events": ["image.pushed"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{hook}");
+    let unique = format!("{:?}", std::time::SystemTime::now());
+    let d1 = push_by_hand(&registry, "acme/plain", "1.0", &format!("one {unique}")).await;
+    wait_version(&kiln, "acme", "plain", "1.0", &d1).await;
+    let d2 = push_by_hand(&registry, "acme/plain", "1.0", &format!("two {unique}")).await;
+    wait_version(&kiln, "acme", "plain", "1.0", &d2).await;
+
+    // The first push's notification again, as the registry's retry sends it: a new event id.
+    let mut envelope: Value =
+        serde_json::from_slice(&std::fs::read("tests/data/registry/manifest-push.json").unwrap())
+            .unwrap();
+    let event = &mut envelope["events"][0];
+    event["id"] = json!(support::new_delivery_id());
+    event["target"]["repository"] = json!("acme/plain");
+    event["target"]["tag"] = json!("1.0");
+    event["target"]["digest"] = json!(d1);
+    let r = reqwest::Client::new()
+        .post(format!("{}/registry/events", kiln.url))
+        .bearer_auth(EVENTS_TOKEN)
+        .json(&envelope)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["new_versions"], 0, "{answer}");
+
+    let (_, v) = kiln.get("/namespaces/acme/repos/plain/versions/1.0").await;
+    assert_eq!(
+        v["digest"], d2,
+        "the tag stays where the registry has it: {v}"
+    );
+    assert_eq!(v["history"].as_array().unwrap().len(), 1, "{v}");
+    // Announced once per digest, the late notice not at all (it would be queued with the version).
+    let hook_id = hook["id"].as_str().unwrap();
+    let (s, list) = kiln
+        .get(&format!(
+            "/namespaces/acme/repos/plain/webhooks/{hook_id}/deliveries?limit=200"
+        ))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{list}");
+    let events: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, ["image.pushed", "image.pushed"], "{list}");
+    wait_until(
+        "both announcements at the receiver",
+        Duration::from_secs(30),
+        || async { receiver.requests().len() >= 2 },
+    )
+    .await;
+    let mut announced: Vec<String> = receiver
+        .requests()
+        .iter()
+        .map(|r| r.json()["digest"].as_str().unwrap().to_string())
+        .collect();
+    announced.sort();
+    let mut expected = vec![d1.clone(), d2.clone()];
+    expected.sort();
+    assert_eq!(announced, expected);
+
+    // A notification of what the registry holds is still recorded (the check is not a blanket no).
+    let d3 = push_by_hand(&registry, "acme/plain", "2.0", &format!("three {unique}")).await;
+    wait_version(&kiln, "acme", "plain", "2.0", &d3).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_build_records_a_build_version_and_the_registry_echo_does_not_change_it() {
     let (_registry, kiln) = Kiln::start_notified(&[]).await;

@@ -27,6 +27,8 @@ pub struct RegistryClient {
     /// Without basic credentials: kiln answers a registry's Bearer challenge with a token it
     /// signs for itself (the registry trusts kiln as its token server).
     self_tokens: Option<Arc<SelfTokens>>,
+    /// Held by a sync of versions with this registry ([`RegistryClient::sync_turn`]).
+    syncing: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Tokens kiln issued to itself, per scope, reused until shortly before they expire.
@@ -55,7 +57,14 @@ impl RegistryClient {
             password,
             page_size: DEFAULT_PAGE_SIZE,
             self_tokens: None,
+            syncing: Arc::default(),
         })
+    }
+
+    /// Waits for the turn to sync versions with this registry: one sync at a time, so one that
+    /// started earlier (the one at start) cannot write what it read after a later one has run.
+    pub async fn sync_turn(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.syncing.clone().lock_owned().await
     }
 
     /// Answers the registry's Bearer challenges with tokens `issuer` signs (unless basic

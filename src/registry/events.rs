@@ -1,5 +1,8 @@
 //! `POST /registry/events`: the CNCF Distribution notification envelope. A manifest push with a tag
-//! becomes an image version (source `push`, unless a build of that tag is running: the build records it).
+//! becomes an image version (source `push`, unless a build of that tag is running: the build records it),
+//! provided the registry still holds that digest under that tag: a late notification is not recorded.
+
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -27,6 +30,12 @@ const MANIFEST_TYPES: &[&str] = &[
     "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.oci.image.index.v1+json",
 ];
+
+/// How long the registry is told to wait when kiln cannot read a notified tag back from it.
+const REGISTRY_RETRY_SECS: u64 = 30;
+
+/// How long a notified tag may take to point at the notified manifest in the registry.
+const TAG_LINK_WAIT: Duration = Duration::from_secs(3);
 
 /// Largest envelope accepted (the registry sends small batches).
 const MAX_ENVELOPE: usize = 5 * 1024 * 1024;
@@ -199,6 +208,13 @@ async fn apply_push(app: &App, push: &ManifestPush) -> ApiResult<bool> {
     if db::builds::running_with_tag(&app.db, &repo.id, &push.tag).await? {
         return Ok(false); // kiln's own push: the build records the version when it ends
     }
+    // A notification can arrive long after its push: the registry retries the ones kiln missed
+    // while it was down, by which time the tag may have moved on (a later build, a later push).
+    // Only what the registry holds now is recorded, so a late notice never moves a tag back.
+    let name = format!("{}/{}", push.namespace, push.repository);
+    if !registry_holds(app, &name, push).await? {
+        return Ok(false);
+    }
     let recorded = crate::versions::record(
         app,
         &NewVersion {
@@ -217,6 +233,45 @@ async fn apply_push(app: &App, push: &ManifestPush) -> ApiResult<bool> {
         tracing::info!(repo = %format!("{}/{}", push.namespace, push.repository), "docker push unhid the repository");
     }
     Ok(new)
+}
+
+/// Whether the registry holds the notified digest under the notified tag now. The registry sends a
+/// push's notification once the manifest is stored but may link the tag to it a moment later, so a
+/// tag that does not (yet) point at it is read again for up to [`TAG_LINK_WAIT`] before the
+/// notification is taken for a stale one. A registry kiln cannot read is a 503: it sends again.
+async fn registry_holds(app: &App, name: &str, push: &ManifestPush) -> ApiResult<bool> {
+    let deadline = tokio::time::Instant::now() + TAG_LINK_WAIT;
+    let mut pause = Duration::from_millis(25);
+    loop {
+        let now = app
+            .registry
+            .manifest_digest(name, &push.tag)
+            .await
+            .map_err(|e| {
+                tracing::warn!(repo = %name, tag = %push.tag, error = %format!("{e:#}"), "cannot check a registry notification against the registry");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "registry_unavailable",
+                    "cannot read the tag back from the registry; retry later",
+                )
+                .retry_after(REGISTRY_RETRY_SECS)
+            })?;
+        if now.as_deref() == Some(push.digest.as_str()) {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() + pause > deadline {
+            tracing::info!(
+                repo = %name,
+                tag = %push.tag,
+                notified = %push.digest,
+                registry = now.as_deref().unwrap_or("no such tag"),
+                "registry notification is stale: the tag has moved on since; not recorded"
+            );
+            return Ok(false);
+        }
+        tokio::time::sleep(pause).await;
+        pause *= 2;
+    }
 }
 
 /// The kiln repository for a registry name: created as a plain repository on first push when its

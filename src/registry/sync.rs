@@ -21,6 +21,7 @@ pub struct SyncReport {
 }
 
 pub async fn sync_all(app: &App) -> anyhow::Result<SyncReport> {
+    let _turn = app.registry.sync_turn().await;
     let mut report = SyncReport::default();
     for name in app.registry.catalog().await? {
         let Some((ns, repo_name)) = name.split_once('/').filter(|(_, r)| !r.contains('/')) else {

@@ -740,6 +740,65 @@ impl Registry {
             .unwrap_or_else(|e| panic!("GET {url}: {e}"))
     }
 
+    /// Pushes a layerless image (an image config naming `seed`, and a Docker v2 manifest of it) as
+    /// `repo:tag` over the registry's HTTP API, as `docker push` would without a daemon, and returns
+    /// its digest ([`seeded_manifest`]'s). The registry notifies its endpoints of the push.
+    pub async fn put_manifest(&self, repo: &str, tag: &str, seed: &str) -> String {
+        let (config, manifest, digest) = seeded_manifest(seed);
+        let config_digest = format!("sha256:{}", hex::encode(Sha256::digest(&config)));
+        let start = format!("{}/v2/{repo}/blobs/uploads/", self.url);
+        let response = self
+            .authed(http_client().post(&start))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .unwrap_or_else(|e| panic!("POST {start}: {e}"));
+        let location = response
+            .headers()
+            .get("Location")
+            .and_then(|l| l.to_str().ok())
+            .unwrap_or_else(|| panic!("POST {start}: no Location"))
+            .to_string();
+        let location = if location.starts_with('/') {
+            format!("{}{location}", self.url)
+        } else {
+            location
+        };
+        let separator = if location.contains('?') { '&' } else { '?' };
+        let upload = format!("{location}{separator}digest={config_digest}");
+        self.authed(http_client().put(&upload))
+            .header("Content-Type", "application/octet-stream")
+            .body(config)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .unwrap_or_else(|e| panic!("PUT {upload}: {e}"));
+        let url = format!("{}/v2/{repo}/manifests/{tag}", self.url);
+        let response = self
+            .authed(http_client().put(&url))
+            .header(
+                "Content-Type",
+                "application/vnd.docker.distribution.manifest.v2+json",
+            )
+            .body(manifest)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("PUT {url}: {e}"));
+        let status = response.status();
+        let said = response
+            .headers()
+            .get("Docker-Content-Digest")
+            .and_then(|d| d.to_str().ok())
+            .map(str::to_string);
+        assert!(
+            status.is_success(),
+            "PUT {url}: {status}: {}",
+            response.text().await.unwrap_or_default()
+        );
+        assert_eq!(said.as_deref(), Some(digest.as_str()), "PUT {url}");
+        digest
+    }
+
     /// The bytes of blob `digest` of `repo` (a layer, an image config).
     pub async fn blob(&self, repo: &str, digest: &str) -> Vec<u8> {
         let url = format!("{}/v2/{repo}/blobs/{digest}", self.url);
@@ -1285,6 +1344,32 @@ pub fn step_output(line: &str) -> &str {
 /// (the daemon's BuildKit keeps its cache across test runs, apart from the images).
 pub fn fresh_from(base: &str) -> String {
     format!("FROM {base}\nENV KILN_TEST_RUN={}\n", new_delivery_id())
+}
+
+/// The image [`Registry::put_manifest`] pushes for `seed`: its config's bytes, its manifest's bytes
+/// and the manifest's digest. The same seed makes the same bytes, so a test knows a digest before
+/// (or without) pushing it.
+pub fn seeded_manifest(seed: &str) -> (Vec<u8>, Vec<u8>, String) {
+    let config = serde_json::to_vec(&json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Labels": {"kiln.test.seed": seed}},
+        "rootfs": {"type": "layers", "diff_ids": []},
+    }))
+    .unwrap();
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {
+            "mediaType": "application/vnd.docker.container.image.v1+json",
+            "size": config.len(),
+            "digest": format!("sha256:{}", hex::encode(Sha256::digest(&config))),
+        },
+        "layers": [],
+    }))
+    .unwrap();
+    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&manifest)));
+    (config, manifest, digest)
 }
 
 /// A new `X-GitHub-Delivery` id (a UUID, as GitHub sends).
