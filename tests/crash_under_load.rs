@@ -429,8 +429,10 @@ async fn kiln_killed_at_random_under_load_loses_nothing_and_duplicates_nothing()
                 continue;
             }
             if ids.len() > 1 {
+                // Each message whole: its source (a build, a push) and times say which path sent it.
+                let messages: Vec<&Value> = ids.iter().map(|id| &by_id[id][0]).collect();
                 duplicates.push(format!(
-                    "{name}: {event} of {about} was delivered as {} distinct messages: {ids:?}",
+                    "{name}: {event} of {about} was delivered as {} distinct messages: {ids:?}: {messages:#?}",
                     ids.len()
                 ));
             }

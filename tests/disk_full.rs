@@ -192,7 +192,15 @@ async fn a_full_disk_refuses_what_it_cannot_store_corrupts_nothing_and_kiln_resu
     let data_dir = tempfile::tempdir_in(tmpfs.path()).expect("data dir on the tmpfs");
     let db_path = data_dir.path().join("kiln.db");
     // KILN_GIT_ALLOW: for a kiln whose git fetches are guarded, the test's git server is on loopback.
-    let kiln = Kiln::start_in(&registry, &[("KILN_GIT_ALLOW", "127.0.0.1")], data_dir).await;
+    // The classic builder passes a step's whole output on; the daemon's BuildKit clips it past a
+    // rate (200 KiB/s), so whether the loud build below reached the disk's end depended on timing
+    // (it failed 1 run in 5 with the build succeeding).
+    let kiln = Kiln::start_in(
+        &registry,
+        &[("KILN_GIT_ALLOW", "127.0.0.1"), ("KILN_BUILDER", "classic")],
+        data_dir,
+    )
+    .await;
 
     // A repository whose next commit needs 2 MiB of disk to fetch: its mirror is in the data dir.
     let git = GitRepo::new();
