@@ -16,8 +16,19 @@ use crate::registry::client::RegistryClient;
 use crate::registry::token::TokenIssuer;
 use crate::source_index::SourceIndex;
 
+/// The shared state, behind one `Arc`: a handler's copy of it (axum clones the state into every
+/// request) is one reference count, not a copy of each part.
 #[derive(Clone)]
-pub struct App {
+pub struct App(Arc<AppState>);
+
+impl std::ops::Deref for App {
+    type Target = AppState;
+    fn deref(&self) -> &AppState {
+        &self.0
+    }
+}
+
+pub struct AppState {
     pub db: Db,
     pub config: Arc<Config>,
     pub docker: DockerClient,
@@ -70,7 +81,7 @@ impl App {
             .admin_token
             .as_ref()
             .map(|t| auth::hash_token(t.expose_secret()));
-        Ok(App {
+        Ok(App(Arc::new(AppState {
             db,
             docker: DockerClient::from_env(),
             registry,
@@ -86,7 +97,7 @@ impl App {
             registry_tokens,
             rate_limits: Arc::new(crate::rate_limit::RateLimits::new(config.rate_limit)),
             config: Arc::new(config),
-        })
+        })))
     }
 
     /// With no `KILN_ADMIN_TOKEN` and no admin token stored yet, makes one and returns it (to print once).

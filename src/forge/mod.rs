@@ -100,6 +100,13 @@ pub fn verify_hex_hmac(secret: &[u8], body: &[u8], hex_sig: &str) -> bool {
     hmac::verify(&hmac::Key::new(hmac::HMAC_SHA256, secret), body, &sig).is_ok()
 }
 
+/// The hex SHA-256 of a delivery's body (how a replay under a new delivery id is told apart). aws-lc's,
+/// as the HMAC: on CPUs without SHA extensions its assembly is about 3× the portable code.
+pub fn body_sha256_hex(body: &[u8]) -> String {
+    use aws_lc_rs::digest;
+    hex::encode(digest::digest(&digest::SHA256, body).as_ref())
+}
+
 /// The hex HMAC-SHA256 of `body` under `secret`.
 pub fn hex_hmac(secret: &[u8], body: &[u8]) -> String {
     use aws_lc_rs::hmac;
@@ -209,6 +216,28 @@ pub fn display_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_body_digest_is_the_sha256_of_its_bytes() {
+        use sha2::Digest;
+        assert_eq!(
+            body_sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            body_sha256_hex(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        // Every length around the hash's 64-byte blocks and its padding, against the portable code.
+        let body: Vec<u8> = (0..300u32).map(|i| (i * 7 + 3) as u8).collect();
+        for n in 0..body.len() {
+            assert_eq!(
+                body_sha256_hex(&body[..n]),
+                hex::encode(sha2::Sha256::digest(&body[..n])),
+                "{n} bytes"
+            );
+        }
+    }
 
     #[test]
     fn pushed_refs_are_full_short_and_printable() {

@@ -15,7 +15,6 @@ use crate::db::sources::SourceRow;
 use crate::forge::{MalformedPayload, Outcome, Read, git, gitea, github, gitlab};
 use crate::ingest::{Delivery, SubmitError};
 use crate::rate_limit::{self, Peer, Surface};
-use sha2::{Digest, Sha256};
 
 /// Reads at most `limit` bytes of body: 413 beyond.
 async fn read_capped(headers: &HeaderMap, body: Body, limit: usize) -> ApiResult<Bytes> {
@@ -224,7 +223,7 @@ async fn receive(app: &App, forge: &Forge, headers: &HeaderMap, body: Body) -> A
         )
     })?;
     // Replays (the same signed body under a new delivery id) are told apart by the body's digest.
-    let body_sha256 = cpu(&body, |body| hex::encode(Sha256::digest(body))).await?;
+    let body_sha256 = cpu(&body, crate::forge::body_sha256_hex).await?;
     let delivery = delivery_id(
         header(headers, forge.delivery_headers),
         forge.delivery_optional,
@@ -433,7 +432,7 @@ async fn receive_plain_git(
         return Err(refused());
     }
     // Only now is the notification trusted enough to read.
-    let body_sha256 = cpu(&body, |body| hex::encode(Sha256::digest(body))).await?;
+    let body_sha256 = cpu(&body, crate::forge::body_sha256_hex).await?;
     let delivery = delivery_id(
         header(headers, &[git::DELIVERY_HEADER]),
         true,
