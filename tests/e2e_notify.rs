@@ -31,8 +31,6 @@ const ALL_EVENTS: [&str; 4] = [
     "build.succeeded",
     "build.failed",
 ];
-/// The registry's notification of a manifest push, as captured from `docker-registry` 2.8.
-const CAPTURED_ENVELOPE: &str = include_str!("data/registry/manifest-push.json");
 const ENVELOPE_TYPE: &str = "application/vnd.docker.distribution.events.v1+json";
 
 // ---------------------------------------------------------------------------------------------
@@ -462,22 +460,7 @@ fn digest_of(seed: &str) -> String {
 /// notification of that push (kiln checks a notified tag against the registry before it records it).
 async fn pushed(registry: &Registry, repository: &str, tag: &str, seed: &str) -> Value {
     let digest = registry.put_manifest(repository, tag, seed).await;
-    manifest_push(repository, tag, &digest)
-}
-
-/// The captured registry event, made into a push of `repository:tag` at `digest` with a new id.
-fn manifest_push(repository: &str, tag: &str, digest: &str) -> Value {
-    let captured: Value = serde_json::from_str(CAPTURED_ENVELOPE).expect("captured envelope");
-    let mut e = captured["events"][0].clone();
-    e["id"] = json!(uuid::Uuid::new_v4().to_string());
-    e["timestamp"] = json!(chrono::Utc::now().to_rfc3339());
-    e["target"]["repository"] = json!(repository);
-    e["target"]["tag"] = json!(tag);
-    e["target"]["digest"] = json!(digest);
-    e["target"]["url"] = json!(format!(
-        "http://127.0.0.1:5000/v2/{repository}/manifests/{digest}"
-    ));
-    e
+    support::manifest_push(repository, tag, &digest)
 }
 
 /// POSTs an envelope of `events` to kiln's `/registry/events` once; kiln's status and body.

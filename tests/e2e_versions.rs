@@ -139,14 +139,7 @@ async fn a_late_registry_notification_never_moves_a_tag_back() {
     wait_version(&kiln, "acme", "plain", "1.0", &d2).await;
 
     // The first push's notification again, as the registry's retry sends it: a new event id.
-    let mut envelope: Value =
-        serde_json::from_slice(&std::fs::read("tests/data/registry/manifest-push.json").unwrap())
-            .unwrap();
-    let event = &mut envelope["events"][0];
-    event["id"] = json!(support::new_delivery_id());
-    event["target"]["repository"] = json!("acme/plain");
-    event["target"]["tag"] = json!("1.0");
-    event["target"]["digest"] = json!(d1);
+    let envelope = json!({"events": [support::manifest_push("acme/plain", "1.0", &d1)]});
     let r = reqwest::Client::new()
         .post(format!("{}/registry/events", kiln.url))
         .bearer_auth(EVENTS_TOKEN)

@@ -1346,6 +1346,24 @@ pub fn fresh_from(base: &str) -> String {
     format!("FROM {base}\nENV KILN_TEST_RUN={}\n", new_delivery_id())
 }
 
+/// The registry's notification of a manifest push as captured from `docker-registry` 2.8
+/// (`tests/data/registry/manifest-push.json`), made into a push of `repository:tag` at `digest`
+/// with a new event id and timestamp: one event of an envelope for `POST /registry/events`.
+pub fn manifest_push(repository: &str, tag: &str, digest: &str) -> Value {
+    let captured: Value = serde_json::from_str(include_str!("../data/registry/manifest-push.json"))
+        .expect("captured envelope");
+    let mut e = captured["events"][0].clone();
+    e["id"] = json!(uuid::Uuid::new_v4().to_string());
+    e["timestamp"] = json!(chrono::Utc::now().to_rfc3339());
+    e["target"]["repository"] = json!(repository);
+    e["target"]["tag"] = json!(tag);
+    e["target"]["digest"] = json!(digest);
+    e["target"]["url"] = json!(format!(
+        "http://127.0.0.1:5000/v2/{repository}/manifests/{digest}"
+    ));
+    e
+}
+
 /// The image [`Registry::put_manifest`] pushes for `seed`: its config's bytes, its manifest's bytes
 /// and the manifest's digest. The same seed makes the same bytes, so a test knows a digest before
 /// (or without) pushing it.
